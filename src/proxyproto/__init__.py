@@ -1,0 +1,60 @@
+"""proxyproto: the PROXY protocol (v1 and v2) for Python's structured-concurrency world.
+
+The sans-IO core parses and builds headers; adapters for anyio, trio, Hypercorn and Uvicorn feed it
+from real connections.
+
+>>> import proxyproto as pp
+>>> header, consumed = pp.parse(b"PROXY TCP4 192.0.2.1 198.51.100.7 56324 443\\r\\n")
+>>> header.source
+('192.0.2.1', 56324)
+"""
+
+from ._errors import HeaderEncodingError as HeaderEncodingError
+from ._errors import HeaderRejected as HeaderRejected
+from ._errors import IncompleteHeader as IncompleteHeader
+from ._errors import InvalidHeader as InvalidHeader
+from ._errors import InvalidSignature as InvalidSignature
+from ._errors import ProxyProtocolError as ProxyProtocolError
+from ._model import Address as Address
+from ._model import Command as Command
+from ._model import Family as Family
+from ._model import Header as Header
+from ._model import SSLClient as SSLClient
+from ._model import SSLInfo as SSLInfo
+from ._model import SSLSubType as SSLSubType
+from ._model import TLVs as TLVs
+from ._model import TLVType as TLVType
+from ._model import Transport as Transport
+from ._parser import MAX_HEADER_SIZE as MAX_HEADER_SIZE
+from ._parser import NEED_DATA as NEED_DATA
+from ._parser import HeaderParser as HeaderParser
+from ._parser import NeedData as NeedData
+from ._parser import parse as parse
+from ._parser import parse_datagram as parse_datagram
+from ._version import __version__ as __version__
+
+__all__ = (
+    "MAX_HEADER_SIZE",
+    "NEED_DATA",
+    "Address",
+    "Command",
+    "Family",
+    "Header",
+    "HeaderEncodingError",
+    "HeaderParser",
+    "HeaderRejected",
+    "IncompleteHeader",
+    "InvalidHeader",
+    "InvalidSignature",
+    "NeedData",
+    "ProxyProtocolError",
+    "SSLClient",
+    "SSLInfo",
+    "SSLSubType",
+    "TLVType",
+    "TLVs",
+    "Transport",
+    "__version__",
+    "parse",
+    "parse_datagram",
+)

@@ -1,0 +1,218 @@
+"""Building headers: :meth:`Header.proxy` and :meth:`Header.to_bytes`.
+
+The parser's model carries no validators (it is built on the hot path), so everything that could
+make a corrupt or unencodable header is checked here, and refused with
+:class:`HeaderEncodingError`, a :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
+from typing import TYPE_CHECKING
+
+from . import _tlv, _v2
+from ._errors import HeaderEncodingError
+from ._model import _NO_TLVS, Command, Family, TLVs, TLVType, Transport
+
+if TYPE_CHECKING:
+    from ._model import Header
+
+__all__ = ["encode", "proxy_header"]
+
+#: Spec 2.2: a UNIX address is 108 bytes, NUL-padded.
+UNIX_PATH_SIZE = 108
+# version/command (u8), family/transport (u8), length (u16 big-endian)
+_FIXED_TAIL = struct.Struct("!BBH")
+# CRC32C TLV: type, length 4, then the checksum (u32 big-endian)
+_CRC32C_TLV = struct.Struct("!BHI")
+_TLV_HEAD_SIZE = 3
+_V1_PROTOCOLS = {Family.INET: "TCP4", Family.INET6: "TCP6"}
+
+
+def proxy_header(
+    cls: type[Header],
+    source: tuple[str, int] | str,
+    destination: tuple[str, int] | str,
+    version: int,
+    transport: Transport,
+    tlvs: TLVs | Mapping[str, object] | None,
+) -> Header:
+    if version not in (1, 2):
+        raise HeaderEncodingError(f"version must be 1 or 2, not {version!r}")
+    if tlvs is None:
+        tlvs = _NO_TLVS
+    elif not isinstance(tlvs, TLVs):
+        tlvs = TLVs(**tlvs)  # type: ignore[arg-type]
+    transport = Transport(transport)
+    if isinstance(source, str) and isinstance(destination, str):
+        family = Family.UNIX
+        for name, path in (("source", source), ("destination", destination)):
+            if len(_unix_path_bytes(path, name)) > UNIX_PATH_SIZE:
+                raise HeaderEncodingError(
+                    f"{name} path is over {UNIX_PATH_SIZE} bytes: {path[:40]!r}..."
+                )
+    elif isinstance(source, tuple) and isinstance(destination, tuple):
+        source_family, source = _inet_address(source, "source")
+        destination_family, destination = _inet_address(destination, "destination")
+        if source_family is not destination_family:
+            raise HeaderEncodingError(
+                f"source is {source_family.name} but destination is {destination_family.name}: "
+                "a header has one address family"
+            )
+        family = source_family
+    else:
+        raise HeaderEncodingError(
+            "source and destination must both be (host, port) tuples or both be UNIX paths"
+        )
+    if transport is Transport.UNSPEC:
+        raise HeaderEncodingError("a PROXY header with addresses needs a STREAM or DGRAM transport")
+    header = cls(2 if version == 2 else 1, Command.PROXY, family, transport, source, destination, tlvs)
+    if version == 1:
+        _check_v1(header)
+    return header
+
+
+def _inet_address(address: tuple[str, int], name: str) -> tuple[Family, tuple[str, int]]:
+    """The family of ``(host, port)`` and the address in canonical form (as parsed back)."""
+    try:
+        host, port = address
+    except (TypeError, ValueError):
+        raise HeaderEncodingError(f"{name} must be (host, port), not {address!r}") from None
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 0xFFFF:
+        raise HeaderEncodingError(f"{name} port must be an int from 0 to 65535, not {port!r}")
+    if not isinstance(host, str):
+        raise HeaderEncodingError(f"{name} host must be a str, not {host!r}")
+    for family, af in ((Family.INET, AF_INET), (Family.INET6, AF_INET6)):
+        try:
+            return family, (inet_ntop(af, inet_pton(af, host)), port)
+        except (OSError, ValueError):
+            pass
+    raise HeaderEncodingError(f"{name} host {host!r} is not an IPv4 or IPv6 address")
+
+
+def _unix_path_bytes(path: str, name: str) -> bytes:
+    try:
+        return path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise HeaderEncodingError(f"{name} path cannot be encoded: {path!r}") from None
+
+
+def _check_v1(header: Header) -> None:
+    if header.command is not Command.PROXY:
+        raise HeaderEncodingError("v1 has no LOCAL command: use Header.unknown() or version 2")
+    if header.tlvs:
+        raise HeaderEncodingError("v1 headers cannot carry TLVs: use version 2")
+    if header.family is Family.UNSPEC:
+        return
+    if header.family not in _V1_PROTOCOLS or header.transport is not Transport.STREAM:
+        raise HeaderEncodingError(
+            f"v1 describes TCP over IPv4 or IPv6 only, not {header.family.name} "
+            f"{header.transport.name}"
+        )
+
+
+def encode(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
+    if header.version == 1:
+        if crc32c or pad_to is not None:
+            raise HeaderEncodingError("crc32c and pad_to are v2 features")
+        _check_v1(header)
+        if header.family is Family.UNSPEC:
+            return b"PROXY UNKNOWN\r\n"
+        (source_host, source_port), (destination_host, destination_port) = _addresses(header)
+        _inet_bytes(header.family, source_host, "source")
+        _inet_bytes(header.family, destination_host, "destination")
+        return (
+            f"PROXY {_V1_PROTOCOLS[header.family]} {source_host} {destination_host} "
+            f"{source_port} {destination_port}\r\n"
+        ).encode("ascii")
+    if header.version != 2:
+        raise HeaderEncodingError(f"version must be 1 or 2, not {header.version!r}")
+    return _encode_v2(header, crc32c, pad_to)
+
+
+def _encode_v2(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
+    body = bytearray(_address_block(header))
+    if header.tlvs:
+        body += _tlv.encode_tlvs(header.tlvs)
+    size = _v2.FIXED_SIZE + len(body) + (_CRC32C_TLV.size if crc32c else 0)
+    if pad_to is not None:
+        padding = pad_to - size
+        if padding < 0:
+            raise HeaderEncodingError(f"pad_to={pad_to} is less than the header's {size} bytes")
+        if 0 < padding < _TLV_HEAD_SIZE:
+            raise HeaderEncodingError(
+                f"pad_to={pad_to} leaves {padding} byte(s): a NOOP TLV takes at least 3"
+            )
+        if padding:
+            body += _tlv_head(TLVType.NOOP, padding - _TLV_HEAD_SIZE)
+            body += bytes(padding - _TLV_HEAD_SIZE)
+            size = pad_to
+    length = size - _v2.FIXED_SIZE
+    if length > 0xFFFF:
+        raise HeaderEncodingError(f"the header would be {size} bytes; v2 allows 16 + 65535")
+    version_command = 0x20 | header.command
+    family_transport = (header.family << 4) | header.transport
+    out = bytearray(_v2.SIGNATURE)
+    out += _FIXED_TAIL.pack(version_command, family_transport, length)
+    out += body
+    if crc32c:
+        out += _CRC32C_TLV.pack(TLVType.CRC32C, 4, 0)
+        # Spec 2.2.3: computed over the whole header with the checksum field zero.
+        out[-4:] = _tlv.crc32c_of(bytes(out)).to_bytes(4, "big")
+    return bytes(out)
+
+
+def _tlv_head(kind: int, length: int) -> bytes:
+    return struct.pack("!BH", kind, length)
+
+
+def _address_block(header: Header) -> bytes:
+    family = header.family
+    if family is Family.UNSPEC:
+        return b""
+    if header.command is Command.LOCAL and header.source is None and header.destination is None:
+        # LOCAL may keep a family; its address block is ignored, so send zeros.
+        return bytes({Family.INET: 12, Family.INET6: 36, Family.UNIX: 216}[family])
+    if family is Family.UNIX:
+        source, destination = header.source, header.destination
+        if not isinstance(source, str) or not isinstance(destination, str):
+            raise HeaderEncodingError("a UNIX header needs str paths as source and destination")
+        block = b""
+        for name, path in (("source", source), ("destination", destination)):
+            encoded = _unix_path_bytes(path, name)
+            if len(encoded) > UNIX_PATH_SIZE:
+                raise HeaderEncodingError(f"{name} path is over {UNIX_PATH_SIZE} bytes")
+            block += encoded.ljust(UNIX_PATH_SIZE, b"\x00")
+        return block
+    (source_host, source_port), (destination_host, destination_port) = _addresses(header)
+    return (
+        _inet_bytes(family, source_host, "source")
+        + _inet_bytes(family, destination_host, "destination")
+        + struct.pack("!HH", source_port, destination_port)
+    )
+
+
+def _addresses(header: Header) -> tuple[tuple[str, int], tuple[str, int]]:
+    source, destination = header.source, header.destination
+    for name, address in (("source", source), ("destination", destination)):
+        if (
+            not isinstance(address, tuple)
+            or len(address) != 2
+            or not isinstance(address[1], int)
+            or not 0 <= address[1] <= 0xFFFF
+        ):
+            raise HeaderEncodingError(
+                f"{name} must be (host, port) with a port from 0 to 65535 for "
+                f"{header.family.name}, not {address!r}"
+            )
+    return source, destination  # type: ignore[return-value]
+
+
+def _inet_bytes(family: Family, host: object, name: str) -> bytes:
+    af = AF_INET if family is Family.INET else AF_INET6
+    try:
+        return inet_pton(af, host)  # type: ignore[arg-type]
+    except (OSError, TypeError, ValueError):
+        raise HeaderEncodingError(f"{name} host {host!r} is not an {family.name} address") from None

@@ -1,0 +1,337 @@
+"""The v2 Type-Length-Value extensions: decoding and encoding (spec section 2.2).
+
+Each TLV is ``type (u8), length (u16 big-endian), value (length bytes)``. TLVs follow the address
+block and must end exactly where the header ends. The SSL TLV (0x20) holds a client byte, a verify
+word and sub-TLVs of the same shape, which must end exactly where the SSL TLV ends.
+
+Registered TLVs that are malformed fail the header: the spec gives them a meaning, and a receiver
+must not guess. Vendor TLVs (AWS, Azure, GCP) are defined by their vendors, not by the spec, and
+their layout has changed before: a malformed one is kept in ``raw`` with its typed field ``None``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from crc32c import crc32c as _crc32c
+
+from ._errors import HeaderEncodingError, InvalidHeader
+from ._model import SSLInfo, SSLSubType, TLVs, TLVType
+
+__all__ = ["MAX_UNIQUE_ID", "crc32c_of", "decode_tlvs_untrusted", "encode_tlvs"]
+
+#: Spec 2.2.5: the unique id is at most 128 bytes.
+MAX_UNIQUE_ID = 128
+
+# type (u8), length (u16 big-endian)
+_TLV_HEAD = struct.Struct("!BH")
+# SSL TLV: client (u8), verify (u32 big-endian), then sub-TLVs
+_SSL_HEAD = struct.Struct("!BI")
+# Azure 0xEE: sub-type (u8), link id (u32 little-endian)
+_AZURE = struct.Struct("<BI")
+# GCP 0xE0: PSC connection id (u64 big-endian)
+_GCP = struct.Struct("!Q")
+
+_AWS_SUBTYPE_VPCE_ID = 0x01
+_AZURE_SUBTYPE_LINK_ID = 0x01
+
+_ALPN = TLVType.ALPN.value
+_AUTHORITY = TLVType.AUTHORITY.value
+_CRC32C = TLVType.CRC32C.value
+_NOOP = TLVType.NOOP.value
+_UNIQUE_ID = TLVType.UNIQUE_ID.value
+_SSL = TLVType.SSL.value
+_NETNS = TLVType.NETNS.value
+_AWS = TLVType.AWS.value
+_AZURE_TYPE = TLVType.AZURE.value
+_GCP_TYPE = TLVType.GCP.value
+
+# SSL sub-TLVs that hold text: their place among SSLInfo's text fields, and their encoding.
+_SSL_TEXT = {
+    t.value: (index, t.name, encoding)
+    for index, (t, encoding) in enumerate(
+        (
+            (SSLSubType.VERSION, "ascii"),
+            (SSLSubType.CN, "utf-8"),
+            (SSLSubType.CIPHER, "ascii"),
+            (SSLSubType.SIG_ALG, "ascii"),
+            (SSLSubType.KEY_ALG, "ascii"),
+            (SSLSubType.GROUP, "ascii"),
+            (SSLSubType.SIG_SCHEME, "ascii"),
+        )
+    )
+}
+_SSL_CLIENT_CERT = SSLSubType.CLIENT_CERT.value
+
+
+def crc32c_of(data: bytes) -> int:
+    """CRC32C (Castagnoli) of ``data``, from the ``crc32c`` package."""
+    return int(_crc32c(data))
+
+
+def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
+    """Decode the TLVs of ``header[start:end]``; ``header[:end]`` is the whole v2 header.
+
+    The whole header is needed to verify a CRC32C TLV, which covers every byte of it.
+    """
+    raw: list[tuple[int, bytes]] = []
+    alpn: bytes | None = None
+    authority: str | None = None
+    crc32c: int | None = None
+    unique_id: bytes | None = None
+    netns: str | None = None
+    ssl: SSLInfo | None = None
+    aws_vpce_id: str | None = None
+    azure_link_id: int | None = None
+    gcp_psc_id: int | None = None
+    offset = start
+    while offset < end:
+        if offset + 3 > end:
+            raise InvalidHeader(
+                f"v2: {end - offset} stray byte(s) at offset {offset}, too short for a TLV"
+            )
+        kind = header[offset]
+        length = (header[offset + 1] << 8) | header[offset + 2]
+        value_start = offset + 3
+        offset = value_start + length
+        if offset > end:
+            raise InvalidHeader(
+                f"v2: TLV 0x{kind:02X} at offset {value_start - 3} declares {length} bytes, "
+                f"past the end of the header ({end - value_start} left)"
+            )
+        value = header[value_start:offset]
+        raw.append((kind, value))
+        if kind == _ALPN:
+            if alpn is not None:
+                _duplicate("ALPN")
+            alpn = value
+        elif kind == _AUTHORITY:
+            if authority is not None:
+                _duplicate("AUTHORITY")
+            authority = _text_untrusted(value, "utf-8", "AUTHORITY TLV")
+        elif kind == _UNIQUE_ID:
+            if unique_id is not None:
+                _duplicate("UNIQUE_ID")
+            if length > MAX_UNIQUE_ID:
+                raise InvalidHeader(
+                    f"v2: UNIQUE_ID TLV is {length} bytes, more than {MAX_UNIQUE_ID}"
+                )
+            unique_id = value
+        elif kind == _SSL:
+            if ssl is not None:
+                _duplicate("SSL")
+            ssl = _decode_ssl_untrusted(value)
+        elif kind == _CRC32C:
+            if crc32c is not None:
+                _duplicate("CRC32C")
+            crc32c = _check_crc32c_untrusted(header, value_start, length, end)
+        elif kind == _NETNS:
+            if netns is not None:
+                _duplicate("NETNS")
+            netns = _text_untrusted(value, "ascii", "NETNS TLV")
+        elif kind == _AWS:
+            if aws_vpce_id is None and length > 1 and value[0] == _AWS_SUBTYPE_VPCE_ID:
+                aws_vpce_id = _vendor_text(value[1:])
+        elif kind == _AZURE_TYPE:
+            if azure_link_id is None and length == 5 and value[0] == _AZURE_SUBTYPE_LINK_ID:
+                azure_link_id = _AZURE.unpack(value)[1]
+        elif kind == _GCP_TYPE:
+            if gcp_psc_id is None and length == 8:
+                gcp_psc_id = _GCP.unpack(value)[0]
+        # NOOP and unknown types: kept in raw, otherwise skipped (spec 2.2.4, 2.2).
+    return TLVs(
+        alpn=alpn,
+        authority=authority,
+        crc32c=crc32c,
+        unique_id=unique_id,
+        netns=netns,
+        ssl=ssl,
+        aws_vpce_id=aws_vpce_id,
+        azure_link_id=azure_link_id,
+        gcp_psc_id=gcp_psc_id,
+        raw=tuple(raw),
+    )
+
+
+def _duplicate(name: str) -> None:
+    raise InvalidHeader(f"v2: duplicate {name} TLV")
+
+
+def _text_untrusted(value: bytes, encoding: str, what: str) -> str:
+    try:
+        return value.decode(encoding)
+    except UnicodeDecodeError:
+        raise InvalidHeader(f"v2: {what} is not valid {encoding.upper()} text") from None
+
+
+def _vendor_text(value: bytes) -> str | None:
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _check_crc32c_untrusted(header: bytes, value_start: int, length: int, end: int) -> int:
+    if length != 4:
+        raise InvalidHeader(f"v2: CRC32C TLV is {length} bytes, not 4")
+    expected = int.from_bytes(header[value_start : value_start + 4], "big")
+    # Spec 2.2.3: the checksum covers the whole header with the checksum field set to zero.
+    actual = crc32c_of(header[:value_start] + b"\x00\x00\x00\x00" + header[value_start + 4 : end])
+    if actual != expected:
+        raise InvalidHeader(
+            f"v2: CRC32C mismatch: the header says 0x{expected:08x}, its bytes give 0x{actual:08x}"
+        )
+    return expected
+
+
+def _decode_ssl_untrusted(value: bytes) -> SSLInfo:
+    end = len(value)
+    if end < _SSL_HEAD.size:
+        raise InvalidHeader(f"v2: SSL TLV is {end} bytes, shorter than its 5-byte head")
+    client, verify = _SSL_HEAD.unpack_from(value)
+    texts: list[str | None] = [None] * len(_SSL_TEXT)
+    client_cert: bytes | None = None
+    raw: list[tuple[int, bytes]] = []
+    offset = _SSL_HEAD.size
+    while offset < end:
+        if offset + 3 > end:
+            raise InvalidHeader(f"v2: {end - offset} stray byte(s) at the end of the SSL TLV")
+        kind = value[offset]
+        length = (value[offset + 1] << 8) | value[offset + 2]
+        sub_start = offset + 3
+        offset = sub_start + length
+        if offset > end:
+            raise InvalidHeader(
+                f"v2: SSL sub-TLV 0x{kind:02X} declares {length} bytes, past the end of the "
+                f"SSL TLV ({end - sub_start} left)"
+            )
+        sub_value = value[sub_start:offset]
+        raw.append((kind, sub_value))
+        text = _SSL_TEXT.get(kind)
+        if text is not None:
+            index, name, encoding = text
+            if texts[index] is not None:
+                raise InvalidHeader(f"v2: duplicate SSL sub-TLV {name}")
+            texts[index] = _text_untrusted(sub_value, encoding, f"SSL sub-TLV {name}")
+        elif kind == _SSL_CLIENT_CERT:
+            if client_cert is not None:
+                raise InvalidHeader("v2: duplicate SSL sub-TLV CLIENT_CERT")
+            client_cert = sub_value
+        # Unknown sub-types: kept in raw, otherwise skipped.
+    version, cn, cipher, sig_alg, key_alg, group, sig_scheme = texts
+    return SSLInfo(
+        client=client,
+        verify=verify,
+        version=version,
+        cn=cn,
+        cipher=cipher,
+        sig_alg=sig_alg,
+        key_alg=key_alg,
+        group=group,
+        sig_scheme=sig_scheme,
+        client_cert=client_cert,
+        raw=tuple(raw),
+    )
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+def encode_tlvs(tlvs: TLVs) -> bytearray:
+    """Encode every TLV except CRC32C and padding, which need the whole header."""
+    out = bytearray()
+    if tlvs.alpn is not None:
+        _append(out, _ALPN, tlvs.alpn)
+    if tlvs.authority is not None:
+        _append(out, _AUTHORITY, _encode_text(tlvs.authority, "utf-8", "authority"))
+    if tlvs.unique_id is not None:
+        if len(tlvs.unique_id) > MAX_UNIQUE_ID:
+            raise HeaderEncodingError(
+                f"unique_id is {len(tlvs.unique_id)} bytes; the spec allows {MAX_UNIQUE_ID}"
+            )
+        _append(out, _UNIQUE_ID, tlvs.unique_id)
+    if tlvs.ssl is not None:
+        _append(out, _SSL, _encode_ssl(tlvs.ssl))
+    if tlvs.netns is not None:
+        _append(out, _NETNS, _encode_text(tlvs.netns, "ascii", "netns"))
+    if tlvs.aws_vpce_id is not None:
+        vpce_id = _encode_text(tlvs.aws_vpce_id, "ascii", "aws_vpce_id")
+        _append(out, _AWS, bytes((_AWS_SUBTYPE_VPCE_ID,)) + vpce_id)
+    if tlvs.azure_link_id is not None:
+        link_id = _pack(_AZURE, "azure_link_id", 32, _AZURE_SUBTYPE_LINK_ID, tlvs.azure_link_id)
+        _append(out, _AZURE_TYPE, link_id)
+    if tlvs.gcp_psc_id is not None:
+        _append(out, _GCP_TYPE, _pack(_GCP, "gcp_psc_id", 64, tlvs.gcp_psc_id))
+    for kind, value in tlvs.raw:
+        if not _covered(tlvs, kind, value):
+            _append(out, kind, value)
+    return out
+
+
+def _covered(tlvs: TLVs, kind: int, value: bytes) -> bool:
+    """Whether a ``raw`` entry is already encoded from a typed field, or never copied."""
+    if kind in (_CRC32C, _NOOP):
+        return True
+    if kind == _AWS:
+        return tlvs.aws_vpce_id is not None and value[:1] == bytes((_AWS_SUBTYPE_VPCE_ID,))
+    if kind == _AZURE_TYPE:
+        return tlvs.azure_link_id is not None and value[:1] == bytes((_AZURE_SUBTYPE_LINK_ID,))
+    typed = _TYPED_FIELD.get(kind)
+    return typed is not None and getattr(tlvs, typed) is not None
+
+
+_TYPED_FIELD = {
+    _ALPN: "alpn",
+    _AUTHORITY: "authority",
+    _UNIQUE_ID: "unique_id",
+    _SSL: "ssl",
+    _NETNS: "netns",
+    _GCP_TYPE: "gcp_psc_id",
+}
+
+
+def _encode_ssl(ssl: SSLInfo) -> bytes:
+    try:
+        out = bytearray(_SSL_HEAD.pack(ssl.client, ssl.verify))
+    except struct.error:
+        raise HeaderEncodingError(
+            "SSLInfo: client must fit in a byte and verify in 32 bits"
+        ) from None
+    seen = set()
+    for kind, (_, name, encoding) in _SSL_TEXT.items():
+        text = getattr(ssl, name.lower())
+        if text is not None:
+            _append(out, kind, _encode_text(text, encoding, f"ssl.{name.lower()}"))
+            seen.add(kind)
+    if ssl.client_cert is not None:
+        _append(out, _SSL_CLIENT_CERT, ssl.client_cert)
+        seen.add(_SSL_CLIENT_CERT)
+    for kind, value in ssl.raw:
+        if kind not in seen:
+            _append(out, kind, value)
+    return bytes(out)
+
+
+def _encode_text(text: str, encoding: str, what: str) -> bytes:
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError:
+        raise HeaderEncodingError(f"{what} must be {encoding.upper()} text") from None
+
+
+def _pack(layout: struct.Struct, what: str, bits: int, *values: int) -> bytes:
+    try:
+        return layout.pack(*values)
+    except struct.error:
+        raise HeaderEncodingError(f"{what} must be an unsigned {bits}-bit integer") from None
+
+
+def _append(out: bytearray, kind: int, value: bytes) -> None:
+    if not 0 <= kind <= 0xFF:
+        raise HeaderEncodingError(f"TLV type {kind} is not a byte")
+    if len(value) > 0xFFFF:
+        raise HeaderEncodingError(
+            f"TLV 0x{kind:02X} is {len(value)} bytes; a TLV holds at most 65535"
+        )
+    out += _TLV_HEAD.pack(kind, len(value))
+    out += value

@@ -1,0 +1,169 @@
+"""The v2 (binary) header (spec section 2.2).
+
+Theory of operation
+-------------------
+A v2 header is a 16-byte fixed part followed by ``length`` bytes: the address block of the
+declared family, then TLVs up to the end::
+
+    offset  size  field
+    0       12    signature  \\r\\n\\r\\n\\0\\r\\nQUIT\\n
+    12      1     version (high nibble, must be 2) and command (low nibble: 0 LOCAL, 1 PROXY)
+    13      1     family (high nibble) and transport (low nibble)
+    14      2     length of what follows, big-endian
+    16      ...   address block: 12 bytes INET, 36 INET6, 216 UNIX, none UNSPEC; then TLVs
+
+:func:`check_fixed_untrusted` checks bytes 12 to 15 as soon as each one arrives, so that a bad
+version, command or family is refused at once, and returns the total length once it is known; the
+incremental parser checks that length against its cap before waiting for the rest.
+:func:`decode_untrusted` decodes a complete header. The length is honoured even for LOCAL (whose
+address block is ignored): whatever follows it belongs to the application.
+"""
+
+from __future__ import annotations
+
+import struct
+from socket import AF_INET6, inet_ntoa, inet_ntop
+
+from ._errors import InvalidHeader
+from ._model import Command, Family, Header, Transport
+from ._model import _NO_TLVS as NO_TLVS
+from ._tlv import decode_tlvs_untrusted
+
+__all__ = [
+    "FIXED_SIZE",
+    "SIGNATURE",
+    "check_fixed_untrusted",
+    "decode_fast_untrusted",
+    "decode_untrusted",
+]
+
+#: The 12-byte v2 signature (spec section 2.2).
+SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+#: Signature, version/command, family/transport and length.
+FIXED_SIZE = 16
+#: The 13th byte: version 2 in the high nibble, the command in the low one.
+_COMMANDS = {0x20: Command.LOCAL, 0x21: Command.PROXY}
+#: The 14th byte: family and transport, and the size of the address block that follows.
+_FAMILIES = {
+    0x00: (Family.UNSPEC, Transport.UNSPEC, 0),
+    0x11: (Family.INET, Transport.STREAM, 12),
+    0x12: (Family.INET, Transport.DGRAM, 12),
+    0x21: (Family.INET6, Transport.STREAM, 36),
+    0x22: (Family.INET6, Transport.DGRAM, 36),
+    0x31: (Family.UNIX, Transport.STREAM, 216),
+    0x32: (Family.UNIX, Transport.DGRAM, 216),
+}
+# version/command (u8), family/transport (u8), length (u16 big-endian), at offset 12
+_FIXED_TAIL = struct.Struct("!BBH")
+# source address (4), destination address (4), source port, destination port (u16 big-endian)
+_INET = struct.Struct("!4s4sHH")
+# source address (16), destination address (16), source port, destination port
+_INET6 = struct.Struct("!16s16sHH")
+# source path (108), destination path (108), NUL-padded
+_UNIX = struct.Struct("!108s108s")
+
+
+def check_fixed_untrusted(data: bytes | bytearray) -> int | None:
+    """Check the bytes after the signature as far as they have arrived.
+
+    ``data`` starts with the full signature. Returns the total header size once the length field
+    has arrived, ``None`` before.
+    """
+    received = len(data)
+    if received <= 12:
+        return None
+    version_command = data[12]
+    if version_command not in _COMMANDS:
+        if version_command >> 4 != 2:
+            raise InvalidHeader(
+                f"v2: version {version_command >> 4} (byte 13 is 0x{version_command:02X}), "
+                "expected 2"
+            )
+        raise InvalidHeader(
+            f"v2: command {version_command & 0xF} (byte 13 is 0x{version_command:02X}) is "
+            "neither LOCAL (0) nor PROXY (1)"
+        )
+    if received <= 13:
+        return None
+    family_transport = data[13]
+    shape = _FAMILIES.get(family_transport)
+    if shape is None:
+        raise InvalidHeader(
+            f"v2: family/transport byte 0x{family_transport:02X} is not one of "
+            "00 11 12 21 22 31 32"
+        )
+    if received < FIXED_SIZE:
+        return None
+    length = (data[14] << 8) | data[15]
+    if length < shape[2]:
+        raise InvalidHeader(
+            f"v2: length {length} is too short for the {shape[0].name} address block "
+            f"({shape[2]} bytes)"
+        )
+    return FIXED_SIZE + length
+
+
+def decode_untrusted(data: bytes, total: int) -> Header:
+    """Decode the complete v2 header at the start of ``data`` (``total`` bytes long).
+
+    :func:`check_fixed_untrusted` has accepted ``data`` and returned ``total``.
+    """
+    return decode_checked_untrusted(
+        data, total, _COMMANDS[data[12]], _FAMILIES[data[13]]
+    )
+
+
+def decode_fast_untrusted(data: bytes) -> tuple[Header, int] | None:
+    """The one-shot fast path: decode a complete, well-formed v2 header at the start of ``data``.
+
+    Returns ``None`` when the header is incomplete or its fixed part is invalid: the caller then
+    goes the slow way, which says why.
+    """
+    version_command, family_transport, length = _FIXED_TAIL.unpack_from(data, 12)
+    command = _COMMANDS.get(version_command)
+    shape = _FAMILIES.get(family_transport)
+    total = FIXED_SIZE + length
+    if command is None or shape is None or length < shape[2] or len(data) < total:
+        return None
+    return decode_checked_untrusted(data, total, command, shape), total
+
+
+def decode_checked_untrusted(
+    data: bytes, total: int, command: Command, shape: tuple[Family, Transport, int]
+) -> Header:
+    family, transport, address_size = shape
+    tlv_start = FIXED_SIZE + address_size
+    tlvs = decode_tlvs_untrusted(data, tlv_start, total) if total > tlv_start else NO_TLVS
+    if command is Command.LOCAL or family is Family.UNSPEC:
+        # Spec 2.2: LOCAL and UNSPEC carry no address the receiver may use.
+        return Header(2, command, family, transport, None, None, tlvs)
+    if family is Family.INET:
+        src, dst, source_port, destination_port = _INET.unpack_from(data, FIXED_SIZE)
+        return Header(
+            2,
+            command,
+            family,
+            transport,
+            (inet_ntoa(src), source_port),
+            (inet_ntoa(dst), destination_port),
+            tlvs,
+        )
+    if family is Family.INET6:
+        src, dst, source_port, destination_port = _INET6.unpack_from(data, FIXED_SIZE)
+        return Header(
+            2,
+            command,
+            family,
+            transport,
+            (inet_ntop(AF_INET6, src), source_port),
+            (inet_ntop(AF_INET6, dst), destination_port),
+            tlvs,
+        )
+    src, dst = _UNIX.unpack_from(data, FIXED_SIZE)
+    return Header(2, command, family, transport, _unix_path(src), _unix_path(dst), tlvs)
+
+
+def _unix_path(padded: bytes) -> str:
+    # NUL padding removed from the end only, so that a Linux abstract name (leading NUL) survives.
+    # Paths are bytes to the kernel; surrogateescape keeps any of them, as os.fsdecode does.
+    return padded.rstrip(b"\x00").decode("utf-8", "surrogateescape")
