@@ -77,7 +77,11 @@ def test_local_ignores_its_address_block_but_honours_its_length() -> None:
 
 def test_unspec_proxy_carries_no_address() -> None:
     header = tr(v2(0x21, 0x00, b""))
-    assert (header.command, header.family, header.source) == (pp.Command.PROXY, pp.Family.UNSPEC, None)
+    assert (header.command, header.family, header.source) == (
+        pp.Command.PROXY,
+        pp.Family.UNSPEC,
+        None,
+    )
 
 
 def test_address_block_longer_than_needed_is_tlv_space() -> None:

@@ -17,7 +17,9 @@ SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 TRAILING = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n\x00\r\n\r\nPROXY "
 
 
-def v2(version_command: int, family_transport: int, body: bytes, length: int | None = None) -> bytes:
+def v2(
+    version_command: int, family_transport: int, body: bytes, length: int | None = None
+) -> bytes:
     """A v2 header: signature, the two bytes, the length (``len(body)`` unless given), body."""
     size = len(body) if length is None else length
     return SIG + struct.pack("!BBH", version_command, family_transport, size) + body
@@ -45,15 +47,6 @@ def unix(source: bytes, destination: bytes) -> bytes:
 
 def tlv(kind: int, value: bytes) -> bytes:
     return struct.pack("!BH", kind, len(value)) + value
-
-
-def feed(parser: pp.HeaderParser, data: bytes) -> pp.Header | None:
-    """Feed ``data`` one byte at a time; the header once complete, else None."""
-    event: pp.Header | pp.NeedData = pp.NEED_DATA
-    for i in range(len(data)):
-        parser.receive_data(data[i : i + 1])
-        event = parser.next_event()
-    return None if event is pp.NEED_DATA else event  # type: ignore[return-value]
 
 
 def tr(data: bytes) -> pp.Header:

@@ -2,7 +2,8 @@
 
 The parser's model carries no validators (it is built on the hot path), so everything that could
 make a corrupt or unencodable header is checked here, and refused with
-:class:`HeaderEncodingError`, a :class:`ValueError`.
+:class:`HeaderEncodingError`, a :class:`ValueError`. Encoding tries the straight path first and,
+when the standard library refuses a value, finds out which one to say so precisely.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ __all__ = ["encode", "proxy_header"]
 UNIX_PATH_SIZE = 108
 # version/command (u8), family/transport (u8), length (u16 big-endian)
 _FIXED_TAIL = struct.Struct("!BBH")
+# source address, destination address, source port, destination port (spec 2.2)
+_INET_BLOCK = struct.Struct("!4s4sHH")
+_INET6_BLOCK = struct.Struct("!16s16sHH")
 # CRC32C TLV: type, length 4, then the checksum (u32 big-endian)
 _CRC32C_TLV = struct.Struct("!BHI")
 _TLV_HEAD_SIZE = 3
 _V1_PROTOCOLS = {Family.INET: "TCP4", Family.INET6: "TCP6"}
+_ADDRESS_BLOCK_SIZE = {Family.INET: 12, Family.INET6: 36, Family.UNIX: 2 * UNIX_PATH_SIZE}
 
 
 def proxy_header(
@@ -39,21 +44,17 @@ def proxy_header(
     transport: Transport,
     tlvs: TLVs | Mapping[str, object] | None,
 ) -> Header:
-    if version not in (1, 2):
+    if type(version) is not int or version not in (1, 2):
         raise HeaderEncodingError(f"version must be 1 or 2, not {version!r}")
     if tlvs is None:
         tlvs = _NO_TLVS
     elif not isinstance(tlvs, TLVs):
         tlvs = TLVs(**tlvs)  # type: ignore[arg-type]
-    transport = Transport(transport)
-    if isinstance(source, str) and isinstance(destination, str):
-        family = Family.UNIX
-        for name, path in (("source", source), ("destination", destination)):
-            if len(_unix_path_bytes(path, name)) > UNIX_PATH_SIZE:
-                raise HeaderEncodingError(
-                    f"{name} path is over {UNIX_PATH_SIZE} bytes: {path[:40]!r}..."
-                )
-    elif isinstance(source, tuple) and isinstance(destination, tuple):
+    if type(transport) is not Transport:
+        transport = Transport(transport)
+    if transport is Transport.UNSPEC:
+        raise HeaderEncodingError("a PROXY header with addresses needs a STREAM or DGRAM transport")
+    if isinstance(source, tuple) and isinstance(destination, tuple):
         source_family, source = _inet_address(source, "source")
         destination_family, destination = _inet_address(destination, "destination")
         if source_family is not destination_family:
@@ -62,34 +63,46 @@ def proxy_header(
                 "a header has one address family"
             )
         family = source_family
+    elif isinstance(source, str) and isinstance(destination, str):
+        family = Family.UNIX
+        for name, path in (("source", source), ("destination", destination)):
+            if len(_unix_path_bytes(path, name)) > UNIX_PATH_SIZE:
+                raise HeaderEncodingError(
+                    f"{name} path is over {UNIX_PATH_SIZE} bytes: {path[:40]!r}..."
+                )
     else:
         raise HeaderEncodingError(
             "source and destination must both be (host, port) tuples or both be UNIX paths"
         )
-    if transport is Transport.UNSPEC:
-        raise HeaderEncodingError("a PROXY header with addresses needs a STREAM or DGRAM transport")
-    header = cls(2 if version == 2 else 1, Command.PROXY, family, transport, source, destination, tlvs)
+    header = cls(version, Command.PROXY, family, transport, source, destination, tlvs)
     if version == 1:
         _check_v1(header)
     return header
 
 
 def _inet_address(address: tuple[str, int], name: str) -> tuple[Family, tuple[str, int]]:
-    """The family of ``(host, port)`` and the address in canonical form (as parsed back)."""
+    """The family of ``(host, port)``, and the address as the parser gives it back."""
     try:
         host, port = address
     except (TypeError, ValueError):
         raise HeaderEncodingError(f"{name} must be (host, port), not {address!r}") from None
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 0xFFFF:
+    if type(port) is not int or not 0 <= port <= 0xFFFF:
         raise HeaderEncodingError(f"{name} port must be an int from 0 to 65535, not {port!r}")
-    if not isinstance(host, str):
+    if type(host) is not str:
         raise HeaderEncodingError(f"{name} host must be a str, not {host!r}")
-    for family, af in ((Family.INET, AF_INET), (Family.INET6, AF_INET6)):
-        try:
-            return family, (inet_ntop(af, inet_pton(af, host)), port)
-        except (OSError, ValueError):
-            pass
-    raise HeaderEncodingError(f"{name} host {host!r} is not an IPv4 or IPv6 address")
+    try:
+        # inet_pton takes only the canonical dotted quad (no leading zeros, four parts), so
+        # an IPv4 host that passes is already the text the parser will give back.
+        inet_pton(AF_INET, host)
+    except OSError:
+        pass
+    else:
+        return Family.INET, (host, port)
+    try:
+        # IPv6 has many spellings; keep the canonical one, as the parser gives it back.
+        return Family.INET6, (inet_ntop(AF_INET6, inet_pton(AF_INET6, host)), port)
+    except (OSError, ValueError):
+        raise HeaderEncodingError(f"{name} host {host!r} is not an IPv4 or IPv6 address") from None
 
 
 def _unix_path_bytes(path: str, name: str) -> bytes:
@@ -114,28 +127,29 @@ def _check_v1(header: Header) -> None:
 
 
 def encode(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
-    if header.version == 1:
-        if crc32c or pad_to is not None:
-            raise HeaderEncodingError("crc32c and pad_to are v2 features")
-        _check_v1(header)
-        if header.family is Family.UNSPEC:
-            return b"PROXY UNKNOWN\r\n"
-        (source_host, source_port), (destination_host, destination_port) = _addresses(header)
-        _inet_bytes(header.family, source_host, "source")
-        _inet_bytes(header.family, destination_host, "destination")
-        return (
-            f"PROXY {_V1_PROTOCOLS[header.family]} {source_host} {destination_host} "
-            f"{source_port} {destination_port}\r\n"
-        ).encode("ascii")
-    if header.version != 2:
+    if header.version == 2:
+        return _encode_v2(header, crc32c, pad_to)
+    if header.version != 1:
         raise HeaderEncodingError(f"version must be 1 or 2, not {header.version!r}")
-    return _encode_v2(header, crc32c, pad_to)
+    if crc32c or pad_to is not None:
+        raise HeaderEncodingError("crc32c and pad_to are v2 features")
+    _check_v1(header)
+    if header.family is Family.UNSPEC:
+        return b"PROXY UNKNOWN\r\n"
+    (source_host, source_port), (destination_host, destination_port) = _addresses(header)
+    _inet_bytes(header.family, source_host, "source")
+    _inet_bytes(header.family, destination_host, "destination")
+    return (
+        f"PROXY {_V1_PROTOCOLS[header.family]} {source_host} {destination_host} "
+        f"{source_port} {destination_port}\r\n"
+    ).encode("ascii")
 
 
 def _encode_v2(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
-    body = bytearray(_address_block(header))
-    if header.tlvs:
-        body += _tlv.encode_tlvs(header.tlvs)
+    parts = [_address_block(header)]
+    if header.tlvs is not _NO_TLVS:
+        parts += _tlv.encode_tlvs(header.tlvs)
+    body = b"".join(parts)
     size = _v2.FIXED_SIZE + len(body) + (_CRC32C_TLV.size if crc32c else 0)
     if pad_to is not None:
         padding = pad_to - size
@@ -146,52 +160,56 @@ def _encode_v2(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
                 f"pad_to={pad_to} leaves {padding} byte(s): a NOOP TLV takes at least 3"
             )
         if padding:
-            body += _tlv_head(TLVType.NOOP, padding - _TLV_HEAD_SIZE)
-            body += bytes(padding - _TLV_HEAD_SIZE)
+            body += _tlv.encode_tlv(TLVType.NOOP, bytes(padding - _TLV_HEAD_SIZE))
             size = pad_to
     length = size - _v2.FIXED_SIZE
     if length > 0xFFFF:
         raise HeaderEncodingError(f"the header would be {size} bytes; v2 allows 16 + 65535")
-    version_command = 0x20 | header.command
-    family_transport = (header.family << 4) | header.transport
-    out = bytearray(_v2.SIGNATURE)
-    out += _FIXED_TAIL.pack(version_command, family_transport, length)
-    out += body
-    if crc32c:
-        out += _CRC32C_TLV.pack(TLVType.CRC32C, 4, 0)
-        # Spec 2.2.3: computed over the whole header with the checksum field zero.
-        out[-4:] = _tlv.crc32c_of(bytes(out)).to_bytes(4, "big")
-    return bytes(out)
-
-
-def _tlv_head(kind: int, length: int) -> bytes:
-    return struct.pack("!BH", kind, length)
+    fixed = _FIXED_TAIL.pack(0x20 | header.command, (header.family << 4) | header.transport, length)
+    if not crc32c:
+        return _v2.SIGNATURE + fixed + body
+    # Spec 2.2.3: the checksum covers the whole header with the checksum field zero.
+    unchecked = _v2.SIGNATURE + fixed + body + _CRC32C_TLV.pack(TLVType.CRC32C, 4, 0)
+    return unchecked[:-4] + _tlv.crc32c_of(unchecked).to_bytes(4, "big")
 
 
 def _address_block(header: Header) -> bytes:
     family = header.family
     if family is Family.UNSPEC:
         return b""
-    if header.command is Command.LOCAL and header.source is None and header.destination is None:
+    if header.command is Command.LOCAL and header.source is None:
         # LOCAL may keep a family; its address block is ignored, so send zeros.
-        return bytes({Family.INET: 12, Family.INET6: 36, Family.UNIX: 216}[family])
+        return bytes(_ADDRESS_BLOCK_SIZE[family])
     if family is Family.UNIX:
-        source, destination = header.source, header.destination
-        if not isinstance(source, str) or not isinstance(destination, str):
-            raise HeaderEncodingError("a UNIX header needs str paths as source and destination")
-        block = b""
-        for name, path in (("source", source), ("destination", destination)):
-            encoded = _unix_path_bytes(path, name)
-            if len(encoded) > UNIX_PATH_SIZE:
-                raise HeaderEncodingError(f"{name} path is over {UNIX_PATH_SIZE} bytes")
-            block += encoded.ljust(UNIX_PATH_SIZE, b"\x00")
-        return block
-    (source_host, source_port), (destination_host, destination_port) = _addresses(header)
-    return (
+        return _unix_block(header)
+    af, layout = (AF_INET, _INET_BLOCK) if family is Family.INET else (AF_INET6, _INET6_BLOCK)
+    source, destination = header.source, header.destination
+    try:
+        return layout.pack(
+            inet_pton(af, source[0]),  # type: ignore[index]
+            inet_pton(af, destination[0]),  # type: ignore[index]
+            source[1],  # type: ignore[index]
+            destination[1],  # type: ignore[index]
+        )
+    except (IndexError, OSError, TypeError, ValueError, struct.error):
+        # Say exactly what is wrong.
+        (source_host, _), (destination_host, _) = _addresses(header)
         _inet_bytes(family, source_host, "source")
-        + _inet_bytes(family, destination_host, "destination")
-        + struct.pack("!HH", source_port, destination_port)
-    )
+        _inet_bytes(family, destination_host, "destination")
+        raise HeaderEncodingError(f"cannot encode the addresses of {header!r}") from None
+
+
+def _unix_block(header: Header) -> bytes:
+    source, destination = header.source, header.destination
+    if not isinstance(source, str) or not isinstance(destination, str):
+        raise HeaderEncodingError("a UNIX header needs str paths as source and destination")
+    block = b""
+    for name, path in (("source", source), ("destination", destination)):
+        encoded = _unix_path_bytes(path, name)
+        if len(encoded) > UNIX_PATH_SIZE:
+            raise HeaderEncodingError(f"{name} path is over {UNIX_PATH_SIZE} bytes")
+        block += encoded.ljust(UNIX_PATH_SIZE, b"\x00")
+    return block
 
 
 def _addresses(header: Header) -> tuple[tuple[str, int], tuple[str, int]]:
@@ -200,7 +218,7 @@ def _addresses(header: Header) -> tuple[tuple[str, int], tuple[str, int]]:
         if (
             not isinstance(address, tuple)
             or len(address) != 2
-            or not isinstance(address[1], int)
+            or type(address[1]) is not int
             or not 0 <= address[1] <= 0xFFFF
         ):
             raise HeaderEncodingError(

@@ -7,7 +7,8 @@ validators: the builder (:meth:`Header.proxy`, :meth:`Header.to_bytes`) checks w
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
@@ -29,7 +30,7 @@ __all__ = [
 
 #: ``(host, port)`` for INET and INET6 (the shape of anyio's ``SocketAttribute.remote_address``),
 #: a path for UNIX, ``None`` when the header carries no address.
-Address = Union[tuple[str, int], str, None]
+Address: TypeAlias = "tuple[str, int] | str | None"
 
 
 class Command(enum.IntEnum):
@@ -207,7 +208,20 @@ class TLVs:
 
     def __bool__(self) -> bool:
         """False when there is no TLV at all."""
-        return self != _NO_TLVS
+        return bool(self.raw) or any(
+            value is not None
+            for value in (
+                self.alpn,
+                self.authority,
+                self.crc32c,
+                self.unique_id,
+                self.netns,
+                self.ssl,
+                self.aws_vpce_id,
+                self.azure_link_id,
+                self.gcp_psc_id,
+            )
+        )
 
 
 _NO_TLVS = TLVs()
@@ -277,6 +291,161 @@ class Header:
         ``pad_to=N`` appends a NOOP TLV so that the header is exactly N bytes long.
         """
         return _builder.encode(self, crc32c, pad_to)
+
+
+# --- the parser's constructors ----------------------------------------------------------------
+#
+# attrs' __init__ of a frozen class goes through object.__setattr__ once per field, which is most
+# of the cost of parsing a header. The parser, which has already checked every value, fills the
+# slots through their descriptors instead: the same instance, at about half the cost. Users call
+# the ordinary __init__. tests/test_model.py checks that these cover every field.
+
+
+def _slot_setters(
+    cls: type, names: tuple[str, ...]
+) -> tuple[Callable[[object, object], None], ...]:
+    assert names == tuple(a.name for a in attrs.fields(cls)), "a field was added or moved"
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_new = object.__new__
+(_h_version, _h_command, _h_family, _h_transport, _h_source, _h_destination, _h_tlvs) = (
+    _slot_setters(
+        Header, ("version", "command", "family", "transport", "source", "destination", "tlvs")
+    )
+)
+
+
+def _make_header(
+    version: int,
+    command: Command,
+    family: Family,
+    transport: Transport,
+    source: Address,
+    destination: Address,
+    tlvs: TLVs,
+) -> Header:
+    header: Header = _new(Header)
+    _h_version(header, version)
+    _h_command(header, command)
+    _h_family(header, family)
+    _h_transport(header, transport)
+    _h_source(header, source)
+    _h_destination(header, destination)
+    _h_tlvs(header, tlvs)
+    return header
+
+
+(
+    _t_alpn,
+    _t_authority,
+    _t_crc32c,
+    _t_unique_id,
+    _t_netns,
+    _t_ssl,
+    _t_aws_vpce_id,
+    _t_azure_link_id,
+    _t_gcp_psc_id,
+    _t_raw,
+) = _slot_setters(
+    TLVs,
+    (
+        "alpn",
+        "authority",
+        "crc32c",
+        "unique_id",
+        "netns",
+        "ssl",
+        "aws_vpce_id",
+        "azure_link_id",
+        "gcp_psc_id",
+        "raw",
+    ),
+)
+
+
+def _make_tlvs(
+    alpn: bytes | None,
+    authority: str | None,
+    crc32c: int | None,
+    unique_id: bytes | None,
+    netns: str | None,
+    ssl: SSLInfo | None,
+    aws_vpce_id: str | None,
+    azure_link_id: int | None,
+    gcp_psc_id: int | None,
+    raw: tuple[tuple[int, bytes], ...],
+) -> TLVs:
+    tlvs: TLVs = _new(TLVs)
+    _t_alpn(tlvs, alpn)
+    _t_authority(tlvs, authority)
+    _t_crc32c(tlvs, crc32c)
+    _t_unique_id(tlvs, unique_id)
+    _t_netns(tlvs, netns)
+    _t_ssl(tlvs, ssl)
+    _t_aws_vpce_id(tlvs, aws_vpce_id)
+    _t_azure_link_id(tlvs, azure_link_id)
+    _t_gcp_psc_id(tlvs, gcp_psc_id)
+    _t_raw(tlvs, raw)
+    return tlvs
+
+
+(
+    _s_client,
+    _s_verify,
+    _s_version,
+    _s_cn,
+    _s_cipher,
+    _s_sig_alg,
+    _s_key_alg,
+    _s_group,
+    _s_sig_scheme,
+    _s_client_cert,
+    _s_raw,
+) = _slot_setters(
+    SSLInfo,
+    (
+        "client",
+        "verify",
+        "version",
+        "cn",
+        "cipher",
+        "sig_alg",
+        "key_alg",
+        "group",
+        "sig_scheme",
+        "client_cert",
+        "raw",
+    ),
+)
+
+
+def _make_ssl(
+    client: int,
+    verify: int,
+    version: str | None,
+    cn: str | None,
+    cipher: str | None,
+    sig_alg: str | None,
+    key_alg: str | None,
+    group: str | None,
+    sig_scheme: str | None,
+    client_cert: bytes | None,
+    raw: tuple[tuple[int, bytes], ...],
+) -> SSLInfo:
+    ssl: SSLInfo = _new(SSLInfo)
+    _s_client(ssl, client)
+    _s_verify(ssl, verify)
+    _s_version(ssl, version)
+    _s_cn(ssl, cn)
+    _s_cipher(ssl, cipher)
+    _s_sig_alg(ssl, sig_alg)
+    _s_key_alg(ssl, key_alg)
+    _s_group(ssl, group)
+    _s_sig_scheme(ssl, sig_scheme)
+    _s_client_cert(ssl, client_cert)
+    _s_raw(ssl, raw)
+    return ssl
 
 
 # At the bottom: these import the names above.

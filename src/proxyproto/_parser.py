@@ -39,6 +39,7 @@ MAX_HEADER_SIZE: Final = _v2.FIXED_SIZE + 0xFFFF
 
 _V1_START = _v1.PREFIX[0]
 _V2_START = _v2.SIGNATURE[0]
+_V2_FIRST = _v2.SIGNATURE[:1]
 
 
 class NeedData(enum.Enum):
@@ -63,16 +64,17 @@ def _signature_untrusted(data: bytes | bytearray, versions: frozenset[int]) -> i
         signature = _v1.PREFIX
     else:
         accepted = " or ".join(
-            s for v, s in ((1, "v1 ('PROXY ')"), (2, "v2 (\\r\\n\\r\\n\\0\\r\\nQUIT\\n)"))
+            s
+            for v, s in ((1, "v1 ('PROXY ')"), (2, "v2 (\\r\\n\\r\\n\\0\\r\\nQUIT\\n)"))
             if v in versions
         )
         raise InvalidSignature(f"byte 0x{first:02X} cannot start a {accepted} signature")
     prefix = bytes(data[: len(signature)])
     if not signature.startswith(prefix):
-        at = next(i for i, (a, b) in enumerate(zip(prefix, signature)) if a != b)
+        at = next(i for i, (a, b) in enumerate(zip(prefix, signature, strict=False)) if a != b)
+        version = 2 if first == _V2_START else 1
         raise InvalidSignature(
-            f"byte {at + 1} (0x{prefix[at]:02X}) does not match the v{2 if first == _V2_START else 1}"
-            " signature"
+            f"byte {at + 1} (0x{prefix[at]:02X}) does not match the v{version} signature"
         )
     if len(prefix) < len(signature):
         return None
@@ -128,7 +130,7 @@ class HeaderParser:
     def __init__(
         self, *, max_header_size: int = MAX_HEADER_SIZE, versions: Iterable[int] = (1, 2)
     ) -> None:
-        if not _v2.FIXED_SIZE <= max_header_size:
+        if max_header_size < _v2.FIXED_SIZE:
             raise ValueError(f"max_header_size must be at least 16, not {max_header_size}")
         self._max_header_size = max_header_size
         self._versions = _check_versions(versions)
@@ -226,7 +228,9 @@ class HeaderParser:
         if len(buffer) < total:
             self._check_open(buffer, total)
             return NEED_DATA
-        return self._complete(_v2.decode_untrusted(bytes(buffer[:total]), total), total)
+        decoded = _v2.decode_untrusted(bytes(buffer[:total]))
+        assert decoded is not None, "check_fixed_untrusted accepted these bytes"
+        return self._complete(*decoded)
 
     def _next_v1(self, buffer: bytearray) -> Header | Literal[NeedData.NEED_DATA]:
         limit = min(_v1.MAX_LENGTH, self._max_header_size)
@@ -266,14 +270,18 @@ def parse(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
     """
     if type(data) is not bytes:
         data = bytes(data[:MAX_HEADER_SIZE])
-    if data.startswith(_v2.SIGNATURE):
-        if len(data) >= _v2.FIXED_SIZE:
-            decoded = _v2.decode_fast_untrusted(data)
-            if decoded is not None:
-                return decoded
-        # Incomplete or invalid: this says which.
-        total = _v2.check_fixed_untrusted(data)
-        raise IncompleteHeader(f"v2: {len(data)} of {total or _v2.FIXED_SIZE} bytes")
+    if data.startswith(_V2_FIRST):
+        decoded = _v2.decode_untrusted(data)
+        if decoded is not None:
+            return decoded
+        if data.startswith(_v2.SIGNATURE):
+            # Incomplete or invalid: this says which.
+            total = _v2.check_fixed_untrusted(data)
+            raise IncompleteHeader(f"v2: {len(data)} of {total or _v2.FIXED_SIZE} bytes")
+    else:
+        decoded = _v1.decode_tcp4_untrusted(data)
+        if decoded is not None:
+            return decoded
     if data.startswith(_v1.PREFIX):
         end = data.find(b"\n", 0, _v1.MAX_LENGTH)
         if end >= 0:

@@ -17,8 +17,16 @@ from crc32c import crc32c as _crc32c
 
 from ._errors import HeaderEncodingError, InvalidHeader
 from ._model import SSLInfo, SSLSubType, TLVs, TLVType
+from ._model import _make_ssl as make_ssl
+from ._model import _make_tlvs as make_tlvs
 
-__all__ = ["MAX_UNIQUE_ID", "crc32c_of", "decode_tlvs_untrusted", "encode_tlvs"]
+__all__ = [
+    "MAX_UNIQUE_ID",
+    "crc32c_of",
+    "decode_tlvs_untrusted",
+    "encode_tlv",
+    "encode_tlvs",
+]
 
 #: Spec 2.2.5: the unique id is at most 128 bytes.
 MAX_UNIQUE_ID = 128
@@ -61,6 +69,13 @@ _SSL_TEXT = {
         )
     )
 }
+_SSL_VERSION = SSLSubType.VERSION.value
+_SSL_CN = SSLSubType.CN.value
+_SSL_CIPHER = SSLSubType.CIPHER.value
+_SSL_SIG_ALG = SSLSubType.SIG_ALG.value
+_SSL_KEY_ALG = SSLSubType.KEY_ALG.value
+_SSL_GROUP = SSLSubType.GROUP.value
+_SSL_SIG_SCHEME = SSLSubType.SIG_SCHEME.value
 _SSL_CLIENT_CERT = SSLSubType.CLIENT_CERT.value
 
 
@@ -108,7 +123,7 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
         elif kind == _AUTHORITY:
             if authority is not None:
                 _duplicate("AUTHORITY")
-            authority = _text_untrusted(value, "utf-8", "AUTHORITY TLV")
+            authority = _text_untrusted(value, "utf-8", "AUTHORITY")
         elif kind == _UNIQUE_ID:
             if unique_id is not None:
                 _duplicate("UNIQUE_ID")
@@ -128,28 +143,27 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
         elif kind == _NETNS:
             if netns is not None:
                 _duplicate("NETNS")
-            netns = _text_untrusted(value, "ascii", "NETNS TLV")
+            netns = _text_untrusted(value, "ascii", "NETNS")
         elif kind == _AWS:
             if aws_vpce_id is None and length > 1 and value[0] == _AWS_SUBTYPE_VPCE_ID:
                 aws_vpce_id = _vendor_text(value[1:])
         elif kind == _AZURE_TYPE:
             if azure_link_id is None and length == 5 and value[0] == _AZURE_SUBTYPE_LINK_ID:
                 azure_link_id = _AZURE.unpack(value)[1]
-        elif kind == _GCP_TYPE:
-            if gcp_psc_id is None and length == 8:
-                gcp_psc_id = _GCP.unpack(value)[0]
+        elif kind == _GCP_TYPE and gcp_psc_id is None and length == 8:
+            gcp_psc_id = _GCP.unpack(value)[0]
         # NOOP and unknown types: kept in raw, otherwise skipped (spec 2.2.4, 2.2).
-    return TLVs(
-        alpn=alpn,
-        authority=authority,
-        crc32c=crc32c,
-        unique_id=unique_id,
-        netns=netns,
-        ssl=ssl,
-        aws_vpce_id=aws_vpce_id,
-        azure_link_id=azure_link_id,
-        gcp_psc_id=gcp_psc_id,
-        raw=tuple(raw),
+    return make_tlvs(
+        alpn,
+        authority,
+        crc32c,
+        unique_id,
+        netns,
+        ssl,
+        aws_vpce_id,
+        azure_link_id,
+        gcp_psc_id,
+        tuple(raw),
     )
 
 
@@ -161,7 +175,7 @@ def _text_untrusted(value: bytes, encoding: str, what: str) -> str:
     try:
         return value.decode(encoding)
     except UnicodeDecodeError:
-        raise InvalidHeader(f"v2: {what} is not valid {encoding.upper()} text") from None
+        raise InvalidHeader(f"v2: {what} TLV is not valid {encoding.upper()} text") from None
 
 
 def _vendor_text(value: bytes) -> str | None:
@@ -193,79 +207,94 @@ def _decode_ssl_untrusted(value: bytes) -> SSLInfo:
     client_cert: bytes | None = None
     raw: list[tuple[int, bytes]] = []
     offset = _SSL_HEAD.size
-    while offset < end:
-        if offset + 3 > end:
-            raise InvalidHeader(f"v2: {end - offset} stray byte(s) at the end of the SSL TLV")
-        kind = value[offset]
-        length = (value[offset + 1] << 8) | value[offset + 2]
-        sub_start = offset + 3
-        offset = sub_start + length
-        if offset > end:
-            raise InvalidHeader(
-                f"v2: SSL sub-TLV 0x{kind:02X} declares {length} bytes, past the end of the "
-                f"SSL TLV ({end - sub_start} left)"
-            )
-        sub_value = value[sub_start:offset]
-        raw.append((kind, sub_value))
-        text = _SSL_TEXT.get(kind)
-        if text is not None:
-            index, name, encoding = text
-            if texts[index] is not None:
-                raise InvalidHeader(f"v2: duplicate SSL sub-TLV {name}")
-            texts[index] = _text_untrusted(sub_value, encoding, f"SSL sub-TLV {name}")
-        elif kind == _SSL_CLIENT_CERT:
-            if client_cert is not None:
-                raise InvalidHeader("v2: duplicate SSL sub-TLV CLIENT_CERT")
-            client_cert = sub_value
-        # Unknown sub-types: kept in raw, otherwise skipped.
+    name = encoding = ""
+    try:
+        while offset < end:
+            if offset + 3 > end:
+                raise InvalidHeader(f"v2: {end - offset} stray byte(s) at the end of the SSL TLV")
+            kind = value[offset]
+            length = (value[offset + 1] << 8) | value[offset + 2]
+            sub_start = offset + 3
+            offset = sub_start + length
+            if offset > end:
+                raise InvalidHeader(
+                    f"v2: SSL sub-TLV 0x{kind:02X} declares {length} bytes, past the end of the "
+                    f"SSL TLV ({end - sub_start} left)"
+                )
+            sub_value = value[sub_start:offset]
+            raw.append((kind, sub_value))
+            text = _SSL_TEXT.get(kind)
+            if text is not None:
+                index, name, encoding = text
+                if texts[index] is not None:
+                    raise InvalidHeader(f"v2: duplicate SSL sub-TLV {name}")
+                texts[index] = sub_value.decode(encoding)
+            elif kind == _SSL_CLIENT_CERT:
+                if client_cert is not None:
+                    raise InvalidHeader("v2: duplicate SSL sub-TLV CLIENT_CERT")
+                client_cert = sub_value
+            # Unknown sub-types: kept in raw, otherwise skipped.
+    except UnicodeDecodeError:
+        raise InvalidHeader(
+            f"v2: SSL sub-TLV {name} is not valid {encoding.upper()} text"
+        ) from None
     version, cn, cipher, sig_alg, key_alg, group, sig_scheme = texts
-    return SSLInfo(
-        client=client,
-        verify=verify,
-        version=version,
-        cn=cn,
-        cipher=cipher,
-        sig_alg=sig_alg,
-        key_alg=key_alg,
-        group=group,
-        sig_scheme=sig_scheme,
-        client_cert=client_cert,
-        raw=tuple(raw),
+    return make_ssl(
+        client,
+        verify,
+        version,
+        cn,
+        cipher,
+        sig_alg,
+        key_alg,
+        group,
+        sig_scheme,
+        client_cert,
+        tuple(raw),
     )
 
 
 # --- encoding ----------------------------------------------------------------------------------
 
 
-def encode_tlvs(tlvs: TLVs) -> bytearray:
+def encode_tlvs(tlvs: TLVs) -> list[bytes]:
     """Encode every TLV except CRC32C and padding, which need the whole header."""
-    out = bytearray()
+    try:
+        return _encode_tlvs(tlvs)
+    except UnicodeEncodeError as error:
+        raise HeaderEncodingError(
+            f"{error.object!r} cannot be encoded as {error.encoding.upper()} in a TLV"
+        ) from None
+
+
+def _encode_tlvs(tlvs: TLVs) -> list[bytes]:
+    parts: list[bytes] = []
     if tlvs.alpn is not None:
-        _append(out, _ALPN, tlvs.alpn)
+        parts.append(encode_tlv(_ALPN, tlvs.alpn))
     if tlvs.authority is not None:
-        _append(out, _AUTHORITY, _encode_text(tlvs.authority, "utf-8", "authority"))
+        parts.append(encode_tlv(_AUTHORITY, tlvs.authority.encode("utf-8")))
     if tlvs.unique_id is not None:
         if len(tlvs.unique_id) > MAX_UNIQUE_ID:
             raise HeaderEncodingError(
                 f"unique_id is {len(tlvs.unique_id)} bytes; the spec allows {MAX_UNIQUE_ID}"
             )
-        _append(out, _UNIQUE_ID, tlvs.unique_id)
+        parts.append(encode_tlv(_UNIQUE_ID, tlvs.unique_id))
     if tlvs.ssl is not None:
-        _append(out, _SSL, _encode_ssl(tlvs.ssl))
+        parts.append(encode_tlv(_SSL, _encode_ssl(tlvs.ssl)))
     if tlvs.netns is not None:
-        _append(out, _NETNS, _encode_text(tlvs.netns, "ascii", "netns"))
+        parts.append(encode_tlv(_NETNS, tlvs.netns.encode("ascii")))
     if tlvs.aws_vpce_id is not None:
-        vpce_id = _encode_text(tlvs.aws_vpce_id, "ascii", "aws_vpce_id")
-        _append(out, _AWS, bytes((_AWS_SUBTYPE_VPCE_ID,)) + vpce_id)
+        vpce_id = tlvs.aws_vpce_id.encode("ascii")
+        parts.append(encode_tlv(_AWS, _AWS_VPCE_ID_PREFIX + vpce_id))
     if tlvs.azure_link_id is not None:
         link_id = _pack(_AZURE, "azure_link_id", 32, _AZURE_SUBTYPE_LINK_ID, tlvs.azure_link_id)
-        _append(out, _AZURE_TYPE, link_id)
+        parts.append(encode_tlv(_AZURE_TYPE, link_id))
     if tlvs.gcp_psc_id is not None:
-        _append(out, _GCP_TYPE, _pack(_GCP, "gcp_psc_id", 64, tlvs.gcp_psc_id))
+        parts.append(encode_tlv(_GCP_TYPE, _pack(_GCP, "gcp_psc_id", 64, tlvs.gcp_psc_id)))
     for kind, value in tlvs.raw:
         if not _covered(tlvs, kind, value):
-            _append(out, kind, value)
-    return out
+            parts.append(encode_tlv(kind, value))
+    return parts
 
 
 def _covered(tlvs: TLVs, kind: int, value: bytes) -> bool:
@@ -273,13 +302,14 @@ def _covered(tlvs: TLVs, kind: int, value: bytes) -> bool:
     if kind in (_CRC32C, _NOOP):
         return True
     if kind == _AWS:
-        return tlvs.aws_vpce_id is not None and value[:1] == bytes((_AWS_SUBTYPE_VPCE_ID,))
+        return tlvs.aws_vpce_id is not None and value[:1] == _AWS_VPCE_ID_PREFIX
     if kind == _AZURE_TYPE:
         return tlvs.azure_link_id is not None and value[:1] == bytes((_AZURE_SUBTYPE_LINK_ID,))
     typed = _TYPED_FIELD.get(kind)
     return typed is not None and getattr(tlvs, typed) is not None
 
 
+_AWS_VPCE_ID_PREFIX = bytes((_AWS_SUBTYPE_VPCE_ID,))
 _TYPED_FIELD = {
     _ALPN: "alpn",
     _AUTHORITY: "authority",
@@ -292,31 +322,34 @@ _TYPED_FIELD = {
 
 def _encode_ssl(ssl: SSLInfo) -> bytes:
     try:
-        out = bytearray(_SSL_HEAD.pack(ssl.client, ssl.verify))
+        parts = [_SSL_HEAD.pack(ssl.client, ssl.verify)]
     except struct.error:
         raise HeaderEncodingError(
             "SSLInfo: client must fit in a byte and verify in 32 bits"
         ) from None
-    seen = set()
-    for kind, (_, name, encoding) in _SSL_TEXT.items():
-        text = getattr(ssl, name.lower())
-        if text is not None:
-            _append(out, kind, _encode_text(text, encoding, f"ssl.{name.lower()}"))
-            seen.add(kind)
+    if ssl.version is not None:
+        parts.append(encode_tlv(_SSL_VERSION, ssl.version.encode("ascii")))
+    if ssl.cn is not None:
+        parts.append(encode_tlv(_SSL_CN, ssl.cn.encode("utf-8")))
+    if ssl.cipher is not None:
+        parts.append(encode_tlv(_SSL_CIPHER, ssl.cipher.encode("ascii")))
+    if ssl.sig_alg is not None:
+        parts.append(encode_tlv(_SSL_SIG_ALG, ssl.sig_alg.encode("ascii")))
+    if ssl.key_alg is not None:
+        parts.append(encode_tlv(_SSL_KEY_ALG, ssl.key_alg.encode("ascii")))
+    if ssl.group is not None:
+        parts.append(encode_tlv(_SSL_GROUP, ssl.group.encode("ascii")))
+    if ssl.sig_scheme is not None:
+        sig_scheme = ssl.sig_scheme.encode("ascii")
+        parts.append(encode_tlv(_SSL_SIG_SCHEME, sig_scheme))
     if ssl.client_cert is not None:
-        _append(out, _SSL_CLIENT_CERT, ssl.client_cert)
-        seen.add(_SSL_CLIENT_CERT)
+        parts.append(encode_tlv(_SSL_CLIENT_CERT, ssl.client_cert))
     for kind, value in ssl.raw:
-        if kind not in seen:
-            _append(out, kind, value)
-    return bytes(out)
-
-
-def _encode_text(text: str, encoding: str, what: str) -> bytes:
-    try:
-        return text.encode(encoding)
-    except UnicodeEncodeError:
-        raise HeaderEncodingError(f"{what} must be {encoding.upper()} text") from None
+        field = _SSL_TEXT.get(kind)
+        name = field[1].lower() if field else "client_cert" if kind == _SSL_CLIENT_CERT else None
+        if name is None or getattr(ssl, name) is None:
+            parts.append(encode_tlv(kind, value))
+    return b"".join(parts)
 
 
 def _pack(layout: struct.Struct, what: str, bits: int, *values: int) -> bytes:
@@ -326,12 +359,13 @@ def _pack(layout: struct.Struct, what: str, bits: int, *values: int) -> bytes:
         raise HeaderEncodingError(f"{what} must be an unsigned {bits}-bit integer") from None
 
 
-def _append(out: bytearray, kind: int, value: bytes) -> None:
-    if not 0 <= kind <= 0xFF:
-        raise HeaderEncodingError(f"TLV type {kind} is not a byte")
-    if len(value) > 0xFFFF:
+def encode_tlv(kind: int, value: bytes) -> bytes:
+    """One TLV: type, length, value."""
+    try:
+        return _TLV_HEAD.pack(kind, len(value)) + value
+    except struct.error:
+        if not 0 <= kind <= 0xFF:
+            raise HeaderEncodingError(f"TLV type {kind} is not a byte") from None
         raise HeaderEncodingError(
             f"TLV 0x{kind:02X} is {len(value)} bytes; a TLV holds at most 65535"
-        )
-    out += _TLV_HEAD.pack(kind, len(value))
-    out += value
+        ) from None

@@ -21,16 +21,25 @@ from __future__ import annotations
 
 import re
 from socket import AF_INET6, inet_ntop, inet_pton
+from typing import Final
 
 from ._errors import InvalidHeader
+from ._model import _NO_TLVS as NO_TLVS
 from ._model import Command, Family, Header, Transport
+from ._model import _make_header as make_header
 
-__all__ = ["MAX_LENGTH", "PREFIX", "check_partial_untrusted", "decode_line_untrusted"]
+__all__ = [
+    "MAX_LENGTH",
+    "PREFIX",
+    "check_partial_untrusted",
+    "decode_line_untrusted",
+    "decode_tcp4_untrusted",
+]
 
 #: Every v1 header starts with these six bytes (spec section 2.1).
-PREFIX = b"PROXY "
+PREFIX: Final[bytes] = b"PROXY "
 #: The longest v1 line, CRLF included: ``PROXY UNKNOWN`` + two IPv6 addresses + two ports.
-MAX_LENGTH = 107
+MAX_LENGTH: Final[int] = 107
 
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = _OCTET + rb"(?:\." + _OCTET + rb"){3}"
@@ -52,7 +61,35 @@ _MAX_PORT = len("65535")
 _PROTOCOLS = {b"TCP4": Family.INET, b"TCP6": Family.INET6}
 _UNKNOWN = b"UNKNOWN"
 
+_PROXY = Command.PROXY
+_INET = Family.INET
+_STREAM = Transport.STREAM
 _UNKNOWN_HEADER = Header(1, Command.PROXY, Family.UNSPEC, Transport.UNSPEC, None, None)
+
+
+def decode_tcp4_untrusted(data: bytes) -> tuple[Header, int] | None:
+    """The hot path: a well-formed TCP4 line at the start of ``data``, and its size.
+
+    Returns ``None`` for anything else, which then goes the slow way.
+    """
+    match = _TCP4_LINE.match(data)
+    if match is None:
+        return None
+    src, dst, sport, dport = match.groups()
+    source_port = int(sport)
+    destination_port = int(dport)
+    if source_port > 0xFFFF or destination_port > 0xFFFF:
+        return None
+    header = make_header(
+        1,
+        _PROXY,
+        _INET,
+        _STREAM,
+        (src.decode("ascii"), source_port),
+        (dst.decode("ascii"), destination_port),
+        NO_TLVS,
+    )
+    return header, match.end()
 
 
 def decode_line_untrusted(line: bytes) -> Header:
@@ -60,20 +97,9 @@ def decode_line_untrusted(line: bytes) -> Header:
 
     The caller has checked the prefix and that ``len(line) <= MAX_LENGTH``.
     """
-    match = _TCP4_LINE.fullmatch(line)
-    if match is not None:
-        src, dst, sport, dport = match.groups()
-        source_port = int(sport)
-        destination_port = int(dport)
-        if source_port <= 0xFFFF and destination_port <= 0xFFFF:
-            return Header(
-                1,
-                Command.PROXY,
-                Family.INET,
-                Transport.STREAM,
-                (src.decode("ascii"), source_port),
-                (dst.decode("ascii"), destination_port),
-            )
+    decoded = decode_tcp4_untrusted(line)
+    if decoded is not None and decoded[1] == len(line):
+        return decoded[0]
     return _decode_slow_untrusted(line)
 
 
@@ -119,16 +145,16 @@ def _address_untrusted(field: bytes, family: Family) -> str:
         # inet_pton checks the syntax; inet_ntop gives the canonical text, the same as v2's.
         return inet_ntop(AF_INET6, inet_pton(AF_INET6, field.decode("ascii")))
     except (OSError, UnicodeDecodeError, ValueError):
-        raise InvalidHeader(
-            f"v1: {_show(field)} is not an IPv6 address (protocol TCP6)"
-        ) from None
+        raise InvalidHeader(f"v1: {_show(field)} is not an IPv6 address (protocol TCP6)") from None
 
 
 def _is_ipv4_with_leading_zero(field: bytes) -> bool:
     octets = field.split(b".")
-    return len(octets) == 4 and all(
-        o.isdigit() and len(o) <= 3 and int(o) <= 255 for o in octets
-    ) and any(len(o) > 1 and o.startswith(b"0") for o in octets)
+    return (
+        len(octets) == 4
+        and all(o.isdigit() and len(o) <= 3 and int(o) <= 255 for o in octets)
+        and any(len(o) > 1 and o.startswith(b"0") for o in octets)
+    )
 
 
 def _port_untrusted(field: bytes) -> int:
