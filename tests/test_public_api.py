@@ -1,0 +1,49 @@
+"""The public names of DESIGN.md's contract, exported and documented."""
+
+from __future__ import annotations
+
+import proxyproto as pp
+
+CONTRACT = {
+    "Header", "Command", "Family", "Transport", "TLVs", "SSLInfo",
+    "parse", "HeaderParser", "NEED_DATA", "parse_datagram",
+    "ProxyProtocolError", "InvalidHeader", "IncompleteHeader", "HeaderRejected",
+}  # fmt: skip
+
+
+def test_all_is_exactly_what_the_package_exports() -> None:
+    public = {name for name in dir(pp) if not name.startswith("_")} - {"annotations"}
+    exported = set(pp.__all__) - {"__version__"}
+    # Submodules imported for their side effects are not API.
+    assert exported == {name for name in public if not hasattr(getattr(pp, name), "__path__")}
+    assert isinstance(pp.__all__, tuple)
+    assert len(pp.__all__) == len(set(pp.__all__))
+
+
+def test_contract_names_exist() -> None:
+    assert set(pp.__all__) >= CONTRACT
+
+
+def test_public_names_are_documented() -> None:
+    for name in pp.__all__:
+        obj = getattr(pp, name)
+        if callable(obj) and not isinstance(obj, type(pp.NEED_DATA)):
+            assert obj.__doc__, name
+
+
+def test_header_contract_fields() -> None:
+    header = pp.Header.proxy(("10.0.0.1", 1), ("10.0.0.2", 2))
+    for field in ("version", "command", "family", "transport", "source", "destination", "tlvs"):
+        assert hasattr(header, field)
+    tlvs = pp.TLVs()
+    for field in (
+        "alpn", "authority", "crc32c", "unique_id", "netns", "ssl", "aws_vpce_id",
+        "azure_link_id", "gcp_psc_id", "raw",
+    ):  # fmt: skip
+        assert hasattr(tlvs, field)
+    ssl = pp.SSLInfo()
+    for field in (
+        "client", "verify", "version", "cn", "cipher", "sig_alg", "key_alg", "group",
+        "sig_scheme", "client_cert",
+    ):  # fmt: skip
+        assert hasattr(ssl, field)
