@@ -1,0 +1,637 @@
+"""The ``proxyproto`` command: inspect and build PROXY protocol headers.
+
+Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declares its options and
+``_<name>(args)`` runs it and returns the exit status. :func:`main` dispatches. Exit statuses:
+0 ok, 1 an invalid or incomplete header (one line on stderr), 2 a usage error (argparse's).
+
+Addresses on the command line are ``HOST:PORT`` for IPv4, ``[HOST]:PORT`` for IPv6 and
+``unix:/path`` for UNIX sockets: :func:`split_address` reads them and :func:`format_address`
+writes them, so what ``parse`` prints can be given back to ``build``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import string
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+import proxyproto as pp
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    _Command: TypeAlias = Callable[[argparse.Namespace], int]
+
+__all__ = ["format_address", "main", "split_address"]
+
+_PROG = "proxyproto"
+_UNIX_PREFIX = "unix:"
+_HEX_DIGITS = frozenset(string.hexdigits)
+
+
+# --- addresses ---------------------------------------------------------------------------------
+
+
+def split_address(text: str) -> tuple[str, int] | str:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` as ``(host, port)`` or a path.
+
+    The host is not checked (later subcommands connect to names); raises :class:`ValueError`
+    with a message for the user.
+    """
+    if text.startswith(_UNIX_PREFIX):
+        path = text[len(_UNIX_PREFIX) :]
+        if not path:
+            raise ValueError(f"{text!r} has an empty UNIX path")
+        return path
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]")
+        colon = port[:1]
+        port = port[1:]
+        if not bracket or colon != ":":
+            raise ValueError(f"{text!r} is not [IPV6]:PORT")
+    else:
+        host, colon, port = text.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"{text!r}: put an IPv6 address in brackets, e.g. [::1]:443")
+    if not colon or not host:
+        raise ValueError(f"{text!r} is not HOST:PORT, [IPV6]:PORT or unix:/path")
+    if not (port.isascii() and port.isdigit()) or int(port) > 0xFFFF:
+        raise ValueError(f"{text!r}: port {port!r} is not a number from 0 to 65535")
+    return host, int(port)
+
+
+def format_address(address: pp.Address) -> str:
+    """The inverse of :func:`split_address`; ``-`` for no address."""
+    if address is None:
+        return "-"
+    if isinstance(address, str):
+        return _UNIX_PREFIX + address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _header_address(text: str) -> tuple[str, int] | str:
+    """argparse ``type=``: an address a header can carry, i.e. an IP literal or a UNIX path."""
+    try:
+        address = split_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if isinstance(address, tuple):
+        host = address[0]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {host!r} is not an IP address (a header carries addresses, not names)"
+            ) from None
+        if text.startswith("[") != (ip.version == 6):
+            raise argparse.ArgumentTypeError(f"{text!r}: only IPv6 addresses go in brackets")
+    return address
+
+
+def _hex_bytes(text: str) -> bytes:
+    """argparse ``type=``: hex digits, whitespace allowed, with an optional ``0x``."""
+    try:
+        return _decode_hex(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _decode_hex(text: str) -> bytes:
+    digits = _hex_digits(text)
+    if digits is None:
+        raise ValueError("not hex: only 0-9, a-f, whitespace and a leading 0x are allowed")
+    if len(digits) % 2:
+        raise ValueError(f"odd number of hex digits ({len(digits)})")
+    return bytes.fromhex(digits)
+
+
+def _hex_digits(text: str) -> str | None:
+    """The hex digits of ``text`` without whitespace and ``0x``; ``None`` if it is not hex."""
+    digits = "".join(text.split())
+    if digits[:2] in ("0x", "0X"):
+        digits = digits[2:]
+    return digits if _HEX_DIGITS.issuperset(digits) else None
+
+
+def _positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+# --- parse -------------------------------------------------------------------------------------
+
+
+def _add_parse(subparsers: _Subparsers) -> None:
+    parser = _add_command(
+        subparsers,
+        "parse",
+        _parse,
+        "decode a header and print what it says",
+        "Decode one PROXY protocol header (v1 or v2), given as hex or on stdin.\n\n"
+        "On stdin, text that is all hex digits and whitespace is decoded as hex; anything else\n"
+        "is taken as the raw bytes of the header. Bytes after the header are counted, not shown.\n"
+        "Exit status 1 when the header is invalid or incomplete.",
+        "examples:\n"
+        "  proxyproto parse 50524f585920554e4b4e4f574e0d0a\n"
+        "  proxyproto build --source 192.0.2.1:56324 --destination 198.51.100.7:443 \\\n"
+        "      --alpn h2 --raw | proxyproto parse --json\n"
+        "  printf 'PROXY TCP4 192.0.2.1 198.51.100.7 56324 443\\r\\n' | proxyproto parse",
+    )
+    parser.add_argument(
+        "hex", nargs="?", type=_hex_bytes, metavar="HEX", help="the header as hex (default: stdin)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _parse(args: argparse.Namespace) -> int:
+    data: bytes | None = args.hex
+    if data is None:
+        isatty = getattr(sys.stdin, "isatty", None)
+        if isatty is not None and isatty():
+            args.parser.error("give the header as a HEX argument, or pipe it on stdin")
+        try:
+            data = _stdin_header(sys.stdin.buffer.read())
+        except ValueError as error:
+            return _fail(f"invalid header: stdin looks like hex, but: {error}")
+    try:
+        header, size = pp.parse(data)
+    except pp.IncompleteHeader as error:
+        return _fail(f"incomplete header: {error}")
+    except pp.InvalidHeader as error:
+        return _fail(f"invalid header: {error}")
+    trailing = len(data) - size
+    if args.json:
+        print(json.dumps(_header_json(header, size, trailing), indent=2))
+    else:
+        _print_rows(_header_rows(header, size, trailing))
+    return 0
+
+
+def _stdin_header(data: bytes) -> bytes:
+    """Hex text is decoded; anything else is the header's raw bytes."""
+    if _hex_digits(data.decode("ascii", "replace")) is None:  # U+FFFD is not a hex digit
+        return data
+    return _decode_hex(data.decode("ascii"))
+
+
+_FAMILY_NAMES = {
+    pp.Family.UNSPEC: "UNSPEC (no address)",
+    pp.Family.INET: "INET (IPv4)",
+    pp.Family.INET6: "INET6 (IPv6)",
+    pp.Family.UNIX: "UNIX",
+}
+
+#: A row of the human-readable output: indentation level, label, value.
+_Row = tuple[int, str, str]
+
+
+def _header_rows(header: pp.Header, size: int, trailing: int) -> list[_Row]:
+    rows: list[_Row] = [
+        (0, "version", f"{header.version} ({'text' if header.version == 1 else 'binary'})"),
+        (0, "command", header.command.name),
+        (0, "family", _FAMILY_NAMES[header.family]),
+        (0, "transport", header.transport.name),
+        (0, "source", format_address(header.source)),
+        (0, "destination", format_address(header.destination)),
+        (0, "header size", f"{size} bytes"),
+    ]
+    if trailing:
+        rows.append((0, "trailing data", f"{trailing} bytes after the header"))
+    tlv_rows = _tlv_rows(header.tlvs)
+    rows.append((0, "TLVs", f"{len(header.tlvs.raw)}" if tlv_rows else "none"))
+    rows.extend(tlv_rows)
+    return rows
+
+
+def _tlv_rows(tlvs: pp.TLVs) -> list[_Row]:
+    """One row per TLV in wire order; SSL adds its fields. Unknown TLVs as type and hex."""
+    rows: list[_Row] = []
+    # Registered types cannot repeat (the parser refuses duplicates); a vendor type can, and then
+    # its typed field shows only one of them: show each of them raw instead.
+    counts = Counter(kind for kind, _ in tlvs.raw)
+    vendor: dict[int, tuple[str, object]] = {
+        pp.TLVType.AWS: ("AWS VPC endpoint id", tlvs.aws_vpce_id),
+        pp.TLVType.AZURE: ("Azure link id", tlvs.azure_link_id),
+        pp.TLVType.GCP: ("GCP PSC id", tlvs.gcp_psc_id),
+    }
+    for kind, value in tlvs.raw:
+        if kind == pp.TLVType.ALPN and tlvs.alpn is not None:
+            rows.append((1, "ALPN", _text_or_hex(tlvs.alpn)))
+        elif kind == pp.TLVType.AUTHORITY and tlvs.authority is not None:
+            rows.append((1, "AUTHORITY", tlvs.authority))
+        elif kind == pp.TLVType.CRC32C and tlvs.crc32c is not None:
+            rows.append((1, "CRC32C", f"0x{tlvs.crc32c:08x} (verified)"))
+        elif kind == pp.TLVType.NOOP:
+            rows.append((1, "NOOP", f"{len(value)} bytes of padding"))
+        elif kind == pp.TLVType.UNIQUE_ID and tlvs.unique_id is not None:
+            rows.append((1, "UNIQUE_ID", tlvs.unique_id.hex() or "(empty)"))
+        elif kind == pp.TLVType.NETNS and tlvs.netns is not None:
+            rows.append((1, "NETNS", tlvs.netns))
+        elif kind == pp.TLVType.SSL and tlvs.ssl is not None:
+            rows.append((1, "SSL", "TLS" if tlvs.ssl.ssl else "no TLS"))
+            rows.extend(_ssl_rows(tlvs.ssl))
+        elif kind in vendor and vendor[kind][1] is not None and counts[kind] == 1:
+            label, typed = vendor[kind]
+            rows.append((1, label, str(typed)))
+        else:
+            rows.append((1, _tlv_name(kind), value.hex() or "(empty)"))
+    return rows
+
+
+def _ssl_rows(ssl: pp.SSLInfo) -> list[_Row]:
+    presented = ssl.client & (pp.SSLClient.CERT_CONN | pp.SSLClient.CERT_SESS)
+    if ssl.verified_cert:
+        verdict = "client certificate verified"
+    elif presented:
+        verdict = "client certificate NOT verified"
+    else:
+        verdict = "no client certificate"
+    flags = ", ".join(_client_flags(ssl.client)) or "none"
+    rows: list[_Row] = [
+        (2, "client", f"0x{ssl.client:02x} ({flags})"),
+        (2, "verify", f"{ssl.verify} ({verdict})"),
+    ]
+    for name in ("version", "cn", "cipher", "sig_alg", "key_alg", "group", "sig_scheme"):
+        text = getattr(ssl, name)
+        if text is not None:
+            rows.append((2, name, text))
+    if ssl.client_cert is not None:
+        fingerprint = hashlib.sha256(ssl.client_cert).hexdigest().upper()
+        pairs = ":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2))
+        rows.append((2, "client cert", f"{len(ssl.client_cert)} bytes, SHA-256 {pairs}"))
+    known = {sub.value for sub in pp.SSLSubType}
+    for kind, value in ssl.raw:
+        if kind not in known:
+            rows.append((2, f"sub-TLV 0x{kind:02X}", value.hex() or "(empty)"))
+    return rows
+
+
+def _client_flags(client: int) -> list[str]:
+    names = [str(flag.name) for flag in pp.SSLClient if client & flag]
+    unknown = client & ~sum(pp.SSLClient)
+    if unknown:
+        names.append(f"0x{unknown:02x}")
+    return names
+
+
+def _tlv_name(kind: int) -> str:
+    try:
+        return f"0x{kind:02X} {pp.TLVType(kind).name}"
+    except ValueError:
+        return f"0x{kind:02X} (unknown)"
+
+
+def _text_or_hex(value: bytes) -> str:
+    if value.isascii() and value.decode("ascii").isprintable():
+        return value.decode("ascii")
+    return f"hex {value.hex()}"
+
+
+def _print_rows(rows: list[_Row]) -> None:
+    width = max(2 * indent + len(label) for indent, label, _ in rows)
+    for indent, label, value in rows:
+        print(f"{'  ' * indent + label:<{width}}  {value}")
+
+
+def _header_json(header: pp.Header, size: int, trailing: int) -> dict[str, object]:
+    tlvs = header.tlvs
+    ssl = tlvs.ssl
+    return {
+        "version": header.version,
+        "command": header.command.name,
+        "family": header.family.name,
+        "transport": header.transport.name,
+        "source": _address_json(header.source),
+        "destination": _address_json(header.destination),
+        "header_size": size,
+        "trailing_bytes": trailing,
+        "tlvs": {
+            "alpn": _hex_or_none(tlvs.alpn),
+            "authority": tlvs.authority,
+            "crc32c": tlvs.crc32c,
+            "unique_id": _hex_or_none(tlvs.unique_id),
+            "netns": tlvs.netns,
+            "ssl": None if ssl is None else _ssl_json(ssl),
+            "aws_vpce_id": tlvs.aws_vpce_id,
+            "azure_link_id": tlvs.azure_link_id,
+            "gcp_psc_id": tlvs.gcp_psc_id,
+            "raw": _raw_json(tlvs.raw),
+        },
+    }
+
+
+def _ssl_json(ssl: pp.SSLInfo) -> dict[str, object]:
+    cert = ssl.client_cert
+    return {
+        "client": ssl.client,
+        "client_flags": _client_flags(ssl.client),
+        "verify": ssl.verify,
+        "verified_cert": ssl.verified_cert,
+        "version": ssl.version,
+        "cn": ssl.cn,
+        "cipher": ssl.cipher,
+        "sig_alg": ssl.sig_alg,
+        "key_alg": ssl.key_alg,
+        "group": ssl.group,
+        "sig_scheme": ssl.sig_scheme,
+        "client_cert": _hex_or_none(cert),
+        "client_cert_sha256": None if cert is None else hashlib.sha256(cert).hexdigest(),
+        "raw": _raw_json(ssl.raw),
+    }
+
+
+def _address_json(address: pp.Address) -> dict[str, object] | str | None:
+    if isinstance(address, tuple):
+        host, port = address
+        return {"host": host, "port": port}
+    return address
+
+
+def _hex_or_none(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+def _raw_json(raw: tuple[tuple[int, bytes], ...]) -> list[dict[str, object]]:
+    return [{"type": kind, "value_hex": value.hex()} for kind, value in raw]
+
+
+# --- build -------------------------------------------------------------------------------------
+
+
+def _add_build(subparsers: _Subparsers) -> None:
+    parser = _add_command(
+        subparsers,
+        "build",
+        _build,
+        "encode a header",
+        "Encode one PROXY protocol header; print it as hex, or write the raw bytes.\n\n"
+        "Addresses: 192.0.2.1:56324, [2001:db8::1]:443, or unix:/run/app.sock (v2 only).\n"
+        "The default is v2; --unknown alone gives v1's 'PROXY UNKNOWN'.",
+        "examples:\n"
+        "  proxyproto build --source 192.0.2.1:56324 --destination 198.51.100.7:443 --v1\n"
+        "  proxyproto build --source [2001:db8::1]:56324 --destination [2001:db8::2]:443 \\\n"
+        "      --alpn h2 --authority example.com --crc32c --raw | proxyproto parse\n"
+        "  proxyproto build --local --pad-to 64",
+    )
+    parser.add_argument(
+        "--source", type=_header_address, metavar="ADDRESS", help="the client's address"
+    )
+    parser.add_argument(
+        "--destination", type=_header_address, metavar="ADDRESS", help="the address it connected to"
+    )
+    version = parser.add_mutually_exclusive_group()
+    version.add_argument("--v1", dest="version", action="store_const", const=1, help="v1, text")
+    version.add_argument(
+        "--v2", dest="version", action="store_const", const=2, help="v2, binary (the default)"
+    )
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--local", action="store_true", help="LOCAL: a connection of the proxy's own (v2)"
+    )
+    kind.add_argument(
+        "--unknown", action="store_true", help="no addresses: v1 UNKNOWN, or v2 PROXY UNSPEC"
+    )
+    parser.add_argument("--dgram", action="store_true", help="UDP (v2), not TCP")
+    tlvs = parser.add_argument_group("TLVs (v2 only)")
+    tlvs.add_argument("--alpn", metavar="PROTOCOL", help="e.g. h2")
+    tlvs.add_argument("--authority", metavar="HOST", help="e.g. the TLS SNI")
+    tlvs.add_argument("--unique-id", type=_hex_bytes, metavar="HEX", help="up to 128 bytes")
+    tlvs.add_argument("--crc32c", action="store_true", help="add a CRC32C checksum")
+    tlvs.add_argument("--pad-to", type=_positive_int, metavar="N", help="pad to N bytes (NOOP)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--hex", dest="output", action="store_const", const="hex", help="print hex (default)"
+    )
+    output.add_argument(
+        "--raw", dest="output", action="store_const", const="raw", help="write the raw bytes"
+    )
+    parser.set_defaults(output="hex")
+
+
+def _build(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    addressed = args.source is not None or args.destination is not None
+    if args.local or args.unknown:
+        if addressed or args.dgram:
+            parser.error("--local and --unknown take no --source, --destination or --dgram")
+    elif args.source is None or args.destination is None:
+        parser.error("--source and --destination are required, unless --local or --unknown")
+    tlvs = pp.TLVs(
+        alpn=None if args.alpn is None else args.alpn.encode(),
+        authority=args.authority,
+        unique_id=args.unique_id,
+    )
+    try:
+        if args.local:
+            header = pp.Header.local(tlvs=tlvs)
+        elif args.unknown:
+            header = attrs.evolve(pp.Header.unknown(), tlvs=tlvs)
+        else:
+            header = pp.Header.proxy(
+                args.source,
+                args.destination,
+                version=args.version or 2,
+                transport=pp.Transport.DGRAM if args.dgram else pp.Transport.STREAM,
+                tlvs=tlvs,
+            )
+        if args.version is not None:
+            # The encoder refuses what the other version cannot say (v1 LOCAL, v1 TLVs, ...).
+            header = attrs.evolve(header, version=args.version)
+        data = header.to_bytes(crc32c=args.crc32c, pad_to=args.pad_to)
+    except pp.HeaderEncodingError as error:
+        parser.error(str(error))
+    if args.output == "raw":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        print(data.hex())
+    return 0
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+_DEMO_SOURCE = ("203.0.113.7", 51234)
+_DEMO_DESTINATION = ("198.51.100.10", 443)
+_DEMO_APPLICATION = b"GET / HTTP/1.0\r\n\r\n"
+_DEMO_CHUNK = 7
+
+
+def _add_demo(subparsers: _Subparsers) -> None:
+    _add_command(
+        subparsers,
+        "demo",
+        _demo,
+        "build a v2 header, parse it back, compare",
+        "Build a v2 header for a made-up TLS client, feed it to pp.HeaderParser in small\n"
+        "chunks followed by the client's first bytes, and show what was sent and recovered.\n"
+        "Exit status 0 when everything matches.",
+        "example:\n  proxyproto demo",
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    ssl = pp.SSLInfo(
+        client=pp.SSLClient.SSL | pp.SSLClient.CERT_CONN | pp.SSLClient.CERT_SESS,
+        verify=0,
+        version="TLSv1.3",
+        cn="alice.example",
+        cipher="TLS_AES_128_GCM_SHA256",
+    )
+    tlvs = pp.TLVs(
+        alpn=b"h2",
+        authority="shop.example",
+        unique_id=bytes.fromhex("5ca1ab1e0ddba11cafef00d5"),
+        ssl=ssl,
+        aws_vpce_id="vpce-08d2bf15fac5001c9",
+    )
+    sent = pp.Header.proxy(_DEMO_SOURCE, _DEMO_DESTINATION, tlvs=tlvs)
+    wire = sent.to_bytes(crc32c=True)
+
+    # What a server does: feed whatever arrives, ask for the header after each read.
+    stream = wire + _DEMO_APPLICATION
+    parser = pp.HeaderParser()
+    reads = 0
+    try:
+        for i in range(0, len(stream), _DEMO_CHUNK):
+            parser.receive_data(stream[i : i + _DEMO_CHUNK])
+            if parser.header is None:
+                reads += 1
+                parser.next_event()
+    except pp.ProxyProtocolError as error:
+        return _fail(f"demo: the parser refused the header: {error}")
+    got = parser.header
+    if got is None:
+        return _fail("demo: the parser did not return the header")
+    got_ssl = got.tlvs.ssl or pp.SSLInfo()
+    crc = got.tlvs.crc32c
+
+    print(
+        f"A load balancer accepted a TLS connection from {format_address(sent.source)} to"
+        f" {format_address(sent.destination)}.\nIt passes the connection on to your server behind"
+        f" this {len(wire)}-byte PROXY v2 header\n(`proxyproto parse` takes the hex as it is):\n"
+    )
+    text = wire.hex()
+    for i in range(0, len(text), 64):
+        print(f"  {text[i : i + 64]}")
+    print(
+        f"\nThe server fed it to pp.HeaderParser {_DEMO_CHUNK} bytes at a time, followed by the"
+        f" client's\nfirst request; the header was complete after {reads} reads.\n"
+    )
+    compared: list[tuple[str, object, object]] = [
+        ("version", sent.version, got.version),
+        ("command", sent.command.name, got.command.name),
+        ("family", sent.family.name, got.family.name),
+        ("transport", sent.transport.name, got.transport.name),
+        ("source", format_address(sent.source), format_address(got.source)),
+        ("destination", format_address(sent.destination), format_address(got.destination)),
+        ("ALPN", tlvs.alpn, got.tlvs.alpn),
+        ("AUTHORITY", tlvs.authority, got.tlvs.authority),
+        ("UNIQUE_ID", _hex_or_none(tlvs.unique_id), _hex_or_none(got.tlvs.unique_id)),
+        ("SSL client", _client_flags(ssl.client), _client_flags(got_ssl.client)),
+        ("SSL verify", ssl.verify, got_ssl.verify),
+        ("SSL version", ssl.version, got_ssl.version),
+        ("SSL CN", ssl.cn, got_ssl.cn),
+        ("SSL cipher", ssl.cipher, got_ssl.cipher),
+        ("AWS VPC endpoint", tlvs.aws_vpce_id, got.tlvs.aws_vpce_id),
+        ("application bytes", _DEMO_APPLICATION, parser.trailing_data),
+    ]
+    differ = [label for label, before, after in compared if before != after]
+    table = [("field", "sent", "recovered", "")]
+    table += [
+        (label, _show(before), _show(after), "<- DIFFERS" if label in differ else "")
+        for label, before, after in compared
+    ]
+    # The parser verifies a CRC32C when there is one; it must be there.
+    if crc is None:
+        differ.append("CRC32C")
+    table.insert(-1, ("CRC32C", "crc32c=True", "missing" if crc is None else f"0x{crc:08x} ok", ""))
+    widths = [max(len(row[column]) for row in table) for column in range(3)]
+    for label, before, after, mark in table:
+        line = f"  {label:<{widths[0]}}  {before:<{widths[1]}}  {after:<{widths[2]}}  {mark}"
+        print(line.rstrip())
+    if differ:
+        return _fail(f"demo: {', '.join(differ)} differ")
+    print(
+        "\nEverything the proxy sent was recovered; the application's bytes are untouched."
+        "\nNext: `proxyproto build --help`, `proxyproto parse --help`."
+    )
+    return 0
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bytes):
+        return repr(value)[2:-1]
+    if isinstance(value, list):
+        return " | ".join(map(str, value)) or "none"
+    return str(value)
+
+
+# --- plumbing ----------------------------------------------------------------------------------
+
+
+def _add_command(
+    subparsers: _Subparsers,
+    name: str,
+    run: _Command,
+    summary: str,
+    description: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(run=run, parser=parser)
+    return parser
+
+
+def _make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Inspect and build HAProxy PROXY protocol headers (v1 and v2).",
+        epilog="examples:\n  proxyproto demo\n  proxyproto parse --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{_PROG} {pp.__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_parse(subparsers)
+    _add_build(subparsers)
+    _add_demo(subparsers)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"{_PROG}: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``proxyproto`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit status: 0 ok, 1 invalid or incomplete header, 2 usage error (argparse's
+    exits, for ``--help`` and ``--version`` too, become return values).
+    """
+    parser = _make_parser()
+    try:
+        args = parser.parse_args(argv)
+        status: int = args.run(args)
+    except SystemExit as exit_:
+        # argparse exits for --help, --version and usage errors; return its status instead.
+        code = exit_.code
+        return code if isinstance(code, int) else 0 if code is None else 1
+    return status
