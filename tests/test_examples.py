@@ -1,0 +1,63 @@
+"""Every script in examples/ runs cleanly and prints what the docs say it prints.
+
+The docs include these files verbatim (``literalinclude``), so this is what keeps the docs true.
+Each script also asserts its own expectations; here we check it exits 0 and key lines appear.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+#: Lines each example must print (each one whole, in this order, other lines may come between).
+EXPECTED: dict[str, list[str]] = {
+    "parse_header.py": [
+        "v1 PROXY: ('192.0.2.1', 56324) -> ('198.51.100.7', 443)",
+        "application data: b'GET / HTTP/1.1\\r\\n'",
+        "v2 INET/STREAM: ('192.0.2.1', 56324)",
+        "ALPN b'h2', authority 'example.com'",
+        "refused: v1: port '080' has a leading zero",
+        "incomplete: read more and try again",
+    ],
+    "incremental.py": [
+        "read 1:  8 bytes -> NEED_DATA",
+        "read 2: 14 bytes -> NEED_DATA",
+        "client ('192.0.2.1', 56324), trailing data b'GET / HTTP/1.1\\r\\n'",
+        "at EOF: v1: the peer closed after 20 bytes of the header",
+    ],
+    "build_header.py": [
+        "parsed back: ('2001:db8::1', 56324) -> ('2001:db8::2', 443), TLS group X25519",
+        "v1: b'PROXY TCP4 192.0.2.1 198.51.100.7 56324 443\\r\\n'",
+        "LOCAL: 0d0a0d0a000d0a515549540a20000000, UNKNOWN: b'PROXY UNKNOWN\\r\\n'",
+    ],
+    "datagram.py": [
+        "DGRAM from ('192.0.2.1', 5353), payload b'\\x124 a DNS query'",
+    ],
+}
+
+
+def test_every_example_is_checked() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    position = 0
+    for expected in EXPECTED[name]:
+        assert expected in lines[position:], f"{expected!r} not printed (in order) by {name}"
+        position = lines.index(expected, position) + 1
