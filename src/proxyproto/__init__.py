@@ -1,6 +1,6 @@
 """proxyproto: the PROXY protocol (v1 and v2) for Python's structured-concurrency world.
 
-The sans-IO core parses and builds headers; adapters for anyio, trio, Hypercorn and Uvicorn feed it
+The sans-IO core parses and builds headers; the anyio adapter (asyncio and trio backends) feeds it
 from real connections.
 
 >>> import proxyproto as pp
@@ -9,6 +9,15 @@ from real connections.
 ('192.0.2.1', 56324)
 """
 
+from ._anyio import ListenerStatistics as ListenerStatistics
+from ._anyio import ProxiedStream as ProxiedStream
+from ._anyio import ProxyAttribute as ProxyAttribute
+from ._anyio import ProxyProtocolListener as ProxyProtocolListener
+from ._anyio import connect_tcp as connect_tcp
+from ._anyio import header_for as header_for
+from ._anyio import send_header as send_header
+from ._config import ProxyProtocolConfig as ProxyProtocolConfig
+from ._config import Validator as Validator
 from ._errors import HeaderEncodingError as HeaderEncodingError
 from ._errors import HeaderRejected as HeaderRejected
 from ._errors import IncompleteHeader as IncompleteHeader
@@ -31,6 +40,10 @@ from ._parser import HeaderParser as HeaderParser
 from ._parser import NeedData as NeedData
 from ._parser import parse as parse
 from ._parser import parse_datagram as parse_datagram
+from ._policy import PeerAddress as PeerAddress
+from ._policy import Policy as Policy
+from ._policy import PolicyCallable as PolicyCallable
+from ._policy import trusted_proxies as trusted_proxies
 from ._version import __version__ as __version__
 
 __all__ = (
@@ -46,15 +59,28 @@ __all__ = (
     "IncompleteHeader",
     "InvalidHeader",
     "InvalidSignature",
+    "ListenerStatistics",
     "NeedData",
+    "PeerAddress",
+    "Policy",
+    "PolicyCallable",
+    "ProxiedStream",
+    "ProxyAttribute",
+    "ProxyProtocolConfig",
     "ProxyProtocolError",
+    "ProxyProtocolListener",
     "SSLClient",
     "SSLInfo",
     "SSLSubType",
     "TLVType",
     "TLVs",
     "Transport",
+    "Validator",
     "__version__",
+    "connect_tcp",
+    "header_for",
     "parse",
     "parse_datagram",
+    "send_header",
+    "trusted_proxies",
 )

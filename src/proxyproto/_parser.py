@@ -160,6 +160,15 @@ class HeaderParser:
         return self._header
 
     @property
+    def version(self) -> int | None:
+        """The version whose whole signature has arrived (1 or 2); ``None`` before.
+
+        Once it is set, the peer is sending a header: an error after that is a broken header,
+        not a peer that sent none.
+        """
+        return self._version
+
+    @property
     def header_size(self) -> int:
         """How many bytes the header took on the wire (0 until it is complete)."""
         return self._size

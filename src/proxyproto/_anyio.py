@@ -1,0 +1,541 @@
+"""The anyio adapter: :class:`ProxiedStream`, :class:`ProxyProtocolListener`, the client side.
+
+Theory of operation
+-------------------
+A handshake reads bytes from the connection into a :class:`HeaderParser` until it yields a header
+or an error, under one deadline (``header_timeout``) that also covers the wait for a handshake
+slot. The policy layer (:func:`proxyproto._policy.decide`) then says whether the connection is
+handed over with the header's addresses, handed over as a direct connection, or closed. Bytes read
+past the header (or, for a direct connection, every byte read) are served first by the
+:class:`ProxiedStream`; after them, ``receive()`` goes straight to the transport.
+
+The listener runs each handshake in the connection's own task (the inner listener's ``serve``
+starts one per connection), so a slow client never holds up ``accept()``. At most
+``max_pending_handshakes`` connections read their header at once: slots come from an anyio
+:class:`~anyio.CapacityLimiter`. A connection that finds every slot taken evicts the handshake that
+has held its slot the longest, if that one is older than ``eviction_age``, and takes over its
+slot (the token changes hands directly, so it does not queue behind other waiters); otherwise it
+waits. Real proxies send their header at once and finish in a round trip; idle attackers grow
+old and are the ones evicted, while a burst of real clients arriving together never evict each
+other.
+
+A refused connection (invalid or missing header, policy, validator, timeout, eviction) is closed
+forcefully, counted, and logged on the ``proxyproto`` logger in one line with the peer's address;
+the handler never sees it and the listener keeps serving. Exceptions from the handler propagate,
+as with anyio's own listeners.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from functools import wraps
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
+from anyio.streams.tls import TLSStream
+
+from ._config import ProxyProtocolConfig
+from ._errors import HeaderRejected, InvalidHeader, InvalidSignature, ProxyProtocolError
+from ._model import Address, Header, Transport
+from ._parser import NEED_DATA, HeaderParser
+from ._policy import Action, PeerAddress, Policy, carries_address, decide, resolve
+
+__all__ = [
+    "ListenerStatistics",
+    "ProxiedStream",
+    "ProxyAttribute",
+    "ProxyProtocolListener",
+    "connect_tcp",
+    "header_for",
+    "send_header",
+]
+
+logger = logging.getLogger("proxyproto")
+
+_DEFAULT_CONFIG = ProxyProtocolConfig()
+
+
+class ProxyAttribute(anyio.TypedAttributeSet):
+    """Attributes of a :class:`ProxiedStream`, read with ``stream.extra(ProxyAttribute.x)``.
+
+    ``header`` is there when a header was received (under ``IGNORE`` too); ``source`` and
+    ``destination`` when its addresses are in use. ``peer_address`` is always there.
+    """
+
+    #: The PROXY header as received.
+    header: Header = anyio.typed_attribute()
+    #: The client's address, from the header (also ``SocketAttribute.remote_address``).
+    source: Address = anyio.typed_attribute()
+    #: The address the client connected to, from the header.
+    destination: Address = anyio.typed_attribute()
+    #: The real peer of the connection: the proxy, or the client of a direct connection.
+    peer_address: PeerAddress = anyio.typed_attribute()
+    #: The policy this connection was handled with.
+    policy: Policy = anyio.typed_attribute()
+
+
+class _Refused(Exception):
+    """A handshake that ends with the connection closed: why, for the log and the counters."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+class ProxiedStream(ByteStream):
+    """A byte stream that has been through the PROXY handshake.
+
+    It answers ``SocketAttribute.remote_address`` (and ``remote_port``) with the header's source
+    when the header carries addresses and the policy uses them; the local address, the family and
+    the raw socket stay the real ones (``raw_socket.getpeername()`` still shows the proxy). The
+    rest is under :class:`ProxyAttribute`. Bytes that arrived after the header are served first.
+
+    Usually made by :meth:`wrap` or a :class:`ProxyProtocolListener`.
+    """
+
+    def __init__(
+        self,
+        transport_stream: ByteStream,
+        header: Header | None = None,
+        *,
+        leftover: bytes = b"",
+        use_addresses: bool = True,
+        policy: Policy = Policy.REQUIRE,
+    ) -> None:
+        #: The stream the header was read from.
+        self.transport_stream = transport_stream
+        #: The header, or ``None`` for a direct connection.
+        self.header = header
+        self._leftover = leftover
+        self._extra = self._make_extra_attributes(use_addresses, policy)
+
+    @classmethod
+    async def wrap(
+        cls, transport_stream: ByteStream, config: ProxyProtocolConfig | None = None
+    ) -> ProxiedStream:
+        """Read the header from ``transport_stream`` and return the ready stream.
+
+        The handshake follows ``config`` (policy, timeout, validator); its
+        ``max_pending_handshakes`` is the listener's business and is ignored here.
+
+        >>> async def handle(stream: anyio.abc.SocketStream) -> None:
+        ...     proxied = await ProxiedStream.wrap(stream)
+        ...     client = proxied.extra(anyio.abc.SocketAttribute.remote_address)
+
+        :raises InvalidHeader: a broken header (or none, under ``REQUIRE``).
+        :raises HeaderRejected: the policy or the validator refused the connection.
+        :raises TimeoutError: no complete header within ``header_timeout``.
+        """
+        config = config or _DEFAULT_CONFIG
+        handshake = _Handshake(transport_stream, config)
+        with anyio.move_on_after(config.header_timeout) as scope:
+            await handshake.read()
+        try:
+            return await handshake.judge(scope)
+        except _Refused as refusal:
+            if refusal.kind == "timeout":
+                raise TimeoutError(refusal.reason) from None
+            if refusal.kind in ("policy", "validator"):
+                raise HeaderRejected(refusal.reason) from refusal.__cause__
+            raise InvalidHeader(refusal.reason) from refusal.__cause__
+
+    def _make_extra_attributes(
+        self, use_addresses: bool, policy: Policy
+    ) -> Mapping[Any, Callable[[], Any]]:
+        attributes: dict[Any, Callable[[], Any]] = dict(self.transport_stream.extra_attributes)
+        peer = self.transport_stream.extra(SocketAttribute.remote_address, None)
+        attributes[ProxyAttribute.peer_address] = lambda: peer
+        attributes[ProxyAttribute.policy] = lambda: policy
+        header = self.header
+        if header is None:
+            return attributes
+        attributes[ProxyAttribute.header] = lambda: header
+        if use_addresses and carries_address(header):
+            source, destination = header.source, header.destination
+            attributes[ProxyAttribute.source] = lambda: source
+            attributes[ProxyAttribute.destination] = lambda: destination
+            attributes[SocketAttribute.remote_address] = lambda: source
+            if isinstance(source, tuple):
+                port = source[1]
+                attributes[SocketAttribute.remote_port] = lambda: port
+            else:
+                attributes.pop(SocketAttribute.remote_port, None)
+        return attributes
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._extra
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._leftover:
+            chunk, self._leftover = self._leftover[:max_bytes], self._leftover[max_bytes:]
+            return chunk
+        return await self.transport_stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self.transport_stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self.transport_stream.send_eof()
+
+    async def aclose(self) -> None:
+        self._leftover = b""
+        await self.transport_stream.aclose()
+
+
+class _Handshake:
+    """One connection's handshake: what was read, then what to make of it."""
+
+    def __init__(self, transport: ByteStream, config: ProxyProtocolConfig) -> None:
+        self.transport = transport
+        self.config = config
+        self.peer: PeerAddress = transport.extra(SocketAttribute.remote_address, None)
+        self.policy = resolve(config.policy, self.peer)
+        self.parser = HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
+        self.error: ProxyProtocolError | None = None
+        #: False while waiting for a handshake slot.
+        self.reading = False
+        #: Set when a newer connection took this one's slot.
+        self.evicted = False
+
+    async def read(self) -> None:
+        """Feed the parser until it has a header or an error. The caller sets the deadline."""
+        self.reading = True
+        if self.policy is Policy.SKIP:
+            return
+        parser = self.parser
+        try:
+            while parser.next_event() is NEED_DATA:
+                try:
+                    data = await self.transport.receive()
+                except anyio.EndOfStream:
+                    data = b""
+                parser.receive_data(data)
+        except ProxyProtocolError as error:
+            self.error = error
+
+    async def judge(self, deadline: anyio.CancelScope) -> ProxiedStream:
+        """Decide, run the validator, build the stream; raise :class:`_Refused` to close."""
+        config, parser, policy = self.config, self.parser, self.policy
+        timeout = config.header_timeout
+        if self.evicted:
+            raise _Refused("evicted", "evicted: every handshake slot was taken, this one longest")
+        if not self.reading:
+            raise _Refused("timeout", f"no handshake slot within {timeout:g}s")
+        if policy is Policy.SKIP:
+            return ProxiedStream(self.transport, policy=policy)
+        header = parser.header
+        signature_seen = parser.version is not None
+        error = self.error
+        timed_out = header is None and deadline.cancelled_caught
+        if timed_out and (signature_seen or policy is Policy.REQUIRE):
+            raise _Refused("timeout", f"no complete PROXY header within {timeout:g}s")
+        if error is not None and not isinstance(error, InvalidSignature):
+            raise _Refused("closed" if parser.closed else "invalid", str(error)) from error
+        action, reason = decide(policy, header, signature_seen=signature_seen)
+        if action is Action.CLOSE:
+            if parser.closed and header is None:
+                raise _Refused("closed", f"{reason}: {error}")
+            raise _Refused("policy", f"{reason} ({error})" if error is not None else reason)
+        if action is Action.PROXIED and config.validator is not None and header is not None:
+            with anyio.CancelScope(deadline=deadline.deadline) as scope:
+                accepted = await _validate(config, header, self.peer)
+            if scope.cancelled_caught:
+                raise _Refused("timeout", f"the validator took more than {timeout:g}s")
+            if not accepted:
+                raise _Refused("validator", "the validator refused the header")
+        return ProxiedStream(
+            self.transport,
+            header,
+            leftover=parser.trailing_data,
+            use_addresses=action is Action.PROXIED,
+            policy=policy,
+        )
+
+
+async def _validate(config: ProxyProtocolConfig, header: Header, peer: PeerAddress) -> bool:
+    assert config.validator is not None
+    try:
+        verdict = config.validator(header, peer)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except HeaderRejected as rejection:
+        raise _Refused("validator", f"the validator refused the header: {rejection}") from None
+    return bool(verdict)
+
+
+@attrs.frozen
+class ListenerStatistics:
+    """A snapshot of a :class:`ProxyProtocolListener`'s counters, for operators."""
+
+    #: Connections handed to the handler (proxied and direct).
+    accepted: int
+    #: Of those, direct connections (no header used).
+    direct: int
+    #: Connections closed, by reason: ``invalid`` (a broken header), ``closed`` (the peer closed
+    #: before its header was complete), ``policy``, ``validator``, ``error`` (a network error).
+    rejected: Mapping[str, int]
+    #: Connections closed because their header did not come within ``header_timeout``.
+    timed_out: int
+    #: Connections closed to make room for a newer one (see ``eviction_age``).
+    evicted: int
+    #: Handshakes under way now (waiting for a slot or reading).
+    in_flight: int
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """One handshake holding (or about to hold) a slot. Its identity is the limiter's borrower."""
+
+    scope: anyio.CancelScope
+    handshake: _Handshake
+    started: float = 0.0
+    #: The borrower object the slot's token is held under: ours, or one taken over by eviction.
+    token: object | None = None
+
+
+class ProxyProtocolListener(Listener[ProxiedStream]):
+    """Wraps any anyio listener: every connection goes through the PROXY handshake first.
+
+    >>> async def main() -> None:
+    ...     listener = ProxyProtocolListener(
+    ...         await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=8000),
+    ...         ProxyProtocolConfig(policy=trusted_proxies(["10.0.0.0/8"])),
+    ...     )
+    ...     await listener.serve(handle)  # handle(stream) gets only ready ProxiedStreams
+
+    TLS terminated here goes on top, the header being cleartext before it:
+    ``TLSListener(ProxyProtocolListener(...), ssl_context)``.
+    """
+
+    def __init__(self, listener: Listener[Any], config: ProxyProtocolConfig | None = None) -> None:
+        #: The listener whose connections are handshaken.
+        self.listener = listener
+        #: The configuration in force.
+        self.config = config or _DEFAULT_CONFIG
+        self._limiter = anyio.CapacityLimiter(self.config.max_pending_handshakes)
+        # Handshakes holding a slot and reading, oldest first.
+        self._reading: OrderedDict[_Pending, None] = OrderedDict()
+        self._accepted = 0
+        self._direct = 0
+        self._rejected: Counter[str] = Counter()
+        self._in_flight = 0
+
+    async def serve(
+        self, handler: Callable[[ProxiedStream], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        """Accept connections forever; call ``handler`` with each one that passes the handshake.
+
+        Each handshake runs in its connection's own task. Exceptions from ``handler`` propagate
+        (as with anyio's listeners): catch what your handler may raise.
+        """
+
+        @wraps(handler)
+        async def handle(transport: ByteStream) -> None:
+            stream = await self.handshake(transport)
+            if stream is not None:
+                await handler(stream)
+
+        await self.listener.serve(handle, task_group)
+
+    @asynccontextmanager
+    async def ready_streams(self, max_buffer_size: float = 0) -> AsyncIterator[Any]:
+        """For applications that run their own loop: an iterator of handshaken streams.
+
+        >>> async def main(listener: ProxyProtocolListener) -> None:
+        ...     async with listener.ready_streams() as streams, anyio.create_task_group() as tg:
+        ...         async for stream in streams:
+        ...             tg.start_soon(handle, stream)
+
+        Handshakes run in tasks of their own while you iterate, so a slow client never holds
+        up the others. Streams not taken when the block exits are closed.
+        """
+        send, receive = anyio.create_memory_object_stream[ProxiedStream](max_buffer_size)
+
+        async def deliver(stream: ProxiedStream) -> None:
+            try:
+                await send.send(stream)
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
+
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self.serve, deliver, task_group)
+            try:
+                with receive:
+                    yield receive
+            finally:
+                task_group.cancel_scope.cancel()
+
+    async def handshake(self, transport: ByteStream) -> ProxiedStream | None:
+        """Run the handshake of one accepted connection, under this listener's bounds.
+
+        Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
+        counted and logged). For servers that accept connections themselves.
+        """
+        config = self.config
+        peer = transport.extra(SocketAttribute.remote_address, None)
+        self._in_flight += 1
+        try:
+            handshake = _Handshake(transport, config)
+            with anyio.move_on_after(config.header_timeout) as scope:
+                pending = _Pending(scope, handshake)
+                try:
+                    await self._take_slot(pending)
+                    await handshake.read()
+                finally:
+                    self._give_slot(pending)
+            stream = await handshake.judge(scope)
+        except _Refused as refusal:
+            await self._refuse(transport, peer, refusal.kind, refusal.reason)
+            return None
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
+            await self._refuse(transport, peer, "error", f"{type(error).__name__}: {error}")
+            return None
+        except Exception:
+            # Not the peer's doing (a policy or validator that raised, say): a traceback helps.
+            await anyio.aclose_forcefully(transport)
+            self._rejected["error"] += 1
+            logger.exception("PROXY handshake with %s failed", _show(peer))
+            return None
+        except BaseException:
+            await anyio.aclose_forcefully(transport)
+            raise
+        finally:
+            self._in_flight -= 1
+        self._accepted += 1
+        if stream.extra(ProxyAttribute.source, None) is None:
+            self._direct += 1
+        return stream
+
+    async def _take_slot(self, pending: _Pending) -> None:
+        if self._limiter.available_tokens < 1:
+            self._evict_oldest(pending)
+        if pending.token is None:
+            await self._limiter.acquire_on_behalf_of(pending)
+            pending.token = pending
+        pending.started = anyio.current_time()
+        self._reading[pending] = None
+
+    def _evict_oldest(self, newcomer: _Pending) -> None:
+        if not self._reading:
+            return
+        oldest = next(iter(self._reading))
+        if anyio.current_time() - oldest.started < self.config.eviction_age:
+            return
+        # The newcomer takes the slot over directly: no await between here and its use.
+        del self._reading[oldest]
+        oldest.handshake.evicted = True
+        newcomer.token, oldest.token = oldest.token, None
+        oldest.scope.cancel()
+
+    def _give_slot(self, pending: _Pending) -> None:
+        self._reading.pop(pending, None)
+        if pending.token is not None:
+            self._limiter.release_on_behalf_of(pending.token)
+            pending.token = None
+
+    async def _refuse(
+        self, transport: ByteStream, peer: PeerAddress, kind: str, reason: str
+    ) -> None:
+        await anyio.aclose_forcefully(transport)
+        self._rejected[kind] += 1
+        level = logging.INFO if kind in ("timeout", "evicted", "closed") else logging.WARNING
+        logger.log(level, "refused connection from %s: %s", _show(peer), reason)
+
+    def statistics(self) -> ListenerStatistics:
+        """The counters so far."""
+        rejected = {k: v for k, v in self._rejected.items() if k not in ("timeout", "evicted")}
+        return ListenerStatistics(
+            accepted=self._accepted,
+            direct=self._direct,
+            rejected=rejected,
+            timed_out=self._rejected["timeout"],
+            evicted=self._rejected["evicted"],
+            in_flight=self._in_flight,
+        )
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self.listener.extra_attributes
+
+
+def _show(peer: PeerAddress) -> str:
+    if isinstance(peer, tuple):
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return repr(peer) if peer else "an unknown peer"
+
+
+# --- the client side ---------------------------------------------------------------------------
+
+
+async def send_header(stream: ByteStream, header: Header, *, crc32c: bool = False) -> None:
+    """Send ``header`` on ``stream``: what a proxy does first on each connection it opens."""
+    await stream.send(header.to_bytes(crc32c=crc32c))
+
+
+async def connect_tcp(
+    remote_host: str,
+    remote_port: int,
+    *,
+    header: Header,
+    crc32c: bool = False,
+    ssl_context: Any = None,
+    tls_hostname: str | None = None,
+    tls_standard_compatible: bool = True,
+    **kwargs: Any,
+) -> ByteStream:
+    """Connect, send ``header``, and (with ``ssl_context``) start TLS after it.
+
+    The header always goes first, in cleartext, as the spec requires; other keywords go to
+    :func:`anyio.connect_tcp`.
+
+    >>> async def main() -> None:
+    ...     header = Header.proxy(("203.0.113.7", 51234), ("198.51.100.10", 443))
+    ...     stream = await connect_tcp("127.0.0.1", 8000, header=header)
+    """
+    stream: ByteStream = await anyio.connect_tcp(remote_host, remote_port, **kwargs)
+    try:
+        await send_header(stream, header, crc32c=crc32c)
+        if ssl_context is not None:
+            stream = await TLSStream.wrap(
+                stream,
+                hostname=tls_hostname or remote_host,
+                ssl_context=ssl_context,
+                standard_compatible=tls_standard_compatible,
+            )
+    except BaseException:
+        await anyio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
+def header_for(stream: ByteStream, *, version: int = 2, tlvs: Any = None) -> Header:
+    """The PROXY header that describes ``stream`` to a next hop: its client and where it came in.
+
+    For a :class:`ProxiedStream` that is the header's client and destination, so a chain of
+    relays keeps the original client; otherwise the connection's own peer and local address.
+    LOCAL (``Header.local()``) when the stream has no IP or UNIX address to describe.
+    """
+    source = stream.extra(SocketAttribute.remote_address, None)
+    destination = stream.extra(ProxyAttribute.destination, None)
+    if destination is None:
+        destination = stream.extra(SocketAttribute.local_address, None)
+    if isinstance(source, tuple) and isinstance(destination, tuple):
+        source, destination = (source[0], source[1]), (destination[0], destination[1])
+    elif not (isinstance(source, str) and isinstance(destination, str)):
+        return Header.local()
+    if version == 1 and not isinstance(source, tuple):
+        return Header.unknown()
+    return Header.proxy(source, destination, version=version, transport=Transport.STREAM, tlvs=tlvs)
