@@ -434,11 +434,14 @@ def test_build_usage_errors(
 # --- demo, --version, --help ------------------------------------------------------------------
 
 
-def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = run(capsys, "demo")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_demo(capsys: pytest.CaptureFixture[str], backend: str) -> None:
+    # A real listener on loopback and a real client: the server must recover the claimed client.
+    status, out, err = run(capsys, "demo", "--backend", backend)
     assert (status, err) == (0, "")
     assert "DIFFERS" not in out
-    assert "203.0.113.7:51234" in out
+    assert "The server answered: 'Hello, 203.0.113.7:51234'" in out
+    assert "1 accepted, 0 refused" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
