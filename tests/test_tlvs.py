@@ -218,6 +218,11 @@ def test_aws_vpc_endpoint_id() -> None:
     assert header.tlvs.aws_vpce_id == "vpce-0123456789abcdef0"
 
 
+def test_aws_empty_vpc_endpoint_id() -> None:
+    # Only the sub-type byte: well-formed, and what the builder writes for "".
+    assert tr(with_tlvs(tlv(0xEA, b"\x01"))).tlvs.aws_vpce_id == ""
+
+
 def test_azure_private_link_id_is_little_endian() -> None:
     header = tr(with_tlvs(tlv(0xEE, b"\x01" + struct.pack("<I", 0x12345678))))
     assert header.tlvs.azure_link_id == 0x12345678
@@ -232,7 +237,6 @@ def test_gcp_psc_connection_id_is_big_endian() -> None:
     ("malformed", "field"),
     [
         (tlv(0xEA, b""), "aws_vpce_id"),
-        (tlv(0xEA, b"\x01"), "aws_vpce_id"),
         (tlv(0xEA, b"\x02vpce-other-subtype"), "aws_vpce_id"),
         (tlv(0xEA, b"\x01vpce-\xff"), "aws_vpce_id"),
         (tlv(0xEE, b"\x01\x00\x00\x00"), "azure_link_id"),

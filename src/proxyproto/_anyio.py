@@ -38,6 +38,7 @@ from typing import Any
 import anyio
 import attrs
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSStream
 
 from ._config import ProxyProtocolConfig
@@ -346,7 +347,9 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         await self.listener.serve(handle, task_group)
 
     @asynccontextmanager
-    async def ready_streams(self, max_buffer_size: float = 0) -> AsyncIterator[Any]:
+    async def ready_streams(
+        self, max_buffer_size: float = 0
+    ) -> AsyncIterator[MemoryObjectReceiveStream[ProxiedStream]]:
         """For applications that run their own loop: an iterator of handshaken streams.
 
         >>> async def main(listener: ProxyProtocolListener) -> None:

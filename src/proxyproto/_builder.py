@@ -106,6 +106,9 @@ def _inet_address(address: tuple[str, int], name: str) -> tuple[Family, tuple[st
 
 
 def _unix_path_bytes(path: str, name: str) -> bytes:
+    if path.endswith("\x00"):
+        # It would be lost in the NUL padding (spec 2.2): the receiver could not tell.
+        raise HeaderEncodingError(f"{name} path ends with NUL, which the padding would swallow")
     try:
         return path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:

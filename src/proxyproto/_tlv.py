@@ -145,7 +145,7 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
                 _duplicate("NETNS")
             netns = _text_untrusted(value, "ascii", "NETNS")
         elif kind == _AWS:
-            if aws_vpce_id is None and length > 1 and value[0] == _AWS_SUBTYPE_VPCE_ID:
+            if aws_vpce_id is None and length >= 1 and value[0] == _AWS_SUBTYPE_VPCE_ID:
                 aws_vpce_id = _vendor_text(value[1:])
         elif kind == _AZURE_TYPE:
             if azure_link_id is None and length == 5 and value[0] == _AZURE_SUBTYPE_LINK_ID:
@@ -260,11 +260,23 @@ def _decode_ssl_untrusted(value: bytes) -> SSLInfo:
 def encode_tlvs(tlvs: TLVs) -> list[bytes]:
     """Encode every TLV except CRC32C and padding, which need the whole header."""
     try:
-        return _encode_tlvs(tlvs)
+        parts = _encode_tlvs(tlvs)
     except UnicodeEncodeError as error:
         raise HeaderEncodingError(
             f"{error.object!r} cannot be encoded as {error.encoding.upper()} in a TLV"
         ) from None
+    if tlvs.raw or (tlvs.ssl is not None and tlvs.ssl.raw):
+        # Raw entries are copied as they are: make sure they still make a header we would
+        # accept (a duplicate, an over-long UNIQUE_ID, text that is not text...).
+        block = b"".join(parts)
+        try:
+            decode_tlvs_untrusted(block, 0, len(block))
+        except InvalidHeader as error:
+            message = str(error).removeprefix("v2: ")
+            raise HeaderEncodingError(
+                f"the raw TLVs would make an invalid header: {message}"
+            ) from None
+    return parts
 
 
 def _encode_tlvs(tlvs: TLVs) -> list[bytes]:
@@ -291,16 +303,21 @@ def _encode_tlvs(tlvs: TLVs) -> list[bytes]:
         parts.append(encode_tlv(_AZURE_TYPE, link_id))
     if tlvs.gcp_psc_id is not None:
         parts.append(encode_tlv(_GCP_TYPE, _pack(_GCP, "gcp_psc_id", 64, tlvs.gcp_psc_id)))
+    # A typed field stands for the first raw entry it could have been decoded from; every
+    # other raw entry is copied, except CRC32C and NOOP, which to_bytes() makes itself.
+    represented: set[int] = set()
     for kind, value in tlvs.raw:
-        if not _covered(tlvs, kind, value):
-            parts.append(encode_tlv(kind, value))
+        if kind in (_CRC32C, _NOOP):
+            continue
+        if kind not in represented and _represented(tlvs, kind, value):
+            represented.add(kind)
+            continue
+        parts.append(encode_tlv(kind, value))
     return parts
 
 
-def _covered(tlvs: TLVs, kind: int, value: bytes) -> bool:
-    """Whether a ``raw`` entry is already encoded from a typed field, or never copied."""
-    if kind in (_CRC32C, _NOOP):
-        return True
+def _represented(tlvs: TLVs, kind: int, value: bytes) -> bool:
+    """Whether a typed field is set that stands for this kind of raw entry."""
     if kind == _AWS:
         return tlvs.aws_vpce_id is not None and value[:1] == _AWS_VPCE_ID_PREFIX
     if kind == _AZURE_TYPE:

@@ -209,15 +209,27 @@ def _check_partial_field(field: bytes, index: int, family: Family) -> None:
     """Check the field being received: its characters and its length so far."""
     if index <= 2:
         if family is Family.INET:
-            if len(field) > _MAX_IPV4 or not _IPV4_CHARS.issuperset(field):
-                raise InvalidHeader(f"v1: {_show(field)} is not an IPv4 address (protocol TCP4)")
+            _check_partial_ipv4(field)
         elif len(field) > _MAX_IPV6 or not _IPV6_CHARS.issuperset(field):
             raise InvalidHeader(f"v1: {_show(field)} is not an IPv6 address (protocol TCP6)")
         return
     if len(field) > 1 and field.startswith(b"0"):
         raise InvalidHeader(f"v1: port {_show(field)} has a leading zero")
-    if len(field) > _MAX_PORT or not _DIGITS.issuperset(field):
+    if len(field) > _MAX_PORT or not _DIGITS.issuperset(field) or int(field or b"0") > 0xFFFF:
         raise InvalidHeader(f"v1: port {_show(field)} is not a number from 0 to 65535")
+
+
+def _check_partial_ipv4(field: bytes) -> None:
+    """Each octet so far: at most 255, no leading zero; at most four of them."""
+    octets = field.split(b".")
+    if len(field) > _MAX_IPV4 or not _IPV4_CHARS.issuperset(field) or len(octets) > 4:
+        raise InvalidHeader(f"v1: {_show(field)} is not an IPv4 address (protocol TCP4)")
+    for index, octet in enumerate(octets):
+        if len(octet) > 1 and octet.startswith(b"0"):
+            raise InvalidHeader(f"v1: address {_show(field)} has a leading zero")
+        complete = index < len(octets) - 1
+        if (complete and not octet) or len(octet) > 3 or int(octet or b"0") > 255:
+            raise InvalidHeader(f"v1: {_show(field)} is not an IPv4 address (protocol TCP4)")
 
 
 def _show(field: bytes) -> str:
