@@ -175,6 +175,8 @@ class ProxiedStream(ByteStream):
         return self._extra
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
         if self._leftover:
             chunk, self._leftover = self._leftover[:max_bytes], self._leftover[max_bytes:]
             return chunk
@@ -242,9 +244,11 @@ class _Handshake:
             raise _Refused("closed" if parser.closed else "invalid", str(error)) from error
         action, reason = decide(policy, header, signature_seen=signature_seen)
         if action is Action.CLOSE:
-            if parser.closed and header is None:
+            if header is not None:
+                raise _Refused("policy", reason)
+            if parser.closed:
                 raise _Refused("closed", f"{reason}: {error}")
-            raise _Refused("policy", f"{reason} ({error})" if error is not None else reason)
+            raise _Refused("missing", f"{reason} ({error})" if error is not None else reason)
         if action is Action.PROXIED and config.validator is not None and header is not None:
             with anyio.CancelScope(deadline=deadline.deadline) as scope:
                 accepted = await _validate(config, header, self.peer)
@@ -280,8 +284,9 @@ class ListenerStatistics:
     accepted: int
     #: Of those, direct connections (no header used).
     direct: int
-    #: Connections closed, by reason: ``invalid`` (a broken header), ``closed`` (the peer closed
-    #: before its header was complete), ``policy``, ``validator``, ``error`` (a network error).
+    #: Connections closed, by reason: ``missing`` (no header where one is required),
+    #: ``invalid`` (a broken header), ``closed`` (the peer closed before its header was complete),
+    #: ``policy`` (a header its policy forbids), ``validator``, ``error`` (a network error).
     rejected: Mapping[str, int]
     #: Connections closed because their header did not come within ``header_timeout``.
     timed_out: int

@@ -27,7 +27,9 @@ def _positive_finite(instance: object, attribute: attrs.Attribute[float], value:
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
+    if not 0 <= value < math.inf:
         raise ValueError(f"{attribute.name} must be a number of seconds >= 0, not {value!r}")
 
 
@@ -39,11 +41,13 @@ def _header_size(instance: object, attribute: attrs.Attribute[int], value: int) 
 
 
 def _at_least_one(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_pending_handshakes must be an int >= 1, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_pending_handshakes must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"max_pending_handshakes must be at least 1, not {value!r}")
 
 
-def _to_versions(value: Iterable[int]) -> frozenset[int]:
+def _to_versions(value: int | Iterable[int]) -> frozenset[int]:
     if isinstance(value, int):
         return frozenset((value,))
     return frozenset(value)

@@ -147,10 +147,13 @@ def trusted_proxies(
             address = ip_address(peer[0].partition("%")[0])
         except (ValueError, AttributeError):
             return otherwise
-        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        if isinstance(address, IPv6Address):
+            if any(address in network for network in v6):
+                return trusted
+            if address.ipv4_mapped is None:
+                return otherwise
             address = address.ipv4_mapped
-        candidates = v4 if address.version == 4 else v6
-        return trusted if any(address in network for network in candidates) else otherwise
+        return trusted if any(address in network for network in v4) else otherwise
 
     policy.__doc__ = f"{trusted.name} for {', '.join(map(str, networks))}; else {otherwise.name}"
     return policy
