@@ -25,6 +25,8 @@ autodoc_typehints = "description"
 
 # Docstring examples and the ``.. doctest::`` blocks run with these names in scope.
 doctest_global_setup = """
+import anyio
+import anyio.abc
 import proxyproto as pp
 from proxyproto import *
 """

@@ -38,6 +38,28 @@ EXPECTED: dict[str, list[str]] = {
     "datagram.py": [
         "DGRAM from ('192.0.2.1', 5353), payload b'\\x124 a DNS query'",
     ],
+    "anyio_server.py": [
+        "connection from ('203.0.113.7', 51234) failed: IncompleteRead",
+        "serve(): hello from ('203.0.113.7', 51234) via ('198.51.100.10', 443)",
+        "connection from ('203.0.113.7', 51234) failed: IncompleteRead",
+        "ready_streams(): hello from ('203.0.113.7', 51234) via ('198.51.100.10', 443)",
+        "connection from ('203.0.113.7', 51234) failed: IncompleteRead",
+        "wrap(): hello from ('203.0.113.7', 51234) via ('198.51.100.10', 443)",
+    ],
+    "anyio_trusted.py": [
+        "proxy, verified certificate: PROXY ('203.0.113.7', 51234) cn=alice.example",
+        "proxy, health check (LOCAL): served as the proxy's own connection",
+        "proxy, no client certificate: refused by the validator",
+        "stranger, forged header: refused by the policy",
+        "accepted 2, refused {'policy': 1, 'validator': 1}",
+    ],
+    "anyio_tls.py": [
+        "over TLS: hello ('203.0.113.7', 51234) over http/1.1, header v2",
+    ],
+    "anyio_relay.py": [
+        "through one relay: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",
+        "through two relays: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",
+    ],
 }
 
 

@@ -377,7 +377,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self.serve, deliver, task_group)
             try:
-                with receive:
+                with send, receive:
                     yield receive
             finally:
                 task_group.cancel_scope.cancel()
@@ -455,7 +455,11 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
     ) -> None:
         await anyio.aclose_forcefully(transport)
         self._rejected[kind] += 1
-        level = logging.INFO if kind in ("timeout", "evicted", "closed") else logging.WARNING
+        # Connections that went away are routine (health checks that connect and reset, clients
+        # that give up): INFO. A peer that sends what it must not is worth a WARNING.
+        level = (
+            logging.INFO if kind in ("timeout", "evicted", "closed", "error") else logging.WARNING
+        )
         logger.log(level, "refused connection from %s: %s", _show(peer), reason)
 
     def statistics(self) -> ListenerStatistics:
