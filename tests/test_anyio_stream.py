@@ -14,6 +14,7 @@ import hashlib
 import random
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -1107,3 +1108,37 @@ async def test_a_relay_chain_keeps_the_original_client() -> None:
                     SocketAttribute.local_address
                 )
                 assert await receive_all(last) == PAYLOAD
+
+
+async def test_a_reset_right_after_the_header_never_hides_the_peer() -> None:
+    # HAProxy's connect-only health checks send LOCAL and reset at once. anyio asks the socket
+    # for its peer each time; a reset socket no longer knows it. The handshake reads it once:
+    # either the connection is refused as closed, or the handler finds remote_address intact.
+    seen: list[object] = []
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = inner.extra(SocketAttribute.local_port)
+    listener = pp.ProxyProtocolListener(inner, pp.ProxyProtocolConfig(header_timeout=2))
+
+    async def handle(stream: pp.ProxiedStream) -> None:
+        seen.append(stream.extra(SocketAttribute.remote_address))
+        seen.append(stream.extra(pp.ProxyAttribute.peer_address))
+        await stream.aclose()
+
+    with anyio.fail_after(10):
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, handle)
+            for _ in range(20):
+                client = socket.create_connection(("127.0.0.1", port))
+                client.sendall(pp.Header.local().to_bytes())
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+            while (
+                listener.statistics().in_flight
+                or sum((listener.statistics().accepted, *listener.statistics().rejected.values()))
+                < 20
+            ):
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    stats = listener.statistics()
+    assert stats.accepted + stats.rejected.get("closed", 0) + stats.rejected.get("error", 0) == 20
+    assert all(isinstance(address, tuple) for address in seen)

@@ -109,13 +109,16 @@ class ProxiedStream(ByteStream):
         leftover: bytes = b"",
         use_addresses: bool = True,
         policy: Policy = Policy.REQUIRE,
+        peer_address: PeerAddress = None,
     ) -> None:
         #: The stream the header was read from.
         self.transport_stream = transport_stream
         #: The header, or ``None`` for a direct connection.
         self.header = header
         self._leftover = leftover
-        self._extra = self._make_extra_attributes(use_addresses, policy)
+        if peer_address is None:
+            peer_address = transport_stream.extra(SocketAttribute.remote_address, None)
+        self._extra = self._make_extra_attributes(use_addresses, policy, peer_address)
 
     @classmethod
     async def wrap(
@@ -133,6 +136,8 @@ class ProxiedStream(ByteStream):
         :raises InvalidHeader: a broken header (or none, under ``REQUIRE``).
         :raises HeaderRejected: the policy or the validator refused the connection.
         :raises TimeoutError: no complete header within ``header_timeout``.
+        :raises anyio.BrokenResourceError: the peer reset the connection before its address could
+            be read.
         """
         config = config or _DEFAULT_CONFIG
         handshake = _Handshake(transport_stream, config)
@@ -148,11 +153,17 @@ class ProxiedStream(ByteStream):
             raise InvalidHeader(refusal.reason) from refusal.__cause__
 
     def _make_extra_attributes(
-        self, use_addresses: bool, policy: Policy
+        self, use_addresses: bool, policy: Policy, peer: PeerAddress
     ) -> Mapping[Any, Callable[[], Any]]:
         attributes: dict[Any, Callable[[], Any]] = dict(self.transport_stream.extra_attributes)
-        peer = self.transport_stream.extra(SocketAttribute.remote_address, None)
         attributes[ProxyAttribute.peer_address] = lambda: peer
+        if peer is not None:
+            # The address as it was at the handshake: a socket reset since then forgets its
+            # peer, and a handler must not find remote_address gone.
+            attributes[SocketAttribute.remote_address] = lambda: peer
+            if isinstance(peer, tuple):
+                peer_port = peer[1]
+                attributes[SocketAttribute.remote_port] = lambda: peer_port
         attributes[ProxyAttribute.policy] = lambda: policy
         header = self.header
         if header is None:
@@ -199,7 +210,8 @@ class _Handshake:
     def __init__(self, transport: ByteStream, config: ProxyProtocolConfig) -> None:
         self.transport = transport
         self.config = config
-        self.peer: PeerAddress = transport.extra(SocketAttribute.remote_address, None)
+        # Read once: anyio asks the socket each time, and a reset socket no longer knows.
+        self.peer = _peer_of(transport)
         self.policy = resolve(config.policy, self.peer)
         self.parser = HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
         self.error: ProxyProtocolError | None = None
@@ -233,7 +245,7 @@ class _Handshake:
         if not self.reading:
             raise _Refused("timeout", f"no handshake slot within {timeout:g}s")
         if policy is Policy.SKIP:
-            return ProxiedStream(self.transport, policy=policy)
+            return ProxiedStream(self.transport, policy=policy, peer_address=self.peer)
         header = parser.header
         signature_seen = parser.version is not None
         error = self.error
@@ -262,6 +274,7 @@ class _Handshake:
             leftover=parser.trailing_data,
             use_addresses=action is Action.PROXIED,
             policy=policy,
+            peer_address=self.peer,
         )
 
 
@@ -389,10 +402,11 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         counted and logged). For servers that accept connections themselves.
         """
         config = self.config
-        peer = transport.extra(SocketAttribute.remote_address, None)
+        peer: PeerAddress = None
         self._in_flight += 1
         try:
             handshake = _Handshake(transport, config)
+            peer = handshake.peer
             with anyio.move_on_after(config.header_timeout) as scope:
                 pending = _Pending(scope, handshake)
                 try:
@@ -403,6 +417,9 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
             stream = await handshake.judge(scope)
         except _Refused as refusal:
             await self._refuse(transport, peer, refusal.kind, refusal.reason)
+            return None
+        except _PeerGone as error:
+            await self._refuse(transport, peer, "closed", str(error))
             return None
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
             await self._refuse(transport, peer, "error", f"{type(error).__name__}: {error}")
@@ -480,6 +497,26 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self.listener.extra_attributes
+
+
+class _PeerGone(anyio.BrokenResourceError):
+    """The socket was reset before the handshake could read its peer's address."""
+
+
+def _peer_of(transport: ByteStream) -> PeerAddress:
+    """The real peer's address, read once; ``None`` for a transport that has none."""
+    attributes: Mapping[Any, Callable[[], Any]] = transport.extra_attributes
+    getter = attributes.get(SocketAttribute.remote_address)
+    if getter is None:
+        if SocketAttribute.raw_socket in attributes:
+            # A socket that cannot say who its peer is has been reset already.
+            raise _PeerGone("the peer reset the connection before its header was read")
+        return None
+    try:
+        peer: PeerAddress = getter()
+    except OSError as error:
+        raise _PeerGone(f"the peer's address cannot be read: {error}") from None
+    return peer
 
 
 def _show(peer: PeerAddress) -> str:
