@@ -15,7 +15,9 @@ starts one per connection), so a slow client never holds up ``accept()``. At mos
 :class:`~anyio.CapacityLimiter`. A connection that finds every slot taken evicts the handshake that
 has held its slot the longest, if that one is older than ``eviction_age``, and takes over its
 slot (the token changes hands directly, so it does not queue behind other waiters); otherwise it
-waits. Real proxies send their header at once and finish in a round trip; idle attackers grow
+waits for a free slot, but only until the oldest handshake grows old enough to evict, and tries
+again: the limiter's queue is first come, first served, and in a flood the connections ahead in
+it are idle ones. Real proxies send their header at once and finish in a round trip; idle attackers grow
 old and are the ones evicted, while a burst of real clients arriving together never evict each
 other.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -207,11 +210,13 @@ class ProxiedStream(ByteStream):
 class _Handshake:
     """One connection's handshake: what was read, then what to make of it."""
 
-    def __init__(self, transport: ByteStream, config: ProxyProtocolConfig) -> None:
+    def __init__(
+        self, transport: ByteStream, config: ProxyProtocolConfig, peer: PeerAddress = None
+    ) -> None:
         self.transport = transport
         self.config = config
         # Read once: anyio asks the socket each time, and a reset socket no longer knows.
-        self.peer = _peer_of(transport)
+        self.peer = _peer_of(transport) if peer is None else peer
         self.policy = resolve(config.policy, self.peer)
         self.parser = HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
         self.error: ProxyProtocolError | None = None
@@ -387,13 +392,20 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
                 await anyio.aclose_forcefully(stream)
                 raise
 
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(self.serve, deliver, task_group)
-            try:
-                with send, receive:
+        with send, receive:
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(self.serve, deliver, task_group)
+                try:
                     yield receive
-            finally:
-                task_group.cancel_scope.cancel()
+                finally:
+                    task_group.cancel_scope.cancel()
+            # Every deliver() is over: what is still buffered was never taken.
+            while True:
+                try:
+                    stream = receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                await anyio.aclose_forcefully(stream)
 
     async def handshake(self, transport: ByteStream) -> ProxiedStream | None:
         """Run the handshake of one accepted connection, under this listener's bounds.
@@ -405,8 +417,9 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         peer: PeerAddress = None
         self._in_flight += 1
         try:
-            handshake = _Handshake(transport, config)
-            peer = handshake.peer
+            # Before the policy runs: if it raises, the log still names the peer.
+            peer = _peer_of(transport)
+            handshake = _Handshake(transport, config, peer)
             with anyio.move_on_after(config.header_timeout) as scope:
                 pending = _Pending(scope, handshake)
                 try:
@@ -441,25 +454,36 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         return stream
 
     async def _take_slot(self, pending: _Pending) -> None:
-        if self._limiter.available_tokens < 1:
-            self._evict_oldest(pending)
-        if pending.token is None:
-            await self._limiter.acquire_on_behalf_of(pending)
-            pending.token = pending
+        while pending.token is None:
+            wait = math.inf
+            if self._limiter.available_tokens < 1:
+                if self._evict_oldest(pending):
+                    break
+                if self._reading:
+                    # Wait for a slot, but only until the oldest handshake becomes evictable:
+                    # the limiter's queue is first-come-first-served, and in a flood the
+                    # connections ahead are idle ones.
+                    oldest = next(iter(self._reading))
+                    wait = oldest.started + self.config.eviction_age - anyio.current_time()
+            with anyio.move_on_after(max(wait, 0.0)):
+                await self._limiter.acquire_on_behalf_of(pending)
+                pending.token = pending
         pending.started = anyio.current_time()
         self._reading[pending] = None
 
-    def _evict_oldest(self, newcomer: _Pending) -> None:
+    def _evict_oldest(self, newcomer: _Pending) -> bool:
+        """Give ``newcomer`` the slot of the oldest handshake if that one is old enough."""
         if not self._reading:
-            return
+            return False
         oldest = next(iter(self._reading))
         if anyio.current_time() - oldest.started < self.config.eviction_age:
-            return
+            return False
         # The newcomer takes the slot over directly: no await between here and its use.
         del self._reading[oldest]
         oldest.handshake.evicted = True
         newcomer.token, oldest.token = oldest.token, None
         oldest.scope.cancel()
+        return True
 
     def _give_slot(self, pending: _Pending) -> None:
         self._reading.pop(pending, None)
