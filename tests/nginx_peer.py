@@ -8,7 +8,8 @@ with ``nginx -t``, starts ``nginx -p <dir>/ -c <dir>/nginx.conf -e stderr -g 'da
 the foreground and in a session of its own, waits until a worker answers, and stops it on exit
 (SIGTERM, then SIGKILL to its whole process group after a timeout). The pid file, the error log
 (collected from stderr: :meth:`Nginx.output`) and the ``http`` temporary paths all live in that
-directory, which is removed afterwards.
+directory, which is removed afterwards. That running part is :class:`peer_process.PeerProcess`,
+shared with ``haproxy_peer``; this module adds what is nginx's.
 
 nginx runs as the current user: when that is root, the helper writes ``user root <group>;``
 so that the workers do not switch to ``nobody`` (nginx ignores ``user`` for anyone else).
@@ -45,22 +46,26 @@ from __future__ import annotations
 
 import functools
 import grp
-import ipaddress
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
-from haproxy_peer import free_port, hostport, wait_for_port
+from peer_process import (
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT,
+    PeerError,
+    PeerProcess,
+    find_binary,
+    hostport,
+    require_loopback_ip,
+)
 
 __all__ = [
     "MIN_VERSION_V2",
@@ -72,9 +77,6 @@ __all__ = [
     "stream_module_path",
     "stream_problem",
 ]
-
-DEFAULT_STARTUP_TIMEOUT = 10.0
-DEFAULT_STOP_TIMEOUT = 5.0
 
 #: The first nginx that reads PROXY protocol v2 headers (``listen ... proxy_protocol``).
 MIN_VERSION_V2 = (1, 13, 11)
@@ -107,19 +109,13 @@ _PASS_DIRECTIVES = frozenset(
 _HTTP_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
-class NginxError(RuntimeError):
+class NginxError(PeerError):
     """nginx is missing, rejected its configuration, died, or did not become ready."""
 
 
 def find_nginx() -> str | None:
     """Return the path of the nginx binary, or None when it is not installed."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    for candidate in _FALLBACK_PATHS:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_binary("nginx", _FALLBACK_PATHS)
 
 
 @functools.cache
@@ -261,15 +257,6 @@ def _upstream_names(config: str) -> set[str]:
     return names
 
 
-def _require_loopback_ip(host: str) -> None:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{host!r} is not a literal IP address (loopback only)") from None
-    if not ip.is_loopback:
-        raise ValueError(f"{host!r} is not a loopback address")
-
-
 def _require_loopback_address(address: str, *, port_required: bool) -> None:
     """``[v6]:port``, ``v4:port`` (or without port when allowed) on loopback, or ``unix:``."""
     if address.startswith("unix:"):
@@ -291,7 +278,7 @@ def _require_loopback_address(address: str, *, port_required: bool) -> None:
         raise ValueError(f"{address!r} has no port")
     if port is not None and not port.isdigit():
         raise ValueError(f"{address!r} has no valid port")
-    _require_loopback_ip(host)
+    require_loopback_ip(host)
 
 
 def _pass_target(value: str) -> str:
@@ -349,7 +336,7 @@ def _quote(path: Path) -> str:
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class Nginx:
+class Nginx(PeerProcess):
     """A foreground nginx running ``stream`` (and ``http``) on loopback, as a context manager.
 
     ``stream`` and ``http`` are the insides of the ``stream {}`` and ``http {}`` blocks (servers,
@@ -358,6 +345,11 @@ class Nginx:
     (beware: connecting to a ``proxy_pass`` server makes nginx connect upstream). The stream
     module is loaded when it is not built in (:func:`stream_module_path`).
     """
+
+    command = "nginx"
+    display_name = "nginx"
+    config_name = "nginx.conf"
+    error = NginxError
 
     def __init__(
         self,
@@ -373,37 +365,15 @@ class Nginx:
         check_loopback_only(f"stream {{ {stream}\n}}")  # same line numbers
         if http is not None:
             check_loopback_only(f"http {{ {http}\n}}")
+        super().__init__(
+            wait_for=wait_for,
+            startup_timeout=startup_timeout,
+            stop_timeout=stop_timeout,
+            binary=binary or find_nginx(),
+        )
         self.stream = stream
         self.http = http
-        self.wait_for = wait_for
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self.binary = binary or find_nginx()
         self.log_level = log_level
-        self.ready_port = 0
-        self.workdir: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._last_output = ""
-
-    @property
-    def config_path(self) -> Path:
-        if self.workdir is None:
-            raise NginxError("nginx is not running")
-        return self.workdir / "nginx.conf"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def output(self) -> str:
-        """Everything nginx wrote to stdout/stderr so far (or before it was last stopped)."""
-        if self.workdir is None:
-            return self._last_output
-        try:
-            return (self.workdir / "nginx.out").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def full_config(self) -> str:
         if self.workdir is None or self.binary is None:
@@ -449,60 +419,11 @@ class Nginx:
             command += ["-e", "stderr"]
         return [*command, *extra]
 
-    def _setup(self) -> None:
-        if self.binary is None:
-            raise NginxError("nginx is not installed (looked in PATH and /usr/sbin)")
-        self._tmp = tempfile.TemporaryDirectory(prefix="proxyproto-nginx-")
-        self.workdir = Path(self._tmp.name)
-        self.ready_port = free_port("127.0.0.1")
-        self.config_path.write_text(self.full_config())
+    def _check_command(self) -> list[str]:
+        return self._command("-t", "-q")
 
-    def _check_config(self) -> None:
-        result = subprocess.run(
-            self._command("-t", "-q"),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=self.startup_timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            assert self.workdir is not None
-            raise NginxError(
-                f"nginx rejected the configuration:\n{result.stdout}{result.stderr}\n"
-                f"--- configuration ---\n{self.config_path.read_text()}"
-            )
-
-    def check(self) -> None:
-        """Only ``nginx -t`` the configuration (nothing keeps running); raise NginxError."""
-        if self._proc is not None:
-            raise NginxError("nginx is already running")
-        try:
-            self._setup()
-            self._check_config()
-        finally:
-            self.stop()
-
-    def start(self) -> None:
-        if self._proc is not None:
-            raise NginxError("nginx is already running")
-        try:
-            self._setup()
-            self._check_config()
-            assert self.workdir is not None
-            with (self.workdir / "nginx.out").open("wb") as out:
-                self._proc = subprocess.Popen(
-                    self._command("-g", "daemon off;"),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.workdir,
-                    start_new_session=True,
-                )
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+    def _run_command(self) -> list[str]:
+        return self._command("-g", "daemon off;")
 
     def _probe(self) -> bool:
         """True once a worker answered the helper's own ``ready`` server."""
@@ -518,8 +439,8 @@ class Nginx:
         except OSError:
             return False
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
+    def _wait_ready_probe(self, deadline: float) -> None:
+        """Wait until a worker answers ``ready``: the master's listening socket is not enough."""
         while not self._probe():
             self._check_alive()
             if time.monotonic() >= deadline:
@@ -528,52 +449,8 @@ class Nginx:
                     f"{self.startup_timeout}s:\n{self.output()}"
                 )
             time.sleep(0.02)
-        for host, port in self.wait_for:
-            while True:
-                self._check_alive()
-                try:
-                    wait_for_port(host, port, timeout=0.2)
-                    break
-                except TimeoutError:
-                    if time.monotonic() >= deadline:
-                        raise NginxError(
-                            f"nginx did not listen on {hostport(host, port)} within "
-                            f"{self.startup_timeout}s:\n{self.output()}"
-                        ) from None
 
-    def _check_alive(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise NginxError(
-                f"nginx exited with {self._proc.returncode} while starting:\n{self.output()}"
-            )
-
-    def stop(self) -> None:
-        """Stop nginx (SIGTERM, then SIGKILL to its process group) and remove the directory."""
-        proc, self._proc = self._proc, None
-        try:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # fast shutdown: the master stops its workers
-                try:
-                    proc.wait(timeout=self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    # The master and its workers share the session (and group) it leads.
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=self.stop_timeout)
-        finally:
-            self._last_output = self.output()
-            if self._tmp is not None:
-                self._tmp.cleanup()
-            self._tmp = None
-            self.workdir = None
-
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the whole process group (SIGTERM, a fast shutdown, went to the master only)."""
+        # The master and its workers share the session (and group) it leads.
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -2,7 +2,7 @@
 
 The interop tests must run in CI: ``.ci/run`` installs the peers and sets ``CI=true``, and a
 missing peer there is a failure, not a skip. On a developer's machine it is a skip with the
-reason. This is the same decision as ``test_haproxy.require_haproxy``, for any binary.
+reason. HAProxy's case is ``interop.require_haproxy``.
 """
 
 from __future__ import annotations

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import socket
-import ssl
 import struct
 import threading
 from collections.abc import Iterator
@@ -33,12 +31,24 @@ from typing import Any
 import attrs
 import crc32c
 import pytest
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import proxyproto as pp
-from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
+from haproxy_peer import HAProxy, find_haproxy
+from interop import (
+    ALL_V2_OPTIONS,
+    CLIENT_CN,
+    LOOPBACK_HOSTS,
+    SNI,
+    Certs,
+    client_tls_context,
+    issue_certs,
+    listen,
+    loopback_host,
+    make_payload,
+    require_haproxy,
+)
+from peer_process import free_port, hostport
+from require_peer import ci_is_set
 from wire import tr
 
 VECTORS_DIR = Path(__file__).parent / "vectors" / "haproxy"
@@ -46,11 +56,6 @@ VECTORS = sorted(VECTORS_DIR.glob("*.hex"))
 
 #: How long any single wait (a socket read, a connection, a result) may take.
 TIMEOUT = 5.0
-PAYLOAD_SIZE = 64 * 1024
-
-SNI = "proxyproto.test"
-CLIENT_CN = "proxyproto-client"
-ALL_V2_OPTIONS = "ssl,cert-cn,ssl-cipher,cert-sig,cert-key,authority,crc32c,unique-id"
 
 SSL_FLAGS_WITH_CERT = pp.SSLClient.SSL | pp.SSLClient.CERT_CONN | pp.SSLClient.CERT_SESS
 TYPED_TLV_FIELDS = (
@@ -234,26 +239,9 @@ def check_ssl(name: str, info: pp.SSLInfo | None, expected: Json) -> None:
 # =============================================================================== live
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def require_haproxy(binary: str | None, *, ci: bool) -> str:
-    """The haproxy binary; without one, skip, or fail under CI (which must prove interop ran)."""
-    if binary is not None:
-        return binary
-    if ci:
-        pytest.fail(
-            "haproxy is not installed, and CI is set: the HAProxy interop tests must run in CI "
-            "(apt-get install haproxy; .ci/run does)",
-            pytrace=False,
-        )
-    pytest.skip("haproxy is not installed (apt-get install haproxy); with CI=true this fails")
-
-
 @pytest.fixture(scope="session")
 def haproxy_binary() -> str:
-    return require_haproxy(find_haproxy(), ci=_ci())
+    return require_haproxy(find_haproxy(), ci=ci_is_set())
 
 
 def test_missing_haproxy_skips_locally_and_fails_in_ci() -> None:
@@ -264,23 +252,9 @@ def test_missing_haproxy_skips_locally_and_fails_in_ci() -> None:
         require_haproxy(None, ci=True)
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture(params=["127.0.0.1", "::1"], ids=["ipv4", "ipv6"])
+@pytest.fixture(params=LOOPBACK_HOSTS)
 def loopback(request: pytest.FixtureRequest) -> str:
-    host: str = request.param
-    if host == "::1" and not _has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) on this machine")
-    return host
+    return loopback_host(request)
 
 
 @dataclass
@@ -402,18 +376,6 @@ def backend() -> Iterator[Backend]:
         yield server
 
 
-def listen(bind: str, server: str, *extra: str) -> str:
-    lines = ["listen fe", f"    bind {bind}", *(f"    {line}" for line in extra)]
-    lines.append(f"    server be {server}")
-    return "\n".join(lines) + "\n"
-
-
-def make_payload() -> bytes:
-    """64 KiB the backend must get back verbatim; it starts with a spoofed header of its own."""
-    spoof = pp.Header.proxy(("192.0.2.1", 1), ("192.0.2.2", 2)).to_bytes()
-    return spoof + os.urandom(PAYLOAD_SIZE - len(spoof))
-
-
 def send_plain(frontend: tuple[str, int], payload: bytes) -> tuple[str, int]:
     """Connect, send ``payload``, half-close; return the client socket's own address."""
     with socket.create_connection(frontend, timeout=TIMEOUT) as client:
@@ -483,52 +445,9 @@ def test_live_crc32c_and_unique_id(haproxy_binary: str, backend: Backend) -> Non
     check_payload(got, payload)
 
 
-@dataclass
-class Certs:
-    ca: trustme.CA
-    ca_file: Path
-    server_file: Path
-    client: trustme.LeafCert
-    server_key_alg: str
-    server_sig_alg: str
-
-
-def _key_alg(cert: x509.Certificate) -> str:
-    """HAProxy's name for a certificate's key: ``RSA<bits>`` or ``EC<bits>``."""
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA{key.key_size}"
-    assert isinstance(key, ec.EllipticCurvePublicKey)
-    return f"EC{key.key_size}"
-
-
-def _sig_alg(cert: x509.Certificate) -> str:
-    """OpenSSL's short name of a certificate's signature algorithm (what cert-sig sends)."""
-    return {
-        "1.2.840.10045.4.3.2": "ecdsa-with-SHA256",
-        "1.2.840.10045.4.3.3": "ecdsa-with-SHA384",
-        "1.2.840.113549.1.1.11": "RSA-SHA256",
-    }[cert.signature_algorithm_oid.dotted_string]
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    directory = tmp_path_factory.mktemp("certs")
-    ca = trustme.CA(organization_name="proxyproto test CA")
-    server = ca.issue_cert(SNI, common_name=SNI)
-    client = ca.issue_cert("client.proxyproto.test", common_name=CLIENT_CN)
-    ca_file, server_file = directory / "ca.pem", directory / "server.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    server.private_key_and_cert_chain_pem.write_to_path(str(server_file))
-    server_cert = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes())
-    return Certs(
-        ca=ca,
-        ca_file=ca_file,
-        server_file=server_file,
-        client=client,
-        server_key_alg=_key_alg(server_cert),
-        server_sig_alg=_sig_alg(server_cert),
-    )
+    return issue_certs(tmp_path_factory.mktemp("certs"))
 
 
 @dataclass
@@ -547,10 +466,7 @@ def send_tls(
     alpn: list[str] | None,
     client_cert: bool,
 ) -> TLSClient:
-    context = ssl.create_default_context()
-    certs.ca.configure_trust(context)
-    if client_cert:
-        certs.client.configure_cert(context)
+    context = client_tls_context(certs, client_cert=client_cert)
     if alpn is not None:
         context.set_alpn_protocols(alpn)
     with (

@@ -27,35 +27,40 @@ fail (:func:`require_peer.require_binary`). Everything runs on loopback, every t
 from __future__ import annotations
 
 import math
-import os
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import pytest
-import trustme
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSAttribute
 
 import proxyproto as pp
-from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
+from haproxy_peer import HAProxy, find_haproxy
+from interop import (
+    ALL_V2_OPTIONS,
+    CLIENT_CN,
+    LOOPBACK_HOSTS,
+    SNI,
+    Certs,
+    client_tls_context,
+    issue_certs,
+    listen,
+    loopback_host,
+    make_payload,
+    require_haproxy,
+)
 from nginx_peer import Nginx, check_loopback_only, find_nginx, stream_problem
+from peer_process import PeerProcess, free_port, hostport
 from require_peer import ci_is_set, require_binary
 
 #: The whole of one test, peers' start and stop included.
 TEST_TIMEOUT = 15.0
 #: One wait inside a test (for our handler to see a connection).
 WAIT = 5.0
-PAYLOAD_SIZE = 64 * 1024
-
-SNI = "proxyproto.test"
-CLIENT_CN = "proxyproto-client"
-ALL_V2_OPTIONS = "ssl,cert-cn,ssl-cipher,cert-sig,cert-key,authority,crc32c,unique-id"
 
 Address = tuple[str, int]
 
@@ -69,9 +74,7 @@ def trusting_loopback() -> pp.ProxyProtocolConfig:
 
 @pytest.fixture(scope="session")
 def haproxy_binary() -> str:
-    return require_binary(
-        "haproxy", find_haproxy(), ci=ci_is_set(), install="apt-get install haproxy"
-    )
+    return require_haproxy(find_haproxy(), ci=ci_is_set())
 
 
 @pytest.fixture(scope="session")
@@ -132,33 +135,13 @@ def test_nginx_peer_accepts_loopback() -> None:
     )
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture(params=["127.0.0.1", "::1"], ids=["ipv4", "ipv6"])
+@pytest.fixture(params=LOOPBACK_HOSTS)
 def loopback(request: pytest.FixtureRequest) -> str:
     """Where the client connects to the peer in front of us (the peer reaches us on 127.0.0.1)."""
-    host: str = request.param
-    if host == "::1" and not _has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) on this machine")
-    return host
+    return loopback_host(request)
 
 
-class Peer(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def output(self) -> str: ...
-
-
-P = TypeVar("P", bound=Peer)
+P = TypeVar("P", bound=PeerProcess)
 
 
 @asynccontextmanager
@@ -255,7 +238,7 @@ class Recorder:
         finally:
             await anyio.aclose_forcefully(stream)
 
-    async def next(self, peer: Peer) -> Seen:
+    async def next(self, peer: PeerProcess) -> Seen:
         with anyio.move_on_after(WAIT):
             result = await self._receive.receive()
             if isinstance(result, Exception):
@@ -267,12 +250,6 @@ class Recorder:
 
 
 # =============================================================================== clients
-
-
-def make_payload() -> bytes:
-    """64 KiB that must arrive verbatim; it starts with a spoofed header of its own."""
-    spoof = pp.Header.proxy(("192.0.2.1", 1), ("192.0.2.2", 2)).to_bytes()
-    return spoof + os.urandom(PAYLOAD_SIZE - len(spoof))
 
 
 async def read_line(stream: ByteStream) -> bytes:
@@ -322,12 +299,6 @@ async def talk(frontend: Address, payload: bytes, *, tls: ssl.SSLContext | None 
     finally:
         await anyio.aclose_forcefully(stream)
     return result
-
-
-def listen(bind: str, server: str, *extra: str) -> str:
-    lines = ["listen fe", f"    bind {bind}", *(f"    {line}" for line in extra)]
-    lines.append(f"    server be {server}")
-    return "\n".join(lines) + "\n"
 
 
 # =============================================================================== HAProxy in front
@@ -380,24 +351,9 @@ async def test_haproxy_in_front(
     assert result.answer == answer_for(client)
 
 
-@dataclass
-class Certs:
-    ca: trustme.CA
-    ca_file: Path
-    server_file: Path
-    client: trustme.LeafCert
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    directory = tmp_path_factory.mktemp("certs")
-    ca = trustme.CA(organization_name="proxyproto test CA")
-    server = ca.issue_cert(SNI, common_name=SNI)
-    client = ca.issue_cert("client.proxyproto.test", common_name=CLIENT_CN)
-    ca_file, server_file = directory / "ca.pem", directory / "server.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    server.private_key_and_cert_chain_pem.write_to_path(str(server_file))
-    return Certs(ca=ca, ca_file=ca_file, server_file=server_file, client=client)
+    return issue_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.mark.haproxy
@@ -406,10 +362,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 async def test_haproxy_tls_frontend(haproxy_binary: str, certs: Certs, client_cert: bool) -> None:
     payload = make_payload()
     frontend = ("127.0.0.1", free_port())
-    context = ssl.create_default_context()
-    certs.ca.configure_trust(context)
-    if client_cert:
-        certs.client.configure_cert(context)
+    context = client_tls_context(certs, client_cert=client_cert)
     with Recorder(len(payload)) as recorder, anyio.fail_after(TEST_TIMEOUT):
         async with serving(recorder.handle) as ours:
             bind = (
