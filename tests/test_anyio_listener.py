@@ -167,15 +167,28 @@ class Exchange:
 
 
 async def exchange(
-    server: Server, first: bytes, payload: bytes = b"ping", *, delay: float = 0.0
+    server: Server,
+    first: bytes,
+    payload: bytes = b"ping",
+    *,
+    delay: float = 0.0,
+    split_gap: float | None = None,
 ) -> Exchange:
     """Connect, wait ``delay`` (a proxy's round trip), send ``first + payload`` in one segment,
-    EOF, and read the handler's reply."""
+    EOF, and read the handler's reply.
+
+    With ``split_gap``, the first half of ``first`` goes alone, then the rest ``split_gap``
+    seconds later: a header split across segments, which needs a handshake slot meanwhile.
+    """
     start = anyio.current_time()
     async with await server.connect() as stream:
         address = (HOST, stream.extra(SocketAttribute.local_port))
         if delay:
             await anyio.sleep(delay)
+        if split_gap is not None:
+            await stream.send(first[: len(first) // 2])
+            await anyio.sleep(split_gap)
+            first = first[len(first) // 2 :]
         await stream.send(first + payload)
         await stream.send_eof()
         raw = await read_until_closed(stream)
@@ -185,10 +198,18 @@ async def exchange(
     return Exchange(reply, anyio.current_time() - start, address)
 
 
-async def legit_client(server: Server, n: int, *, version: int = 2, delay: float = 0.0) -> float:
+async def legit_client(
+    server: Server,
+    n: int,
+    *,
+    version: int = 2,
+    delay: float = 0.0,
+    split_gap: float | None = None,
+) -> float:
     """A client that behaves like a real proxy: header and request at once. Its latency."""
     source = legit_source(n)
-    result = await exchange(server, header_bytes(source, version=version), delay=delay)
+    first = header_bytes(source, version=version)
+    result = await exchange(server, first, delay=delay, split_gap=split_gap)
     assert tuple(result.reply["source"]) == source
     return result.latency
 
@@ -325,13 +346,20 @@ async def test_slowloris_times_out_while_prompt_clients_are_served() -> None:
     )
 
 
-async def open_idle_flood(
-    server: Server, flood: int, task_group: anyio.abc.TaskGroup, closed_at: list[float]
+async def open_flood(
+    server: Server,
+    flood: int,
+    task_group: anyio.abc.TaskGroup,
+    closed_at: list[float],
+    first: bytes = b"",
 ) -> None:
-    """Open ``flood`` connections that never send a byte; note when the server closes each."""
+    """Open ``flood`` connections that send ``first`` (a header's first bytes, or nothing) and
+    then nothing more; note when the server closes each."""
 
     async def idle(stream: SocketStream) -> None:
         async with stream:
+            if first:
+                await stream.send(first)
             assert await read_until_closed(stream) == b""
         closed_at.append(anyio.current_time())
 
@@ -341,45 +369,51 @@ async def open_idle_flood(
 
 
 @pytest.mark.anyio
-async def test_idle_flood_is_evicted_for_clients_arriving_one_by_one() -> None:
-    max_pending, age, timeout = 8, 0.1, 3.0
-    flood, prompt = flood_size(max_pending), 5
+async def test_idle_flood_holds_no_slot() -> None:
+    """Connections that send nothing hold no handshake slot: real clients never wait for them.
+
+    They cost a task and a socket each until their deadline, then time out.
+    """
+    max_pending, timeout = 8, 2.0
+    flood, prompt = flood_size(max_pending), 2 * max_pending
     config = pp.ProxyProtocolConfig(
-        header_timeout=timeout, max_pending_handshakes=max_pending, eviction_age=age
+        header_timeout=timeout, max_pending_handshakes=max_pending, eviction_age=0.1
     )
     closed_at: list[float] = []
     latencies: list[float] = []
+
+    async def timed_client(n: int, split_gap: float | None) -> None:
+        latencies.append(await legit_client(server, n, split_gap=split_gap))
+
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server, anyio.create_task_group() as task_group:
             flood_start = anyio.current_time()
-            await open_idle_flood(server, flood, task_group, closed_at)
-            await anyio.sleep(3 * age)  # every pending handshake is now older than eviction_age
+            await open_flood(server, flood, task_group, closed_at)
+            # One by one, then all together, some with their header split across segments.
             for n in range(prompt):
-                latencies.append(await legit_client(server, n))
-                await anyio.sleep(2 * age)
-            # The idle connections still pending time out; every one must be closed.
+                await timed_client(n, None)
+            async with anyio.create_task_group() as clients:
+                for n in range(prompt, 2 * prompt):
+                    clients.start_soon(timed_client, n, 0.02 if n % 2 else None)
         stats = await server.settled()
-    assert max(latencies) < timeout / 2, latencies
+    assert max(latencies) < timeout / 4, latencies
     assert len(closed_at) == flood
-    assert max(closed_at) - flood_start < timeout + 2.0
-    # Each prompt client evicted an idle one (closed long before the header timeout).
-    assert sum(t - flood_start < 0.75 * timeout for t in closed_at) >= prompt
-    assert sorted(server.seen) == sorted(legit_source(n) for n in range(prompt))
-    assert stats.evicted >= prompt
-    assert stats.evicted + stats.timed_out == flood
-    assert (stats.accepted, stats.rejected, stats.in_flight) == (prompt, {}, 0)
+    assert all(0.9 * timeout <= t - flood_start <= timeout + 2.0 for t in closed_at)
+    assert sorted(server.seen) == sorted(legit_source(n) for n in range(2 * prompt))
+    assert stats == pp.ListenerStatistics(
+        accepted=2 * prompt, direct=0, rejected={}, timed_out=flood, evicted=0, in_flight=0
+    )
 
 
 @pytest.mark.anyio
-async def test_idle_flood_does_not_starve_clients_arriving_together() -> None:
-    """Prompt clients arriving together after a flood, more of them than there are slots.
+@pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "together"])
+async def test_partial_header_flood_is_evicted_for_prompt_clients(together: bool) -> None:
+    """A flood that sends a header's first bytes and stops holds every slot.
 
-    The first ``max_pending_handshakes`` of them evict idle handshakes. Each finishes in a round
-    trip and gives its slot back, and the limiter hands it to the longest waiter: an idle flood
-    connection, which starts young. The prompt clients still waiting find only young handshakes,
-    so they evict nothing, and the limiter serves them first-come-first-served behind the rest
-    of the flood: they wait for the flood to time out, about header_timeout. Waiting must end
-    once the oldest pending handshake has grown older than ``eviction_age``.
+    Prompt clients whose header comes in two segments need a slot too: they evict the flood's
+    oldest handshakes instead of waiting behind them, whether they come one by one or more of
+    them at once than there are slots (the limiter's queue alone would hand freed slots to the
+    flood connections waiting ahead of them).
     """
     max_pending, age, timeout = 8, 0.1, 3.0
     flood, prompt = flood_size(max_pending), 2 * max_pending
@@ -390,20 +424,29 @@ async def test_idle_flood_does_not_starve_clients_arriving_together() -> None:
     latencies: dict[int, float] = {}
 
     async def timed_client(n: int) -> None:
-        latencies[n] = await legit_client(server, n)
+        latencies[n] = await legit_client(server, n, split_gap=0.01)
 
+    partial = header_bytes(attacker_source(0))[:10]
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server, anyio.create_task_group() as task_group:
-            await open_idle_flood(server, flood, task_group, closed_at)
-            await anyio.sleep(3 * age)
-            async with anyio.create_task_group() as clients:
+            flood_start = anyio.current_time()
+            await open_flood(server, flood, task_group, closed_at, first=partial)
+            await anyio.sleep(3 * age)  # the slot holders are now older than eviction_age
+            if together:
+                async with anyio.create_task_group() as clients:
+                    for n in range(prompt):
+                        clients.start_soon(timed_client, n)
+            else:
                 for n in range(prompt):
-                    clients.start_soon(timed_client, n)
+                    await timed_client(n)
         stats = await server.settled()
     slow = {n: round(latency, 2) for n, latency in latencies.items() if latency >= timeout / 2}
     assert not slow, f"prompt clients starved behind the flood (client: seconds): {slow}"
     assert len(closed_at) == flood
+    assert max(closed_at) - flood_start < timeout + 2.0
+    assert sorted(server.seen) == sorted(legit_source(n) for n in range(prompt))
     assert stats.evicted > 0
+    assert stats.evicted + stats.timed_out == flood
     assert (stats.accepted, stats.rejected, stats.in_flight) == (prompt, {}, 0)
 
 
@@ -425,8 +468,10 @@ async def test_burst_of_prompt_clients_do_not_evict_each_other() -> None:
             await anyio.sleep(0.002)
 
     async def client(n: int) -> None:
-        # A proxy's round trip between connecting and sending: slots are busy meanwhile.
-        latencies.append(await legit_client(server, n, delay=rng.uniform(0.0, 0.05)))
+        # A proxy's round trip between connecting and sending, and a header split across
+        # segments: each holds a slot meanwhile.
+        delay, gap = rng.uniform(0.0, 0.05), rng.uniform(0.0, 0.05)
+        latencies.append(await legit_client(server, n, delay=delay, split_gap=gap))
 
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server, anyio.create_task_group() as watcher:
@@ -568,14 +613,18 @@ async def test_each_refusal_is_logged_once_with_peer_and_reason_without_tracebac
             expected[port] = str(parse_error.value)
             _elapsed, port = await refused_client(server, b"", eof=True)
             expected[port] = "closed"
-            # Two idle connections take both slots; a prompt client evicts the older one, the
-            # other one times out.
+            # Two connections that stop in the middle of their header take both slots; a prompt
+            # client whose header comes in two segments evicts the older one, the other one
+            # times out.
+            partial = header_bytes(attacker_source(0))[:10]
             async with await server.connect() as older, await server.connect() as younger:
                 expected[older.extra(SocketAttribute.local_port)] = "evicted"
                 expected[younger.extra(SocketAttribute.local_port)] = "within"
+                await older.send(partial)
+                await younger.send(partial)
                 await server.wait_until(lambda stats: stats.in_flight == 2)
                 await anyio.sleep(3 * age)
-                await legit_client(server, 0)
+                await legit_client(server, 0, split_gap=0.01)
                 assert await read_until_closed(older) == b""
                 assert await read_until_closed(younger) == b""
             stats = await server.settled()

@@ -10,16 +10,17 @@ past the header (or, for a direct connection, every byte read) are served first 
 :class:`ProxiedStream`; after them, ``receive()`` goes straight to the transport.
 
 The listener runs each handshake in the connection's own task (the inner listener's ``serve``
-starts one per connection), so a slow client never holds up ``accept()``. At most
-``max_pending_handshakes`` connections read their header at once: slots come from an anyio
-:class:`~anyio.CapacityLimiter`. A connection that finds every slot taken evicts the handshake that
-has held its slot the longest, if that one is older than ``eviction_age``, and takes over its
-slot (the token changes hands directly, so it does not queue behind other waiters); otherwise it
-waits for a free slot, but only until the oldest handshake grows old enough to evict, and tries
-again: the limiter's queue is first come, first served, and in a flood the connections ahead in
-it are idle ones. Real proxies send their header at once and finish in a round trip; idle attackers grow
-old and are the ones evicted, while a burst of real clients arriving together never evict each
-other.
+starts one per connection), so a slow client never holds up ``accept()``. A proxy sends its whole
+header at once, so nearly every handshake is over after its first read. The others -- the peer
+has sent part of a header and the rest has not come -- are the ones bounded: at most
+``max_pending_handshakes`` of them at once, with slots from an anyio
+:class:`~anyio.CapacityLimiter`. A connection that has sent nothing holds no slot (it costs a task
+and a socket until its deadline), so a flood of idle connections cannot keep real clients out.
+A partial handshake that finds every slot taken evicts the one that has held its slot the
+longest, if that one is older than ``eviction_age``, and takes over its slot (the token changes
+hands directly, so it does not queue behind other waiters); otherwise it waits for a free slot,
+but only until the oldest grows old enough to evict, and tries again. Slow senders grow old and
+are the ones evicted, while a burst of real clients arriving together never evict each other.
 
 A refused connection (invalid or missing header, policy, validator, timeout, eviction) is closed
 forcefully, counted, and logged on the ``proxyproto`` logger in one line with the peer's address;
@@ -33,9 +34,9 @@ import inspect
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 import anyio
@@ -121,7 +122,14 @@ class ProxiedStream(ByteStream):
         self._leftover = leftover
         if peer_address is None:
             peer_address = transport_stream.extra(SocketAttribute.remote_address, None)
-        self._extra = self._make_extra_attributes(use_addresses, policy, peer_address)
+        self._use_addresses = use_addresses
+        self._policy = policy
+        self._peer_address = peer_address
+        # Built when first asked for: anyio's socket streams rebuild theirs on every access, a
+        # cost per connection that servers which never look should not pay.
+        self._extra: Mapping[Any, Callable[[], Any]] | None = None
+        if not leftover:
+            self._serve_transport_directly()
 
     @classmethod
     async def wrap(
@@ -155,9 +163,8 @@ class ProxiedStream(ByteStream):
                 raise HeaderRejected(refusal.reason) from refusal.__cause__
             raise InvalidHeader(refusal.reason) from refusal.__cause__
 
-    def _make_extra_attributes(
-        self, use_addresses: bool, policy: Policy, peer: PeerAddress
-    ) -> Mapping[Any, Callable[[], Any]]:
+    def _make_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        use_addresses, policy, peer = self._use_addresses, self._policy, self._peer_address
         attributes: dict[Any, Callable[[], Any]] = dict(self.transport_stream.extra_attributes)
         attributes[ProxyAttribute.peer_address] = lambda: peer
         if peer is not None:
@@ -186,6 +193,8 @@ class ProxiedStream(ByteStream):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        if self._extra is None:
+            self._extra = self._make_extra_attributes()
         return self._extra
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -193,8 +202,15 @@ class ProxiedStream(ByteStream):
             raise ValueError("max_bytes must be a positive integer")
         if self._leftover:
             chunk, self._leftover = self._leftover[:max_bytes], self._leftover[max_bytes:]
+            if not self._leftover:
+                self._serve_transport_directly()
             return chunk
         return await self.transport_stream.receive(max_bytes)
+
+    def _serve_transport_directly(self) -> None:
+        # Once the bytes read past the header are served, nothing is left to do per chunk: the
+        # transport's own receive() takes over, without a layer of ours on every call.
+        self.receive = self.transport_stream.receive  # type: ignore[method-assign]
 
     async def send(self, item: bytes) -> None:
         await self.transport_stream.send(item)
@@ -204,6 +220,7 @@ class ProxiedStream(ByteStream):
 
     async def aclose(self) -> None:
         self._leftover = b""
+        self._serve_transport_directly()
         await self.transport_stream.aclose()
 
 
@@ -220,19 +237,28 @@ class _Handshake:
         self.policy = resolve(config.policy, self.peer)
         self.parser = HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
         self.error: ProxyProtocolError | None = None
-        #: False while waiting for a handshake slot.
-        self.reading = False
+        #: True while waiting for a handshake slot.
+        self.waiting_for_slot = False
         #: Set when a newer connection took this one's slot.
         self.evicted = False
 
-    async def read(self) -> None:
-        """Feed the parser until it has a header or an error. The caller sets the deadline."""
-        self.reading = True
+    async def read(self, take_slot: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Feed the parser until it has a header or an error. The caller sets the deadline.
+
+        ``take_slot`` is awaited once, when the first bytes did not complete the header: a
+        connection that sent nothing yet holds no slot, and one whose header came whole (the
+        common case: a proxy sends it at once) never needs one.
+        """
         if self.policy is Policy.SKIP:
             return
         parser = self.parser
         try:
             while parser.next_event() is NEED_DATA:
+                if take_slot is not None and parser.trailing_data:
+                    self.waiting_for_slot = True
+                    await take_slot()
+                    self.waiting_for_slot = False
+                    take_slot = None
                 try:
                     data = await self.transport.receive()
                 except anyio.EndOfStream:
@@ -247,7 +273,7 @@ class _Handshake:
         timeout = config.header_timeout
         if self.evicted:
             raise _Refused("evicted", "evicted: every handshake slot was taken, this one longest")
-        if not self.reading:
+        if self.waiting_for_slot:
             raise _Refused("timeout", f"no handshake slot within {timeout:g}s")
         if policy is Policy.SKIP:
             return ProxiedStream(self.transport, policy=policy, peer_address=self.peer)
@@ -423,8 +449,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
             with anyio.move_on_after(config.header_timeout) as scope:
                 pending = _Pending(scope, handshake)
                 try:
-                    await self._take_slot(pending)
-                    await handshake.read()
+                    await handshake.read(partial(self._take_slot, pending))
                 finally:
                     self._give_slot(pending)
             stream = await handshake.judge(scope)
