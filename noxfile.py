@@ -102,9 +102,13 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Parse and build timings beside the Python peers; arguments go to bench/bench_core.py."""
-    session.install(".", "proxy-protocol", "gunicorn", "twisted")
+    """Parse/build timings beside the Python peers, then the anyio adapter against plain anyio.
+
+    Arguments go to both scripts (``nox -s bench -- --quick``).
+    """
+    session.install(".", "proxy-protocol", "gunicorn", "twisted", "trio")
     session.run("python", "bench/bench_core.py", *session.posargs)
+    session.run("python", "bench/bench_anyio.py", "--json-merge", *session.posargs)
 
 
 @nox.session(python=FUZZ_PYTHON)

@@ -114,6 +114,7 @@ class ProxiedStream(ByteStream):
         use_addresses: bool = True,
         policy: Policy = Policy.REQUIRE,
         peer_address: PeerAddress = None,
+        transport_attributes: Mapping[Any, Callable[[], Any]] | None = None,
     ) -> None:
         #: The stream the header was read from.
         self.transport_stream = transport_stream
@@ -125,6 +126,9 @@ class ProxiedStream(ByteStream):
         self._use_addresses = use_addresses
         self._policy = policy
         self._peer_address = peer_address
+        # A snapshot of the transport's attributes when the caller already has one: anyio's
+        # socket streams rebuild theirs, peer lookups included, on every access.
+        self._transport_attributes = transport_attributes
         # Built when first asked for: anyio's socket streams rebuild theirs on every access, a
         # cost per connection that servers which never look should not pay.
         self._extra: Mapping[Any, Callable[[], Any]] | None = None
@@ -165,7 +169,9 @@ class ProxiedStream(ByteStream):
 
     def _make_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         use_addresses, policy, peer = self._use_addresses, self._policy, self._peer_address
-        attributes: dict[Any, Callable[[], Any]] = dict(self.transport_stream.extra_attributes)
+        attributes: dict[Any, Callable[[], Any]] = dict(
+            self._transport_attributes or self.transport_stream.extra_attributes
+        )
         attributes[ProxyAttribute.peer_address] = lambda: peer
         if peer is not None:
             # The address as it was at the handshake: a socket reset since then forgets its
@@ -227,14 +233,16 @@ class ProxiedStream(ByteStream):
 class _Handshake:
     """One connection's handshake: what was read, then what to make of it."""
 
-    def __init__(
-        self, transport: ByteStream, config: ProxyProtocolConfig, peer: PeerAddress = None
-    ) -> None:
+    def __init__(self, transport: ByteStream, config: ProxyProtocolConfig) -> None:
         self.transport = transport
         self.config = config
         # Read once: anyio asks the socket each time, and a reset socket no longer knows.
-        self.peer = _peer_of(transport) if peer is None else peer
-        self.policy = resolve(config.policy, self.peer)
+        self.attributes: Mapping[Any, Callable[[], Any]] = transport.extra_attributes
+        self.peer = _peer_of(self.attributes)
+        #: Chosen by read(), from the peer: a policy callable is the user's code and may raise.
+        self.policy = Policy.REQUIRE
+        #: Whether the stream made keeps its real addresses (set by judge()).
+        self.direct = True
         self.parser = HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
         self.error: ProxyProtocolError | None = None
         #: True while waiting for a handshake slot.
@@ -249,6 +257,7 @@ class _Handshake:
         connection that sent nothing yet holds no slot, and one whose header came whole (the
         common case: a proxy sends it at once) never needs one.
         """
+        self.policy = resolve(self.config.policy, self.peer)
         if self.policy is Policy.SKIP:
             return
         parser = self.parser
@@ -276,7 +285,12 @@ class _Handshake:
         if self.waiting_for_slot:
             raise _Refused("timeout", f"no handshake slot within {timeout:g}s")
         if policy is Policy.SKIP:
-            return ProxiedStream(self.transport, policy=policy, peer_address=self.peer)
+            return ProxiedStream(
+                self.transport,
+                policy=policy,
+                peer_address=self.peer,
+                transport_attributes=self.attributes,
+            )
         header = parser.header
         signature_seen = parser.version is not None
         error = self.error
@@ -286,6 +300,7 @@ class _Handshake:
         if error is not None and not isinstance(error, InvalidSignature):
             raise _Refused("closed" if parser.closed else "invalid", str(error)) from error
         action, reason = decide(policy, header, signature_seen=signature_seen)
+        self.direct = action is not Action.PROXIED or not carries_address(header)
         if action is Action.CLOSE:
             if header is not None:
                 raise _Refused("policy", reason)
@@ -306,6 +321,7 @@ class _Handshake:
             use_addresses=action is Action.PROXIED,
             policy=policy,
             peer_address=self.peer,
+            transport_attributes=self.attributes,
         )
 
 
@@ -443,9 +459,8 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         peer: PeerAddress = None
         self._in_flight += 1
         try:
-            # Before the policy runs: if it raises, the log still names the peer.
-            peer = _peer_of(transport)
-            handshake = _Handshake(transport, config, peer)
+            handshake = _Handshake(transport, config)
+            peer = handshake.peer
             with anyio.move_on_after(config.header_timeout) as scope:
                 pending = _Pending(scope, handshake)
                 try:
@@ -474,7 +489,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         finally:
             self._in_flight -= 1
         self._accepted += 1
-        if stream.extra(ProxyAttribute.source, None) is None:
+        if handshake.direct:
             self._direct += 1
         return stream
 
@@ -552,9 +567,8 @@ class _PeerGone(anyio.BrokenResourceError):
     """The socket was reset before the handshake could read its peer's address."""
 
 
-def _peer_of(transport: ByteStream) -> PeerAddress:
-    """The real peer's address, read once; ``None`` for a transport that has none."""
-    attributes: Mapping[Any, Callable[[], Any]] = transport.extra_attributes
+def _peer_of(attributes: Mapping[Any, Callable[[], Any]]) -> PeerAddress:
+    """The real peer's address from a transport's attributes; ``None`` if it has none."""
     getter = attributes.get(SocketAttribute.remote_address)
     if getter is None:
         if SocketAttribute.raw_socket in attributes:
