@@ -63,7 +63,8 @@ def listen(bind: str, server: str, *extra: str) -> str:
 LOOPBACK_HOSTS = [pytest.param("127.0.0.1", id="ipv4"), pytest.param("::1", id="ipv6")]
 
 
-def _has_ipv6_loopback() -> bool:
+def has_ipv6_loopback() -> bool:
+    """Whether this host can bind ::1 (some containers have no IPv6)."""
     if not socket.has_ipv6:
         return False
     try:
@@ -77,7 +78,7 @@ def _has_ipv6_loopback() -> bool:
 def loopback_host(request: pytest.FixtureRequest) -> str:
     """The host of a fixture over :data:`LOOPBACK_HOSTS`; skips ``::1`` where there is none."""
     host: str = request.param
-    if host == "::1" and not _has_ipv6_loopback():
+    if host == "::1" and not has_ipv6_loopback():
         pytest.skip("no IPv6 loopback (::1) on this machine")
     return host
 

@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSAttribute, TLSListener, TLSStream
 
 import proxyproto as pp
+from interop import has_ipv6_loopback
 from wire import v2 as raw_v2
 
 pytestmark = pytest.mark.anyio
@@ -61,18 +62,7 @@ REQUIRE, USE, IGNORE, REJECT, SKIP = (
 )
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="this host has no IPv6 loopback")
 
 
 # =============================================================================== helpers
