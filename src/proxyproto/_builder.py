@@ -11,14 +11,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
-from typing import TYPE_CHECKING
 
 from . import _tlv, _v2
 from ._errors import HeaderEncodingError
-from ._model import _NO_TLVS, Command, Family, TLVs, TLVType, Transport
-
-if TYPE_CHECKING:
-    from ._model import Header
+from ._model import _NO_TLVS, Command, Family, Header, TLVs, TLVType, Transport, _make_header
 
 __all__ = ["encode", "proxy_header"]
 
@@ -74,7 +70,11 @@ def proxy_header(
         raise HeaderEncodingError(
             "source and destination must both be (host, port) tuples or both be UNIX paths"
         )
-    header = cls(version, Command.PROXY, family, transport, source, destination, tlvs)
+    if cls is Header:
+        # Every value is checked above: fill the slots without attrs' __init__ (see _model).
+        header = _make_header(version, Command.PROXY, family, transport, source, destination, tlvs)
+    else:
+        header = cls(version, Command.PROXY, family, transport, source, destination, tlvs)
     if version == 1:
         _check_v1(header)
     return header
