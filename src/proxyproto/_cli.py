@@ -1,8 +1,13 @@
-"""The ``proxyproto`` command: inspect and build PROXY protocol headers.
+"""The ``proxyproto`` command: inspect and build PROXY protocol headers, serve and send them.
 
 Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declares its options and
 ``_<name>(args)`` runs it and returns the exit status. :func:`main` dispatches. Exit statuses:
-0 ok, 1 an invalid or incomplete header (one line on stderr), 2 a usage error (argparse's).
+
+- 0: ok (``echo``: stopped by SIGINT or SIGTERM);
+- 1: ``parse``: an invalid or incomplete header; ``echo``: it cannot listen; ``send``: the
+  connection was refused or failed, or the header cannot be encoded; one line on stderr;
+- 2: a usage error (argparse's);
+- 130: ``send`` interrupted by Ctrl-C.
 
 Addresses on the command line are ``HOST:PORT`` for IPv4, ``[HOST]:PORT`` for IPv6 and
 ``unix:/path`` for UNIX sockets: :func:`split_address` reads them and :func:`format_address`
@@ -15,13 +20,21 @@ import argparse
 import hashlib
 import ipaddress
 import json
+import logging
+import math
+import os
+import signal
+import socket
+import stat
 import string
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
+from anyio.abc import SocketAttribute
 
 import proxyproto as pp
 
@@ -196,7 +209,8 @@ _FAMILY_NAMES = {
 _Row = tuple[int, str, str]
 
 
-def _header_rows(header: pp.Header, size: int, trailing: int) -> list[_Row]:
+def _header_rows(header: pp.Header, size: int | None, trailing: int) -> list[_Row]:
+    """The header as rows; ``size`` is left out when unknown (a server's stream does not say)."""
     rows: list[_Row] = [
         (0, "version", f"{header.version} ({'text' if header.version == 1 else 'binary'})"),
         (0, "command", header.command.name),
@@ -204,8 +218,9 @@ def _header_rows(header: pp.Header, size: int, trailing: int) -> list[_Row]:
         (0, "transport", header.transport.name),
         (0, "source", format_address(header.source)),
         (0, "destination", format_address(header.destination)),
-        (0, "header size", f"{size} bytes"),
     ]
+    if size is not None:
+        rows.append((0, "header size", f"{size} bytes"))
     if trailing:
         rows.append((0, "trailing data", f"{trailing} bytes after the header"))
     tlv_rows = _tlv_rows(header.tlvs)
@@ -304,7 +319,7 @@ def _print_rows(rows: list[_Row]) -> None:
         print(f"{'  ' * indent + label:<{width}}  {value}")
 
 
-def _header_json(header: pp.Header, size: int, trailing: int) -> dict[str, object]:
+def _header_json(header: pp.Header, size: int | None, trailing: int) -> dict[str, object]:
     tlvs = header.tlvs
     ssl = tlvs.ssl
     return {
@@ -390,11 +405,7 @@ def _add_build(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--destination", type=_header_address, metavar="ADDRESS", help="the address it connected to"
     )
-    version = parser.add_mutually_exclusive_group()
-    version.add_argument("--v1", dest="version", action="store_const", const=1, help="v1, text")
-    version.add_argument(
-        "--v2", dest="version", action="store_const", const=2, help="v2, binary (the default)"
-    )
+    _add_version_options(parser)
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument(
         "--local", action="store_true", help="LOCAL: a connection of the proxy's own (v2)"
@@ -403,11 +414,7 @@ def _add_build(subparsers: _Subparsers) -> None:
         "--unknown", action="store_true", help="no addresses: v1 UNKNOWN, or v2 PROXY UNSPEC"
     )
     parser.add_argument("--dgram", action="store_true", help="UDP (v2), not TCP")
-    tlvs = parser.add_argument_group("TLVs (v2 only)")
-    tlvs.add_argument("--alpn", metavar="PROTOCOL", help="e.g. h2")
-    tlvs.add_argument("--authority", metavar="HOST", help="e.g. the TLS SNI")
-    tlvs.add_argument("--unique-id", type=_hex_bytes, metavar="HEX", help="up to 128 bytes")
-    tlvs.add_argument("--crc32c", action="store_true", help="add a CRC32C checksum")
+    tlvs = _add_tlv_options(parser)
     tlvs.add_argument("--pad-to", type=_positive_int, metavar="N", help="pad to N bytes (NOOP)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument(
@@ -419,6 +426,52 @@ def _add_build(subparsers: _Subparsers) -> None:
     parser.set_defaults(output="hex")
 
 
+def _add_version_options(parser: argparse.ArgumentParser) -> None:
+    version = parser.add_mutually_exclusive_group()
+    version.add_argument("--v1", dest="version", action="store_const", const=1, help="v1, text")
+    version.add_argument(
+        "--v2", dest="version", action="store_const", const=2, help="v2, binary (the default)"
+    )
+
+
+def _add_tlv_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The TLV options ``build`` and ``send`` share; :func:`_header_from_args` reads them."""
+    tlvs = parser.add_argument_group("TLVs (v2 only)")
+    tlvs.add_argument("--alpn", metavar="PROTOCOL", help="e.g. h2")
+    tlvs.add_argument("--authority", metavar="HOST", help="e.g. the TLS SNI")
+    tlvs.add_argument("--unique-id", type=_hex_bytes, metavar="HEX", help="up to 128 bytes")
+    tlvs.add_argument("--crc32c", action="store_true", help="add a CRC32C checksum")
+    return tlvs
+
+
+def _header_from_args(args: argparse.Namespace) -> pp.Header:
+    """The header the options of ``build`` or ``send`` describe.
+
+    :raises pp.HeaderEncodingError: what the options ask for cannot be said (v1 LOCAL, ...).
+    """
+    tlvs = pp.TLVs(
+        alpn=None if args.alpn is None else args.alpn.encode(),
+        authority=args.authority,
+        unique_id=args.unique_id,
+    )
+    if args.local:
+        header = pp.Header.local(tlvs=tlvs)
+    elif args.unknown:
+        header = attrs.evolve(pp.Header.unknown(), tlvs=tlvs)
+    else:
+        header = pp.Header.proxy(
+            args.source,
+            args.destination,
+            version=args.version or 2,
+            transport=pp.Transport.DGRAM if args.dgram else pp.Transport.STREAM,
+            tlvs=tlvs,
+        )
+    if args.version is not None:
+        # The encoder refuses what the other version cannot say (v1 LOCAL, v1 TLVs, ...).
+        header = attrs.evolve(header, version=args.version)
+    return header
+
+
 def _build(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     addressed = args.source is not None or args.destination is not None
@@ -427,28 +480,8 @@ def _build(args: argparse.Namespace) -> int:
             parser.error("--local and --unknown take no --source, --destination or --dgram")
     elif args.source is None or args.destination is None:
         parser.error("--source and --destination are required, unless --local or --unknown")
-    tlvs = pp.TLVs(
-        alpn=None if args.alpn is None else args.alpn.encode(),
-        authority=args.authority,
-        unique_id=args.unique_id,
-    )
     try:
-        if args.local:
-            header = pp.Header.local(tlvs=tlvs)
-        elif args.unknown:
-            header = attrs.evolve(pp.Header.unknown(), tlvs=tlvs)
-        else:
-            header = pp.Header.proxy(
-                args.source,
-                args.destination,
-                version=args.version or 2,
-                transport=pp.Transport.DGRAM if args.dgram else pp.Transport.STREAM,
-                tlvs=tlvs,
-            )
-        if args.version is not None:
-            # The encoder refuses what the other version cannot say (v1 LOCAL, v1 TLVs, ...).
-            header = attrs.evolve(header, version=args.version)
-        data = header.to_bytes(crc32c=args.crc32c, pad_to=args.pad_to)
+        data = _header_from_args(args).to_bytes(crc32c=args.crc32c, pad_to=args.pad_to)
     except pp.HeaderEncodingError as error:
         parser.error(str(error))
     if args.output == "raw":
@@ -458,6 +491,412 @@ def _build(args: argparse.Namespace) -> int:
     else:
         print(data.hex())
     return 0
+
+
+# --- echo --------------------------------------------------------------------------------------
+
+#: How long ``echo`` waits, after its reply, for the client to finish sending. Closing a socket
+#: with unread bytes makes the kernel send a reset, which can destroy the reply in flight.
+_ECHO_DRAIN_SECONDS = 5.0
+
+logger = logging.getLogger("proxyproto")
+
+
+def _add_echo(subparsers: _Subparsers) -> None:
+    parser = _add_command(
+        subparsers,
+        "echo",
+        _echo,
+        "a server that shows the PROXY header of every connection",
+        "Listen for TCP connections, read each one's PROXY header (v1 or v2) and print it:\n"
+        "the real peer (the proxy), the addresses, every TLV, the SSL details and the CRC32C\n"
+        "status -- or 'no header (direct)'. Then answer the client with a one-line summary and\n"
+        "close. Refused connections are logged on stderr. Runs until SIGINT or SIGTERM.\n\n"
+        "Without --trusted, --policy applies to every peer (default: require). With --trusted,\n"
+        "peers in those networks get --policy (default: require) and every other peer 'reject'.\n"
+        "Exit status 0 when stopped by a signal, 1 when it cannot listen.",
+        "examples:\n"
+        "  proxyproto echo --listen 127.0.0.1:8000\n"
+        "  proxyproto echo --listen [::]:8000 --trusted 10.0.0.0/8 --trusted fd00::/8 --json\n"
+        "  proxyproto echo --listen 0.0.0.0:8000 --policy use --header-timeout 2\n"
+        "  # then, from another terminal:\n"
+        "  proxyproto send 127.0.0.1:8000 --source 192.0.2.1:56324 </dev/null",
+    )
+    parser.add_argument(
+        "--listen",
+        required=True,
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="where to listen; port 0 picks a free one (printed at startup)",
+    )
+    parser.add_argument(
+        "--trusted",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="a proxy's address or network (repeat for more)",
+    )
+    parser.add_argument(
+        "--policy",
+        type=pp.Policy,
+        choices=list(pp.Policy),
+        metavar="{" + ",".join(policy.value for policy in pp.Policy) + "}",
+        help="what to do with a header (default: require)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=pp.ProxyProtocolConfig().header_timeout,
+        metavar="S",
+        help="seconds a connection gets to send its header (default: %(default)g)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_backend_option(parser)
+
+
+def _echo(args: argparse.Namespace) -> int:
+    if args.trusted:
+        policy: pp.Policy | Callable[[Any], pp.Policy] = pp.trusted_proxies(
+            args.trusted, trusted=args.policy or pp.Policy.REQUIRE, otherwise=pp.Policy.REJECT
+        )
+    else:
+        policy = args.policy or pp.Policy.REQUIRE
+    config = pp.ProxyProtocolConfig(policy=policy, header_timeout=args.header_timeout)
+    _log_to_stderr()
+    return _run(args.backend, _serve_echo, args, config)
+
+
+async def _serve_echo(args: argparse.Namespace, config: pp.ProxyProtocolConfig) -> int:
+    host, port = args.listen
+    try:
+        inner = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    except OSError as error:
+        return _fail(f"cannot listen on {format_address(args.listen)}: {_os_error_text(error)}")
+    listener = pp.ProxyProtocolListener(inner, config)
+    addresses = [
+        format_address(_pair(sub.extra(SocketAttribute.local_address))) for sub in inner.listeners
+    ]
+    async with listener, anyio.create_task_group() as task_group:
+        await task_group.start(_stop_on_signal, task_group.cancel_scope)
+        print(f"listening on {', '.join(addresses)}", flush=True)
+        await listener.serve(_echo_handler(args.json), task_group)
+    return 0
+
+
+def _echo_handler(as_json: bool) -> Callable[[pp.ProxiedStream], Awaitable[None]]:
+    """The connection handler of ``echo``."""
+
+    async def handle(stream: pp.ProxiedStream) -> None:
+        peer = format_address(_pair(stream.extra(pp.ProxyAttribute.peer_address)))
+        try:
+            async with stream:
+                summary = _echo_report(stream, as_json)
+                await stream.send(summary.encode() + b"\n")
+                await stream.send_eof()
+                with anyio.move_on_after(_ECHO_DRAIN_SECONDS):
+                    while await stream.receive():
+                        pass
+        except anyio.EndOfStream:
+            pass
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
+            logger.info("connection from %s: %s", peer, _os_error_text(error))
+
+    return handle
+
+
+def _echo_report(stream: pp.ProxiedStream, as_json: bool) -> str:
+    """Print what ``stream``'s handshake brought; return the summary line for the client."""
+    peer = _pair(stream.extra(pp.ProxyAttribute.peer_address))
+    policy = stream.extra(pp.ProxyAttribute.policy)
+    header = stream.extra(pp.ProxyAttribute.header, None)
+    source = stream.extra(pp.ProxyAttribute.source, None)
+    if header is None:
+        summary = f"client {format_address(peer)} no header (direct)"
+    else:
+        said = f"header v{header.version} {header.command.name} {header.family.name}"
+        said += f" {header.transport.name}"
+        if source is not None:
+            destination = format_address(stream.extra(pp.ProxyAttribute.destination))
+            summary = f"client {format_address(source)} via {format_address(peer)} {said}"
+            summary += f" to {destination}"
+        else:
+            # LOCAL, UNKNOWN, UNSPEC, or a header the policy (IGNORE) reads and drops.
+            summary = f"client {format_address(peer)} {said} (addresses not used)"
+    if as_json:
+        report = {
+            "peer": _address_json(peer),
+            "policy": policy.value,
+            "client": _address_json(source if source is not None else peer),
+            "header": None if header is None else _header_json(header, None, 0),
+            "summary": summary,
+        }
+        print(json.dumps(report), flush=True)
+        return summary
+    print(f"connection from {format_address(peer)} (policy {policy.value})")
+    if header is None:
+        rows: list[_Row] = [(1, "header", "no header (direct)")]
+    else:
+        rows = [
+            (indent + 1, label, value) for indent, label, value in _header_rows(header, None, 0)
+        ]
+    rows.append((1, "reply", summary))
+    _print_rows(rows)
+    print(flush=True)
+    return summary
+
+
+async def _stop_on_signal(
+    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for number in signals:
+            logger.info("stopping on %s", signal.Signals(number).name)
+            scope.cancel()
+            return
+
+
+def _log_to_stderr() -> None:
+    """One line per record on stderr for the ``proxyproto`` logger (refused connections)."""
+    if any(getattr(handler, "_proxyproto_cli", False) for handler in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
+    handler._proxyproto_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+# --- send --------------------------------------------------------------------------------------
+
+
+def _add_send(subparsers: _Subparsers) -> None:
+    parser = _add_command(
+        subparsers,
+        "send",
+        _send,
+        "connect, send a header, then pipe stdin and stdout like nc",
+        "Connect to a server, send one PROXY protocol header, then copy stdin to the connection\n"
+        "and the connection to stdout, bytes unchanged, until both are done: stdin's end\n"
+        "half-closes the connection, the server's end stops the reading.\n\n"
+        "--destination defaults to the address connected to. The header is v2 unless --v1.\n"
+        "Exit status 1 when the connection is refused or fails, or the header cannot be encoded.",
+        "examples:\n"
+        "  proxyproto send 127.0.0.1:8000 --source 192.0.2.1:56324 </dev/null\n"
+        "  printf 'GET / HTTP/1.0\\r\\n\\r\\n' | proxyproto send localhost:8080 \\\n"
+        "      --source 203.0.113.7:51234 --destination 198.51.100.10:443 --alpn http/1.1\n"
+        "  proxyproto send [::1]:8000 --source [2001:db8::1]:4000 --v1\n"
+        "  proxyproto send 10.0.0.5:8000 --local --crc32c </dev/null",
+    )
+    parser.add_argument(
+        "target", type=_connect_address, metavar="HOST:PORT", help="the server to connect to"
+    )
+    parser.add_argument(
+        "--source", type=_header_address, metavar="ADDRESS", help="the client the header claims"
+    )
+    parser.add_argument(
+        "--destination",
+        type=_header_address,
+        metavar="ADDRESS",
+        help="the address the header says it connected to (default: HOST:PORT's address)",
+    )
+    _add_version_options(parser)
+    parser.add_argument(
+        "--local", action="store_true", help="LOCAL: a connection of the proxy's own (v2)"
+    )
+    _add_tlv_options(parser)
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the connection (default: %(default)g)",
+    )
+    _add_backend_option(parser)
+    parser.set_defaults(unknown=False, dgram=False)
+
+
+def _send(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    if args.local:
+        if args.source is not None or args.destination is not None:
+            parser.error("--local takes no --source or --destination")
+    elif args.source is None:
+        parser.error("--source is required, unless --local")
+    try:
+        return _run(args.backend, _run_send, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run_send(args: argparse.Namespace) -> int:
+    host, port = args.target
+    target = format_address(args.target)
+    if not args.local and args.destination is None:
+        # The header says where the client connected to: the address actually connected to.
+        try:
+            host = await _resolve(host, port, args.source)
+        except OSError as error:
+            return _fail(f"cannot connect to {target}: {_os_error_text(error)}")
+        args.destination = (host, port)
+    try:
+        header = _header_from_args(args)
+        header.to_bytes(crc32c=args.crc32c)  # refuse before connecting
+    except pp.HeaderEncodingError as error:
+        return _fail(f"invalid header: {error}")
+    try:
+        with anyio.fail_after(args.timeout):
+            stream = await pp.connect_tcp(host, port, header=header, crc32c=args.crc32c)
+    except TimeoutError:
+        return _fail(f"cannot connect to {target}: no answer within {args.timeout:g}s")
+    except OSError as error:
+        return _fail(f"cannot connect to {target}: {_os_error_text(error)}")
+    failures: list[str] = []
+    async with stream, anyio.create_task_group() as task_group:
+
+        async def pump(copy: Callable[[anyio.abc.ByteStream], Awaitable[None]]) -> None:
+            try:
+                await copy(stream)
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
+                failures.append(_os_error_text(error))
+                task_group.cancel_scope.cancel()
+
+        task_group.start_soon(pump, _stdin_to_stream)
+        task_group.start_soon(pump, _stream_to_stdout)
+    if failures:
+        return _fail(f"connection to {target} failed: {failures[0]}")
+    return 0
+
+
+async def _resolve(host: str, port: int, source: pp.Address) -> str:
+    """``host`` as an IP address, of the source's family when it has one."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    family = socket.AF_UNSPEC
+    if isinstance(source, tuple):
+        family = socket.AF_INET6 if ":" in source[0] else socket.AF_INET
+    found = await anyio.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+    return str(found[0][4][0])
+
+
+async def _stdin_to_stream(stream: anyio.abc.ByteStream) -> None:
+    fd = _stdin_fd()
+    if fd is not None:
+        # A pipe, socket or terminal is waited on; a file (or /dev/null) never blocks, and
+        # epoll refuses it.
+        mode = os.fstat(fd).st_mode
+        waitable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+        while True:
+            if waitable:
+                await anyio.wait_readable(fd)
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            await stream.send(data)
+    await stream.send_eof()
+
+
+def _stdin_fd() -> int | None:
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # closed, or not a real file
+        return None
+
+
+async def _stream_to_stdout(stream: anyio.abc.ByteStream) -> None:
+    out = sys.stdout.buffer
+    while True:
+        try:
+            data = await stream.receive()
+        except anyio.EndOfStream:
+            return
+        out.write(data)
+        out.flush()
+
+
+# --- shared by echo and send -------------------------------------------------------------------
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """argparse ``type=``: ``HOST:PORT`` to listen on (port 0 for any free one)."""
+    try:
+        address = split_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if isinstance(address, str):
+        raise argparse.ArgumentTypeError(f"{text!r}: only TCP (HOST:PORT) is supported here")
+    return address
+
+
+def _connect_address(text: str) -> tuple[str, int]:
+    """argparse ``type=``: ``HOST:PORT`` to connect to."""
+    address = _listen_address(text)
+    if address[1] == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: port 0 cannot be connected to")
+    return address
+
+
+def _network(text: str) -> str:
+    """argparse ``type=``: an IP address or network, as :func:`pp.trusted_proxies` takes."""
+    try:
+        ipaddress.ip_network(text)
+    except ValueError as error:
+        message = f"{text!r} is not an IP address or network: {error}"
+        raise argparse.ArgumentTypeError(message) from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    """argparse ``type=``: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the event loop anyio runs on (default: asyncio)",
+    )
+
+
+def _run(backend: str, func: Callable[..., Awaitable[int]], *args: object) -> int:
+    try:
+        return anyio.run(func, *args, backend=backend)
+    except ModuleNotFoundError as error:
+        if error.name != backend:
+            raise
+        return _fail(f"the {backend} backend needs {error.name}: pip install {error.name}")
+
+
+def _pair(address: Any) -> pp.Address:
+    """A socket address as the header model writes it: IPv6's flow info and scope id dropped."""
+    if isinstance(address, tuple):
+        return (str(address[0]), int(address[1]))
+    return address  # type: ignore[no-any-return]
+
+
+def _os_error_text(error: BaseException) -> str:
+    """What went wrong, briefly: anyio wraps the refusal of each address it tried."""
+    cause: BaseException | None = error
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno):
+        grouped = getattr(cause, "exceptions", None)  # an exception group (3.10: a backport)
+        cause = grouped[0] if grouped else cause.__cause__
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    return str(error) or type(error).__name__
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -533,7 +972,7 @@ def _add_command(
 def _make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG,
-        description="Inspect and build HAProxy PROXY protocol headers (v1 and v2).",
+        description="Inspect, build, serve and send HAProxy PROXY protocol headers (v1 and v2).",
         epilog="examples:\n  proxyproto demo\n  proxyproto parse --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -541,6 +980,8 @@ def _make_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_parse(subparsers)
     _add_build(subparsers)
+    _add_echo(subparsers)
+    _add_send(subparsers)
     _add_demo(subparsers)
     return parser
 
