@@ -27,6 +27,7 @@ autodoc_typehints = "description"
 doctest_global_setup = """
 import anyio
 import anyio.abc
+import trio
 import proxyproto as pp
 from proxyproto import *
 """

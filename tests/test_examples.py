@@ -56,6 +56,16 @@ EXPECTED: dict[str, list[str]] = {
     "anyio_tls.py": [
         "over TLS: hello ('203.0.113.7', 51234) over http/1.1, header v2",
     ],
+    "udp_server.py": [
+        "query from ('203.0.113.7', 51234) via 127.0.0.1",
+        "the proxy got \"hello ('203.0.113.7', 51234)\"",
+        "the proxy got \"hello ('203.0.113.8', 40000)\"",
+        "delivered 2, dropped {'invalid': 1, 'missing': 1}",
+    ],
+    "trio_server.py": [
+        "serve_listeners(): hello from ('203.0.113.7', 51234)",
+        "no header: refused",
+    ],
     "anyio_relay.py": [
         "through one relay: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",
         "through two relays: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",

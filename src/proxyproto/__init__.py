@@ -44,6 +44,11 @@ from ._policy import PeerAddress as PeerAddress
 from ._policy import Policy as Policy
 from ._policy import PolicyCallable as PolicyCallable
 from ._policy import trusted_proxies as trusted_proxies
+from ._udp import DatagramStatistics as DatagramStatistics
+from ._udp import ProxiedDatagram as ProxiedDatagram
+from ._udp import ProxiedUDPSocket as ProxiedUDPSocket
+from ._udp import build_datagram as build_datagram
+from ._udp import send_datagram as send_datagram
 from ._version import __version__ as __version__
 
 __all__ = (
@@ -51,6 +56,7 @@ __all__ = (
     "NEED_DATA",
     "Address",
     "Command",
+    "DatagramStatistics",
     "Family",
     "Header",
     "HeaderEncodingError",
@@ -64,7 +70,9 @@ __all__ = (
     "PeerAddress",
     "Policy",
     "PolicyCallable",
+    "ProxiedDatagram",
     "ProxiedStream",
+    "ProxiedUDPSocket",
     "ProxyAttribute",
     "ProxyProtocolConfig",
     "ProxyProtocolError",
@@ -77,10 +85,12 @@ __all__ = (
     "Transport",
     "Validator",
     "__version__",
+    "build_datagram",
     "connect_tcp",
     "header_for",
     "parse",
     "parse_datagram",
+    "send_datagram",
     "send_header",
     "trusted_proxies",
 )

@@ -1,0 +1,427 @@
+"""Native trio: :class:`ProxiedStream`, :class:`ProxyProtocolListener`, :class:`ProxiedSocket`.
+
+Theory of operation
+-------------------
+Nothing here decides anything. A handshake is the anyio adapter's, run as is: anyio runs on trio,
+and :class:`_AnyioView` shows a trio stream to it as an anyio byte stream (``receive()`` for
+``receive_some()``, anyio's exceptions for trio's, the peer address as
+``SocketAttribute.remote_address``). The listener keeps a private anyio
+:class:`proxyproto.ProxyProtocolListener` whose :meth:`~proxyproto.ProxyProtocolListener.handshake`
+runs each connection's handshake: the same config, policy, validator, handshake slots and
+eviction, counters (:meth:`ProxyProtocolListener.statistics`) and log lines on the ``proxyproto``
+logger. The anyio stream it returns is then turned into a trio :class:`ProxiedStream` over the
+same trio transport, carrying the header, the bytes read past it, the policy and the real peer.
+
+trio's :meth:`~trio.abc.Listener.accept` returns one connection at a time, but a handshake may
+take up to ``header_timeout``, so handshakes cannot run inside ``accept()``: a silent client would
+hold up everyone behind it. They run in the background: in the ``handshake_nursery`` given to the
+listener, or else in a nursery of a trio system task -- the way trio's own DTLS endpoint runs its
+background work -- started by the first ``accept()`` (so the listener works wherever a trio
+listener does: in :func:`trio.serve_listeners`, under :class:`trio.SSLListener`) and ended by
+:meth:`~ProxyProtocolListener.aclose` or by the end of the run.
+
+``accept()`` pulls: while no handshaken stream is ready, it waits on the inner listener's
+``accept()`` and hands each new connection to the nursery; a handshake that ends with a ready
+stream queues it and wakes the waiting ``accept()`` (cancelling the inner ``accept()``, which
+trio's listeners allow without losing a connection). So connections are taken from the kernel
+only while someone accepts, the inner listener's errors (``EMFILE`` and the like) reach the caller
+as they would without us, and a silent client costs a task and a socket until its deadline,
+never anyone else's ``accept()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import socket as _stdlib_socket
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import trio
+from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
+
+from . import _anyio
+from ._anyio import ListenerStatistics, ProxyAttribute
+from ._config import ProxyProtocolConfig
+from ._model import Address, Header
+from ._policy import PeerAddress, Policy, carries_address
+
+__all__ = ("ListenerStatistics", "ProxiedSocket", "ProxiedStream", "ProxyProtocolListener")
+
+logger = logging.getLogger("proxyproto")
+
+
+class ProxiedSocket:
+    """The ``socket`` of a :class:`ProxiedStream`: the transport's trio socket, except for the peer.
+
+    :meth:`getpeername` answers with the header's source when the header's addresses are in use
+    (a PROXY header under ``REQUIRE`` or ``USE``), in the shape of the socket's family: a
+    ``(host, port)`` pair on ``AF_INET``, ``(host, port, 0, 0)`` on ``AF_INET6``, a path for a
+    header with UNIX addresses. Everything else -- ``getsockname()``, ``family``, ``type``,
+    ``fileno()``, socket options -- is the real socket's. In particular ``family`` stays the
+    connection's own: an IPv6 client behind a proxy that reached you over IPv4 shows
+    ``AF_INET`` with an IPv6 ``getpeername()``. The proxy's address is
+    :attr:`ProxiedStream.peer_address`.
+
+    It is not a :class:`trio.socket.SocketType` instance; attribute access is delegated.
+    """
+
+    def __init__(self, socket: trio.socket.SocketType, source: Address | None) -> None:
+        self._socket = socket
+        self._source = source
+
+    def getpeername(self) -> Any:
+        """The client's address from the header, or the real peer's when none is in use."""
+        source = self._source
+        if source is None:
+            return self._socket.getpeername()
+        if isinstance(source, tuple) and self._socket.family == _stdlib_socket.AF_INET6:
+            return (source[0], source[1], 0, 0)
+        return source
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._socket, name)
+
+    def __repr__(self) -> str:
+        return f"<ProxiedSocket {self._socket!r} peer={self._source!r}>"
+
+
+class ProxiedStream(trio.abc.HalfCloseableStream):
+    """A trio stream that has been through the PROXY handshake.
+
+    Bytes that arrived after the header are served first by :meth:`receive_some`, then the
+    transport's. :attr:`socket` answers ``getpeername()`` with the header's client (see
+    :class:`ProxiedSocket`), which is where trio servers such as Hypercorn look.
+
+    Usually made by :meth:`wrap` or a :class:`ProxyProtocolListener`.
+    """
+
+    def __init__(
+        self,
+        transport_stream: trio.abc.Stream,
+        header: Header | None = None,
+        *,
+        leftover: bytes = b"",
+        use_addresses: bool = True,
+        policy: Policy = Policy.REQUIRE,
+        peer_address: PeerAddress = None,
+    ) -> None:
+        #: The stream the header was read from.
+        self.transport_stream = transport_stream
+        #: The header, or ``None`` for a direct connection (``IGNORE`` keeps it but not its
+        #: addresses).
+        self.header = header
+        #: The policy this connection was handled with.
+        self.policy = policy
+        if peer_address is None and isinstance(transport_stream, trio.SocketStream):
+            try:
+                peer_address = _address(transport_stream.socket.getpeername())
+            except OSError:
+                peer_address = None
+        #: The real peer: the proxy, or the client of a direct connection.
+        self.peer_address: PeerAddress = peer_address
+        self._source = (
+            header.source
+            if header is not None and use_addresses and carries_address(header)
+            else None
+        )
+        self._leftover = leftover
+        self._socket: ProxiedSocket | None = None
+        if not leftover:
+            self._serve_transport_directly()
+
+    @classmethod
+    async def wrap(
+        cls, transport_stream: trio.abc.Stream, config: ProxyProtocolConfig | None = None
+    ) -> ProxiedStream:
+        """Read the header from ``transport_stream`` and return the ready stream.
+
+        The same handshake as :meth:`proxyproto.ProxiedStream.wrap`, errors included; a reset
+        connection raises :exc:`trio.BrokenResourceError`. Closing ``transport_stream`` after a
+        failure is the caller's business.
+
+        >>> async def handler(transport: trio.SocketStream) -> None:
+        ...     stream = await ProxiedStream.wrap(transport)
+        ...     client = stream.socket.getpeername()
+
+        :raises proxyproto.InvalidHeader: a broken header (or none, under ``REQUIRE``).
+        :raises proxyproto.HeaderRejected: the policy or the validator refused the connection.
+        :raises TimeoutError: no complete header within ``header_timeout``.
+        """
+        try:
+            proxied = await _anyio.ProxiedStream.wrap(_AnyioView(transport_stream), config)
+        except anyio.BrokenResourceError as error:
+            raise trio.BrokenResourceError(*error.args) from error
+        return cls._from_anyio(transport_stream, proxied)
+
+    @classmethod
+    def _from_anyio(
+        cls, transport: trio.abc.Stream, proxied: _anyio.ProxiedStream
+    ) -> ProxiedStream:
+        # The anyio stream's decisions, over the trio transport. Its unread bytes are private to
+        # it, but this module is its twin: the bytes are handed over, never read twice.
+        return cls(
+            transport,
+            proxied.header,
+            leftover=proxied._leftover,
+            use_addresses=proxied.extra(ProxyAttribute.source, None) is not None,
+            policy=proxied.extra(ProxyAttribute.policy),
+            peer_address=proxied.extra(ProxyAttribute.peer_address),
+        )
+
+    @property
+    def socket(self) -> ProxiedSocket:
+        """The transport's trio socket, answering ``getpeername()`` with the header's client.
+
+        :raises AttributeError: the transport is not a socket stream.
+        """
+        if self._socket is None:
+            transport_socket = getattr(self.transport_stream, "socket", None)
+            if transport_socket is None:
+                raise AttributeError("the transport stream has no socket")
+            self._socket = ProxiedSocket(transport_socket, self._source)
+        return self._socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if not self._leftover:
+            return await self.transport_stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(self._leftover) if max_bytes is None else max_bytes
+        chunk, self._leftover = self._leftover[:size], self._leftover[size:]
+        if not self._leftover:
+            self._serve_transport_directly()
+        return chunk
+
+    def _serve_transport_directly(self) -> None:
+        # Once the bytes read past the header are served, the transport's own receive_some()
+        # takes over, without a layer of ours on every call.
+        self.receive_some = self.transport_stream.receive_some  # type: ignore[method-assign]
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """Half-close, if the transport can.
+
+        :raises NotImplementedError: the transport is not a :class:`trio.abc.HalfCloseableStream`.
+        """
+        if not isinstance(self.transport_stream, trio.abc.HalfCloseableStream):
+            raise NotImplementedError("the transport stream cannot half-close")
+        await self.transport_stream.send_eof()
+
+    async def aclose(self) -> None:
+        self._leftover = b""
+        self._serve_transport_directly()
+        await self.transport_stream.aclose()
+
+
+class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
+    """Wraps any trio listener: :meth:`accept` returns only connections whose handshake is over.
+
+    The handshake is :class:`proxyproto.ProxyProtocolListener`'s, with the same ``config``,
+    bounds, eviction, counters and logging; it runs in the background, so a silent client never
+    holds up ``accept()`` for the others.
+
+    >>> async def main() -> None:
+    ...     listeners = await trio.open_tcp_listeners(8000)
+    ...     await trio.serve_listeners(handler, [ProxyProtocolListener(lsn) for lsn in listeners])
+
+    TLS terminated here goes on top, the header being cleartext before it:
+    ``trio.SSLListener(ProxyProtocolListener(listener), ssl_context)``.
+
+    Handshakes run in ``handshake_nursery`` when one is given; otherwise in a nursery of a trio
+    system task (as trio's own DTLS endpoint runs its background work) started by the first
+    :meth:`accept` and ended by :meth:`aclose` or by the end of the run. Either way
+    :meth:`aclose` (at the end of ``async with listener``, which :func:`trio.serve_listeners`
+    uses) ends the handshakes under way and closes the streams not accepted yet.
+    """
+
+    def __init__(
+        self,
+        listener: trio.abc.Listener[trio.abc.Stream],
+        config: ProxyProtocolConfig | None = None,
+        *,
+        handshake_nursery: trio.Nursery | None = None,
+    ) -> None:
+        #: The listener whose connections are handshaken.
+        self.listener = listener
+        # The anyio listener's handshake, with its slots, counters and logging.
+        self._handshaker = _anyio.ProxyProtocolListener(_NoListener(), config)
+        #: The configuration in force.
+        self.config: ProxyProtocolConfig = self._handshaker.config
+        self._ready: deque[ProxiedStream] = deque()
+        # accept() calls waiting on the inner listener, woken when a stream is ready.
+        self._waiting: set[trio.CancelScope] = set()
+        # Handshakes under way, cancelled by aclose().
+        self._handshakes: set[trio.CancelScope] = set()
+        self._accept_lock = trio.Lock()
+        self._nursery = handshake_nursery
+        self._system_task_started: trio.Event | None = None
+        self._system_scope = trio.CancelScope()
+        self._closed = False
+
+    async def accept(self) -> ProxiedStream:
+        """The next connection whose handshake is over.
+
+        :raises trio.ClosedResourceError: the listener was closed.
+        """
+        await trio.lowlevel.checkpoint()
+        while not self._ready:
+            if self._closed:
+                raise trio.ClosedResourceError("the listener was closed")
+            nursery = await self._handshake_nursery()
+            transport: trio.abc.Stream | None = None
+            with trio.CancelScope() as wakeup:
+                self._waiting.add(wakeup)
+                try:
+                    async with self._accept_lock:
+                        transport = await self.listener.accept()
+                finally:
+                    self._waiting.discard(wakeup)
+            if transport is not None:
+                try:
+                    nursery.start_soon(self._handshake, transport)
+                except RuntimeError:  # the nursery is closed: so is this listener, or its run
+                    await trio.aclose_forcefully(transport)
+                    raise trio.ClosedResourceError("the listener was closed") from None
+        return self._ready.popleft()
+
+    async def _handshake(self, transport: trio.abc.Stream) -> None:
+        with trio.CancelScope() as scope:
+            self._handshakes.add(scope)
+            try:
+                if self._closed:
+                    scope.cancel()
+                proxied = await self._handshaker.handshake(_AnyioView(transport))
+            finally:
+                self._handshakes.discard(scope)
+        if scope.cancelled_caught:
+            return  # the listener was closed: the handshake closed the transport
+        if proxied is None:
+            return  # refused: closed, counted and logged by the handshake
+        stream = ProxiedStream._from_anyio(transport, proxied)
+        if self._closed:
+            await trio.aclose_forcefully(stream)
+            return
+        self._ready.append(stream)
+        for wakeup in self._waiting:
+            wakeup.cancel()
+
+    async def _handshake_nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            if self._system_task_started is None:
+                self._system_task_started = trio.Event()
+                trio.lowlevel.spawn_system_task(
+                    self._run_system_nursery,
+                    name=f"proxyproto handshakes for {self.listener!r}",
+                    context=contextvars.copy_context(),
+                )
+            await self._system_task_started.wait()
+        nursery: trio.Nursery | None = self._nursery
+        if nursery is None:  # the system task ended before it could open its nursery
+            raise trio.ClosedResourceError("the listener was closed")
+        return nursery
+
+    async def _run_system_nursery(self) -> None:
+        assert self._system_task_started is not None
+        try:
+            with self._system_scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self._system_task_started.set()
+                    await trio.sleep_forever()
+        finally:
+            self._system_task_started.set()
+
+    def statistics(self) -> ListenerStatistics:
+        """The counters so far (see :class:`proxyproto.ListenerStatistics`)."""
+        return self._handshaker.statistics()
+
+    async def aclose(self) -> None:
+        """Close the inner listener, end the handshakes under way and the streams not accepted."""
+        self._closed = True
+        for wakeup in self._waiting:
+            wakeup.cancel()
+        self._system_scope.cancel()
+        for scope in self._handshakes:
+            scope.cancel()
+        try:
+            await self.listener.aclose()
+        finally:
+            while self._ready:
+                await trio.aclose_forcefully(self._ready.popleft())
+
+
+class _AnyioView(ByteStream):
+    """A trio stream seen as an anyio byte stream, for the anyio adapter's handshake."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        attributes: dict[Any, Callable[[], Any]] = {}
+        if isinstance(stream, trio.SocketStream):
+            sock = stream.socket
+            attributes[SocketAttribute.remote_address] = lambda: _address(sock.getpeername())
+            attributes[SocketAttribute.local_address] = lambda: _address(sock.getsockname())
+        self._attributes = attributes
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._attributes
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as error:
+            raise anyio.BrokenResourceError(*error.args) from error
+        except trio.ClosedResourceError as error:
+            raise anyio.ClosedResourceError(*error.args) from error
+        if not data:
+            raise anyio.EndOfStream
+        return bytes(data)
+
+    async def send(self, item: bytes) -> None:
+        try:
+            await self.stream.send_all(item)
+        except trio.BrokenResourceError as error:
+            raise anyio.BrokenResourceError(*error.args) from error
+        except trio.ClosedResourceError as error:
+            raise anyio.ClosedResourceError(*error.args) from error
+
+    async def send_eof(self) -> None:
+        if not isinstance(self.stream, trio.abc.HalfCloseableStream):
+            raise NotImplementedError("the transport stream cannot half-close")
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class _NoListener(Listener[Any]):
+    """The anyio listener of the handshaker: it only handshakes, connections come from trio."""
+
+    async def serve(
+        self, handler: Callable[[Any], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        raise NotImplementedError("connections come from the trio listener")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _address(sockaddr: Any) -> PeerAddress:
+    """A socket address in the shape of anyio's ``remote_address``: ``(host, port)`` or a path."""
+    if isinstance(sockaddr, tuple):
+        host, port = sockaddr[0], sockaddr[1]
+        if len(sockaddr) == 4 and sockaddr[3]:
+            host = f"{host}%{sockaddr[3]}"
+        return (host, port)
+    if isinstance(sockaddr, bytes):
+        return sockaddr.decode(errors="surrogateescape")
+    return sockaddr  # type: ignore[no-any-return]
