@@ -3,9 +3,10 @@
 Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declares its options and
 ``_<name>(args)`` runs it and returns the exit status. :func:`main` dispatches. Exit statuses:
 
-- 0: ok (``echo``: stopped by SIGINT or SIGTERM);
-- 1: ``parse``: an invalid or incomplete header; ``echo``: it cannot listen; ``send``: the
-  connection was refused or failed, or the header cannot be encoded; one line on stderr;
+- 0: ok (``echo``, ``relay``: stopped by SIGINT or SIGTERM);
+- 1: ``parse``: an invalid or incomplete header; ``echo``, ``relay``: it cannot listen;
+  ``send``: the connection was refused or failed, or the header cannot be encoded; one line on
+  stderr;
 - 2: a usage error (argparse's);
 - 130: ``send`` interrupted by Ctrl-C.
 
@@ -899,6 +900,119 @@ def _os_error_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+# --- relay -------------------------------------------------------------------------------------
+
+
+def _add_relay(subparsers: _Subparsers) -> None:
+    from ._relay import BALANCE_MODES
+
+    parser = _add_command(
+        subparsers,
+        "relay",
+        _relay,
+        "an L4 TCP relay that receives and sends PROXY headers",
+        "Accept TCP connections and relay each one, bytes unchanged both ways, to a target.\n\n"
+        "--accept-proxy reads a PROXY header first: from peers in --trusted (which must send\n"
+        "one; anyone else is refused), or from every peer without --trusted. --send-proxy v1|v2\n"
+        "prepends a header with the client's address (the header's client when one was\n"
+        "accepted, so a chain of relays keeps the original client) to each target connection.\n\n"
+        "--balance picks the order targets are tried in: none (as given), random, source-ip or\n"
+        "source-socket (a hash of the client's IP, or IP and port). A target that refuses or does\n"
+        "not answer within --connect-timeout is skipped for the next; with none left the client\n"
+        "is closed and a warning logged.\n\n"
+        "One access-log line per connection on stderr (the proxyproto.relay logger, INFO):\n"
+        "  peer=REAL_PEER client=CLIENT target=TARGET up=BYTES down=BYTES duration=S end=WHY\n"
+        "SIGINT or SIGTERM stops accepting and gives open connections --grace seconds to finish;\n"
+        "a second signal closes them at once.\n"
+        "Exit status 0 when stopped by a signal, 1 when it cannot listen.",
+        "examples:\n"
+        "  proxyproto relay --listen 0.0.0.0:8080 --to 10.0.0.5:80 --send-proxy v2\n"
+        "  proxyproto relay --listen [::]:443 --to 10.0.0.5:443 --to 10.0.0.6:443 \\\n"
+        "      --balance source-ip --accept-proxy --trusted 10.0.0.0/8 --send-proxy v2\n"
+        "  proxyproto relay --listen 127.0.0.1:0 --to 127.0.0.1:8000 --grace 2",
+    )
+    parser.add_argument(
+        "--listen",
+        required=True,
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="where to listen; port 0 picks a free one (printed at startup)",
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        action="append",
+        dest="targets",
+        type=_connect_address,
+        metavar="HOST:PORT",
+        help="a target (repeat for more)",
+    )
+    parser.add_argument(
+        "--send-proxy",
+        choices=("none", "v1", "v2"),
+        default="none",
+        help="the header to send to targets (default: none)",
+    )
+    parser.add_argument(
+        "--accept-proxy", action="store_true", help="read a PROXY header from each client"
+    )
+    parser.add_argument(
+        "--trusted",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="with --accept-proxy: a proxy's address or network (repeat for more)",
+    )
+    parser.add_argument(
+        "--balance",
+        choices=BALANCE_MODES,
+        default="none",
+        help="the order targets are tried in (default: none)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=pp.ProxyProtocolConfig().header_timeout,
+        metavar="S",
+        help="seconds a client gets to send its header (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds a target gets to accept a connection (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds open connections get to finish after SIGINT/SIGTERM (default: %(default)g)",
+    )
+    _add_backend_option(parser)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from ._relay import RelaySettings, serve_relay
+
+    if args.trusted and not args.accept_proxy:
+        args.parser.error("--trusted needs --accept-proxy")
+    settings = RelaySettings(
+        listen=args.listen,
+        targets=tuple(args.targets),
+        send_proxy={"none": 0, "v1": 1, "v2": 2}[args.send_proxy],
+        accept_proxy=args.accept_proxy,
+        trusted=tuple(args.trusted or ()),
+        balance=args.balance,
+        header_timeout=args.header_timeout,
+        connect_timeout=args.connect_timeout,
+        grace=args.grace,
+    )
+    _log_to_stderr()
+    return _run(args.backend, serve_relay, settings)
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 
@@ -982,6 +1096,7 @@ def _make_parser() -> argparse.ArgumentParser:
     _add_build(subparsers)
     _add_echo(subparsers)
     _add_send(subparsers)
+    _add_relay(subparsers)
     _add_demo(subparsers)
     return parser
 

@@ -1,0 +1,564 @@
+"""``proxyproto relay`` driven as a user would: real processes, real sockets, HAProxy in the chain.
+
+Every relay is ``python -m proxyproto relay`` on 127.0.0.1; the targets are small threaded servers
+in this process (:class:`Backend`) that optionally read a PROXY header, then echo every byte back
+and pass the client's half-close on. Each wait is bounded and every process is killed in a
+``finally``. The relay's own tests run on both anyio backends (``--backend``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+import pytest
+
+import proxyproto as pp
+from haproxy_peer import HAProxy, find_haproxy, free_port
+from interop import listen, require_haproxy
+from proxyproto._cli import main
+from proxyproto._relay import target_order
+from require_peer import ci_is_set
+
+BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+TIMEOUT = 20.0
+Address = tuple[str, int]
+PROXYPROTO = (sys.executable, "-m", "proxyproto")
+
+
+# =============================================================================== the targets
+
+
+class Backend:
+    """A threaded TCP echo server on loopback; with ``header``, it reads a PROXY header first.
+
+    ``headers`` receives, per connection, the header read (or ``None``); ``connections`` counts
+    the accepted connections.
+    """
+
+    def __init__(self, *, header: bool = False) -> None:
+        self.header = header
+        self.headers: queue.Queue[pp.Header | None] = queue.Queue()
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self.address: Address = ("127.0.0.1", self.port)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(TIMEOUT)
+        with conn:
+            try:
+                rest = b""
+                if self.header:
+                    parser = pp.HeaderParser()
+                    event: object = pp.NEED_DATA
+                    while event is pp.NEED_DATA:
+                        parser.receive_data(conn.recv(65536))
+                        event = parser.next_event()
+                    assert isinstance(event, pp.Header)
+                    self.headers.put(event)
+                    rest = parser.trailing_data
+                else:
+                    self.headers.put(None)
+                conn.sendall(rest)
+                while data := conn.recv(262144):
+                    conn.sendall(data)
+                conn.shutdown(socket.SHUT_WR)
+            except (OSError, pp.ProxyProtocolError):
+                pass
+
+    def next_header(self) -> pp.Header | None:
+        return self.headers.get(timeout=TIMEOUT)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._acceptor.join(TIMEOUT)
+        self.sock.close()
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+
+
+@contextmanager
+def target_server(*, header: bool = False) -> Iterator[Backend]:
+    server = Backend(header=header)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# =============================================================================== the relay
+
+
+class Relay:
+    """A running ``proxyproto relay``: its port, its stderr (the access log) line by line."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.readers: list[threading.Thread] = []
+        self.stdout = self._lines(process.stdout)
+        self.stderr = self._lines(process.stderr)
+
+    def start(self) -> None:
+        first = self.stdout.get(timeout=TIMEOUT)
+        assert first is not None, f"relay exited: {self.drain()}"
+        assert first.startswith("listening on 127.0.0.1:"), first
+        self.port = int(first.rpartition(":")[2])
+        self.address: Address = ("127.0.0.1", self.port)
+
+    def _lines(self, pipe: IO[bytes] | None) -> queue.Queue[str | None]:
+        lines: queue.Queue[str | None] = queue.Queue()
+        assert pipe is not None
+
+        def read() -> None:
+            for line in pipe:
+                lines.put(line.decode().rstrip("\n"))
+            lines.put(None)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        self.readers.append(reader)
+        return lines
+
+    def log_line(self, containing: str = "peer=") -> str:
+        """The next stderr line that contains ``containing`` (access-log lines by default)."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            line = self.stderr.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"relay exited: {self.process.poll()}"
+            if containing in line:
+                return line
+
+    def access_log(self) -> dict[str, str]:
+        words = self.log_line().split()
+        return dict(word.split("=", 1) for word in words if "=" in word)
+
+    def drain(self) -> str:
+        got = []
+        while True:
+            try:
+                line = self.stderr.get(timeout=1)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            got.append(line)
+        return "\n".join(got)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=TIMEOUT)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=TIMEOUT)
+        for reader in self.readers:
+            reader.join(TIMEOUT)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
+def relay(backend: str, *targets: Address, options: tuple[str, ...] = ()) -> Iterator[Relay]:
+    to = [arg for target in targets for arg in ("--to", f"{target[0]}:{target[1]}")]
+    process = subprocess.Popen(
+        [*PROXYPROTO, "relay", "--listen", "127.0.0.1:0", *to, "--backend", backend, *options],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    running = Relay(process)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.kill()
+
+
+def exchange(address: Address, data: bytes, *, prefix: bytes = b"") -> tuple[bytes, Address]:
+    """Send ``prefix + data`` (in a thread), half-close, read everything back until EOF.
+
+    Returns what came back and the client's own address.
+    """
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        own: Address = sock.getsockname()[:2]
+
+        def send() -> None:
+            try:
+                sock.sendall(prefix + data)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # refused by the relay: what comes back (nothing) tells
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        chunks = []
+        try:
+            while chunk := sock.recv(262144):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass  # a refused client's unread bytes make the kernel reset: closed all the same
+        sender.join(TIMEOUT)
+        return b"".join(chunks), own
+
+
+# =============================================================================== bytes
+
+
+@BACKENDS
+def test_bytes_intact_both_ways_with_half_close(backend: str) -> None:
+    payload = os.urandom(1024 * 1024)
+    with target_server() as target, relay(backend, target.address) as proxy:
+        reply, own = exchange(proxy.address, payload)
+        # The echo server answers everything only after our half-close reached it, then closes
+        # its side: both halves were passed on.
+        assert reply == payload
+        log = proxy.access_log()
+        assert log["peer"] == log["client"] == f"127.0.0.1:{own[1]}"
+        assert log["target"] == f"127.0.0.1:{target.port}"
+        assert (log["up"], log["down"]) == (str(len(payload)), str(len(payload)))
+        assert log["end"] == "done"
+        assert float(log["duration"]) >= 0
+        assert target.next_header() is None  # no --send-proxy: the target saw no header
+        assert proxy.stop() == 0
+
+
+@BACKENDS
+def test_half_close_keeps_the_other_direction_open(backend: str) -> None:
+    with target_server() as target, relay(backend, target.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"first")
+            assert sock.recv(100) == b"first"  # the connection works before the half-close
+            sock.shutdown(socket.SHUT_WR)
+            # Our EOF reached the target, which then closed its side: that EOF comes back.
+            assert sock.recv(100) == b""
+        assert proxy.access_log()["end"] == "done"
+
+
+# =============================================================================== headers
+
+
+@BACKENDS
+@pytest.mark.parametrize("version", [1, 2])
+def test_send_proxy_gives_the_client_address(backend: str, version: int) -> None:
+    with (
+        target_server(header=True) as target,
+        relay(backend, target.address, options=("--send-proxy", f"v{version}")) as proxy,
+    ):
+        reply, own = exchange(proxy.address, b"hello")
+        assert reply == b"hello"
+        header = target.next_header()
+        assert header is not None
+        assert header.version == version
+        assert header.source == own
+        assert header.destination == proxy.address
+
+
+@BACKENDS
+def test_chain_keeps_the_original_client(backend: str) -> None:
+    # client (own v2 header) -> relay A (accept, send v2) -> relay B (accept, send v1) -> target
+    original = pp.Header.proxy(("203.0.113.7", 51234), ("198.51.100.10", 443))
+    chain = ("--accept-proxy", "--trusted", "127.0.0.1")
+    with (
+        target_server(header=True) as target,
+        relay(backend, target.address, options=(*chain, "--send-proxy", "v1")) as second,
+        relay(backend, second.address, options=(*chain, "--send-proxy", "v2")) as first,
+    ):
+        payload = os.urandom(100_000)
+        reply, own = exchange(first.address, payload, prefix=original.to_bytes())
+        assert reply == payload
+        header = target.next_header()
+        assert header is not None
+        assert header.version == 1
+        assert header.source == ("203.0.113.7", 51234)
+        assert header.destination == ("198.51.100.10", 443)
+        log = first.access_log()
+        assert log["peer"] == f"127.0.0.1:{own[1]}"
+        assert log["client"] == "203.0.113.7:51234"
+        assert second.access_log()["client"] == "203.0.113.7:51234"
+
+
+@BACKENDS
+def test_accept_proxy_refuses_a_connection_without_header(backend: str) -> None:
+    with (
+        target_server() as target,
+        relay(
+            backend, target.address, options=("--accept-proxy", "--trusted", "127.0.0.1")
+        ) as proxy,
+    ):
+        reply, _ = exchange(proxy.address, b"GET / HTTP/1.0\r\n\r\n")
+        assert reply == b""
+        assert target.connections == 0
+        # The refusal is logged by the listener, not as a relayed connection.
+        assert "127.0.0.1" in proxy.log_line("127.0.0.1")
+
+
+@BACKENDS
+def test_untrusted_peer_is_refused_even_with_a_header(backend: str) -> None:
+    header = pp.Header.proxy(("203.0.113.7", 51234), ("198.51.100.10", 443)).to_bytes()
+    with (
+        target_server() as target,
+        relay(
+            backend, target.address, options=("--accept-proxy", "--trusted", "192.0.2.0/24")
+        ) as proxy,
+    ):
+        reply, _ = exchange(proxy.address, b"hi", prefix=header)
+        assert reply == b""
+        assert target.connections == 0
+
+
+# =============================================================================== targets
+
+
+@BACKENDS
+def test_refusing_target_is_skipped(backend: str) -> None:
+    refused = ("127.0.0.1", closed_port())
+    with target_server() as target, relay(backend, refused, target.address) as proxy:
+        reply, _ = exchange(proxy.address, b"still served")
+        assert reply == b"still served"
+        assert proxy.access_log()["target"] == f"127.0.0.1:{target.port}"
+
+
+@BACKENDS
+def test_no_target_reachable_closes_the_client(backend: str) -> None:
+    targets = [("127.0.0.1", closed_port()), ("127.0.0.1", closed_port())]
+    with relay(backend, *targets) as proxy:
+        reply, _ = exchange(proxy.address, b"nobody home")
+        assert reply == b""
+        warning = proxy.log_line("no target reachable")
+        assert all(f"127.0.0.1:{port}" in warning for _, port in targets)
+        log = proxy.access_log()
+        assert (log["target"], log["end"]) == ("-", "no-target")
+        assert proxy.stop() == 0
+
+
+def test_source_ip_keeps_a_client_on_one_target() -> None:
+    # The proxied client's IP decides: distinct clients, sent as headers, spread over targets.
+    clients = [f"192.0.2.{n}" for n in range(1, 21)]
+    with target_server(header=True) as a, target_server(header=True) as b:
+        options = ("--balance", "source-ip", "--accept-proxy", "--send-proxy", "v2")
+        with relay("asyncio", a.address, b.address, options=options) as proxy:
+            for client in clients * 2:
+                header = pp.Header.proxy((client, 1000), ("198.51.100.10", 443)).to_bytes()
+                assert exchange(proxy.address, b"x", prefix=header)[0] == b"x"
+                expected = target_order([a.address, b.address], "source-ip", (client, 1))[0]
+                assert proxy.access_log()["target"] == f"127.0.0.1:{expected[1]}"
+            assert a.connections + b.connections == 2 * len(clients)
+            # Both used, each always by the same clients.
+            assert a.connections
+            assert b.connections
+
+
+def test_target_order() -> None:
+    targets = [("a", 1), ("b", 2), ("c", 3)]
+    assert target_order(targets, "none", ("192.0.2.1", 1)) == targets
+    for balance in ("source-ip", "source-socket", "random"):
+        assert sorted(target_order(targets, balance, ("192.0.2.1", 1))) == targets
+    # source-ip ignores the port; source-socket does not (some port moves this client).
+    ip = target_order(targets, "source-ip", ("192.0.2.1", 1))
+    assert all(target_order(targets, "source-ip", ("192.0.2.1", p)) == ip for p in range(50))
+    assert (
+        len({tuple(target_order(targets, "source-socket", ("192.0.2.1", p))) for p in range(50)})
+        > 1
+    )
+    assert target_order(targets, "source-ip", "/run/client.sock") == targets
+
+
+# =============================================================================== shutdown
+
+
+def refused_soon(address: Address) -> bool:
+    """Whether connecting to ``address`` is refused within a few seconds."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(address, timeout=TIMEOUT).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@BACKENDS
+def test_sigterm_lets_an_open_connection_finish(backend: str) -> None:
+    with target_server() as target, relay(backend, target.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"before")
+            assert sock.recv(100) == b"before"
+            proxy.process.send_signal(signal.SIGTERM)
+            proxy.log_line("stopping on SIGTERM")
+            # No new connections ...
+            assert refused_soon(proxy.address)
+            # ... but the open one still flows, until it ends.
+            sock.sendall(b"after")
+            assert sock.recv(100) == b"after"
+            assert proxy.process.poll() is None
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(100) == b""
+        assert proxy.process.wait(timeout=TIMEOUT) == 0
+        assert proxy.access_log()["end"] == "done"
+
+
+@BACKENDS
+def test_grace_period_ends_idle_connections(backend: str) -> None:
+    with (
+        target_server() as target,
+        relay(backend, target.address, options=("--grace", "0.5")) as proxy,
+    ):
+        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"x")
+            assert sock.recv(100) == b"x"
+            started = time.monotonic()
+            assert proxy.stop(signal.SIGINT) == 0
+            assert time.monotonic() - started < TIMEOUT / 2
+            assert sock.recv(100) == b""  # closed by the relay
+        assert "grace period over" in proxy.log_line("grace")
+        assert proxy.access_log()["end"] == "cancelled"
+
+
+# =============================================================================== HAProxy
+
+
+@pytest.fixture(scope="module")
+def haproxy_binary() -> str:
+    return require_haproxy(find_haproxy(), ci=ci_is_set())
+
+
+@pytest.mark.haproxy
+@pytest.mark.parametrize("option", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_in_front_of_the_relay(haproxy_binary: str, option: str) -> None:
+    # client -> HAProxy (send-proxy[-v2]) -> relay (--accept-proxy, --send-proxy v2) -> target
+    with (
+        target_server(header=True) as target,
+        relay(
+            "asyncio",
+            target.address,
+            options=("--accept-proxy", "--trusted", "127.0.0.1", "--send-proxy", "v2"),
+        ) as proxy,
+    ):
+        port = free_port()
+        config = listen(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port} {option}")
+        with HAProxy(config, binary=haproxy_binary):
+            payload = os.urandom(256 * 1024)
+            reply, own = exchange(("127.0.0.1", port), payload)
+            assert reply == payload
+            header = target.next_header()
+            assert header is not None
+            assert header.source == own  # the real client, through HAProxy and the relay
+            assert header.destination == ("127.0.0.1", port)
+            log = proxy.access_log()
+            assert log["client"] == f"127.0.0.1:{own[1]}"
+            assert log["peer"] != log["client"]  # the peer is HAProxy
+
+
+@pytest.mark.haproxy
+def test_haproxy_behind_the_relay(haproxy_binary: str) -> None:
+    # client -> relay (--send-proxy v2) -> HAProxy (accept-proxy, send-proxy v1) -> target
+    with target_server(header=True) as target:
+        port = free_port()
+        config = (
+            "listen fe\n"
+            f"    bind 127.0.0.1:{port} accept-proxy\n"
+            f"    server be 127.0.0.1:{target.port} send-proxy\n"
+        )
+        with (
+            HAProxy(config, binary=haproxy_binary),
+            relay("asyncio", ("127.0.0.1", port), options=("--send-proxy", "v2")) as proxy,
+        ):
+            reply, own = exchange(proxy.address, b"through haproxy")
+            assert reply == b"through haproxy"
+            header = target.next_header()
+            assert header is not None
+            assert header.source == own
+            assert header.destination == proxy.address
+
+
+# =============================================================================== usage
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["relay", "--listen", "127.0.0.1:0"], "--to"),
+        (["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:0"], "port 0"),
+        (["relay", "--listen", "nowhere", "--to", "127.0.0.1:1"], "HOST:PORT"),
+        (["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:99999"], "65535"),
+        (["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:1", "--send-proxy", "v3"], "v3"),
+        (
+            ["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:1", "--trusted", "10.0.0.0/8"],
+            "--accept-proxy",
+        ),
+        (
+            [
+                "relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:1",
+                "--accept-proxy",
+                "--trusted",
+                "10.0.0.1/8",
+            ],
+            "not an IP address or network",
+        ),
+        (["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:1", "--grace", "-1"], "seconds"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.splitlines()[-1].startswith("proxyproto relay: error: ")  # one line says why
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["relay", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    assert "--send-proxy" in out
+    assert "--balance" in out
+
+
+def test_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        status = main(["relay", "--listen", f"127.0.0.1:{port}", "--to", "127.0.0.1:1"])
+    assert status == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
