@@ -66,6 +66,20 @@ EXPECTED: dict[str, list[str]] = {
         "serve_listeners(): hello from ('203.0.113.7', 51234)",
         "no header: refused",
     ],
+    "uvicorn_app.py": [
+        "first request: hello 203.0.113.7 port 51234",
+        "same connection: hello 203.0.113.7 port 51234",
+        "no header: refused",
+        "Uvicorn stopped",
+    ],
+    "hypercorn_app.py": [
+        "asyncio: hello 203.0.113.7:51234",
+        "asyncio: hello 203.0.113.7:51234",
+        "no header: refused",
+        "trio: hello 203.0.113.7:51234",
+        "trio: hello 203.0.113.7:51234",
+        "no header: refused",
+    ],
     "anyio_relay.py": [
         "through one relay: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",
         "through two relays: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",

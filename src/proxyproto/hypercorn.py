@@ -1,0 +1,446 @@
+"""Hypercorn with the PROXY protocol: :func:`serve`, on trio or asyncio, whichever runs it.
+
+Theory of operation
+-------------------
+Hypercorn builds its listeners inside its worker function, with no hook for wrapping them, so
+:func:`serve` runs a worker of its own: the same steps as Hypercorn's ``worker_serve`` (lifespan,
+``config.create_sockets()``, a :class:`~hypercorn.asyncio.tcp_server.TCPServer` per connection,
+graceful shutdown under ``graceful_timeout``) with the listeners wrapped. It uses Hypercorn's own
+classes for everything after the handshake, which is why the extra pins Hypercorn's minor version.
+
+Nothing here decides anything: each handshake is a :class:`proxyproto.ProxyProtocolListener`'s
+(trio: :class:`proxyproto.trio.ProxyProtocolListener`, which runs that same handshake), with the
+``proxy`` config's policy, validator, bounds, eviction, counters and log lines.
+
+On **trio**, Hypercorn's ``TCPServer`` takes a trio stream and asks ``stream.socket.getpeername()``
+(or, under TLS, ``stream.transport_stream.socket``) for ``scope["client"]``. Each socket listener
+is wrapped in a :class:`proxyproto.trio.ProxyProtocolListener`, whose streams answer with the
+header's client; with TLS, ``trio.SSLListener`` goes on top, as Hypercorn puts it on the socket
+listener -- the header is cleartext before TLS.
+
+On **asyncio**, Hypercorn runs ``asyncio.start_server`` with TLS in the transport, which would
+start TLS on the header's bytes, and its ``TCPServer`` wants an ``asyncio.StreamReader`` /
+``StreamWriter`` pair. Here the bound sockets are anyio listeners instead
+(:meth:`anyio.abc.SocketListener.from_socket`, on the running asyncio loop); after the handshake,
+TLS (when Hypercorn's config has a certificate) is an :class:`anyio.streams.tls.TLSStream` over
+the proxied stream, so bytes that came with the header (a ClientHello sent in the same segment)
+are not lost; and the stream is handed to ``TCPServer`` through a small reader/writer pair whose
+``get_extra_info("socket")`` answers ``getpeername()`` with the header's client and
+``get_extra_info("ssl_object")`` with the TLS object (for ALPN: HTTP/2 over TLS works).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket as _stdlib_socket
+import ssl
+from collections.abc import Awaitable, Callable
+from functools import partial
+from random import randint
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import sniffio
+from anyio.abc import ByteStream, SocketAttribute, SocketListener
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from . import _anyio
+from ._config import ProxyProtocolConfig
+from ._policy import PeerAddress
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config, Sockets
+    from hypercorn.typing import AppWrapper, Framework
+
+__all__ = ("serve",)
+
+logger = logging.getLogger("proxyproto")
+
+ShutdownTrigger = Callable[[], Awaitable[Any]]
+
+
+async def serve(
+    app: Framework,
+    config: Config,
+    *,
+    proxy: ProxyProtocolConfig | None = None,
+    shutdown_trigger: ShutdownTrigger | None = None,
+) -> None:
+    """Serve ``app`` with Hypercorn, reading a PROXY header on every connection first.
+
+    Like :func:`hypercorn.trio.serve` and :func:`hypercorn.asyncio.serve`, on whichever of the two
+    runs it: ``scope["client"]`` is the client from the header, on every request of a
+    connection. ``proxy`` says how headers are read (default: ``ProxyProtocolConfig()``, so
+    ``REQUIRE``: a connection without a header is closed before Hypercorn sees it). TLS from
+    ``config`` (``certfile``/``keyfile``) starts after the header.
+
+    >>> async def main() -> None:
+    ...     config = hypercorn.config.Config()
+    ...     config.bind = ["0.0.0.0:8000"]
+    ...     proxy = ProxyProtocolConfig(policy=trusted_proxies(["10.0.0.0/8"]))
+    ...     await serve(app, config, proxy=proxy)
+
+    Without ``shutdown_trigger`` it serves until cancelled (on asyncio, also until SIGINT or
+    SIGTERM, as Hypercorn does). ``config.workers`` is ignored: one process.
+
+    :raises NotImplementedError: ``config.quic_bind`` is set (HTTP/3 is not supported), or the
+        running library is neither trio nor asyncio.
+    """
+    from hypercorn.utils import wrap_app
+
+    proxy = proxy or ProxyProtocolConfig()
+    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
+    library = sniffio.current_async_library()
+    if library == "trio":
+        await _trio_worker(wrapped, config, proxy, shutdown_trigger=shutdown_trigger)
+    elif library == "asyncio":
+        await _asyncio_worker(wrapped, config, proxy, shutdown_trigger=shutdown_trigger)
+    else:
+        raise NotImplementedError(f"Hypercorn runs on trio or asyncio, not {library}")
+
+
+def _check_no_quic(sockets: Sockets) -> None:
+    if sockets.quic_sockets:
+        for sock in sockets.quic_sockets:
+            sock.close()
+        raise NotImplementedError("QUIC (quic_bind) is not supported behind the PROXY protocol")
+
+
+def _bind(family: int, address: Any) -> str:
+    from hypercorn.utils import repr_socket_addr
+
+    return repr_socket_addr(family, address)
+
+
+# --- trio --------------------------------------------------------------------------------------
+
+
+async def _trio_worker(
+    app: AppWrapper,
+    config: Config,
+    proxy: ProxyProtocolConfig,
+    *,
+    sockets: Sockets | None = None,
+    shutdown_trigger: ShutdownTrigger | None = None,
+) -> None:
+    # hypercorn.trio.run.worker_serve, with each socket listener wrapped.
+    import trio
+    from hypercorn.trio.lifespan import Lifespan
+    from hypercorn.trio.statsd import StatsdLogger
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState, LifespanState
+
+    from . import trio as pp_trio
+
+    config.set_statsd_logger_class(StatsdLogger)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, lifespan_state)
+    max_requests = None
+    if config.max_requests is not None:
+        max_requests = config.max_requests + randint(0, config.max_requests_jitter)
+    context = WorkerContext(max_requests)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+
+        async with trio.open_nursery() as server_nursery:
+            if sockets is None:
+                sockets = config.create_sockets()
+                for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+                    sock.listen(config.backlog)
+            _check_no_quic(sockets)
+            ssl_context = config.create_ssl_context()
+            listeners: list[trio.abc.Listener[Any]] = []
+            for sock in sockets.secure_sockets:
+                assert ssl_context is not None
+                inner = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                listeners.append(
+                    trio.SSLListener(
+                        pp_trio.ProxyProtocolListener(inner, proxy),
+                        ssl_context,
+                        https_compatible=True,
+                    )
+                )
+                bind = _bind(sock.family, sock.getsockname())
+                await config.log.info(f"Running on https://{bind} (PROXY protocol)")
+            for sock in sockets.insecure_sockets:
+                inner = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                listeners.append(pp_trio.ProxyProtocolListener(inner, proxy))
+                bind = _bind(sock.family, sock.getsockname())
+                await config.log.info(f"Running on http://{bind} (PROXY protocol)")
+
+            try:
+                async with trio.open_nursery() as nursery:
+
+                    async def stop_when(trigger: ShutdownTrigger) -> None:
+                        await trigger()
+                        nursery.cancel_scope.cancel()
+
+                    if shutdown_trigger is not None:
+                        nursery.start_soon(stop_when, shutdown_trigger)
+                    nursery.start_soon(stop_when, context.terminate.wait)
+                    nursery.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            partial(
+                                TCPServer,
+                                app,
+                                config,
+                                context,
+                                ConnectionState(lifespan_state.copy()),
+                            ),
+                            listeners,
+                            handler_nursery=server_nursery,
+                        )
+                    )
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+# --- asyncio -----------------------------------------------------------------------------------
+
+
+async def _asyncio_worker(
+    app: AppWrapper,
+    config: Config,
+    proxy: ProxyProtocolConfig,
+    *,
+    sockets: Sockets | None = None,
+    shutdown_trigger: ShutdownTrigger | None = None,
+) -> None:
+    # hypercorn.asyncio.run.worker_serve, with anyio listeners in place of asyncio servers.
+    from hypercorn.asyncio.lifespan import Lifespan
+    from hypercorn.asyncio.statsd import StatsdLogger
+    from hypercorn.asyncio.tcp_server import TCPServer
+    from hypercorn.asyncio.worker_context import WorkerContext
+    from hypercorn.typing import LifespanState
+
+    config.set_statsd_logger_class(StatsdLogger)
+    loop = asyncio.get_running_loop()
+    installed_signals: list[int] = []
+    if shutdown_trigger is None:
+        signalled = asyncio.Event()
+        for name in ("SIGINT", "SIGTERM"):
+            try:
+                loop.add_signal_handler(getattr(signal, name), signalled.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or not POSIX: cancellation still works
+            installed_signals.append(getattr(signal, name))
+        shutdown_trigger = signalled.wait
+
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, loop, lifespan_state)
+    lifespan_task = loop.create_task(lifespan.handle_lifespan())
+    try:
+        await lifespan.wait_for_startup()
+        if lifespan_task.done() and (exception := lifespan_task.exception()) is not None:
+            raise exception
+
+        if sockets is None:
+            sockets = config.create_sockets()
+        _check_no_quic(sockets)
+        ssl_context = config.create_ssl_context()
+        max_requests = None
+        if config.max_requests is not None:
+            max_requests = config.max_requests + randint(0, config.max_requests_jitter)
+        context = WorkerContext(max_requests)
+
+        listeners: list[tuple[_anyio.ProxyProtocolListener, ssl.SSLContext | None]] = []
+        for secure, group in ((True, sockets.secure_sockets), (False, sockets.insecure_sockets)):
+            for sock in group:
+                sock.listen(config.backlog)
+                bind = _bind(sock.family, sock.getsockname())
+                inner = await SocketListener.from_socket(sock)
+                listeners.append(
+                    (_anyio.ProxyProtocolListener(inner, proxy), ssl_context if secure else None)
+                )
+                scheme = "https" if secure else "http"
+                await config.log.info(f"Running on {scheme}://{bind} (PROXY protocol)")
+
+        async def handle(tls: ssl.SSLContext | None, stream: _anyio.ProxiedStream) -> None:
+            peer = stream.extra(SocketAttribute.remote_address, None)
+            raw_socket = stream.extra(SocketAttribute.raw_socket, None)
+            served: ByteStream = stream
+            try:
+                if tls is not None:
+                    with anyio.fail_after(config.ssl_handshake_timeout):
+                        served = await TLSStream.wrap(
+                            stream, server_side=True, ssl_context=tls, standard_compatible=False
+                        )
+                reader = _StreamReader(served)
+                writer = _StreamWriter(served, reader, raw_socket, peer)
+                await TCPServer(app, loop, config, context, lifespan_state, reader, writer)  # type: ignore[arg-type]
+            except (TimeoutError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
+                logger.debug("TLS handshake with %s failed", peer, exc_info=True)
+            finally:
+                await anyio.aclose_forcefully(served)
+
+        async with anyio.create_task_group() as connections:
+            try:
+                async with anyio.create_task_group() as accepting:
+
+                    async def stop_when(trigger: ShutdownTrigger) -> None:
+                        await trigger()
+                        accepting.cancel_scope.cancel()
+
+                    accepting.start_soon(stop_when, shutdown_trigger)
+                    accepting.start_soon(stop_when, context.terminate.wait)
+                    for listener, tls in listeners:
+                        accepting.start_soon(listener.serve, partial(handle, tls), connections)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for listener, _ in listeners:
+                        await listener.listener.aclose()
+                    await context.terminated.set()
+                connections.cancel_scope.deadline = anyio.current_time() + config.graceful_timeout
+    finally:
+        for signum in installed_signals:
+            loop.remove_signal_handler(signum)
+        with anyio.CancelScope(shield=True):
+            if not lifespan_task.done():
+                await lifespan.wait_for_shutdown()
+            lifespan_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lifespan_task
+
+
+class _StreamReader:
+    """What Hypercorn's asyncio ``TCPServer`` reads with: ``read()`` and ``at_eof()``."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+        self._eof = False
+        self._reading: anyio.CancelScope | None = None
+
+    def at_eof(self) -> bool:
+        return self._eof
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._eof:
+            return b""
+        with anyio.CancelScope() as self._reading:
+            try:
+                return await self._stream.receive(65536 if n < 1 else n)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                pass
+            except anyio.BrokenResourceError as error:
+                raise ConnectionResetError(str(error)) from error
+            finally:
+                self._reading = None
+        self._eof = True
+        return b""
+
+    def feed_eof(self) -> None:
+        """End a pending :meth:`read` with EOF, as closing an asyncio transport does."""
+        self._eof = True
+        if self._reading is not None:
+            self._reading.cancel()
+
+
+class _StreamWriter:
+    """What Hypercorn's asyncio ``TCPServer`` writes with, over an anyio byte stream.
+
+    ``write()`` buffers and ``drain()`` sends (Hypercorn always drains after writing, under a
+    lock); ``get_extra_info("socket")`` is a :class:`_PeerSocket` answering ``getpeername()``
+    with the client from the header.
+    """
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        reader: _StreamReader,
+        raw_socket: _stdlib_socket.socket | None,
+        peer: PeerAddress,
+    ) -> None:
+        self._stream = stream
+        self._reader = reader
+        self._buffer = bytearray()
+        self._closing = False
+        self._closed = False
+        self._socket = _PeerSocket(raw_socket, peer) if raw_socket is not None else None
+        self._peer = peer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self._socket
+        if name == "peername":
+            return self._peer
+        if name == "sockname":
+            return self._socket.getsockname() if self._socket is not None else default
+        if name == "ssl_object":
+            return self._stream.extra(TLSAttribute.ssl_object, default)
+        return default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            raise ConnectionResetError("the connection is closing")
+        self._buffer += data
+
+    async def drain(self) -> None:
+        if self._closing:
+            raise ConnectionResetError("the connection is closing")
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            try:
+                await self._stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
+                raise ConnectionResetError(str(error)) from error
+
+    def write_eof(self) -> None:
+        # asyncio's write_eof() is synchronous; Hypercorn calls it just before close(), and
+        # tolerates NotImplementedError (as from a TLS transport).
+        raise NotImplementedError("half-close is not supported here")
+
+    def close(self) -> None:
+        self._closing = True
+        self._reader.feed_eof()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    async def wait_closed(self) -> None:
+        self._closing = True
+        if not self._closed:
+            self._closed = True
+            await self._aclose()
+
+    async def _aclose(self) -> None:
+        try:
+            with anyio.move_on_after(1):
+                await self._stream.aclose()
+        except (anyio.BrokenResourceError, OSError, ssl.SSLError):
+            pass
+        finally:
+            await anyio.aclose_forcefully(self._stream)
+
+
+class _PeerSocket:
+    """The connection's socket, answering ``getpeername()`` with the client from the header."""
+
+    def __init__(self, socket: _stdlib_socket.socket, peer: PeerAddress) -> None:
+        self._socket = socket
+        self._peer = peer
+
+    @property
+    def family(self) -> int:
+        return self._socket.family
+
+    def getpeername(self) -> Any:
+        if self._peer is None:
+            return self._socket.getpeername()
+        return self._peer
+
+    def getsockname(self) -> Any:
+        return self._socket.getsockname()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._socket, name)

@@ -1,0 +1,498 @@
+"""PROXY protocol for Uvicorn: ``scope["client"]`` is the client, not the load balancer.
+
+Uvicorn has no hook between accepting a connection and parsing HTTP, but it lets the HTTP
+implementation be any asyncio protocol class (``--http module:Class``). The classes here are
+Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake in front:
+
+* ``connection_made`` keeps the transport and starts the ``header_timeout`` clock; Uvicorn's HTTP
+  machinery does not see the connection yet.
+* ``data_received`` feeds a :class:`~proxyproto.HeaderParser` until it has a header (or knows
+  there is none); :func:`proxyproto._policy.decide`, the decision every adapter uses, says what
+  to do with it.
+* When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, wrapped so
+  that ``peername`` and the socket's ``getpeername()`` answer with the header's source when its
+  addresses are used: that is where Uvicorn (and its WebSocket protocols, after an upgrade) take
+  ``scope["client"]`` from. The bytes that came after the header go to Uvicorn's
+  ``data_received`` at once, then the transport talks to Uvicorn directly.
+* A refused connection is closed before Uvicorn sees it, with one line on the ``proxyproto``
+  logger.
+
+Two ways to configure it:
+
+* ``run(app, proxy=ProxyProtocolConfig(...), ...)`` from Python;
+* ``uvicorn app:app --http proxyproto.uvicorn:ProxyProtocolH11Protocol`` with ``PROXYPROTO_*``
+  environment variables (see :func:`config_from_environ`), read once when this module is
+  imported; a bad value stops the import, so Uvicorn fails at startup, never at a connection.
+
+What cannot work: Uvicorn's TLS (``--ssl-keyfile``) is asyncio's SSL layer, below the protocol,
+so a PROXY header in front of TLS would be read as a TLS record. Terminate TLS on the proxy (or
+use :mod:`proxyproto.hypercorn`). See ``docs/uvicorn.rst``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ._config import ProxyProtocolConfig
+from ._errors import HeaderRejected, InvalidSignature, ProxyProtocolError
+from ._model import Address, Header
+from ._parser import NEED_DATA, HeaderParser
+from ._policy import Action, PeerAddress, Policy, carries_address, decide, resolve, trusted_proxies
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed
+    HttpToolsProtocol = None  # type: ignore[assignment, misc]
+
+__all__ = [
+    "ENVIRONMENT_CONFIG",
+    "ProxyProtocolH11Protocol",
+    "ProxyProtocolHttpToolsProtocol",
+    "config_from_environ",
+    "run",
+]
+
+logger = logging.getLogger("proxyproto")
+
+_POLICIES = {policy.value: policy for policy in Policy}
+
+
+def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtocolConfig:
+    """A :class:`~proxyproto.ProxyProtocolConfig` from ``PROXYPROTO_*`` variables.
+
+    - ``PROXYPROTO_POLICY``: ``require`` (default), ``use``, ``ignore``, ``reject`` or ``skip``;
+    - ``PROXYPROTO_TRUSTED``: comma-separated addresses and CIDRs; those peers get the policy,
+      every other peer gets ``reject`` (it may connect directly, but not send a header). Unset:
+      every peer gets the policy;
+    - ``PROXYPROTO_HEADER_TIMEOUT``: seconds (default 5);
+    - ``PROXYPROTO_MAX_HEADER_SIZE``: bytes (default 4096);
+    - ``PROXYPROTO_VERSIONS``: ``1,2`` (default), ``1`` or ``2``.
+
+    >>> from proxyproto.uvicorn import config_from_environ
+    >>> config = config_from_environ({"PROXYPROTO_TRUSTED": "10.0.0.0/8, 192.0.2.7"})
+    >>> config.policy(("10.1.2.3", 4000)), config.policy(("198.51.100.1", 4000))
+    (<Policy.REQUIRE: 'require'>, <Policy.REJECT: 'reject'>)
+
+    :raises ValueError: a variable has a value that cannot be used; the message names it.
+    """
+    env = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+
+    def get(name: str) -> str | None:
+        value = env.get(f"PROXYPROTO_{name}")
+        return None if value is None or not value.strip() else value.strip()
+
+    def fail(name: str, value: str, problem: object) -> ValueError:
+        return ValueError(f"PROXYPROTO_{name}={value!r}: {problem}")
+
+    policy = Policy.REQUIRE
+    if (value := get("POLICY")) is not None:
+        if value.lower() not in _POLICIES:
+            raise fail("POLICY", value, f"must be one of {', '.join(_POLICIES)}")
+        policy = _POLICIES[value.lower()]
+    kwargs["policy"] = policy
+    if (value := get("TRUSTED")) is not None:
+        cidrs = [cidr.strip() for cidr in value.split(",") if cidr.strip()]
+        try:
+            kwargs["policy"] = trusted_proxies(cidrs, trusted=policy)
+        except ValueError as error:
+            raise fail("TRUSTED", value, error) from None
+    for name, field, kind in (
+        ("HEADER_TIMEOUT", "header_timeout", float),
+        ("MAX_HEADER_SIZE", "max_header_size", int),
+    ):
+        if (value := get(name)) is not None:
+            try:
+                kwargs[field] = kind(value)
+            except ValueError:
+                raise fail(name, value, f"not a number ({kind.__name__})") from None
+    if (value := get("VERSIONS")) is not None:
+        try:
+            kwargs["versions"] = [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise fail("VERSIONS", value, "must be 1, 2 or 1,2") from None
+    try:
+        return ProxyProtocolConfig(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"PROXYPROTO_* environment variables: {error}") from None
+
+
+#: The configuration of the classes used by name from Uvicorn's command line, read from the
+#: environment when this module is imported.
+ENVIRONMENT_CONFIG = config_from_environ()
+
+
+class _SocketFacade:
+    """The transport's socket, except that ``getpeername()`` is the header's source."""
+
+    def __init__(self, sock: Any, source: Address) -> None:
+        self._socket = sock
+        self._source = source
+
+    def getpeername(self) -> Address:
+        return self._source
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._socket, name)
+
+
+class _ProxiedTransport(asyncio.Transport):
+    """The real transport, with the header's source as its peer: what Uvicorn's protocols see."""
+
+    def __init__(self, transport: asyncio.Transport, source: Address) -> None:
+        super().__init__()
+        self.transport = transport
+        self._source = source
+        sock = transport.get_extra_info("socket")
+        self._socket = None if sock is None else _SocketFacade(sock, source)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._source
+        if name == "socket":
+            return self._socket if self._socket is not None else default
+        return self.transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.transport.get_protocol()
+
+    def is_reading(self) -> bool:
+        return self.transport.is_reading()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.transport.get_write_buffer_limits()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.transport.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self.transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self.transport.can_write_eof()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+
+def _show(peer: PeerAddress) -> str:
+    if isinstance(peer, tuple):
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return repr(peer) if peer else "an unknown peer"
+
+
+def _peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple | list) and len(peer) >= 2:
+        return (str(peer[0]), int(peer[1]))  # IPv6 adds flowinfo and scope id: drop them
+    if isinstance(peer, str) and peer:
+        return peer
+    return None
+
+
+class _Refused(Exception):
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+# Under type checking the mixin is an H11Protocol, so that its super() calls are checked; at run
+# time it is a plain protocol, mixed in front of H11Protocol or HttpToolsProtocol.
+if TYPE_CHECKING:
+    _Base = H11Protocol
+else:
+    _Base = asyncio.Protocol
+
+
+class _ProxyProtocolMixin(_Base):
+    """The PROXY handshake in front of one of Uvicorn's HTTP protocols."""
+
+    #: The configuration; a subclass (what :func:`run` makes) may carry its own.
+    proxy_config: ClassVar[ProxyProtocolConfig] = ENVIRONMENT_CONFIG
+
+    _pp_transport: asyncio.Transport
+    _pp_parser: HeaderParser
+    _pp_policy: Policy
+    _pp_peer: PeerAddress
+    _pp_timer: asyncio.TimerHandle | None = None
+    _pp_validation: asyncio.Task[None] | None = None
+    #: True once the connection belongs to Uvicorn's protocol.
+    _pp_done: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._pp_transport = transport
+        # In Uvicorn's set of connections from the start, so that a shutdown reaches handshakes.
+        self.connections.add(self)
+        self._pp_peer = peer = _peer_of(transport)
+        config = self.proxy_config
+        try:
+            self._pp_policy = resolve(config.policy, peer)
+        except Exception:
+            self._pp_fail()
+            return
+        if self._pp_policy is Policy.SKIP:
+            self._pp_hand_over(None, use_addresses=False, leftover=b"")
+            return
+        self._pp_parser = HeaderParser(
+            max_header_size=config.max_header_size, versions=config.versions
+        )
+        self._pp_timer = self.loop.call_later(config.header_timeout, self._pp_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._pp_done:  # only until _pp_hand_over() binds Uvicorn's method on the instance
+            super().data_received(data)
+            return
+        if self._pp_validation is not None:  # pragma: no cover - reading is paused meanwhile
+            self._pp_parser.receive_data(data)
+            return
+        self._pp_parser.receive_data(data)
+        self._pp_advance()
+
+    def eof_received(self) -> None:
+        if self._pp_done:
+            super().eof_received()
+        elif self._pp_validation is None and not self._pp_parser.closed:
+            self._pp_parser.receive_data(b"")
+            self._pp_advance()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._pp_done:
+            super().connection_lost(exc)
+            return
+        self._pp_stop()
+        self.connections.discard(self)
+
+    def shutdown(self) -> None:
+        if self._pp_done:
+            super().shutdown()
+        else:
+            self._pp_transport.close()
+
+    def pause_writing(self) -> None:
+        if self._pp_done:
+            super().pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._pp_done:
+            super().resume_writing()
+
+    # --- the handshake ---------------------------------------------------------------------
+
+    def _pp_advance(self) -> None:
+        try:
+            if self._pp_parser.next_event() is NEED_DATA:
+                return
+        except ProxyProtocolError as error:
+            self._pp_judge(error)
+            return
+        self._pp_judge(None)
+
+    def _pp_timed_out(self) -> None:
+        self._pp_timer = None
+        timeout = self.proxy_config.header_timeout
+        if self._pp_validation is not None:
+            self._pp_validation.cancel()
+            self._pp_validation = None
+            self._pp_refuse("timeout", f"the validator took more than {timeout:g}s")
+            return
+        self._pp_judge(None, timed_out=True)
+
+    def _pp_judge(self, error: ProxyProtocolError | None, *, timed_out: bool = False) -> None:
+        """What _anyio's ``_Handshake.judge`` decides, for the same inputs."""
+        parser, policy = self._pp_parser, self._pp_policy
+        header = parser.header
+        signature_seen = parser.version is not None
+        timeout = self.proxy_config.header_timeout
+        try:
+            if timed_out and header is None and (signature_seen or policy is Policy.REQUIRE):
+                raise _Refused("timeout", f"no complete PROXY header within {timeout:g}s")
+            if error is not None and not isinstance(error, InvalidSignature):
+                raise _Refused("closed" if parser.closed else "invalid", str(error))
+            action, reason = decide(policy, header, signature_seen=signature_seen)
+            if action is Action.CLOSE:
+                if header is not None:
+                    raise _Refused("policy", reason)
+                if parser.closed:
+                    raise _Refused("closed", f"{reason}: {error}")
+                raise _Refused("missing", f"{reason} ({error})" if error is not None else reason)
+            use_addresses = action is Action.PROXIED
+            validator = self.proxy_config.validator
+            if use_addresses and validator is not None and header is not None:
+                verdict = self._pp_call_validator(validator, header)
+                if inspect.isawaitable(verdict):
+                    self._pp_transport.pause_reading()
+                    self._pp_validation = self.loop.create_task(
+                        self._pp_await_validator(verdict, header)
+                    )
+                    return
+                if not verdict:
+                    raise _Refused("validator", "the validator refused the header")
+        except _Refused as refusal:
+            self._pp_refuse(refusal.kind, refusal.reason)
+            return
+        except Exception:
+            self._pp_fail()
+            return
+        leftover = parser.trailing_data
+        self._pp_hand_over(header if use_addresses else None, use_addresses, leftover)
+
+    def _pp_call_validator(self, validator: Any, header: Header) -> bool | Awaitable[bool]:
+        try:
+            verdict: bool | Awaitable[bool] = validator(header, self._pp_peer)
+        except HeaderRejected as rejection:
+            raise _Refused("validator", f"the validator refused the header: {rejection}") from None
+        return verdict
+
+    async def _pp_await_validator(self, verdict: Awaitable[bool], header: Header) -> None:
+        try:
+            accepted = await verdict
+        except HeaderRejected as rejection:
+            self._pp_validation = None
+            self._pp_refuse("validator", f"the validator refused the header: {rejection}")
+            return
+        except Exception:
+            self._pp_validation = None
+            self._pp_fail()
+            return
+        self._pp_validation = None
+        if self._pp_transport.is_closing():
+            return
+        if not accepted:
+            self._pp_refuse("validator", "the validator refused the header")
+            return
+        self._pp_transport.resume_reading()
+        self._pp_hand_over(header, True, self._pp_parser.trailing_data)
+
+    def _pp_stop(self) -> None:
+        if self._pp_timer is not None:
+            self._pp_timer.cancel()
+            self._pp_timer = None
+        if self._pp_validation is not None:
+            self._pp_validation.cancel()
+            self._pp_validation = None
+
+    def _pp_refuse(self, kind: str, reason: str) -> None:
+        self._pp_stop()
+        self._pp_transport.close()
+        # The same levels as the anyio adapter: peers that went away are routine (INFO), a peer
+        # that sends what it must not is worth a WARNING.
+        level = logging.INFO if kind in ("timeout", "closed", "error") else logging.WARNING
+        logger.log(level, "refused connection from %s: %s", _show(self._pp_peer), reason)
+
+    def _pp_fail(self) -> None:
+        # Not the peer's doing (a policy or validator that raised): a traceback helps.
+        self._pp_stop()
+        self._pp_transport.close()
+        logger.exception("PROXY handshake with %s failed", _show(self._pp_peer))
+
+    def _pp_hand_over(self, header: Header | None, use_addresses: bool, leftover: bytes) -> None:
+        self._pp_stop()
+        self._pp_done = True
+        transport: asyncio.Transport = self._pp_transport
+        if use_addresses and carries_address(header):
+            assert header is not None
+            assert header.source is not None
+            transport = _ProxiedTransport(transport, header.source)
+        super().connection_made(transport)
+        # From now on the transport calls Uvicorn's own method, without a layer of ours.
+        self.data_received = super().data_received  # type: ignore[method-assign]
+        if leftover:
+            super().data_received(leftover)
+
+
+class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):
+    """Uvicorn's h11 protocol behind a PROXY handshake: ``--http proxyproto.uvicorn:<this>``.
+
+    Configured from ``PROXYPROTO_*`` environment variables (:func:`config_from_environ`).
+    """
+
+
+if HttpToolsProtocol is not None:
+
+    class ProxyProtocolHttpToolsProtocol(_ProxyProtocolMixin, HttpToolsProtocol):  # type: ignore[misc]
+        """Uvicorn's httptools protocol behind a PROXY handshake (needs ``httptools``)."""
+
+else:  # pragma: no cover - httptools is installed with the uvicorn extra
+    ProxyProtocolHttpToolsProtocol = None  # type: ignore[assignment, misc]
+
+_CLASSES = {"h11": "ProxyProtocolH11Protocol", "httptools": "ProxyProtocolHttpToolsProtocol"}
+
+
+def _protocol_class(http: str, proxy: ProxyProtocolConfig | None) -> str | type[asyncio.Protocol]:
+    if http == "auto":
+        http = "h11" if ProxyProtocolHttpToolsProtocol is None else "httptools"
+    if http not in _CLASSES:
+        raise ValueError(f"http must be 'auto', 'h11' or 'httptools' with proxyproto, not {http!r}")
+    if http == "httptools" and ProxyProtocolHttpToolsProtocol is None:
+        raise ImportError("http='httptools' needs httptools: pip install httptools")
+    if proxy is None:
+        # By name: worker processes import it themselves, and read the same environment.
+        return f"{__name__}:{_CLASSES[http]}"
+    base: type[_ProxyProtocolMixin] = globals()[_CLASSES[http]]
+    return type(base.__name__, (base,), {"proxy_config": proxy, "__module__": __name__})
+
+
+def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs: Any) -> None:
+    """``uvicorn.run(app, **uvicorn_kwargs)`` with every connection through a PROXY handshake.
+
+    ``proxy`` is the configuration; ``None`` takes it from the ``PROXYPROTO_*`` environment
+    variables (:func:`config_from_environ`). ``http`` may be ``"auto"`` (the default: httptools
+    when installed), ``"h11"`` or ``"httptools"``. A ``proxy`` object cannot travel to worker
+    processes: with ``workers > 1`` or ``reload``, leave ``proxy`` out and use the environment.
+
+    .. code-block:: python
+
+        proxyproto.uvicorn.run(
+            "app:app",
+            host="0.0.0.0",
+            port=8000,
+            proxy=pp.ProxyProtocolConfig(policy=pp.trusted_proxies(["10.0.0.0/8"])),
+        )
+    """
+    http = uvicorn_kwargs.pop("http", "auto")
+    if not isinstance(http, str):
+        raise TypeError("http must be 'auto', 'h11' or 'httptools' with proxyproto")
+    if proxy is not None:
+        if not isinstance(proxy, ProxyProtocolConfig):
+            raise TypeError(f"proxy must be a ProxyProtocolConfig, not {proxy!r}")
+        if (uvicorn_kwargs.get("workers") or 1) > 1 or uvicorn_kwargs.get("reload"):
+            raise ValueError(
+                "proxy= cannot reach worker processes (workers > 1 or reload): leave proxy out "
+                "and set the PROXYPROTO_* environment variables instead"
+            )
+    uvicorn.run(app, http=_protocol_class(http, proxy), **uvicorn_kwargs)

@@ -1,0 +1,348 @@
+"""proxyproto.hypercorn: real Hypercorn, real requests, on trio and on asyncio.
+
+Each test binds a socket on 127.0.0.1 itself (so the port is known and connections queue before
+the server runs), hands it to Hypercorn as ``fd://N``, and stops the server with its
+``shutdown_trigger``, the whole test under a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import pytest
+import trustme
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSStream
+
+import proxyproto as pp
+from haproxy_peer import HAProxy, find_haproxy, hostport
+from interop import listen, require_haproxy
+from require_peer import ci_is_set, require_binary
+
+pytest.importorskip("hypercorn")
+from hypercorn.config import Config
+
+import proxyproto.hypercorn
+
+pytestmark = pytest.mark.anyio
+
+CLIENT = ("203.0.113.7", 51234)
+SERVER = ("198.51.100.10", 443)
+V1 = b"PROXY TCP4 203.0.113.7 198.51.100.10 51234 443\r\n"
+V2 = pp.Header.proxy(CLIENT, SERVER).to_bytes()
+REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers every request with a JSON object: the client, the HTTP version and the scheme."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    assert scope["type"] == "http"
+    body = json.dumps(
+        {
+            "client": list(scope["client"]),
+            "http_version": scope["http_version"],
+            "scheme": scope["scheme"],
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@asynccontextmanager
+async def running(
+    proxy: pp.ProxyProtocolConfig | None = None,
+    *,
+    certs: tuple[Path, Path] | None = None,
+) -> AsyncIterator[int]:
+    """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.graceful_timeout = 1
+    config.accesslog = None
+    if certs is not None:
+        config.certfile, config.keyfile = (str(path) for path in certs)
+    stop = anyio.Event()
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: proxyproto.hypercorn.serve(
+                    cast(Any, app), config, proxy=proxy, shutdown_trigger=stop.wait
+                )
+            )
+            try:
+                yield port
+            finally:
+                stop.set()
+
+
+async def read_response(stream: ByteStream, buffer: bytearray) -> dict[str, Any]:
+    """One HTTP/1.1 response with a Content-Length: its JSON body."""
+    while b"\r\n\r\n" not in buffer:
+        buffer += await stream.receive()
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += await stream.receive()
+    buffer[:] = rest[length:]
+    return json.loads(rest[:length])  # type: ignore[no-any-return]
+
+
+async def closed_without_response(stream: ByteStream) -> bool:
+    try:
+        with anyio.fail_after(5):
+            data = await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        return True
+    raise AssertionError(f"got {data!r}")
+
+
+@pytest.mark.parametrize("header", [V1, V2], ids=["v1", "v2"])
+async def test_header_and_request_in_one_segment(header: bytes) -> None:
+    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(header + REQUEST)
+        answer = await read_response(stream, bytearray())
+    assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "http"}
+
+
+async def test_every_request_on_a_keep_alive_connection_carries_the_client() -> None:
+    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(V2)
+        buffer = bytearray()
+        for _ in range(3):
+            await stream.send(REQUEST)
+            assert (await read_response(stream, buffer))["client"] == list(CLIENT)
+        await stream.send(REQUEST * 2)  # pipelined
+        for _ in range(2):
+            assert (await read_response(stream, buffer))["client"] == list(CLIENT)
+
+
+async def test_a_headerless_request_is_refused_under_require(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(REQUEST)
+        assert await closed_without_response(stream)
+    assert "no PROXY header" in caplog.text
+
+
+async def test_use_serves_direct_connections_with_their_real_address() -> None:
+    proxy = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
+    async with running(proxy) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(REQUEST)
+        answer = await read_response(stream, bytearray())
+        assert answer["client"] == list(stream.extra(SocketAttribute.local_address))
+
+
+async def test_an_untrusted_peer_is_refused() -> None:
+    proxy = pp.ProxyProtocolConfig(policy=pp.trusted_proxies(["10.0.0.0/8"]))
+    async with running(proxy) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(V2 + REQUEST)
+        assert await closed_without_response(stream)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_certs(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(certfile)
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(certfile, append=True)
+    cert.private_key_pem.write_to_path(keyfile)
+    return certfile, keyfile
+
+
+async def test_tls_after_the_header(ca: trustme.CA, server_certs: tuple[Path, Path]) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.set_alpn_protocols(["http/1.1"])
+    async with running(certs=server_certs) as port:
+        header = pp.Header.proxy(CLIENT, SERVER)
+        stream = await pp.connect_tcp(
+            "127.0.0.1",
+            port,
+            header=header,
+            ssl_context=context,
+            tls_hostname="localhost",
+            tls_standard_compatible=False,
+        )
+        async with stream:
+            buffer = bytearray()
+            for _ in range(2):
+                await stream.send(REQUEST)
+                answer = await read_response(stream, buffer)
+                assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
+
+
+async def h2_get_twice(stream: ByteStream) -> list[dict[str, Any]]:
+    """Two GET requests on two HTTP/2 streams of one connection: their JSON bodies."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "t")]
+    for stream_id in (1, 3):
+        connection.send_headers(stream_id, headers, end_stream=True)
+    await stream.send(connection.data_to_send())
+    bodies: dict[int, bytes] = {1: b"", 3: b""}
+    ended: set[int] = set()
+    while ended != {1, 3}:
+        for event in connection.receive_data(await stream.receive()):
+            if isinstance(event, h2.events.DataReceived):
+                assert event.stream_id is not None
+                bodies[event.stream_id] += event.data
+                connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                assert event.stream_id is not None
+                ended.add(event.stream_id)
+        await stream.send(connection.data_to_send())
+    return [json.loads(body) for body in bodies.values()]
+
+
+async def test_http2_over_tls(ca: trustme.CA, server_certs: tuple[Path, Path]) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.set_alpn_protocols(["h2"])
+    async with running(certs=server_certs) as port:
+        header = pp.Header.proxy(CLIENT, SERVER)
+        stream = await pp.connect_tcp(
+            "127.0.0.1",
+            port,
+            header=header,
+            ssl_context=context,
+            tls_hostname="localhost",
+            tls_standard_compatible=False,
+        )
+        async with stream:
+            answers = await h2_get_twice(stream)
+    expected = {"client": list(CLIENT), "http_version": "2", "scheme": "https"}
+    assert answers == [expected, expected]
+
+
+async def test_http2_prior_knowledge_in_cleartext() -> None:
+    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(V2)
+        answers = await h2_get_twice(stream)
+    expected = {"client": list(CLIENT), "http_version": "2", "scheme": "http"}
+    assert answers == [expected, expected]
+
+
+class _HeaderFirst(ByteStream):
+    """Sends ``header`` glued to the first bytes sent: header and ClientHello in one segment."""
+
+    def __init__(self, stream: ByteStream, header: bytes) -> None:
+        self.stream, self.header = stream, header
+
+    async def send(self, item: bytes) -> None:
+        item, self.header = self.header + item, b""
+        await self.stream.send(item)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.stream.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def test_tls_client_hello_in_the_header_segment(
+    ca: trustme.CA, server_certs: tuple[Path, Path]
+) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    async with running(certs=server_certs) as port:
+        tcp = await anyio.connect_tcp("127.0.0.1", port)
+        stream = await TLSStream.wrap(
+            _HeaderFirst(tcp, V1),
+            hostname="localhost",
+            ssl_context=context,
+            standard_compatible=False,
+        )
+        async with stream:
+            await stream.send(REQUEST)
+            answer = await read_response(stream, bytearray())
+    assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
+
+
+def _curl_with_haproxy_protocol() -> str:
+    curl = shutil.which("curl")
+    problem = None
+    if curl is not None:
+        usage = subprocess.run([curl, "--help", "all"], capture_output=True, text=True).stdout
+        if "--haproxy-protocol" not in usage:
+            problem = "this curl has no --haproxy-protocol (curl >= 7.60 has)"
+    return require_binary(
+        "curl", curl, ci=ci_is_set(), install="apt-get install curl", problem=problem
+    )
+
+
+async def test_curl_haproxy_protocol() -> None:
+    curl = _curl_with_haproxy_protocol()
+    async with running() as port:
+        # curl sends a v1 header with its own address: a response at all shows the header was
+        # read (REQUIRE refuses a connection without one).
+        result = await anyio.run_process(
+            [curl, "--silent", "--show-error", "--haproxy-protocol", f"http://127.0.0.1:{port}/"]
+        )
+    assert json.loads(result.stdout)["client"][0] == "127.0.0.1"
+
+
+async def test_behind_haproxy_send_proxy_v2() -> None:
+    haproxy = require_haproxy(find_haproxy(), ci=ci_is_set())
+    async with running() as port:
+        front = socket.socket()
+        front.bind(("127.0.0.1", 0))
+        front_port = front.getsockname()[1]
+        front.close()
+        config = listen(
+            hostport("127.0.0.1", front_port), f"{hostport('127.0.0.1', port)} send-proxy-v2"
+        )
+        with HAProxy(config, binary=haproxy):
+            async with await anyio.connect_tcp("127.0.0.1", front_port) as stream:
+                me = stream.extra(SocketAttribute.local_address)
+                await stream.send(REQUEST)
+                answer = await read_response(stream, bytearray())
+    # The client's own address and port, though Hypercorn's peer is HAProxy.
+    assert answer["client"] == list(me)

@@ -1,0 +1,425 @@
+"""proxyproto.uvicorn against real Uvicorn servers on loopback, driven from plain sockets.
+
+Uvicorn is asyncio-only and owns its loop: each server runs in a thread of its own (or, for its
+command line, in a subprocess), and the tests talk to it as a load balancer would, with the
+header and the first request in one segment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("uvicorn")
+
+import uvicorn
+
+import proxyproto as pp
+import proxyproto.uvicorn as ppu
+from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
+from interop import listen, require_haproxy
+from require_peer import ci_is_set, require_binary
+
+V1 = b"PROXY TCP4 203.0.113.7 198.51.100.10 51234 443\r\n"
+V2 = pp.Header.proxy(("2001:db8::7", 40000), ("2001:db8::1", 443)).to_bytes()
+REQUEST = b"GET /who HTTP/1.1\r\nHost: test\r\n\r\n"
+
+PROTOCOLS = [pytest.param("h11", id="h11")]
+if ppu.ProxyProtocolHttpToolsProtocol is not None:
+    PROTOCOLS.append(pytest.param("httptools", id="httptools"))
+
+APP_SOURCE = '''
+import json
+
+
+async def app(scope, receive, send):
+    """An ASGI app that answers with scope["client"] as JSON."""
+    assert scope["type"] == "http"
+    body = json.dumps({"client": scope["client"], "path": scope["path"]}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+'''
+
+namespace: dict[str, Any] = {}
+exec(APP_SOURCE, namespace)
+app = namespace["app"]
+
+
+@contextmanager
+def uvicorn_server(
+    proxy: pp.ProxyProtocolConfig, http: str = "h11", **kwargs: Any
+) -> Iterator[tuple[str, int]]:
+    """A Uvicorn server with ``proxy`` in a thread; yields its address, stops it on exit."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    protocol = ppu._protocol_class(http, proxy)
+    config = uvicorn.Config(
+        app, http=protocol, lifespan="off", log_level="warning", proxy_headers=False, **kwargs
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped at startup"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10s"
+            time.sleep(0.01)
+        yield sock.getsockname()[:2]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop within 10s"
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, Any]]:
+    """One HTTP/1.1 response (with Content-Length) from ``sock``: its status and JSON body."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {bytes(buffer)!r}")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(
+        int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:")
+    )
+    buffer[:] = rest
+    while len(buffer) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed in the middle of a response body")
+        buffer += chunk
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return status, json.loads(body)
+
+
+def exchange(address: tuple[str, int], first: bytes, requests: int = 1) -> list[Any]:
+    """Send ``first`` (header + request) in one segment, then more requests on the connection."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(first)
+        buffer = bytearray()
+        clients = []
+        for n in range(requests):
+            if n:
+                sock.sendall(REQUEST)
+            status, body = read_response(sock, buffer)
+            assert status == 200
+            clients.append(body["client"])
+        return clients
+
+
+def refused(address: tuple[str, int], data: bytes) -> bool:
+    """Whether the server closes the connection without a byte of answer."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(data)
+        try:
+            return sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        pytest.param(V1, ["203.0.113.7", 51234], id="v1"),
+        pytest.param(V2, ["2001:db8::7", 40000], id="v2"),
+    ],
+)
+def test_header_and_request_in_one_segment(http: str, header: bytes, client: list[Any]) -> None:
+    with uvicorn_server(pp.ProxyProtocolConfig(), http) as address:
+        assert exchange(address, header + REQUEST) == [client]
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_keep_alive_requests_all_carry_the_client(http: str) -> None:
+    with uvicorn_server(pp.ProxyProtocolConfig(), http) as address:
+        assert exchange(address, V1 + REQUEST, requests=3) == [["203.0.113.7", 51234]] * 3
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_header_byte_by_byte(http: str) -> None:
+    with (
+        uvicorn_server(pp.ProxyProtocolConfig(), http) as address,
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in V2:
+            sock.send(bytes([byte]))
+            time.sleep(0.001)
+        sock.sendall(REQUEST)
+        assert read_response(sock, bytearray())[1]["client"] == ["2001:db8::7", 40000]
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_headerless_request_refused_under_require(
+    http: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="proxyproto"),
+        uvicorn_server(pp.ProxyProtocolConfig(), http) as address,
+    ):
+        assert refused(address, REQUEST)
+    [record] = [r for r in caplog.records if r.name == "proxyproto"]
+    assert "no PROXY header, and its policy (REQUIRE) needs one" in record.getMessage()
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_direct_request_under_use_has_the_real_address(http: str) -> None:
+    with (
+        uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.USE), http) as address,
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        sock.sendall(REQUEST)
+        client = read_response(sock, bytearray())[1]["client"]
+        assert tuple(client) == sock.getsockname()[:2]
+
+
+def test_ignore_keeps_the_real_address_and_reject_closes() -> None:
+    with uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.IGNORE)) as address:
+        [client] = exchange(address, V1 + REQUEST)
+        assert client[0] == "127.0.0.1"
+    with uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.REJECT)) as address:
+        assert refused(address, V1 + REQUEST)
+
+
+def test_skip_passes_every_byte_to_uvicorn() -> None:
+    with uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.SKIP)) as address:
+        [client] = exchange(address, REQUEST)
+        assert client[0] == "127.0.0.1"
+
+
+def test_local_command_keeps_the_real_address() -> None:
+    with uvicorn_server(pp.ProxyProtocolConfig()) as address:
+        [client] = exchange(address, pp.Header.local().to_bytes() + REQUEST)
+        assert client[0] == "127.0.0.1"
+
+
+def test_broken_header_and_timeout_are_refused(caplog: pytest.LogCaptureFixture) -> None:
+    config = pp.ProxyProtocolConfig(header_timeout=0.2)
+    with caplog.at_level(logging.INFO, logger="proxyproto"), uvicorn_server(config) as address:
+        assert refused(address, b"PROXY TCP4 1.2.3.4 5.6.7.8 080 443\r\n" + REQUEST)
+        assert refused(address, b"PROXY TCP4 ")  # then silence
+        assert refused(address, b"")  # silence from the start
+    messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
+    assert len(messages) == 3
+    assert "leading zero" in messages[0]
+    assert "no complete PROXY header within 0.2s" in messages[1]
+    assert "no complete PROXY header within 0.2s" in messages[2]
+
+
+def test_trusted_proxies_policy() -> None:
+    config = pp.ProxyProtocolConfig(policy=pp.trusted_proxies(["192.0.2.0/24"]))
+    with uvicorn_server(config) as address:
+        # 127.0.0.1 is not trusted: its header is refused, its direct request served.
+        assert refused(address, V1 + REQUEST)
+        assert exchange(address, REQUEST)[0][0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_validator(asynchronous: bool) -> None:
+    def check(header: pp.Header, peer: pp.PeerAddress) -> bool:
+        return header.source == ("203.0.113.7", 51234)
+
+    async def check_async(header: pp.Header, peer: pp.PeerAddress) -> bool:
+        return check(header, peer)
+
+    config = pp.ProxyProtocolConfig(validator=check_async if asynchronous else check)
+    with uvicorn_server(config) as address:
+        assert exchange(address, V1 + REQUEST, requests=2) == [["203.0.113.7", 51234]] * 2
+        assert refused(address, V2 + REQUEST)
+
+
+def test_config_from_environ() -> None:
+    config = ppu.config_from_environ(
+        {
+            "PROXYPROTO_POLICY": "use",
+            "PROXYPROTO_TRUSTED": "10.0.0.0/8,::1",
+            "PROXYPROTO_HEADER_TIMEOUT": "2.5",
+            "PROXYPROTO_MAX_HEADER_SIZE": "1024",
+            "PROXYPROTO_VERSIONS": "2",
+        }
+    )
+    assert callable(config.policy)
+    assert config.policy(("10.0.0.1", 1)) is pp.Policy.USE
+    assert config.policy(("::1", 1)) is pp.Policy.USE
+    assert config.policy(("192.0.2.1", 1)) is pp.Policy.REJECT
+    assert (config.header_timeout, config.max_header_size, config.versions) == (
+        2.5,
+        1024,
+        frozenset({2}),
+    )
+    assert ppu.config_from_environ({}) == pp.ProxyProtocolConfig()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("POLICY", "maybe", "PROXYPROTO_POLICY='maybe': must be one of require, use"),
+        ("TRUSTED", "10.0.0.1/8", "PROXYPROTO_TRUSTED='10.0.0.1/8': 10.0.0.1/8 has host bits set"),
+        ("HEADER_TIMEOUT", "soon", "PROXYPROTO_HEADER_TIMEOUT='soon': not a number"),
+        ("HEADER_TIMEOUT", "-1", "header_timeout must be a positive number of seconds"),
+        ("MAX_HEADER_SIZE", "8", "max_header_size must be from 16 to 65551"),
+        ("VERSIONS", "3", "versions must be a non-empty subset of {1, 2}"),
+    ],
+)
+def test_config_from_environ_errors(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match="PROXYPROTO_") as error:
+        ppu.config_from_environ({f"PROXYPROTO_{name}": value})
+    assert message in str(error.value)
+
+
+def test_run_refuses_a_config_for_worker_processes() -> None:
+    with pytest.raises(ValueError, match="PROXYPROTO_"):
+        ppu.run(app, proxy=pp.ProxyProtocolConfig(), workers=2)
+    with pytest.raises(ValueError, match="http must be"):
+        ppu.run(app, proxy=pp.ProxyProtocolConfig(), http="zttp")
+
+
+# --- real clients and proxies ----------------------------------------------------------------
+
+
+def test_curl_haproxy_protocol() -> None:
+    curl = require_binary(
+        "curl", shutil.which("curl"), ci=ci_is_set(), install="apt-get install curl"
+    )
+    with uvicorn_server(pp.ProxyProtocolConfig()) as (host, port):
+        result = subprocess.run(
+            [curl, "-sS", "--max-time", "10", "--haproxy-protocol", f"http://{host}:{port}/who"],
+            capture_output=True,
+            check=True,
+            timeout=20,
+        )
+    # curl says who it is (v1): under REQUIRE, an answer at all proves the header was read.
+    assert json.loads(result.stdout)["client"][0] == "127.0.0.1"
+
+
+@pytest.mark.haproxy
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_behind_haproxy_send_proxy_v2(http: str) -> None:
+    require_haproxy(find_haproxy(), ci=ci_is_set())
+    with uvicorn_server(pp.ProxyProtocolConfig(), http) as (host, port):
+        front = free_port()
+        config = listen(hostport("127.0.0.1", front), f"{hostport(host, port)} send-proxy-v2")
+        with HAProxy(config), socket.create_connection(("127.0.0.1", front), timeout=10) as sock:
+            sock.sendall(REQUEST)
+            buffer = bytearray()
+            client = read_response(sock, buffer)[1]["client"]
+            # The client HAProxy saw: this socket, not HAProxy's own connection to Uvicorn.
+            assert tuple(client) == sock.getsockname()[:2]
+            sock.sendall(REQUEST)
+            assert read_response(sock, buffer)[1]["client"] == client
+
+
+# --- Uvicorn's own command line --------------------------------------------------------------
+
+
+@contextmanager
+def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[int]:
+    """``python -m uvicorn app:app --http proxyproto.uvicorn:... ARGS`` in a subprocess."""
+    (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "uvicorn_test_app:app",
+        "--app-dir",
+        str(tmp_path),
+        "--port",
+        str(port),
+        "--http",
+        "proxyproto.uvicorn:ProxyProtocolH11Protocol",
+        "--lifespan",
+        "off",
+        *args,
+    ]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.communicate()[0].decode()
+            try:
+                exchange(("127.0.0.1", port), V1 + REQUEST)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "uvicorn did not answer within 20s"
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+            process.communicate()
+            raise
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_uvicorn_command_line(tmp_path: Path, workers: int) -> None:
+    env = {"PROXYPROTO_TRUSTED": "127.0.0.1", "PROXYPROTO_HEADER_TIMEOUT": "2"}
+    with uvicorn_command(tmp_path, env, "--workers", str(workers)) as port:
+        for _ in range(8):  # spread over the workers
+            assert exchange(("127.0.0.1", port), V2 + REQUEST, 2) == [["2001:db8::7", 40000]] * 2
+        # Trusted peer under REQUIRE: a headerless request is refused.
+        assert refused(("127.0.0.1", port), REQUEST)
+
+
+def test_uvicorn_command_line_bad_environment(tmp_path: Path) -> None:
+    (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "uvicorn_test_app:app",
+            "--app-dir",
+            str(tmp_path),
+            "--port",
+            str(free_port()),
+            "--http",
+            "proxyproto.uvicorn:ProxyProtocolH11Protocol",
+        ],
+        env={**os.environ, "PROXYPROTO_POLICY": "sometimes"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "PROXYPROTO_POLICY='sometimes': must be one of" in result.stderr
