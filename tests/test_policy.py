@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from proxyproto._policy import Action, carries_address, decide, resolve
+from proxyproto._policy import (
+    Action,
+    Policy,
+    Refusal,
+    carries_address,
+    decide,
+    judge_reading,
+    resolve,
+)
 from wire import inet, v2
 
 REQUIRE, USE, IGNORE, REJECT, SKIP = (
@@ -248,3 +256,49 @@ def test_trusted_proxies_refuses_non_policies(kwargs: dict[str, Any]) -> None:
 def test_trusted_proxies_describes_itself() -> None:
     policy = pp.trusted_proxies(["10.0.0.0/8", "::1"], trusted=USE, otherwise=IGNORE)
     assert policy.__doc__ == "USE for 10.0.0.0/8, ::1/128; else IGNORE"
+
+
+def _parser_fed(
+    data: bytes, *, eof: bool = False
+) -> tuple[pp.HeaderParser, pp.ProxyProtocolError | None]:
+    parser = pp.HeaderParser()
+    parser.receive_data(data)
+    if eof:
+        parser.receive_data(b"")
+    try:
+        parser.next_event()
+    except pp.ProxyProtocolError as error:
+        return parser, error
+    return parser, None
+
+
+@pytest.mark.parametrize(
+    ("policy", "data", "eof", "timed_out", "outcome"),
+    [
+        (Policy.REQUIRE, pp.Header.local().to_bytes(), False, False, Action.PROXIED),
+        (Policy.REQUIRE, b"GET /", False, False, "missing"),
+        (Policy.REQUIRE, b"", True, False, "closed"),
+        (Policy.REQUIRE, b"", False, True, "timeout"),
+        (Policy.USE, b"", False, True, Action.DIRECT),
+        (Policy.USE, b"PRO", False, True, Action.DIRECT),
+        (Policy.USE, b"PROXY TCP4 1.2", False, True, "timeout"),
+        (Policy.USE, b"PROXY TCP4 1.2", True, False, "closed"),
+        (Policy.USE, b"PROXY TCP9", False, False, "invalid"),
+        (Policy.IGNORE, pp.Header.unknown().to_bytes(), False, False, Action.DIRECT),
+        (Policy.REJECT, pp.Header.unknown().to_bytes(), False, False, "policy"),
+        (Policy.REJECT, b"GET /", False, False, Action.DIRECT),
+    ],
+)
+def test_judge_reading(
+    policy: Policy, data: bytes, eof: bool, timed_out: bool, outcome: Action | str
+) -> None:
+    # The one decision every adapter (anyio, trio, Uvicorn) takes after reading.
+    parser, error = _parser_fed(data, eof=eof)
+    if isinstance(outcome, Action):
+        assert (
+            judge_reading(policy, parser, error, timed_out=timed_out, header_timeout=1) is outcome
+        )
+    else:
+        with pytest.raises(Refusal) as refusal:
+            judge_reading(policy, parser, error, timed_out=timed_out, header_timeout=1)
+        assert refusal.value.kind == outcome

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 A handshake reads bytes from the connection into a :class:`HeaderParser` until it yields a header
 or an error, under one deadline (``header_timeout``) that also covers the wait for a handshake
-slot. The policy layer (:func:`proxyproto._policy.decide`) then says whether the connection is
-handed over with the header's addresses, handed over as a direct connection, or closed. Bytes read
+slot. The policy layer (:func:`proxyproto._policy.judge_reading`) then says whether the
+connection is handed over with the header's addresses, handed over as a direct connection, or
+closed. Bytes read
 past the header (or, for a direct connection, every byte read) are served first by the
 :class:`ProxiedStream`; after them, ``receive()`` goes straight to the transport.
 
@@ -46,10 +47,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSStream
 
 from ._config import ProxyProtocolConfig
-from ._errors import HeaderRejected, InvalidHeader, InvalidSignature, ProxyProtocolError
+from ._errors import HeaderRejected, InvalidHeader, ProxyProtocolError
 from ._model import Address, Header, Transport
 from ._parser import NEED_DATA, HeaderParser
-from ._policy import Action, PeerAddress, Policy, carries_address, decide, resolve
+from ._policy import Action, PeerAddress, Policy, Refusal, carries_address, judge_reading, resolve
 
 __all__ = [
     "ListenerStatistics",
@@ -83,15 +84,6 @@ class ProxyAttribute(anyio.TypedAttributeSet):
     peer_address: PeerAddress = anyio.typed_attribute()
     #: The policy this connection was handled with.
     policy: Policy = anyio.typed_attribute()
-
-
-class _Refused(Exception):
-    """A handshake that ends with the connection closed: why, for the log and the counters."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
 
 
 class ProxiedStream(ByteStream):
@@ -160,7 +152,7 @@ class ProxiedStream(ByteStream):
             await handshake.read()
         try:
             return await handshake.judge(scope)
-        except _Refused as refusal:
+        except Refusal as refusal:
             if refusal.kind == "timeout":
                 raise TimeoutError(refusal.reason) from None
             if refusal.kind in ("policy", "validator"):
@@ -277,13 +269,13 @@ class _Handshake:
             self.error = error
 
     async def judge(self, deadline: anyio.CancelScope) -> ProxiedStream:
-        """Decide, run the validator, build the stream; raise :class:`_Refused` to close."""
+        """Decide, run the validator, build the stream; raise :class:`Refusal` to close."""
         config, parser, policy = self.config, self.parser, self.policy
         timeout = config.header_timeout
         if self.evicted:
-            raise _Refused("evicted", "evicted: every handshake slot was taken, this one longest")
+            raise Refusal("evicted", "evicted: every handshake slot was taken, this one longest")
         if self.waiting_for_slot:
-            raise _Refused("timeout", f"no handshake slot within {timeout:g}s")
+            raise Refusal("timeout", f"no handshake slot within {timeout:g}s")
         if policy is Policy.SKIP:
             return ProxiedStream(
                 self.transport,
@@ -292,28 +284,18 @@ class _Handshake:
                 transport_attributes=self.attributes,
             )
         header = parser.header
-        signature_seen = parser.version is not None
-        error = self.error
         timed_out = header is None and deadline.cancelled_caught
-        if timed_out and (signature_seen or policy is Policy.REQUIRE):
-            raise _Refused("timeout", f"no complete PROXY header within {timeout:g}s")
-        if error is not None and not isinstance(error, InvalidSignature):
-            raise _Refused("closed" if parser.closed else "invalid", str(error)) from error
-        action, reason = decide(policy, header, signature_seen=signature_seen)
+        action = judge_reading(
+            policy, parser, self.error, timed_out=timed_out, header_timeout=timeout
+        )
         self.direct = action is not Action.PROXIED or not carries_address(header)
-        if action is Action.CLOSE:
-            if header is not None:
-                raise _Refused("policy", reason)
-            if parser.closed:
-                raise _Refused("closed", f"{reason}: {error}")
-            raise _Refused("missing", f"{reason} ({error})" if error is not None else reason)
         if action is Action.PROXIED and config.validator is not None and header is not None:
             with anyio.CancelScope(deadline=deadline.deadline) as scope:
                 accepted = await _validate(config, header, self.peer)
             if scope.cancelled_caught:
-                raise _Refused("timeout", f"the validator took more than {timeout:g}s")
+                raise Refusal("timeout", f"the validator took more than {timeout:g}s")
             if not accepted:
-                raise _Refused("validator", "the validator refused the header")
+                raise Refusal("validator", "the validator refused the header")
         return ProxiedStream(
             self.transport,
             header,
@@ -332,7 +314,7 @@ async def _validate(config: ProxyProtocolConfig, header: Header, peer: PeerAddre
         if inspect.isawaitable(verdict):
             verdict = await verdict
     except HeaderRejected as rejection:
-        raise _Refused("validator", f"the validator refused the header: {rejection}") from None
+        raise Refusal("validator", f"the validator refused the header: {rejection}") from None
     return bool(verdict)
 
 
@@ -468,7 +450,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
                 finally:
                     self._give_slot(pending)
             stream = await handshake.judge(scope)
-        except _Refused as refusal:
+        except Refusal as refusal:
             await self._refuse(transport, peer, refusal.kind, refusal.reason)
             return None
         except _PeerGone as error:

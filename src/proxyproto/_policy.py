@@ -25,9 +25,20 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TypeAlias
 
+from ._errors import InvalidSignature, ProxyProtocolError
 from ._model import Command, Header
+from ._parser import HeaderParser
 
-__all__ = ["Action", "PeerAddress", "Policy", "PolicyCallable", "decide", "trusted_proxies"]
+__all__ = [
+    "Action",
+    "PeerAddress",
+    "Policy",
+    "PolicyCallable",
+    "Refusal",
+    "decide",
+    "judge_reading",
+    "trusted_proxies",
+]
 
 #: What anyio's ``SocketAttribute.remote_address`` gives: ``(host, port)`` for IP, a path for
 #: UNIX sockets; ``None`` when the transport has no address.
@@ -95,6 +106,48 @@ def decide(policy: Policy, header: Header | None, *, signature_seen: bool) -> tu
     if policy is Policy.REQUIRE:
         return Action.CLOSE, "no PROXY header, and its policy (REQUIRE) needs one"
     return Action.DIRECT, ""
+
+
+class Refusal(Exception):
+    """A handshake that ends with the connection closed.
+
+    ``kind`` is for the counters (``missing``, ``invalid``, ``closed``, ``policy``, ``timeout``,
+    ``validator``, ...), ``reason`` for the log.
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def judge_reading(
+    policy: Policy,
+    parser: HeaderParser,
+    error: ProxyProtocolError | None,
+    *,
+    timed_out: bool,
+    header_timeout: float,
+) -> Action:
+    """What to make of what a handshake read; raises :class:`Refusal` when it must close.
+
+    Every adapter that reads headers from connections asks this, after its reading stopped:
+    the parser gave a header or ``error``, or the deadline passed (``timed_out``).
+    """
+    header = parser.header
+    signature_seen = parser.version is not None
+    if timed_out and header is None and (signature_seen or policy is Policy.REQUIRE):
+        raise Refusal("timeout", f"no complete PROXY header within {header_timeout:g}s")
+    if error is not None and not isinstance(error, InvalidSignature):
+        raise Refusal("closed" if parser.closed else "invalid", str(error)) from error
+    action, reason = decide(policy, header, signature_seen=signature_seen)
+    if action is Action.CLOSE:
+        if header is not None:
+            raise Refusal("policy", reason)
+        if parser.closed:
+            raise Refusal("closed", f"{reason}: {error}")
+        raise Refusal("missing", f"{reason} ({error})" if error is not None else reason)
+    return action
 
 
 def carries_address(header: Header | None) -> bool:

@@ -7,8 +7,8 @@ Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake i
 * ``connection_made`` keeps the transport and starts the ``header_timeout`` clock; Uvicorn's HTTP
   machinery does not see the connection yet.
 * ``data_received`` feeds a :class:`~proxyproto.HeaderParser` until it has a header (or knows
-  there is none); :func:`proxyproto._policy.decide`, the decision every adapter uses, says what
-  to do with it.
+  there is none); :func:`proxyproto._policy.judge_reading`, the decision every adapter uses,
+  says what to do with it.
 * When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, wrapped so
   that ``peername`` and the socket's ``getpeername()`` answer with the header's source when its
   addresses are used: that is where Uvicorn (and its WebSocket protocols, after an upgrade) take
@@ -42,10 +42,19 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._config import ProxyProtocolConfig
-from ._errors import HeaderRejected, InvalidSignature, ProxyProtocolError
+from ._errors import HeaderRejected, ProxyProtocolError
 from ._model import Address, Header
 from ._parser import NEED_DATA, HeaderParser
-from ._policy import Action, PeerAddress, Policy, carries_address, decide, resolve, trusted_proxies
+from ._policy import (
+    Action,
+    PeerAddress,
+    Policy,
+    Refusal,
+    carries_address,
+    judge_reading,
+    resolve,
+    trusted_proxies,
+)
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -223,13 +232,6 @@ def _peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
     return None
 
 
-class _Refused(Exception):
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-
-
 # Under type checking the mixin is an H11Protocol, so that its super() calls are checked; at run
 # time it is a plain protocol, mixed in front of H11Protocol or HttpToolsProtocol.
 if TYPE_CHECKING:
@@ -333,23 +335,17 @@ class _ProxyProtocolMixin(_Base):
         self._pp_judge(None, timed_out=True)
 
     def _pp_judge(self, error: ProxyProtocolError | None, *, timed_out: bool = False) -> None:
-        """What _anyio's ``_Handshake.judge`` decides, for the same inputs."""
+        """Decide as every adapter does (``_policy.judge_reading``), then run the validator."""
         parser, policy = self._pp_parser, self._pp_policy
         header = parser.header
-        signature_seen = parser.version is not None
-        timeout = self.proxy_config.header_timeout
         try:
-            if timed_out and header is None and (signature_seen or policy is Policy.REQUIRE):
-                raise _Refused("timeout", f"no complete PROXY header within {timeout:g}s")
-            if error is not None and not isinstance(error, InvalidSignature):
-                raise _Refused("closed" if parser.closed else "invalid", str(error))
-            action, reason = decide(policy, header, signature_seen=signature_seen)
-            if action is Action.CLOSE:
-                if header is not None:
-                    raise _Refused("policy", reason)
-                if parser.closed:
-                    raise _Refused("closed", f"{reason}: {error}")
-                raise _Refused("missing", f"{reason} ({error})" if error is not None else reason)
+            action = judge_reading(
+                policy,
+                parser,
+                error,
+                timed_out=timed_out,
+                header_timeout=self.proxy_config.header_timeout,
+            )
             use_addresses = action is Action.PROXIED
             validator = self.proxy_config.validator
             if use_addresses and validator is not None and header is not None:
@@ -361,8 +357,8 @@ class _ProxyProtocolMixin(_Base):
                     )
                     return
                 if not verdict:
-                    raise _Refused("validator", "the validator refused the header")
-        except _Refused as refusal:
+                    raise Refusal("validator", "the validator refused the header")
+        except Refusal as refusal:
             self._pp_refuse(refusal.kind, refusal.reason)
             return
         except Exception:
@@ -375,7 +371,7 @@ class _ProxyProtocolMixin(_Base):
         try:
             verdict: bool | Awaitable[bool] = validator(header, self._pp_peer)
         except HeaderRejected as rejection:
-            raise _Refused("validator", f"the validator refused the header: {rejection}") from None
+            raise Refusal("validator", f"the validator refused the header: {rejection}") from None
         return verdict
 
     async def _pp_await_validator(self, verdict: Awaitable[bool], header: Header) -> None:
