@@ -16,18 +16,34 @@ them. A second signal cancels them at once.
 
 Access log: one line per connection on the ``proxyproto.relay`` logger at INFO, as ``key=value``
 pairs (see :meth:`Relay._log`); warnings (no target reachable) on the same logger.
+
+Routes and reload. :func:`serve_relay` runs one :class:`Relay` per route (a listening address
+with its settings), under a :class:`_Relays`. With a :class:`RelayConfig` (``--config``) it
+polls the file's status every :data:`POLL_INTERVAL` seconds; when it changes, the file is read
+again and, when valid, applied: a route whose settings changed gets them for its *new*
+connections (:meth:`Relay.update`: each connection reads the settings once, when it starts, so
+open ones keep theirs), a removed route (or one whose ``listen`` changed) is stopped as on
+SIGTERM -- its listener closes at once, its open connections get its grace period -- and a new
+one is opened. An invalid file is logged and the settings in force stay.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 import random
 import signal
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10
+    import tomli as tomllib
 
 import anyio
 import attrs
@@ -38,7 +54,14 @@ from ._cli import _os_error_text, _pair, format_address
 from ._config import ProxyProtocolConfig
 from ._policy import Policy, trusted_proxies
 
-__all__ = ["BALANCE_MODES", "Relay", "RelaySettings", "serve_relay"]
+__all__ = [
+    "BALANCE_MODES",
+    "ConfigError",
+    "Relay",
+    "RelayConfig",
+    "RelaySettings",
+    "serve_relay",
+]
 
 logger = logging.getLogger("proxyproto.relay")
 
@@ -69,6 +92,14 @@ class RelaySettings:
     header_timeout: float = ProxyProtocolConfig().header_timeout
     connect_timeout: float = 5.0
     grace: float = 10.0
+    #: A configuration file's ``name`` for the route: what identifies it across reloads
+    #: (default: its ``listen`` address).
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        """What identifies the route across reloads: its name, else its listening address."""
+        return self.name or format_address(self.listen)
 
     def proxy_config(self) -> ProxyProtocolConfig:
         """The inbound listener's configuration."""
@@ -116,8 +147,18 @@ class Relay:
         self._idle = anyio.Event()
         self._accepting = anyio.CancelScope()
         self._connections = anyio.CancelScope()
+        self._listener: ProxyProtocolListener | None = None
+        #: Set once the listening socket is closed (stopped, or never opened).
+        self.closed = anyio.Event()
         #: The addresses listened on, once :meth:`serve` has started.
         self.addresses: list[str] = []
+
+    def update(self, settings: RelaySettings) -> None:
+        """New settings for the connections accepted from now on (``listen`` is not changed)."""
+        self.settings = settings
+        if self._listener is not None:
+            # Each handshake reads the listener's configuration once, when it starts.
+            self._listener.config = settings.proxy_config()
 
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -128,8 +169,12 @@ class Relay:
         """
         settings = self.settings
         host, port = settings.listen
-        inner = await anyio.create_tcp_listener(local_host=host, local_port=port)
-        listener = ProxyProtocolListener(inner, settings.proxy_config())
+        try:
+            inner = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        except BaseException:
+            self.closed.set()
+            raise
+        listener = self._listener = ProxyProtocolListener(inner, settings.proxy_config())
         self.addresses = [
             format_address(_pair(sub.extra(SocketAttribute.local_address)))
             for sub in inner.listeners
@@ -148,10 +193,13 @@ class Relay:
 
         with self._connections:
             async with anyio.create_task_group() as connections:
-                async with listener:
-                    task_status.started()
-                    with self._accepting:
-                        await inner.serve(handle, connections)
+                try:
+                    async with listener:
+                        task_status.started()
+                        with self._accepting:
+                            await inner.serve(handle, connections)
+                finally:
+                    self.closed.set()
                 # Not accepting any more, and the listening socket is closed.
                 if self._active:
                     with anyio.move_on_after(settings.grace):
@@ -170,7 +218,7 @@ class Relay:
             self._connections.cancel()
 
     async def _relay(self, client: ProxiedStream) -> None:
-        settings = self.settings
+        settings = self.settings  # once: a reload changes only the connections after it
         started = time.monotonic()
         peer = _pair(client.extra(ProxyAttribute.peer_address))
         source = _pair(client.extra(SocketAttribute.remote_address, None))
@@ -179,7 +227,7 @@ class Relay:
         end = "done"
         try:
             async with client:
-                target, upstream = await self._connect(source)
+                target, upstream = await self._connect(settings, source)
                 if upstream is None:
                     end = "no-target"
                     return
@@ -200,9 +248,10 @@ class Relay:
         finally:
             self._log(peer, source, target, counts, time.monotonic() - started, end)
 
-    async def _connect(self, client: Any) -> tuple[_Target | None, ByteStream | None]:
+    async def _connect(
+        self, settings: RelaySettings, client: Any
+    ) -> tuple[_Target | None, ByteStream | None]:
         """The first target of the balancing order that accepts a connection."""
-        settings = self.settings
         errors = []
         for target in target_order(settings.targets, settings.balance, client):
             try:
@@ -267,7 +316,306 @@ async def _splice(client: ByteStream, upstream: ByteStream, counts: list[int]) -
     return f"reset ({failures[0]})" if failures else "done"
 
 
-async def _stop_on_signals(relay: Relay, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+# =============================================================================== configuration
+
+#: Seconds between two looks at the configuration file's status.
+POLL_INTERVAL = 1.0
+
+#: The keys of a configuration file (top level and ``[[route]]`` tables) and the
+#: :class:`RelaySettings` field each one sets.
+CONFIG_KEYS = {
+    "name": "name",
+    "listen": "listen",
+    "to": "targets",
+    "send_proxy": "send_proxy",
+    "accept_proxy": "accept_proxy",
+    "trusted": "trusted",
+    "balance": "balance",
+    "header_timeout": "header_timeout",
+    "connect_timeout": "connect_timeout",
+    "grace": "grace",
+}
+_SEND_PROXY = {"none": 0, "v1": 1, "v2": 2}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one line naming the file and key."""
+
+
+class _BadValue(ValueError):
+    pass
+
+
+@attrs.frozen
+class RelayConfig:
+    """A ``--config`` file, and the command line's settings that replace its top-level ones.
+
+    ``overrides`` maps :class:`RelaySettings` field names to values already checked.
+    """
+
+    path: str
+    overrides: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """What changes when the file does (``None`` while it cannot be looked at)."""
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return (status.st_mtime_ns, status.st_size, status.st_ino)
+
+    def load(self) -> tuple[RelaySettings, ...]:
+        """Read the file: the routes it describes, command-line values applied.
+
+        :raises ConfigError: the file cannot be read, is not TOML, or holds a bad value.
+        """
+        try:
+            with open(self.path, "rb") as file:
+                document = tomllib.load(file)
+        except OSError as error:
+            raise ConfigError(f"{self.path}: cannot read: {_os_error_text(error)}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{self.path}: not valid TOML: {error}") from None
+        return routes_from(document, self.overrides, source=self.path)
+
+
+def routes_from(
+    document: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str
+) -> tuple[RelaySettings, ...]:
+    """The routes of a parsed configuration file.
+
+    The top level holds defaults for every route, replaced by ``overrides`` (the command line);
+    it is a route itself when it has a ``listen``. Each ``[[route]]`` table is one more route,
+    starting from the top level's settings.
+    """
+    tables = document.get("route", [])
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise ConfigError(f"{source}: route: expected [[route]] tables")
+    top = {**_settings_of(document, source, "", skip="route"), **overrides}
+    routes: list[tuple[str, dict[str, Any]]] = []
+    if "listen" in top:
+        routes.append(("top level", top))
+    for number, table in enumerate(tables, 1):
+        where = f"route {number}"
+        routes.append((where, {**top, **_settings_of(table, source, f"[{where}] ")}))
+    if not routes:
+        raise ConfigError(f"{source}: no route: set listen at the top level or in [[route]] tables")
+    result: list[RelaySettings] = []
+    seen: dict[str, str] = {}
+    for where, values in routes:
+        if "listen" not in values:
+            raise ConfigError(f"{source}: [{where}] listen: missing")
+        if not values.get("targets"):
+            raise ConfigError(f"{source}: [{where}] to: missing (one target or more)")
+        settings = RelaySettings(**values)
+        if settings.trusted and not settings.accept_proxy:
+            raise ConfigError(f"{source}: [{where}] trusted: needs accept_proxy = true")
+        if settings.key in seen:
+            raise ConfigError(
+                f"{source}: [{where}] listen: {settings.key} is also {seen[settings.key]}'s"
+                " (give each route a distinct name)"
+            )
+        seen[settings.key] = where
+        result.append(settings)
+    return tuple(result)
+
+
+def _settings_of(
+    table: Mapping[str, Any], source: str, where: str, *, skip: str = ""
+) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == skip:
+            continue
+        field = CONFIG_KEYS.get(key)
+        if field is None:
+            close = difflib.get_close_matches(key.replace("-", "_"), CONFIG_KEYS, 1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: {where}{key}: unknown key{hint}")
+        try:
+            settings[field] = _check(key, value)
+        except _BadValue as error:
+            raise ConfigError(f"{source}: {where}{key}: {error}") from None
+    return settings
+
+
+def _check(key: str, value: Any) -> Any:
+    """``value`` for ``key`` as :class:`RelaySettings` takes it; :class:`_BadValue` if wrong."""
+    from ._cli import _connect_address, _listen_address, _network, _seconds
+
+    if key == "name":
+        return _string(value)
+    if key == "listen":
+        return _argument(_listen_address, _string(value))
+    if key == "to":
+        return tuple(_argument(_connect_address, item) for item in _strings(value))
+    if key == "trusted":
+        return tuple(_argument(_network, item) for item in _strings(value))
+    if key == "send_proxy":
+        if value not in _SEND_PROXY:
+            raise _BadValue(f"{value!r} is not one of 'none', 'v1', 'v2'")
+        return _SEND_PROXY[value]
+    if key == "accept_proxy":
+        if not isinstance(value, bool):
+            raise _BadValue(f"expected true or false, not {value!r}")
+        return value
+    if key == "balance":
+        if value not in BALANCE_MODES:
+            raise _BadValue(f"{value!r} is not one of {', '.join(map(repr, BALANCE_MODES))}")
+        return value
+    # the timeouts and the grace period
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _BadValue(f"expected a number of seconds, not {value!r}")
+    return _argument(_seconds, str(value))
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _BadValue(f"expected a string, not {value!r}")
+    return value
+
+
+def _strings(value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise _BadValue(f"expected a string or a list of strings, not {value!r}")
+    return items
+
+
+def _argument(parse: Any, text: str) -> Any:
+    import argparse
+
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as error:
+        raise _BadValue(str(error)) from None
+
+
+# =============================================================================== serving
+
+
+class _Relays:
+    """The running routes, one :class:`Relay` each, and the configuration file's watcher."""
+
+    def __init__(self, config: RelayConfig | None) -> None:
+        self.config = config
+        #: The routes in force, by :attr:`RelaySettings.key`.
+        self.routes: dict[str, Relay] = {}
+        #: Every relay still serving, removed routes finishing their connections included.
+        self._running: set[Relay] = set()
+        self._stopping = False
+        self._watching = anyio.CancelScope()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        #: What stopped the start: the route that could not listen, and why.
+        self.failure: tuple[RelaySettings, OSError] | None = None
+
+    async def run(
+        self,
+        routes: Sequence[RelaySettings],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Open every route, then serve (and watch the file) until stopped and drained."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            for settings in routes:
+                try:
+                    relay = await self._open(settings)
+                except OSError as error:
+                    self.failure = (settings, error)
+                    self.stop(now=True)
+                    task_status.started()
+                    return
+                self.routes[settings.key] = relay
+            # Before saying so: a change made once "listening" is printed is seen.
+            stamp = self.config.stamp() if self.config is not None else None
+            for relay in self.routes.values():
+                print(f"listening on {', '.join(relay.addresses)}", flush=True)
+            if self.config is not None and not self._stopping:
+                task_group.start_soon(self._watch, self.config, stamp)
+            task_status.started()
+
+    async def _open(self, settings: RelaySettings) -> Relay:
+        assert self._task_group is not None
+        relay = Relay(settings)
+        await self._task_group.start(self._serve, relay)
+        return relay
+
+    async def _serve(self, relay: Relay, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self._running.add(relay)
+        try:
+            await relay.serve(task_status=task_status)
+        finally:
+            self._running.discard(relay)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop every route (and the watcher); with ``now``, cancel the open connections too."""
+        self._stopping = True
+        self._watching.cancel()
+        for relay in list(self._running):
+            relay.stop(now=now)
+
+    async def _watch(self, config: RelayConfig, stamp: tuple[int, int, int] | None) -> None:
+        with self._watching:
+            while True:
+                await anyio.sleep(POLL_INTERVAL)
+                new = config.stamp()
+                if new == stamp:
+                    continue
+                stamp = new
+                try:
+                    routes = config.load()
+                except ConfigError as error:
+                    logger.error("reload: %s; the settings in force stay", error)
+                    continue
+                await self.apply(routes)
+
+    async def apply(self, routes: Sequence[RelaySettings]) -> None:
+        """Make ``routes`` the routes in force (see the module's docstring)."""
+        wanted = {settings.key: settings for settings in routes}
+        closed, updated, opened, failed = [], [], [], []
+        stopped: list[Relay] = []
+        for key, relay in list(self.routes.items()):
+            settings = wanted.get(key)
+            if settings is None or settings.listen != relay.settings.listen:
+                relay.stop()
+                stopped.append(relay)
+                del self.routes[key]
+                closed.append(key)
+            elif settings != relay.settings:
+                relay.update(settings)
+                updated.append(key)
+        # A listening address given up is free again before it is opened anew.
+        with anyio.move_on_after(5):
+            for relay in stopped:
+                await relay.closed.wait()
+        for key, settings in wanted.items():
+            if key in self.routes or self._stopping:
+                continue
+            try:
+                relay = await self._open(settings)
+            except OSError as error:
+                where = format_address(settings.listen)
+                logger.error("reload: cannot listen on %s: %s", where, _os_error_text(error))
+                failed.append(key)
+                continue
+            self.routes[key] = relay
+            opened.append(f"{key} ({', '.join(relay.addresses)})")
+            print(f"listening on {', '.join(relay.addresses)}", flush=True)
+        if not (closed or updated or opened or failed):
+            logger.info("reload: %s unchanged", self.config.path if self.config else "")
+            return
+        logger.info(
+            "reload applied: %d route(s); updated: %s; opened: %s; closed: %s%s",
+            len(self.routes),
+            ", ".join(updated) or "-",
+            ", ".join(opened) or "-",
+            ", ".join(closed) or "-",
+            f"; not opened: {', '.join(failed)}" if failed else "",
+        )
+
+
+async def _stop_on_signals(relays: _Relays, *, task_status: anyio.abc.TaskStatus[None]) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         first = True
@@ -275,34 +623,42 @@ async def _stop_on_signals(relay: Relay, *, task_status: anyio.abc.TaskStatus[No
             name = signal.Signals(number).name
             if first:
                 logger.info("stopping on %s: no new connections", name)
-                relay.stop()
+                relays.stop()
                 first = False
             else:
                 logger.info("stopping on %s: closing every connection", name)
-                relay.stop(now=True)
+                relays.stop(now=True)
 
 
-async def serve_relay(settings: RelaySettings) -> int:
-    """Run the relay until SIGINT or SIGTERM; print ``listening on ...`` once listening.
+async def serve_relay(
+    settings: RelaySettings | Sequence[RelaySettings], config: RelayConfig | None = None
+) -> int:
+    """Run the relay's routes until SIGINT or SIGTERM; print ``listening on ...`` per route.
 
-    Returns the exit status: 0 when stopped by a signal, 1 when it cannot listen.
+    With ``config``, the file is watched and re-read when it changes (``settings`` are what it
+    held at the start). Returns the exit status: 0 when stopped by a signal, 1 when a route
+    cannot listen at the start.
     """
-    relay = Relay(settings)
+    routes = (settings,) if isinstance(settings, RelaySettings) else tuple(settings)
+    relays = _Relays(config)
     async with anyio.create_task_group() as task_group:
-        await task_group.start(_stop_on_signals, relay)
-        try:
-            await task_group.start(_serve_then_stop, relay, task_group.cancel_scope)
-        except OSError as error:
-            where = format_address(settings.listen)
+        await task_group.start(_stop_on_signals, relays)
+        await task_group.start(_run_then_stop, relays, routes, task_group.cancel_scope)
+        if relays.failure is not None:
+            route, error = relays.failure
+            where = format_address(route.listen)
             print(f"proxyproto: cannot listen on {where}: {_os_error_text(error)}", file=sys.stderr)
             task_group.cancel_scope.cancel()
             return 1
-        print(f"listening on {', '.join(relay.addresses)}", flush=True)
     return 0
 
 
-async def _serve_then_stop(
-    relay: Relay, scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+async def _run_then_stop(
+    relays: _Relays,
+    routes: Sequence[RelaySettings],
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None],
 ) -> None:
-    await relay.serve(task_status=task_status)
+    await relays.run(routes, task_status=task_status)
     scope.cancel()  # the signal watcher's job is over
