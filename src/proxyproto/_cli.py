@@ -904,7 +904,7 @@ def _os_error_text(error: BaseException) -> str:
 
 
 def _add_relay(subparsers: _Subparsers) -> None:
-    from ._relay import BALANCE_MODES
+    from ._relay import BALANCE_MODES, RelaySettings
 
     parser = _add_command(
         subparsers,
@@ -923,24 +923,35 @@ def _add_relay(subparsers: _Subparsers) -> None:
         "One access-log line per connection on stderr (the proxyproto.relay logger, INFO):\n"
         "  peer=REAL_PEER client=CLIENT target=TARGET up=BYTES down=BYTES duration=S end=WHY\n"
         "SIGINT or SIGTERM stops accepting and gives open connections --grace seconds to finish;\n"
-        "a second signal closes them at once.\n"
-        "Exit status 0 when stopped by a signal, 1 when it cannot listen.",
+        "a second signal closes them at once.\n\n"
+        "--config FILE.toml holds the same settings (listen, to, send_proxy, accept_proxy,\n"
+        "trusted, balance, header_timeout, connect_timeout, grace) and [[route]] tables, one\n"
+        "more listener each, inheriting the top-level settings. Options given on the command\n"
+        "line replace the file's top-level values. The file is re-read when it changes: new\n"
+        "connections get the new settings, open ones keep theirs; an invalid file is logged\n"
+        "and ignored.\n"
+        "Exit status 0 when stopped by a signal, 1 when it cannot listen, 2 for a bad option\n"
+        "or configuration file.",
         "examples:\n"
         "  proxyproto relay --listen 0.0.0.0:8080 --to 10.0.0.5:80 --send-proxy v2\n"
         "  proxyproto relay --listen [::]:443 --to 10.0.0.5:443 --to 10.0.0.6:443 \\\n"
         "      --balance source-ip --accept-proxy --trusted 10.0.0.0/8 --send-proxy v2\n"
-        "  proxyproto relay --listen 127.0.0.1:0 --to 127.0.0.1:8000 --grace 2",
+        "  proxyproto relay --listen 127.0.0.1:0 --to 127.0.0.1:8000 --grace 2\n"
+        "  proxyproto relay --config /etc/proxyproto/relay.toml --grace 30",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="a TOML file with the settings and [[route]] tables; re-read when it changes",
     )
     parser.add_argument(
         "--listen",
-        required=True,
         type=_listen_address,
         metavar="HOST:PORT",
         help="where to listen; port 0 picks a free one (printed at startup)",
     )
     parser.add_argument(
         "--to",
-        required=True,
         action="append",
         dest="targets",
         type=_connect_address,
@@ -950,11 +961,13 @@ def _add_relay(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--send-proxy",
         choices=("none", "v1", "v2"),
-        default="none",
         help="the header to send to targets (default: none)",
     )
     parser.add_argument(
-        "--accept-proxy", action="store_true", help="read a PROXY header from each client"
+        "--accept-proxy",
+        action="store_true",
+        default=None,
+        help="read a PROXY header from each client",
     )
     parser.add_argument(
         "--trusted",
@@ -963,54 +976,95 @@ def _add_relay(subparsers: _Subparsers) -> None:
         metavar="CIDR",
         help="with --accept-proxy: a proxy's address or network (repeat for more)",
     )
+    # No defaults here: with --config, only the options given replace the file's values.
+    defaults = RelaySettings(listen=("", 0), targets=())
     parser.add_argument(
         "--balance",
         choices=BALANCE_MODES,
-        default="none",
         help="the order targets are tried in (default: none)",
     )
     parser.add_argument(
         "--header-timeout",
         type=_seconds,
-        default=pp.ProxyProtocolConfig().header_timeout,
         metavar="S",
-        help="seconds a client gets to send its header (default: %(default)g)",
+        help=f"seconds a client gets to send its header (default: {defaults.header_timeout:g})",
     )
     parser.add_argument(
         "--connect-timeout",
         type=_seconds,
-        default=5.0,
         metavar="S",
-        help="seconds a target gets to accept a connection (default: %(default)g)",
+        help="seconds a target gets to accept a connection"
+        f" (default: {defaults.connect_timeout:g})",
     )
     parser.add_argument(
         "--grace",
         type=_seconds,
-        default=10.0,
         metavar="S",
-        help="seconds open connections get to finish after SIGINT/SIGTERM (default: %(default)g)",
+        help="seconds open connections get to finish after SIGINT/SIGTERM"
+        f" (default: {defaults.grace:g})",
     )
     _add_backend_option(parser)
 
 
 def _relay(args: argparse.Namespace) -> int:
-    from ._relay import RelaySettings, serve_relay
+    from ._relay import ConfigError, RelayConfig, RelaySettings, serve_relay
 
-    if args.trusted and not args.accept_proxy:
-        args.parser.error("--trusted needs --accept-proxy")
-    settings = RelaySettings(
-        listen=args.listen,
-        targets=tuple(args.targets),
-        send_proxy={"none": 0, "v1": 1, "v2": 2}[args.send_proxy],
-        accept_proxy=args.accept_proxy,
-        trusted=tuple(args.trusted or ()),
-        balance=args.balance,
-        header_timeout=args.header_timeout,
-        connect_timeout=args.connect_timeout,
-        grace=args.grace,
-    )
+    # The options given, as RelaySettings fields: with --config they replace the file's
+    # top-level values (which the [[route]] tables inherit unless they set their own).
+    given = {
+        "listen": args.listen,
+        "targets": tuple(args.targets) if args.targets else None,
+        "send_proxy": {"none": 0, "v1": 1, "v2": 2}.get(args.send_proxy),
+        "accept_proxy": args.accept_proxy,
+        "trusted": tuple(args.trusted) if args.trusted else None,
+        "balance": args.balance,
+        "header_timeout": args.header_timeout,
+        "connect_timeout": args.connect_timeout,
+        "grace": args.grace,
+    }
+    overrides = {name: value for name, value in given.items() if value is not None}
+    config = None
+    if args.config is not None:
+        config = RelayConfig(args.config, overrides)
+        try:
+            routes = config.load()
+        except ConfigError as error:
+            args.parser.error(str(error))
+    else:
+        missing = [
+            flag
+            for flag, name in (("--listen", "listen"), ("--to", "targets"))
+            if name not in overrides
+        ]
+        if missing:
+            args.parser.error(f"the following arguments are required: {', '.join(missing)}")
+        if args.trusted and not args.accept_proxy:
+            args.parser.error("--trusted needs --accept-proxy")
+        routes = (RelaySettings(**overrides),)
     _log_to_stderr()
-    return _run(args.backend, serve_relay, settings)
+    return _run(args.backend, serve_relay, routes, config)
+
+
+# --- hypercorn ---------------------------------------------------------------------------------
+
+
+def _add_hypercorn(subparsers: _Subparsers) -> None:
+    # Every argument, options included, goes to proxyproto.hypercorn.main, which has its own
+    # parser: no prefix character here, so nothing after the command is taken for an option.
+    parser = subparsers.add_parser(
+        "hypercorn",
+        help="run an ASGI app with Hypercorn, N workers, PROXY headers on every connection",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=_hypercorn)
+
+
+def _hypercorn(args: argparse.Namespace) -> int:
+    from .hypercorn import main as hypercorn_main
+
+    return hypercorn_main(args.argv)
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -1097,6 +1151,7 @@ def _make_parser() -> argparse.ArgumentParser:
     _add_echo(subparsers)
     _add_send(subparsers)
     _add_relay(subparsers)
+    _add_hypercorn(subparsers)
     _add_demo(subparsers)
     return parser
 

@@ -27,35 +27,51 @@ the proxied stream, so bytes that came with the header (a ClientHello sent in th
 are not lost; and the stream is handed to ``TCPServer`` through a small reader/writer pair whose
 ``get_extra_info("socket")`` answers ``getpeername()`` with the header's client and
 ``get_extra_info("ssl_object")`` with the TLS object (for ALPN: HTTP/2 over TLS works).
+
+The command line, :func:`main` (``proxyproto hypercorn APP ...``), does what Hypercorn's
+``run()`` does for several workers: it binds the sockets once in the parent, starts each worker
+in a ``spawn`` process handed the sockets and a shared :class:`multiprocessing.Event`, and sets
+the event on SIGINT or SIGTERM; each worker polls it (as Hypercorn's
+``check_multiprocess_shutdown_event`` does), stops accepting, and gives open connections
+``graceful_timeout``. The proxy options cross the process boundary as plain data
+(:class:`_ProxyOptions`): a policy from :func:`proxyproto.trusted_proxies` is a closure, which
+does not pickle.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket as _stdlib_socket
 import ssl
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from random import randint
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import sniffio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from . import _anyio
 from ._config import ProxyProtocolConfig
-from ._policy import PeerAddress
+from ._policy import PeerAddress, Policy, trusted_proxies
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.synchronize import Event as EventType
+
     from hypercorn.config import Config, Sockets
     from hypercorn.typing import AppWrapper, Framework
 
-__all__ = ("serve",)
+__all__ = ("main", "serve")
 
 logger = logging.getLogger("proxyproto")
 
@@ -444,3 +460,384 @@ class _PeerSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._socket, name)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+_PROG = "proxyproto hypercorn"
+_WORKER_CLASSES = ("asyncio", "trio")
+
+
+@attrs.frozen
+class _ProxyOptions:
+    """The PROXY options of the command line, as plain data that pickles (for the workers)."""
+
+    trusted: tuple[str, ...] = ()
+    policy: Policy | None = None
+    header_timeout: float | None = None
+
+    def config(self) -> ProxyProtocolConfig:
+        """``--trusted``: :func:`trusted_proxies` (``--policy`` for them, REJECT otherwise)."""
+        policy: Any = self.policy or Policy.REQUIRE
+        if self.trusted:
+            policy = trusted_proxies(self.trusted, trusted=policy)
+        if self.header_timeout is None:
+            return ProxyProtocolConfig(policy=policy)
+        return ProxyProtocolConfig(policy=policy, header_timeout=self.header_timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``proxyproto hypercorn`` with ``argv`` (default: ``sys.argv[1:]``): Hypercorn's command
+    line, with a PROXY handshake on every bound socket.
+
+    Binds the sockets once, prints ``listening on HOST:PORT, ...`` (the real ports), then serves
+    in this process (``--workers 1``) or in that many ``spawn`` worker processes sharing the
+    sockets, until SIGINT or SIGTERM: each worker stops accepting, gives open connections
+    ``graceful_timeout``, runs the lifespan shutdown and exits. A worker exiting with a failure
+    status stops the others. Returns the exit status: 0 when stopped by a signal, 1 when it
+    cannot start or a worker failed, 2 for a usage error.
+    """
+    parser = _make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else 0 if code is None else 1
+    try:
+        from hypercorn.utils import NoAppError, load_application
+    except ModuleNotFoundError as error:
+        return _fail(f"Hypercorn is not installed ({error}): pip install 'proxyproto[hypercorn]'")
+
+    try:
+        config = _hypercorn_config(args)
+    except (OSError, ValueError, TypeError) as error:
+        return _fail(f"invalid configuration: {error}")
+    if config.worker_class not in _WORKER_CLASSES:
+        return _fail(f"worker class {config.worker_class!r} is not supported: asyncio or trio")
+    if config.quic_bind:
+        return _fail("QUIC (quic_bind) is not supported behind the PROXY protocol")
+    options = _ProxyOptions(
+        trusted=tuple(args.trusted or ()),
+        policy=None if args.policy is None else Policy(args.policy),
+        header_timeout=args.header_timeout,
+    )
+    options.config()  # argparse checked each part; nothing left to refuse
+
+    from ._cli import _log_to_stderr
+
+    _log_to_stderr()
+    try:
+        # In the parent too, so that a wrong APP is one line here, not a traceback per worker.
+        app = load_application(config.application_path, config.wsgi_max_body_size)
+    except (NoAppError, ImportError) as error:
+        return _fail(f"cannot load {config.application_path!r}: {error}")
+    try:
+        sockets = config.create_sockets()
+    except OSError as error:
+        return _fail(f"cannot listen on {', '.join(config.bind)}: {error.strerror or error}")
+    listening = (*sockets.secure_sockets, *sockets.insecure_sockets)
+    for sock in listening:
+        # Listening before the workers start: a connection made now waits in the backlog.
+        sock.listen(config.backlog)
+    bound = [_bind(sock.family, sock.getsockname()) for sock in listening]
+    print(f"listening on {', '.join(bound)}", flush=True)
+    try:
+        if config.workers <= 1:
+            return _run_in_process(app, config, options, sockets)
+        return _supervise(config, options, sockets)
+    finally:
+        for sock in listening:
+            sock.close()
+
+
+def _make_parser() -> argparse.ArgumentParser:
+    from ._cli import _network, _seconds
+
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description=(
+            "Run an ASGI (or WSGI) application with Hypercorn, reading a PROXY protocol header on\n"
+            "every connection first, so that scope['client'] is the client from the header.\n\n"
+            "Hypercorn's options as on its own command line (a --config file first, then the\n"
+            "options given here), plus the PROXY options. --workers N runs N processes sharing\n"
+            "the bound sockets; SIGINT or SIGTERM stops them gracefully (--graceful-timeout).\n"
+            "Exit status 0 when stopped by a signal, 1 when it cannot start or a worker failed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  proxyproto hypercorn myapp:app --bind 0.0.0.0:8000 --workers 4 \\\n"
+            "      --trusted 10.0.0.0/8\n"
+            "  proxyproto hypercorn myapp:app --config hypercorn.toml --worker-class trio"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("application", metavar="APP", help="the application: module:attribute")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="Hypercorn's configuration: a TOML file, file:config.py or python:module.object",
+    )
+    parser.add_argument(
+        "-b",
+        "--bind",
+        action="append",
+        metavar="HOST:PORT",
+        help="where to listen (repeat for more; port 0 picks a free one; default 127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--insecure-bind",
+        action="append",
+        metavar="HOST:PORT",
+        help="where to listen without TLS when --certfile is given (repeat for more)",
+    )
+    parser.add_argument("-w", "--workers", type=_workers, metavar="N", help="worker processes")
+    parser.add_argument("-k", "--worker-class", choices=_WORKER_CLASSES, help="the event loop")
+    parser.add_argument("--certfile", metavar="FILE", help="TLS certificate (after the header)")
+    parser.add_argument("--keyfile", metavar="FILE", help="TLS private key")
+    parser.add_argument("--ca-certs", metavar="FILE", help="CA certificates for client certs")
+    parser.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        metavar="S",
+        help="seconds open connections get to finish after SIGINT/SIGTERM",
+    )
+    parser.add_argument("--keep-alive", type=_seconds, metavar="S", dest="keep_alive_timeout")
+    parser.add_argument("--backlog", type=_workers, metavar="N")
+    parser.add_argument("--root-path", metavar="PATH")
+    parser.add_argument("--max-requests", type=_workers, metavar="N")
+    parser.add_argument("--access-logfile", metavar="FILE", help="'-' for stdout")
+    parser.add_argument("--error-logfile", metavar="FILE", help="'-' for stderr")
+    parser.add_argument("--log-level", metavar="LEVEL")
+    proxy = parser.add_argument_group("PROXY protocol")
+    proxy.add_argument(
+        "--trusted",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="a proxy's address or network (repeat for more): they get --policy, anyone else"
+        " REJECT (served directly, a header refused)",
+    )
+    proxy.add_argument(
+        "--policy",
+        choices=[policy.value for policy in Policy],
+        help="the policy (for --trusted peers, with --trusted); default: require",
+    )
+    proxy.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        metavar="S",
+        help="seconds a client gets to send its header"
+        f" (default {ProxyProtocolConfig().header_timeout:g})",
+    )
+    return parser
+
+
+def _workers(text: str) -> int:
+    """argparse ``type=``: a positive whole number."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _hypercorn_config(args: argparse.Namespace) -> Config:
+    """Hypercorn's config as its command line builds it: the file, then the options given."""
+    from hypercorn.config import Config
+
+    path: str | None = args.config
+    if path is None:
+        config = Config()
+    elif path.startswith("python:"):
+        config = Config.from_object(path[len("python:") :])
+    elif path.startswith("file:"):
+        config = Config.from_pyfile(path[len("file:") :])
+    else:
+        config = Config.from_toml(path)
+    config.application_path = args.application
+    renamed = {
+        "access_logfile": "accesslog",
+        "error_logfile": "errorlog",
+        "log_level": "loglevel",
+        "bind": "bind",
+        "insecure_bind": "insecure_bind",
+    }
+    for option in (
+        "workers",
+        "worker_class",
+        "certfile",
+        "keyfile",
+        "ca_certs",
+        "graceful_timeout",
+        "keep_alive_timeout",
+        "backlog",
+        "root_path",
+        "max_requests",
+        *renamed,
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            setattr(config, renamed.get(option, option), value)
+    return config
+
+
+class _Stop:
+    """A worker's shutdown trigger: a signal, the parent's event, or the parent gone."""
+
+    def __init__(self, event: EventType | None) -> None:
+        self._event = event
+        self._parent = os.getppid()
+        self.signalled = False
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        if self.signalled and self._event is None:
+            raise KeyboardInterrupt  # in this process, a second Ctrl-C does not wait
+        self.signalled = True
+
+    def is_set(self) -> bool:
+        if self.signalled:
+            return True
+        if self._event is None:
+            return False
+        return self._event.is_set() or os.getppid() != self._parent
+
+    async def wait(self) -> None:
+        while not self.is_set():
+            await anyio.sleep(0.1)
+
+
+def _run_worker(
+    app: AppWrapper,
+    config: Config,
+    proxy: ProxyProtocolConfig,
+    sockets: Sockets,
+    shutdown_trigger: ShutdownTrigger,
+) -> None:
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(config.backlog)
+    if config.worker_class == "trio":
+        import trio
+
+        worker = partial(_trio_worker, app, config, proxy, sockets=sockets)
+        trio.run(partial(worker, shutdown_trigger=shutdown_trigger))
+    else:
+        asyncio.run(
+            _asyncio_worker(app, config, proxy, sockets=sockets, shutdown_trigger=shutdown_trigger)
+        )
+
+
+def _run_in_process(
+    app: AppWrapper, config: Config, options: _ProxyOptions, sockets: Sockets
+) -> int:
+    stop = _Stop(None)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, stop.on_signal)
+    try:
+        _run_worker(app, config, options.config(), sockets, stop.wait)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _worker_process(
+    config: Config, options: _ProxyOptions, sockets: Sockets, shutdown_event: EventType
+) -> None:
+    """A worker process's target (``spawn``: a fresh interpreter, given pickled arguments)."""
+    from hypercorn.utils import load_application
+
+    from ._cli import _log_to_stderr
+
+    _log_to_stderr()
+    stop = _Stop(shutdown_event)
+    # SIGINT is ignored (inherited from the parent, which handles Ctrl-C for the process group);
+    # a SIGTERM sent to a worker directly stops it gracefully too.
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    app = load_application(config.application_path, config.wsgi_max_body_size)
+    _run_worker(app, config, options.config(), sockets, stop.wait)
+
+
+def _supervise(config: Config, options: _ProxyOptions, sockets: Sockets) -> int:
+    """Hypercorn's ``run()`` for several workers: start them, stop them on a signal."""
+    from multiprocessing import get_context
+    from multiprocessing.connection import wait
+
+    context = get_context("spawn")
+    shutdown_event = context.Event()
+    processes: list[BaseProcess] = []
+    signals = 0
+
+    def start() -> None:
+        process = context.Process(
+            target=_worker_process,
+            kwargs={
+                "config": config,
+                "options": options,
+                "sockets": sockets,
+                "shutdown_event": shutdown_event,
+            },
+            name=f"proxyproto-hypercorn-worker-{len(processes) + 1}",
+        )
+        # Workers inherit SIGINT ignored: a Ctrl-C reaches the whole process group, and the
+        # parent alone decides (by setting the event).
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, handler)
+        processes.append(process)
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        shutdown_event.set()
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    killed = False
+    try:
+        for signum in previous:
+            signal.signal(signum, on_signal)
+        for _ in range(config.workers):
+            start()
+        while processes:
+            wait([process.sentinel for process in processes], timeout=0.5)
+            if signals > 1 and not killed:
+                logger.warning("second signal: killing %d worker(s)", len(processes))
+                for process in processes:
+                    process.kill()
+                killed = True
+            for process in [process for process in processes if process.exitcode is not None]:
+                process.join()
+                processes.remove(process)
+                if shutdown_event.is_set():
+                    continue
+                if process.exitcode == 0:  # --max-requests: replaced, as by Hypercorn
+                    logger.info("worker %s exited: starting another", process.pid)
+                    start()
+                else:
+                    logger.error(
+                        "worker %s exited with status %s: stopping", process.pid, process.exitcode
+                    )
+                    status = 1
+                    shutdown_event.set()
+    finally:
+        shutdown_event.set()
+        for process in processes:  # only after an exception here
+            process.terminate()
+        for process in processes:
+            process.join(5)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status
+
+
+def _fail(message: str) -> int:
+    print(f"{_PROG}: {message}", file=sys.stderr)
+    return 1

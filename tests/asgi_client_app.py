@@ -1,0 +1,47 @@
+"""An ASGI application for ``proxyproto hypercorn`` tests (tests/test_hypercorn_cli.py).
+
+Imported by the server's worker processes (``asgi_client_app:app`` with ``tests`` on
+``PYTHONPATH``). Every path answers a JSON object with ``scope["client"]`` and the worker's pid,
+except ``/slow`` (prints ``slow request started`` on stdout, then answers after a second) and
+``/crash`` (ends the worker process with status 3, no answer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import anyio
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    assert scope["type"] == "http"
+    if scope["path"] == "/crash":
+        os._exit(3)
+    if scope["path"] == "/slow":
+        print("slow request started", flush=True)
+        await anyio.sleep(1)
+    client = scope["client"]
+    body = json.dumps({"client": None if client is None else list(client), "pid": os.getpid()})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+    sys.stdout.flush()

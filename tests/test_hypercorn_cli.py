@@ -1,0 +1,224 @@
+"""``proxyproto hypercorn``: the command line, with real worker processes and real requests.
+
+Each test runs ``python -m proxyproto hypercorn asgi_client_app:app --bind 127.0.0.1:0 ...`` in
+a new session (so that ``finally`` kills the server and its workers together), reads the port
+from its ``listening on`` line, and talks HTTP/1.1 over raw loopback sockets: a PROXY v2 header
+and a request in one segment, ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import proxyproto as pp
+
+pytest.importorskip("hypercorn")
+
+import proxyproto.hypercorn
+
+TESTS = Path(__file__).parent
+SERVER = ("198.51.100.10", 443)
+WORKER_CLASSES = [
+    "asyncio",
+    pytest.param(
+        "trio",
+        marks=pytest.mark.skipif(find_spec("trio") is None, reason="trio is not installed"),
+    ),
+]
+
+
+class Server:
+    """A running ``proxyproto hypercorn``: its process, port, stdout lines and stderr file."""
+
+    def __init__(self, args: list[str], stderr: Path) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        self.stderr_path = stderr
+        self._stderr = stderr.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "proxyproto", "hypercorn", "asgi_client_app:app", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
+        first = self.next_line()
+        assert first.startswith("listening on 127.0.0.1:"), first
+        self.port = int(first.rsplit(":", 1)[1])
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_line(self, timeout: float = 20) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output; stderr: {self.stderr()}") from None
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._reader.join(10)  # EOF: every process holding the pipe is gone
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self._stderr.close()
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, *args: str) -> Iterator[Server]:
+    server = Server([*args], tmp_path / "stderr.txt")
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def v2(client_host: str, client_port: int = 51234) -> bytes:
+    return pp.Header.proxy((client_host, client_port), SERVER).to_bytes()
+
+
+def request(port: int, header: bytes, path: str = "/") -> dict[str, Any]:
+    """One request on its own connection: the JSON answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(
+            header + f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+        )
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> dict[str, Any]:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def refused(port: int, data: bytes) -> bool:
+    """Whether the server closes the connection after ``data`` without answering."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)
+        try:
+            answer = sock.recv(65536)
+        except ConnectionResetError:
+            return True
+    assert answer == b"", answer
+    return True
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_two_workers_serve_the_header_client(tmp_path: Path, worker_class: str) -> None:
+    args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
+    with running(tmp_path, *args) as server:
+        pids = set()
+        for i in range(1, 11):
+            answer = request(server.port, v2(f"203.0.113.{i}", 40000 + i))
+            assert answer["client"] == [f"203.0.113.{i}", 40000 + i]
+            pids.add(answer["pid"])
+        assert server.process.pid not in pids  # served by workers, not by the parent
+        assert len(pids) <= 2
+        assert refused(server.port, REQUEST)  # REQUIRE: no header, no answer
+        assert server.stop() == 0
+    assert "no PROXY header" in server.stderr()
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path, worker_class: str) -> None:
+    args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
+    args += ["--graceful-timeout", "10"]
+    with running(tmp_path, *args) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(v2("203.0.113.9") + REQUEST.replace(b"GET /", b"GET /slow"))
+            assert server.next_line() == "slow request started"
+            server.process.send_signal(signal.SIGTERM)
+            assert read_answer(sock)["client"] == ["203.0.113.9", 51234]
+        assert server.process.wait(20) == 0
+
+
+def test_a_crashing_worker_stops_the_server(tmp_path: Path) -> None:
+    with running(tmp_path, "--bind", "127.0.0.1:0", "--workers", "2") as server:
+        assert refused(server.port, v2("203.0.113.1") + REQUEST.replace(b"GET /", b"GET /crash"))
+        assert server.process.wait(20) == 1
+    assert "exited with status 3: stopping" in server.stderr()
+
+
+def test_one_worker_runs_in_process_with_trusted_proxies(tmp_path: Path) -> None:
+    # Loopback is not in --trusted: REJECT, so a header is refused and a direct request served.
+    args = ["--bind", "127.0.0.1:0", "--workers", "1", "--trusted", "10.0.0.0/8"]
+    with running(tmp_path, *args) as server:
+        assert refused(server.port, v2("203.0.113.1") + REQUEST)
+        answer = request(server.port, b"")
+        assert answer["client"][0] == "127.0.0.1"
+        assert answer["pid"] == server.process.pid
+        assert server.stop(signal.SIGINT) == 0
+
+
+def test_options_from_a_hypercorn_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "hypercorn.toml"
+    config.write_text('bind = ["127.0.0.1:0"]\nworkers = 2\nworker_class = "trio"\n')
+    pytest.importorskip("trio")
+    with running(tmp_path, "--config", str(config), "--policy", "use") as server:
+        assert request(server.port, v2("203.0.113.5"))["client"] == ["203.0.113.5", 51234]
+        assert request(server.port, b"")["client"][0] == "127.0.0.1"  # USE: direct is fine
+        assert server.stop() == 0
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert proxyproto.hypercorn.main(["asgi_client_app:app", "--workers", "0"]) == 2
+    assert proxyproto.hypercorn.main(["asgi_client_app:app", "--trusted", "10.0.0.1/8"]) == 2
+    assert proxyproto.hypercorn.main(["no_such_module_here:app", "-b", "127.0.0.1:0"]) == 1
+    assert "cannot load 'no_such_module_here:app'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_tls_after_the_header_in_workers(tmp_path: Path, worker_class: str) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(certfile)
+    cert.private_key_pem.write_to_path(keyfile)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
+    args += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+    with running(tmp_path, *args) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as raw:
+            raw.sendall(v2("203.0.113.8"))
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(REQUEST)
+                assert read_answer(sock)["client"] == ["203.0.113.8", 51234]
+        assert server.stop() == 0
