@@ -103,13 +103,17 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Parse/build timings beside the Python peers, then the anyio adapter against plain anyio.
+    """Parse/build timings beside the Python peers, the anyio adapter against plain anyio,
+    Hypercorn/Uvicorn with vs without proxyproto, and ``proxyproto relay`` against HAProxy.
 
-    Arguments go to both scripts (``nox -s bench -- --quick``).
+    Arguments go to every script (``nox -s bench -- --quick``).
     """
-    session.install(".", "proxy-protocol", "gunicorn", "twisted", "trio")
+    session.install(".[hypercorn,uvicorn]", "proxy-protocol", "gunicorn", "twisted", "trio")
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_anyio.py", "--json-merge", *session.posargs)
+    session.run("python", "bench/bench_asgi.py", "--json-merge", *session.posargs)
+    # needs haproxy on PATH (or /usr/sbin); without it the script says so and exits 0
+    session.run("python", "bench/bench_relay.py", "--json-merge", *session.posargs)
 
 
 @nox.session(python=FUZZ_PYTHON)
