@@ -3,10 +3,10 @@
 Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declares its options and
 ``_<name>(args)`` runs it and returns the exit status. :func:`main` dispatches. Exit statuses:
 
-- 0: ok (``echo``, ``relay``: stopped by SIGINT or SIGTERM);
-- 1: ``parse``: an invalid or incomplete header; ``echo``, ``relay``: it cannot listen;
-  ``send``: the connection was refused or failed, or the header cannot be encoded; one line on
-  stderr;
+- 0: ok (``echo``, ``relay``, ``hypercorn``: stopped by SIGINT or SIGTERM);
+- 1: ``parse``: an invalid or incomplete header; ``echo``, ``relay``, ``hypercorn``: it cannot
+  listen (``hypercorn``: or the application cannot be loaded, or a worker failed); ``send``: the
+  connection was refused or failed, or the header cannot be encoded; one line on stderr;
 - 2: a usage error (argparse's);
 - 130: ``send`` interrupted by Ctrl-C.
 
