@@ -1,0 +1,331 @@
+"""WebSockets behind the PROXY protocol, on real Hypercorn and Uvicorn servers on loopback.
+
+A client sends a v2 header, then a hand-written HTTP/1.1 Upgrade; the app accepts and sends
+``scope["client"]`` as a text message, which must be the header's source, then echoes one
+(masked) text frame. Also: a Uvicorn shutdown while a handshake is pending is bounded in time.
+The frame codec is the minimum RFC 6455 needs: unfragmented frames, masked from the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, cast
+
+import anyio
+import pytest
+from anyio.abc import ByteStream
+
+import proxyproto as pp
+
+pytest.importorskip("wsproto")
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+TEXT, CLOSE = 0x1, 0x8
+SERVER = ("198.51.100.10", 443)
+SERVER6 = ("2001:db8::1", 443)
+SOURCES = [
+    pytest.param(("203.0.113.7", 51234), SERVER, id="ipv4"),
+    pytest.param(("2001:db8::7", 40000), SERVER6, id="ipv6"),
+]
+SPLITS = [pytest.param(True, id="one-segment"), pytest.param(False, id="header-then-upgrade")]
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Accepts a WebSocket, sends ``scope["client"]`` as JSON text, then echoes text messages."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    assert scope["type"] == "websocket", scope["type"]
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": json.dumps(list(scope["client"]))})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": "echo:" + message["text"]})
+
+
+# --- a minimal WebSocket client codec ---------------------------------------------------------
+
+
+def upgrade_request(key: bytes) -> bytes:
+    return (
+        b"GET /ws HTTP/1.1\r\n"
+        b"Host: test\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+        b"\r\n"
+    )
+
+
+def new_key() -> bytes:
+    return base64.b64encode(os.urandom(16))
+
+
+def check_101(head: bytes, key: bytes) -> None:
+    """The handshake response: 101 and the Sec-WebSocket-Accept that ``key`` calls for."""
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 101"), head
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines[1:])
+    }
+    expected = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
+    assert headers.get("sec-websocket-accept") == expected, head
+    assert headers.get("upgrade", "").lower() == "websocket", head
+
+
+def encode_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame: masked, as RFC 6455 requires of clients."""
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    mask = os.urandom(4)
+    return head + mask + bytes(byte ^ mask[n % 4] for n, byte in enumerate(payload))
+
+
+def decode_frame(buffer: bytearray) -> tuple[int, bytes] | None:
+    """A whole server frame from the front of ``buffer`` (removed), or None if incomplete."""
+    if len(buffer) < 2:
+        return None
+    first, second = buffer[0], buffer[1]
+    assert first & 0x80, "fragmented frames are not expected here"
+    assert not second & 0x80, "a server must not mask its frames"
+    length, offset = second & 0x7F, 2
+    if length == 126:
+        if len(buffer) < 4:
+            return None
+        (length,), offset = struct.unpack("!H", buffer[2:4]), 4
+    elif length == 127:
+        if len(buffer) < 10:
+            return None
+        (length,), offset = struct.unpack("!Q", buffer[2:10]), 10
+    if len(buffer) < offset + length:
+        return None
+    payload = bytes(buffer[offset : offset + length])
+    del buffer[: offset + length]
+    return first & 0x0F, payload
+
+
+def close_payload(code: int = 1000) -> bytes:
+    return struct.pack("!H", code)
+
+
+# --- Hypercorn (asyncio and trio workers) -----------------------------------------------------
+
+
+@asynccontextmanager
+async def hypercorn_running() -> AsyncIterator[int]:
+    """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port."""
+    pytest.importorskip("hypercorn")
+    from hypercorn.config import Config
+
+    import proxyproto.hypercorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.graceful_timeout = 1
+    config.accesslog = None
+    stop = anyio.Event()
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: proxyproto.hypercorn.serve(
+                    cast(Any, app), config, shutdown_trigger=stop.wait
+                )
+            )
+            try:
+                yield port
+            finally:
+                stop.set()
+
+
+async def receive_head(stream: ByteStream, buffer: bytearray) -> bytes:
+    while b"\r\n\r\n" not in buffer:
+        buffer += await stream.receive()
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    buffer[:] = rest
+    return head
+
+
+async def receive_frame(stream: ByteStream, buffer: bytearray) -> tuple[int, bytes]:
+    while (frame := decode_frame(buffer)) is None:
+        buffer += await stream.receive()
+    return frame
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("together", SPLITS)
+@pytest.mark.parametrize(("source", "destination"), SOURCES)
+async def test_hypercorn_websocket_client_is_the_header_source(
+    source: tuple[str, int], destination: tuple[str, int], together: bool
+) -> None:
+    header = pp.Header.proxy(source, destination).to_bytes()
+    assert header.startswith(b"\r\n\r\n\x00\r\nQUIT\n")  # v2
+    key = new_key()
+    async with (
+        hypercorn_running() as port,
+        await anyio.connect_tcp("127.0.0.1", port) as stream,
+    ):
+        if together:
+            await stream.send(header + upgrade_request(key))
+        else:
+            await stream.send(header)
+            await anyio.sleep(0.05)
+            await stream.send(upgrade_request(key))
+        buffer = bytearray()
+        check_101(await receive_head(stream, buffer), key)
+        assert await receive_frame(stream, buffer) == (TEXT, json.dumps(list(source)).encode())
+        await stream.send(encode_frame(TEXT, b"hi"))
+        assert await receive_frame(stream, buffer) == (TEXT, b"echo:hi")
+        await stream.send(encode_frame(CLOSE, close_payload()))
+        opcode, payload = await receive_frame(stream, buffer)
+        assert opcode == CLOSE
+        assert payload[:2] == close_payload()
+
+
+# --- Uvicorn (h11) ----------------------------------------------------------------------------
+
+
+@contextmanager
+def uvicorn_server(
+    proxy: pp.ProxyProtocolConfig,
+) -> Iterator[tuple[tuple[str, int], Any, threading.Thread]]:
+    """Uvicorn (h11, wsproto) with ``proxy`` in a thread; always stopped (or failed) on exit."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    import proxyproto.uvicorn as ppu
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app,
+        http=ppu._protocol_class("h11", proxy),
+        ws="wsproto",
+        lifespan="off",
+        log_level="warning",
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped at startup"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10s"
+            time.sleep(0.01)
+        yield sock.getsockname()[:2], server, thread
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(5)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop within 10s"
+
+
+def recv_head(sock: socket.socket, buffer: bytearray) -> bytes:
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before the handshake response: {bytes(buffer)!r}")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    buffer[:] = rest
+    return head
+
+
+def recv_frame(sock: socket.socket, buffer: bytearray) -> tuple[int, bytes]:
+    while (frame := decode_frame(buffer)) is None:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed in the middle of a frame: {bytes(buffer)!r}")
+        buffer += chunk
+    return frame
+
+
+@pytest.mark.parametrize("together", SPLITS)
+@pytest.mark.parametrize(("source", "destination"), SOURCES)
+def test_uvicorn_websocket_client_is_the_header_source(
+    source: tuple[str, int], destination: tuple[str, int], together: bool
+) -> None:
+    header = pp.Header.proxy(source, destination).to_bytes()
+    key = new_key()
+    with (
+        uvicorn_server(pp.ProxyProtocolConfig()) as (address, _, _),
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if together:
+            sock.sendall(header + upgrade_request(key))
+        else:
+            sock.sendall(header)
+            time.sleep(0.05)
+            sock.sendall(upgrade_request(key))
+        buffer = bytearray()
+        check_101(recv_head(sock, buffer), key)
+        assert recv_frame(sock, buffer) == (TEXT, json.dumps(list(source)).encode())
+        sock.sendall(encode_frame(TEXT, b"hi"))
+        assert recv_frame(sock, buffer) == (TEXT, b"echo:hi")
+        sock.sendall(encode_frame(CLOSE, close_payload()))
+        opcode, payload = recv_frame(sock, buffer)
+        assert opcode == CLOSE
+        assert payload[:2] == close_payload()
+
+
+def test_uvicorn_shutdown_with_a_handshake_pending() -> None:
+    """Half a header, then should_exit: the server stops promptly and the client sees EOF.
+
+    The header timeout is far longer than the test, so only the shutdown can end the handshake.
+    """
+    header = pp.Header.proxy(("203.0.113.7", 51234), SERVER).to_bytes()
+    proxy = pp.ProxyProtocolConfig(header_timeout=120)
+    with (
+        uvicorn_server(proxy) as (address, server, thread),
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        sock.sendall(header[: len(header) // 2])
+        deadline = time.monotonic() + 5
+        while not server.server_state.connections:  # the handshake is under way
+            assert time.monotonic() < deadline, "the connection never reached the server"
+            time.sleep(0.01)
+        started = time.monotonic()
+        server.should_exit = True
+        thread.join(5)
+        elapsed = time.monotonic() - started
+        assert not thread.is_alive(), "uvicorn did not stop within 5s of should_exit"
+        assert elapsed < 3, f"uvicorn took {elapsed:.2f}s to stop"
+        sock.settimeout(5)
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            data = b""  # closed, with a reset
+        assert data == b"", f"the pending client got {data!r}"
