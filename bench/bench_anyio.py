@@ -28,12 +28,9 @@ import os
 import platform
 import random
 import resource
-import select
 import selectors
 import socket
-import statistics
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -42,6 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _harness import (
+    Child,
+    emit,
+    interleaved,
+    machine,
+    median,
+    quartiles,
+    use_src,
+    v2_header,
+    write_json,
+)
 from anyio.abc import SocketAttribute
 
 HOST = "127.0.0.1"
@@ -67,26 +75,10 @@ COMMAND_TIMEOUT = 60.0
 FLOOD_MAX_SECONDS = 180.0
 SOCKET_TIMEOUT = 10.0
 
-SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-def v2_header(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
-    """A v2 PROXY header for TCP over IPv4, built by hand (independent of proxyproto)."""
-    body = (
-        socket.inet_aton(source[0])
-        + socket.inet_aton(destination[0])
-        + struct.pack("!HH", source[1], destination[1])
-    )
-    return SIGNATURE + b"\x21\x11" + struct.pack("!H", len(body)) + body
-
 
 def import_proxyproto() -> tuple[Any, str]:
     """Import proxyproto, from ``./src`` when it is not installed (as bench_core.py does)."""
-    src = Path(__file__).resolve().parents[1] / "src"
-    note = ""
-    if importlib.util.find_spec("proxyproto") is None and (src / "proxyproto").is_dir():
-        sys.path.insert(0, str(src))
-        note = " (not installed: imported from ./src)"
+    note = use_src()
     import proxyproto as pp
 
     where = getattr(pp, "__file__", None) or ", ".join(getattr(pp, "__path__", []))
@@ -140,11 +132,6 @@ def pin(cpu: int | None) -> None:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cpu})
-
-
-def emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 # ============================================================================================
@@ -455,76 +442,6 @@ def run_flood(args: argparse.Namespace) -> int:
 # the orchestrator
 
 
-class Child:
-    """A subprocess that answers one JSON line per JSON command line."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        self._buffer = b""
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def send(self, obj: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def read(self, timeout: float = COMMAND_TIMEOUT) -> Any:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise RuntimeError(f"subprocess {self.proc.args[2:]} did not answer in {timeout}s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise RuntimeError(f"subprocess {self.proc.args[2:]} exited ({self.proc.poll()})")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def call(self, obj: Any, timeout: float = COMMAND_TIMEOUT) -> Any:
-        self.send(obj)
-        return self.read(timeout)
-
-    def close(self, message: Any = None) -> None:
-        """Ask it to stop (``message``, then EOF on stdin); kill it if it does not."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                if message is not None:
-                    self.send(message)
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def quartiles(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        v = values[0] if values else float("nan")
-        return v, v
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100)."""
     if not values:
@@ -548,7 +465,7 @@ class Run:
         self.children: list[Child] = []
 
     def spawn(self, argv: list[str]) -> Child:
-        child = Child(argv)
+        child = Child(__file__, argv, timeout=COMMAND_TIMEOUT, close_wait=15)
         self.children.append(child)
         return child
 
@@ -579,49 +496,46 @@ class Run:
         starved: dict[str, list[float]] = {side: [] for side in SIDES}
         client_busy: dict[str, list[float]] = {side: [] for side in SIDES}
         errors = 0
-        for number in range(args.warmup + rounds):
-            order = list(SIDES)
-            self.rng.shuffle(order)
-            for side in order:
-                port = ports[f"{kind}_{side}"]
-                prefix = header if side == "pp" else b""
-                run0, wait0 = proc_sched(server.pid)
-                client0 = proc_cpu(client.pid)
-                if kind == "cps":
-                    command = {
-                        "op": "cps",
-                        "port": port,
-                        "payload": (prefix + REQUEST).hex(),
-                        "seconds": args.trial_seconds,
-                        "concurrency": args.concurrency,
-                    }
-                else:
-                    command = {"op": "bulk", "port": port, "prefix": prefix.hex(), "bytes": total}
-                result = client.call(command)
-                run1, wait1 = proc_sched(server.pid)
-                client1 = proc_cpu(client.pid)
-                seconds = result["seconds"]
-                if kind == "cps":
-                    errors += result["errors"]
-                    units = result["conns"]
-                else:
-                    if result["counted"] != total:
-                        self.failures.append(
-                            f"{self.backend} bulk {side}: the server counted {result['counted']} "
-                            f"bytes, {total} were sent"
-                        )
-                    units = total / 1e6
-                if number < args.warmup:
-                    if kind == "bulk" and side == "plain" and not args.bulk_mb:
-                        rate = total / result["seconds"] / 2**20
-                        mib = max(BULK_MIN_MIB, min(BULK_MAX_MIB, round(rate * args.bulk_seconds)))
-                        total = mib * 2**20
-                    continue
-                figure[side].append(units / seconds)
-                cpu_per_unit[side].append((run1 - run0) / units * 1e6 if units else math.nan)
-                busy[side].append((run1 - run0) / seconds)
-                starved[side].append((wait1 - wait0) / seconds)
-                client_busy[side].append((client1 - client0) / seconds)
+        for measured, side in interleaved(self.rng, SIDES, args.warmup, rounds):
+            port = ports[f"{kind}_{side}"]
+            prefix = header if side == "pp" else b""
+            run0, wait0 = proc_sched(server.pid)
+            client0 = proc_cpu(client.pid)
+            if kind == "cps":
+                command = {
+                    "op": "cps",
+                    "port": port,
+                    "payload": (prefix + REQUEST).hex(),
+                    "seconds": args.trial_seconds,
+                    "concurrency": args.concurrency,
+                }
+            else:
+                command = {"op": "bulk", "port": port, "prefix": prefix.hex(), "bytes": total}
+            result = client.call(command)
+            run1, wait1 = proc_sched(server.pid)
+            client1 = proc_cpu(client.pid)
+            seconds = result["seconds"]
+            if kind == "cps":
+                errors += result["errors"]
+                units = result["conns"]
+            else:
+                if result["counted"] != total:
+                    self.failures.append(
+                        f"{self.backend} bulk {side}: the server counted {result['counted']} "
+                        f"bytes, {total} were sent"
+                    )
+                units = total / 1e6
+            if not measured:
+                if kind == "bulk" and side == "plain" and not args.bulk_mb:
+                    rate = total / result["seconds"] / 2**20
+                    mib = max(BULK_MIN_MIB, min(BULK_MAX_MIB, round(rate * args.bulk_seconds)))
+                    total = mib * 2**20
+                continue
+            figure[side].append(units / seconds)
+            cpu_per_unit[side].append((run1 - run0) / units * 1e6 if units else math.nan)
+            busy[side].append((run1 - run0) / seconds)
+            starved[side].append((wait1 - wait0) / seconds)
+            client_busy[side].append((client1 - client0) / seconds)
         if errors:
             self.failures.append(f"{self.backend} {kind}: {errors} client connections failed")
         ratios = [a / b for a, b in zip(figure["pp"], figure["plain"], strict=True)]
@@ -1015,10 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.json:
         doc = {
-            "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "machine": f"{platform.system()} {platform.machine()}",
-            "cpus": os.cpu_count(),
+            **machine(),
             "versions": versions,
             "ours": ours_note,
             "settings": {
@@ -1040,22 +951,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "results": results,
             "check_failures": failures,
         }
-        write_json(Path(args.json), doc, merge=args.json_merge)
+        write_json(Path(args.json), doc, merge=args.json_merge, key="anyio")
     return 1 if failures else 0
-
-
-def write_json(path: Path, doc: dict[str, Any], *, merge: bool) -> None:
-    """Write ``doc`` to ``path``; with ``merge``, under the key ``anyio`` of the JSON object
-    already there (what bench_core.py wrote a moment before, under nox)."""
-    if merge and path.exists():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            existing = None
-        if isinstance(existing, dict):
-            existing["anyio"] = doc
-            doc = existing
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
 def print_summary(results: dict[str, Any]) -> None:

@@ -19,17 +19,12 @@ runs on 127.0.0.1; no timing assertions: exits 0, or 1 when a check failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import platform
 import random
-import select
 import socket
-import statistics
-import struct
-import subprocess
 import sys
 import threading
 import time
@@ -37,12 +32,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+from _harness import (
+    HOST,
+    Child,
+    add_output_options,
+    emit,
+    free_port,
+    interleaved,
+    median,
+    quartiles,
+    use_src,
+    v2_header,
+    write_json,
+)
+
 GOAL = 0.9
 AA_BAND = 0.1
 COMMAND_TIMEOUT = 60.0
 SOCKET_TIMEOUT = 10.0
-SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 #: What the client claims to be in its header: same length as 127.0.0.1, so bodies match.
 CLAIMED = ("127.0.0.9", 51234)
 KINDS = ("hypercorn-asyncio", "hypercorn-trio", "uvicorn-h11", "uvicorn-httptools")
@@ -50,26 +57,8 @@ SIDES = ("pp", "plain", "plain2")
 MODES = ("keepalive", "short")
 
 
-def v2_header(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
-    """A v2 PROXY header for TCP over IPv4, built by hand (independent of proxyproto)."""
-    body = (
-        socket.inet_aton(source[0])
-        + socket.inet_aton(destination[0])
-        + struct.pack("!HH", source[1], destination[1])
-    )
-    return SIGNATURE + b"\x21\x11" + struct.pack("!H", len(body)) + body
-
-
 def import_proxyproto() -> None:
-    src = Path(__file__).resolve().parents[1] / "src"
-    if importlib.util.find_spec("proxyproto") is None and (src / "proxyproto").is_dir():
-        sys.path.insert(0, str(src))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    use_src()
 
 
 def proc_sched(pid: int) -> float:
@@ -78,11 +67,6 @@ def proc_sched(pid: int) -> float:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-def emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 # ============================================================================================
@@ -333,69 +317,6 @@ def run_client() -> int:
 # the orchestrator
 
 
-class Child:
-    """A subprocess of this script spoken to with JSON lines; it exits on EOF of its stdin."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        self._buffer = b""
-
-    def send(self, obj: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def read(self, timeout: float = COMMAND_TIMEOUT) -> Any:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise RuntimeError(f"subprocess {self.proc.args[2:]} did not answer in {timeout}s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise RuntimeError(f"subprocess {self.proc.args[2:]} exited ({self.proc.poll()})")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def call(self, obj: Any, timeout: float = COMMAND_TIMEOUT) -> Any:
-        self.send(obj)
-        return self.read(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def quartiles(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        v = values[0] if values else float("nan")
-        return v, v
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
-
-
 def available(kind: str) -> str | None:
     """Why ``kind`` cannot run here, or None."""
     need = {
@@ -409,8 +330,8 @@ def available(kind: str) -> str | None:
 
 
 def measure_kind(kind: str, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
-    server = Child(["_server", "--kind", kind])
-    client = Child(["_client"])
+    server = Child(__file__, ["_server", "--kind", kind], timeout=COMMAND_TIMEOUT)
+    client = Child(__file__, ["_client"], timeout=COMMAND_TIMEOUT)
     failures: list[str] = []
     try:
         hello = server.read(30)
@@ -448,15 +369,12 @@ def measure_kind(kind: str, args: argparse.Namespace, rng: random.Random) -> dic
         out: dict[str, Any] = {}
         for mode in MODES:
             rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SIDES}
-            for r in range(args.warmup + args.rounds):
-                order = list(SIDES)
-                rng.shuffle(order)
-                for side in order:
-                    res = trial(side, mode, args.trial_seconds)
-                    if res["errors"]:
-                        failures.append(f"{kind} {mode} {side}: {res['errors']}")
-                    if r >= args.warmup:
-                        rows[side].append(res)
+            for measured, side in interleaved(rng, SIDES, args.warmup, args.rounds):
+                res = trial(side, mode, args.trial_seconds)
+                if res["errors"]:
+                    failures.append(f"{kind} {mode} {side}: {res['errors']}")
+                if measured:
+                    rows[side].append(res)
             rps = {s: [x["rps"] for x in rows[s]] for s in SIDES}
             ratio = [a / b for a, b in zip(rps["pp"], rps["plain"], strict=True) if b]
             aa = [a / b for a, b in zip(rps["plain2"], rps["plain"], strict=True) if b]
@@ -500,18 +418,6 @@ def print_kind(kind: str, res: dict[str, Any], args: argparse.Namespace) -> None
         )
 
 
-def write_json(path: Path, doc: dict[str, Any], *, merge: bool, key: str) -> None:
-    if merge and path.exists():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            existing = None
-        if isinstance(existing, dict):
-            existing[key] = doc
-            doc = existing
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_server"]:
@@ -519,13 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_client"]:
         return run_client()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="few short rounds (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument(
-        "--json-merge",
-        action="store_true",
-        help="with --json: add the figures under the key 'asgi' of the JSON already there",
-    )
+    add_output_options(parser, "asgi")
     parser.add_argument("--kind", action="append", choices=KINDS, help="repeat; default all")
     parser.add_argument("--rounds", type=int, help="measured rounds per mode (default 15)")
     parser.add_argument("--trial-seconds", type=float, help="length of one trial (0.3)")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import peers
+from _harness import machine, use_src
 from peers import BUILD, NA, TLV_FIELDS, V1_TCP4, V2_IPV4, V2_TLVS, BuildSpec, Impl
 
 T = TypeVar("T")
@@ -371,11 +372,7 @@ def measure_feed(
 
 def load_ours() -> tuple[Impl | None, Any, str]:
     """Import proxyproto lazily. Returns (impl or None, the module or None, a one-line note)."""
-    src = Path(__file__).resolve().parents[1] / "src"
-    note = ""
-    if importlib.util.find_spec("proxyproto") is None and (src / "proxyproto").is_dir():
-        sys.path.insert(0, str(src))
-        note = " (not installed: imported from ./src)"
+    note = use_src()
     try:
         import proxyproto as pp
     except Exception as exc:
@@ -612,10 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.json:
         doc = {
-            "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "machine": f"{platform.system()} {platform.machine()}",
-            "cpus": os.cpu_count(),
+            **machine(),
             "count": args.count,
             "repeats": repeats,
             "seed": args.seed,

@@ -31,7 +31,6 @@ import re
 import select
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -42,7 +41,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+from _harness import (
+    HOST,
+    Child,
+    add_output_options,
+    emit,
+    free_port,
+    interleaved,
+    median,
+    quartiles,
+    write_json,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 MSG_SIZE = 100
 COMMAND_TIMEOUT = 120.0
@@ -50,17 +60,6 @@ SOCKET_TIMEOUT = 10.0
 AA_BAND = 0.1
 BACKENDS = ("asyncio", "trio")
 CHUNK = 1 << 20
-
-
-def emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def proc_cpu(pid: int) -> float:
@@ -227,54 +226,6 @@ def run_client() -> int:
 # the orchestrator
 
 
-class Child:
-    """A subprocess of this script spoken to with JSON lines; it exits on EOF of its stdin."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        self._buffer = b""
-
-    def read(self, timeout: float = COMMAND_TIMEOUT) -> Any:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise RuntimeError(f"subprocess {self.proc.args[2:]} did not answer in {timeout}s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise RuntimeError(f"subprocess {self.proc.args[2:]} exited ({self.proc.poll()})")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def call(self, obj: Any, timeout: float = COMMAND_TIMEOUT) -> Any:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
-        self.proc.stdin.flush()
-        return self.read(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-
-
 class Relay:
     """``python -m proxyproto relay`` in a subprocess (optionally under cProfile)."""
 
@@ -360,22 +311,10 @@ def haproxy(sink: dict[str, int]) -> Iterator[tuple[dict[str, int], int, str]]:
         yield ports, (proc.pid if proc is not None else 0), haproxy_version()
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def quartiles(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        v = values[0] if values else float("nan")
-        return v, v
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
-
-
 def measure(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    sink = Child(["_sink"])
-    client = Child(["_client"])
+    sink = Child(__file__, ["_sink"], timeout=COMMAND_TIMEOUT)
+    client = Child(__file__, ["_client"], timeout=COMMAND_TIMEOUT)
     relays: list[Relay] = []
     failures: list[str] = []
     try:
@@ -410,12 +349,11 @@ def measure(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
             for kind, rounds in (("bulk", args.bulk_rounds), ("cps", args.cps_rounds)):
                 names = list(sides[kind])
                 rows: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
-                for r in range(1 + rounds):  # one warm-up round
-                    rng.shuffle(names)
-                    for side in names:
-                        res = trial(kind, side)
-                        if r:
-                            rows[side].append(res)
+                # One warm-up round; each round's order a shuffle of the one before.
+                for measured, side in interleaved(rng, names, 1, rounds, carry=True):
+                    res = trial(kind, side)
+                    if measured:
+                        rows[side].append(res)
                 key = "mbps" if kind == "bulk" else "cps"
                 fig = {s: [x[key] for x in rows[s]] for s in rows}
                 entry: dict[str, Any] = {
@@ -535,18 +473,6 @@ def print_results(res: dict[str, Any], args: argparse.Namespace) -> None:
                 print(f"  {share:5.1f}%  {row['calls']:>9}  {row['function']}")
 
 
-def write_json(path: Path, doc: dict[str, Any], *, merge: bool, key: str) -> None:
-    if merge and path.exists():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            existing = None
-        if isinstance(existing, dict):
-            existing[key] = doc
-            doc = existing
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_sink"]:
@@ -556,13 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_profiled"]:
         return run_profiled(argv[1], argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="few short rounds (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument(
-        "--json-merge",
-        action="store_true",
-        help="with --json: add the figures under the key 'relay' of the JSON already there",
-    )
+    add_output_options(parser, "relay")
     parser.add_argument("--mib", type=int, help="MiB per bulk trial (default 512, quick 64)")
     parser.add_argument("--bulk-rounds", type=int, help="measured bulk rounds (default 7)")
     parser.add_argument("--cps-rounds", type=int, help="measured connections/s rounds (15)")

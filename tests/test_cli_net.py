@@ -7,69 +7,32 @@ process is killed in a ``finally``. The network tests run on both anyio backends
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO, Any
+from contextlib import AbstractContextManager
+from typing import Any
 
 import pytest
 
 import proxyproto as pp
+from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch
 from proxyproto._cli import main
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
-TIMEOUT = 20.0
 CLIENT = ("203.0.113.7", 51234)
 DESTINATION = ("198.51.100.10", 443)
 
 
-class Echo:
+class Echo(CliProcess):
     """A running ``proxyproto echo``: its port and its output, line by line."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
-        self.readers: list[threading.Thread] = []
-        self.stdout = self._lines(process.stdout)
-        self.stderr = self._lines(process.stderr)
-
-    def start(self) -> None:
-        first = self.stdout.get(timeout=TIMEOUT)
-        assert first is not None, f"echo exited: {self.drain(self.stderr)}"
-        assert first.startswith("listening on 127.0.0.1:"), first
-        self.port = int(first.rpartition(":")[2])
-
-    def _lines(self, pipe: IO[bytes] | None) -> queue.Queue[str | None]:
-        """Read ``pipe`` in a thread, so that every read can have a timeout."""
-        lines: queue.Queue[str | None] = queue.Queue()
-        assert pipe is not None
-
-        def read() -> None:
-            for line in pipe:
-                lines.put(line.decode().rstrip("\n"))
-            lines.put(None)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        self.readers.append(reader)
-        return lines
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=TIMEOUT)
-        for reader in self.readers:
-            reader.join(TIMEOUT)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
+    name = "echo"
 
     def json_line(self) -> dict[str, Any]:
         line = self.stdout.get(timeout=TIMEOUT)
-        assert line is not None, f"echo exited: {self.drain(self.stderr)}"
+        assert line is not None, f"echo exited: {self.drain()}"
         report: dict[str, Any] = json.loads(line)
         return report
 
@@ -78,42 +41,13 @@ class Echo:
         assert line is not None
         return line
 
-    @staticmethod
-    def drain(lines: queue.Queue[str | None]) -> str:
-        got = []
-        while True:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            got.append(line)
-        return "\n".join(got)
 
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=TIMEOUT)
-
-
-@contextmanager
-def echo(backend: str, *options: str) -> Iterator[Echo]:
-    process = subprocess.Popen(
-        [*proxyproto(), "echo", "--listen", "127.0.0.1:0", "--backend", backend, *options],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    server = Echo(process)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.kill()
+def echo(backend: str, *options: str) -> AbstractContextManager[Echo]:
+    return launch(Echo, "echo", "--listen", "127.0.0.1:0", "--backend", backend, *options)
 
 
 def proxyproto() -> list[str]:
-    return [sys.executable, "-m", "proxyproto"]
+    return list(PROXYPROTO)
 
 
 def send(

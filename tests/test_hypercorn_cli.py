@@ -16,8 +16,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
+from cli_process import PROXYPROTO, TIMEOUT, listening_address, reader
 
 pytest.importorskip("hypercorn")
 
@@ -51,7 +50,7 @@ class Server:
         self.stderr_path = stderr
         self._stderr = stderr.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxyproto", "hypercorn", "asgi_client_app:app", *args],
+            [*PROXYPROTO, "hypercorn", "asgi_client_app:app", *args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
@@ -59,18 +58,11 @@ class Server:
             start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
-        self._reader.start()
-        first = self.next_line()
-        assert first.startswith("listening on 127.0.0.1:"), first
-        self.port = int(first.rsplit(":", 1)[1])
-
-    def _read_stdout(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
+        self._reader = reader(self.process.stdout, self.lines)
+        self.port = listening_address(self.next_line())[1]
 
-    def next_line(self, timeout: float = 20) -> str:
+    def next_line(self, timeout: float = TIMEOUT) -> str:
         try:
             return self.lines.get(timeout=timeout)
         except queue.Empty:
@@ -79,7 +71,7 @@ class Server:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
         self.process.send_signal(signum)
         return self.process.wait(timeout)
 

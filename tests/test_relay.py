@@ -12,17 +12,15 @@ import os
 import queue
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
 import proxyproto as pp
+from cli_process import TIMEOUT, Address, CliProcess, launch
 from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
 from proxyproto._cli import main
@@ -30,9 +28,6 @@ from proxyproto._relay import target_order
 from require_peer import ci_is_set
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
-TIMEOUT = 20.0
-Address = tuple[str, int]
-PROXYPROTO = (sys.executable, "-m", "proxyproto")
 
 
 # =============================================================================== the targets
@@ -125,35 +120,10 @@ def closed_port() -> int:
 # =============================================================================== the relay
 
 
-class Relay:
+class Relay(CliProcess):
     """A running ``proxyproto relay``: its port, its stderr (the access log) line by line."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
-        self.readers: list[threading.Thread] = []
-        self.stdout = self._lines(process.stdout)
-        self.stderr = self._lines(process.stderr)
-
-    def start(self) -> None:
-        first = self.stdout.get(timeout=TIMEOUT)
-        assert first is not None, f"relay exited: {self.drain()}"
-        assert first.startswith("listening on 127.0.0.1:"), first
-        self.port = int(first.rpartition(":")[2])
-        self.address: Address = ("127.0.0.1", self.port)
-
-    def _lines(self, pipe: IO[bytes] | None) -> queue.Queue[str | None]:
-        lines: queue.Queue[str | None] = queue.Queue()
-        assert pipe is not None
-
-        def read() -> None:
-            for line in pipe:
-                lines.put(line.decode().rstrip("\n"))
-            lines.put(None)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        self.readers.append(reader)
-        return lines
+    name = "relay"
 
     def log_line(self, containing: str = "peer=") -> str:
         """The next stderr line that contains ``containing`` (access-log lines by default)."""
@@ -168,48 +138,12 @@ class Relay:
         words = self.log_line().split()
         return dict(word.split("=", 1) for word in words if "=" in word)
 
-    def drain(self) -> str:
-        got = []
-        while True:
-            try:
-                line = self.stderr.get(timeout=1)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            got.append(line)
-        return "\n".join(got)
 
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=TIMEOUT)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=TIMEOUT)
-        for reader in self.readers:
-            reader.join(TIMEOUT)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-@contextmanager
-def relay(backend: str, *targets: Address, options: tuple[str, ...] = ()) -> Iterator[Relay]:
+def relay(
+    backend: str, *targets: Address, options: tuple[str, ...] = ()
+) -> AbstractContextManager[Relay]:
     to = [arg for target in targets for arg in ("--to", f"{target[0]}:{target[1]}")]
-    process = subprocess.Popen(
-        [*PROXYPROTO, "relay", "--listen", "127.0.0.1:0", *to, "--backend", backend, *options],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    running = Relay(process)
-    try:
-        running.start()
-        yield running
-    finally:
-        running.kill()
+    return launch(Relay, "relay", "--listen", "127.0.0.1:0", *to, "--backend", backend, *options)
 
 
 def exchange(address: Address, data: bytes, *, prefix: bytes = b"") -> tuple[bytes, Address]:

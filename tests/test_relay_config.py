@@ -16,16 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from cli_process import PROXYPROTO, TIMEOUT, Address, launch
 from proxyproto._cli import main
-from test_relay import (
-    PROXYPROTO,
-    TIMEOUT,
-    Address,
-    Relay,
-    exchange,
-    refused_soon,
-    target_server,
-)
+from test_relay import Relay, exchange, refused_soon, target_server
 
 
 def write(path: Path, text: str) -> None:
@@ -45,28 +38,15 @@ class ConfiguredRelay(Relay):
     def start_routes(self, count: int) -> list[Address]:
         return [self.next_listening() for _ in range(count)]
 
-    def next_listening(self) -> Address:
-        line = self.stdout.get(timeout=TIMEOUT)
-        assert line is not None, f"relay exited: {self.drain()}"
-        assert line.startswith("listening on 127.0.0.1:"), line
-        return ("127.0.0.1", int(line.rpartition(":")[2]))
-
 
 @contextmanager
 def configured(
     config: Path, routes: int, options: tuple[str, ...] = ()
 ) -> Iterator[tuple[ConfiguredRelay, list[Address]]]:
-    process = subprocess.Popen(
-        [*PROXYPROTO, "relay", "--config", str(config), *options],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    running = ConfiguredRelay(process)
-    try:
+    with launch(
+        ConfiguredRelay, "relay", "--config", str(config), *options, start=False
+    ) as running:
         yield running, running.start_routes(routes)
-    finally:
-        running.kill()
 
 
 def test_two_routes_both_relay(tmp_path: Path) -> None:

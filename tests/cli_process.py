@@ -1,0 +1,132 @@
+"""``python -m proxyproto ...`` as a child process, for the tests that drive the command line.
+
+:class:`CliProcess` reads the child's stdout and stderr line by line in threads (so that every read
+has a timeout), parses its ``listening on 127.0.0.1:PORT`` lines, and kills it, joins the readers
+and closes the pipes in :meth:`CliProcess.kill`. :func:`launch` starts one and always kills it in
+a ``finally``. Every wait is bounded by :data:`TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, TypeVar
+
+TIMEOUT = 20.0
+Address = tuple[str, int]
+PROXYPROTO = (sys.executable, "-m", "proxyproto")
+LISTENING = "listening on 127.0.0.1:"
+
+
+def listening_address(line: str) -> Address:
+    """The address in a ``listening on 127.0.0.1:PORT`` line."""
+    assert line.startswith(LISTENING), line
+    return ("127.0.0.1", int(line.rpartition(":")[2]))
+
+
+Lines = queue.Queue[str | None] | queue.Queue[str]
+
+
+def read_lines(pipe: IO[bytes] | IO[str], put: Lines) -> None:
+    """Put every line of ``pipe`` (without its newline) into ``put``, until EOF."""
+    for line in pipe:
+        put.put((line.decode() if isinstance(line, bytes) else line).rstrip("\n"))
+
+
+def reader(
+    pipe: IO[bytes] | IO[str], put: queue.Queue[str | None] | queue.Queue[str]
+) -> threading.Thread:
+    """A started daemon thread running :func:`read_lines`."""
+    thread = threading.Thread(target=read_lines, args=(pipe, put), daemon=True)
+    thread.start()
+    return thread
+
+
+class CliProcess:
+    """A running ``proxyproto`` command: its stdout and stderr, line by line (``None`` at EOF)."""
+
+    name = "proxyproto"
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.readers: list[threading.Thread] = []
+        self.stdout = self._lines(process.stdout)
+        self.stderr = self._lines(process.stderr)
+
+    def _lines(self, pipe: IO[bytes] | None) -> queue.Queue[str | None]:
+        """Read ``pipe`` in a thread, so that every read can have a timeout."""
+        lines: queue.Queue[str | None] = queue.Queue()
+        assert pipe is not None
+
+        def read() -> None:
+            read_lines(pipe, lines)
+            lines.put(None)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        self.readers.append(thread)
+        return lines
+
+    def start(self) -> None:
+        """Wait for the first ``listening on`` line: ``address`` and ``port`` are the server's."""
+        self.address = self.next_listening()
+        self.port = self.address[1]
+
+    def next_listening(self) -> Address:
+        line = self.stdout.get(timeout=TIMEOUT)
+        assert line is not None, f"{self.name} exited: {self.drain()}"
+        return listening_address(line)
+
+    def drain(self, lines: queue.Queue[str | None] | None = None) -> str:
+        """What is left of ``lines`` (stderr by default), up to EOF or one quiet second."""
+        lines = self.stderr if lines is None else lines
+        got = []
+        while True:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            got.append(line)
+        return "\n".join(got)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=TIMEOUT)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=TIMEOUT)
+        for thread in self.readers:
+            thread.join(TIMEOUT)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+P = TypeVar("P", bound=CliProcess)
+
+
+@contextmanager
+def launch(kind: type[P], *args: str, start: bool = True) -> Iterator[P]:
+    """Run ``python -m proxyproto *args`` as a ``kind``; with ``start``, wait for it to listen."""
+    process = subprocess.Popen(
+        [*PROXYPROTO, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    running = kind(process)
+    try:
+        if start:
+            running.start()
+        yield running
+    finally:
+        running.kill()
