@@ -15,16 +15,13 @@ from typing import Any
 
 import anyio
 
+from asgi_helpers import serve_lifespan
+
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     assert scope["type"] == "http"
     if scope["path"] == "/crash":
         os._exit(3)

@@ -25,6 +25,7 @@ import pytest
 from anyio.abc import ByteStream
 
 import proxyproto as pp
+from asgi_helpers import serve_lifespan, uvicorn_thread
 
 pytest.importorskip("wsproto")
 
@@ -42,13 +43,8 @@ SPLITS = [pytest.param(True, id="one-segment"), pytest.param(False, id="header-t
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Accepts a WebSocket, sends ``scope["client"]`` as JSON text, then echoes text messages."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     assert scope["type"] == "websocket", scope["type"]
     assert (await receive())["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})
@@ -218,38 +214,10 @@ def uvicorn_server(
 ) -> Iterator[tuple[tuple[str, int], Any, threading.Thread]]:
     """Uvicorn (h11, wsproto) with ``proxy`` in a thread; always stopped (or failed) on exit."""
     pytest.importorskip("uvicorn")
-    import uvicorn
-
     import proxyproto.uvicorn as ppu
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app,
-        http=ppu._protocol_class("h11", proxy),
-        ws="wsproto",
-        lifespan="off",
-        log_level="warning",
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped at startup"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10s"
-            time.sleep(0.01)
-        yield sock.getsockname()[:2], server, thread
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(5)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop within 10s"
+    with uvicorn_thread(app, http=ppu._protocol_class("h11", proxy), ws="wsproto") as running:
+        yield running
 
 
 def recv_head(sock: socket.socket, buffer: bytearray) -> bytes:

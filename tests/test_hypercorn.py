@@ -32,6 +32,7 @@ pytest.importorskip("hypercorn")
 from hypercorn.config import Config
 
 import proxyproto.hypercorn
+from asgi_helpers import serve_lifespan
 
 pytestmark = pytest.mark.anyio
 
@@ -45,13 +46,8 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Answers every request with a JSON object: the client, the HTTP version and the scheme."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     assert scope["type"] == "http"
     body = json.dumps(
         {

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +26,10 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-import uvicorn
 
 import proxyproto as pp
 import proxyproto.uvicorn as ppu
+from asgi_helpers import uvicorn_thread
 from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
 from interop import listen, require_haproxy
 from require_peer import ci_is_set, require_binary
@@ -74,27 +73,9 @@ def uvicorn_server(
     proxy: pp.ProxyProtocolConfig, http: str = "h11", **kwargs: Any
 ) -> Iterator[tuple[str, int]]:
     """A Uvicorn server with ``proxy`` in a thread; yields its address, stops it on exit."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     protocol = ppu._protocol_class(http, proxy)
-    config = uvicorn.Config(
-        app, http=protocol, lifespan="off", log_level="warning", proxy_headers=False, **kwargs
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped at startup"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10s"
-            time.sleep(0.01)
-        yield sock.getsockname()[:2]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop within 10s"
+    with uvicorn_thread(app, http=protocol, **kwargs) as (address, _server, _thread):
+        yield address
 
 
 def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, Any]]:
