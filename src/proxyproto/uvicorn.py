@@ -32,29 +32,17 @@ use :mod:`proxyproto.hypercorn`). See ``docs/uvicorn.rst``.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
 import os
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ._asyncio import TransportHandshake
 from ._config import ProxyProtocolConfig
-from ._errors import HeaderRejected, ProxyProtocolError
 from ._model import Address, Header
-from ._parser import NEED_DATA, HeaderParser
-from ._policy import (
-    Action,
-    PeerAddress,
-    Policy,
-    Refusal,
-    carries_address,
-    judge_reading,
-    resolve,
-    trusted_proxies,
-)
+from ._policy import Policy, trusted_proxies
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -68,8 +56,6 @@ __all__ = [
     "config_from_environ",
     "run",
 ]
-
-logger = logging.getLogger("proxyproto")
 
 _POLICIES = {policy.value: policy for policy in Policy}
 
@@ -216,22 +202,6 @@ class _ProxiedTransport(asyncio.Transport):
         self.transport.abort()
 
 
-def _show(peer: PeerAddress) -> str:
-    if isinstance(peer, tuple):
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return repr(peer) if peer else "an unknown peer"
-
-
-def _peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple | list) and len(peer) >= 2:
-        return (str(peer[0]), int(peer[1]))  # IPv6 adds flowinfo and scope id: drop them
-    if isinstance(peer, str) and peer:
-        return peer
-    return None
-
-
 # Under type checking the mixin is an H11Protocol, so that its super() calls are checked; at run
 # time it is a plain protocol, mixed in front of H11Protocol or HttpToolsProtocol.
 if TYPE_CHECKING:
@@ -241,187 +211,61 @@ else:
 
 
 class _ProxyProtocolMixin(_Base):
-    """The PROXY handshake in front of one of Uvicorn's HTTP protocols."""
+    """The PROXY handshake (:class:`proxyproto._asyncio.TransportHandshake`) in front of one of
+    Uvicorn's HTTP protocols."""
 
     #: The configuration; a subclass (what :func:`run` makes) may carry its own.
     proxy_config: ClassVar[ProxyProtocolConfig] = ENVIRONMENT_CONFIG
 
     _pp_transport: asyncio.Transport
-    _pp_parser: HeaderParser
-    _pp_policy: Policy
-    _pp_peer: PeerAddress
-    _pp_timer: asyncio.TimerHandle | None = None
-    _pp_validation: asyncio.Task[None] | None = None
-    #: True once the connection belongs to Uvicorn's protocol.
-    _pp_done: bool = False
+    _pp_handshake: TransportHandshake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._pp_transport = transport
         # In Uvicorn's set of connections from the start, so that a shutdown reaches handshakes.
         self.connections.add(self)
-        self._pp_peer = peer = _peer_of(transport)
-        config = self.proxy_config
-        try:
-            self._pp_policy = resolve(config.policy, peer)
-        except Exception:
-            self._pp_fail()
-            return
-        if self._pp_policy is Policy.SKIP:
-            self._pp_hand_over(None, use_addresses=False, leftover=b"")
-            return
-        self._pp_parser = HeaderParser(
-            max_header_size=config.max_header_size, versions=config.versions
+        self._pp_handshake = TransportHandshake(
+            transport, self.proxy_config, self._pp_accept, self.loop
         )
-        self._pp_timer = self.loop.call_later(config.header_timeout, self._pp_timed_out)
+        self._pp_handshake.start()
 
     def data_received(self, data: bytes) -> None:
-        if self._pp_done:  # only until _pp_hand_over() binds Uvicorn's method on the instance
-            super().data_received(data)
-            return
-        if self._pp_validation is not None:  # pragma: no cover - reading is paused meanwhile
-            self._pp_parser.receive_data(data)
-            return
-        self._pp_parser.receive_data(data)
-        self._pp_advance()
+        # Only until _pp_accept() binds Uvicorn's own method on the instance.
+        self._pp_handshake.data_received(data)
 
     def eof_received(self) -> None:
-        if self._pp_done:
+        # A handshake that this EOF ends with the connection accepted: Uvicorn hears it too.
+        if self._pp_handshake.accepted or self._pp_handshake.eof_received():
             super().eof_received()
-        elif self._pp_validation is None and not self._pp_parser.closed:
-            self._pp_parser.receive_data(b"")
-            self._pp_advance()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._pp_done:
+        if self._pp_handshake.accepted:
+            # Uvicorn's method, bound on the instance by _pp_accept(), holds the protocol in a
+            # reference cycle: without it, the connection's objects are freed right away.
+            self.__dict__.pop("data_received", None)
             super().connection_lost(exc)
             return
-        self._pp_stop()
+        self._pp_handshake.connection_lost()
         self.connections.discard(self)
 
     def shutdown(self) -> None:
-        if self._pp_done:
+        if self._pp_handshake.accepted:
             super().shutdown()
         else:
-            self._pp_transport.close()
+            self._pp_handshake.close()
 
     def pause_writing(self) -> None:
-        if self._pp_done:
+        if self._pp_handshake.accepted:
             super().pause_writing()
 
     def resume_writing(self) -> None:
-        if self._pp_done:
+        if self._pp_handshake.accepted:
             super().resume_writing()
 
-    # --- the handshake ---------------------------------------------------------------------
-
-    def _pp_advance(self) -> None:
-        try:
-            if self._pp_parser.next_event() is NEED_DATA:
-                return
-        except ProxyProtocolError as error:
-            self._pp_judge(error)
-            return
-        self._pp_judge(None)
-
-    def _pp_timed_out(self) -> None:
-        self._pp_timer = None
-        timeout = self.proxy_config.header_timeout
-        if self._pp_validation is not None:
-            self._pp_validation.cancel()
-            self._pp_validation = None
-            self._pp_refuse("timeout", f"the validator took more than {timeout:g}s")
-            return
-        self._pp_judge(None, timed_out=True)
-
-    def _pp_judge(self, error: ProxyProtocolError | None, *, timed_out: bool = False) -> None:
-        """Decide as every adapter does (``_policy.judge_reading``), then run the validator."""
-        parser, policy = self._pp_parser, self._pp_policy
-        header = parser.header
-        try:
-            action = judge_reading(
-                policy,
-                parser,
-                error,
-                timed_out=timed_out,
-                header_timeout=self.proxy_config.header_timeout,
-            )
-            use_addresses = action is Action.PROXIED
-            validator = self.proxy_config.validator
-            if use_addresses and validator is not None and header is not None:
-                verdict = self._pp_call_validator(validator, header)
-                if inspect.isawaitable(verdict):
-                    self._pp_transport.pause_reading()
-                    self._pp_validation = self.loop.create_task(
-                        self._pp_await_validator(verdict, header)
-                    )
-                    return
-                if not verdict:
-                    raise Refusal("validator", "the validator refused the header")
-        except Refusal as refusal:
-            self._pp_refuse(refusal.kind, refusal.reason)
-            return
-        except Exception:
-            self._pp_fail()
-            return
-        leftover = parser.trailing_data
-        self._pp_hand_over(header if use_addresses else None, use_addresses, leftover)
-
-    def _pp_call_validator(self, validator: Any, header: Header) -> bool | Awaitable[bool]:
-        try:
-            verdict: bool | Awaitable[bool] = validator(header, self._pp_peer)
-        except HeaderRejected as rejection:
-            raise Refusal("validator", f"the validator refused the header: {rejection}") from None
-        return verdict
-
-    async def _pp_await_validator(self, verdict: Awaitable[bool], header: Header) -> None:
-        try:
-            accepted = await verdict
-        except HeaderRejected as rejection:
-            self._pp_validation = None
-            self._pp_refuse("validator", f"the validator refused the header: {rejection}")
-            return
-        except Exception:
-            self._pp_validation = None
-            self._pp_fail()
-            return
-        self._pp_validation = None
-        if self._pp_transport.is_closing():
-            return
-        if not accepted:
-            self._pp_refuse("validator", "the validator refused the header")
-            return
-        self._pp_transport.resume_reading()
-        self._pp_hand_over(header, True, self._pp_parser.trailing_data)
-
-    def _pp_stop(self) -> None:
-        if self._pp_timer is not None:
-            self._pp_timer.cancel()
-            self._pp_timer = None
-        if self._pp_validation is not None:
-            self._pp_validation.cancel()
-            self._pp_validation = None
-
-    def _pp_refuse(self, kind: str, reason: str) -> None:
-        self._pp_stop()
-        self._pp_transport.close()
-        # The same levels as the anyio adapter: peers that went away are routine (INFO), a peer
-        # that sends what it must not is worth a WARNING.
-        level = logging.INFO if kind in ("timeout", "closed", "error") else logging.WARNING
-        logger.log(level, "refused connection from %s: %s", _show(self._pp_peer), reason)
-
-    def _pp_fail(self) -> None:
-        # Not the peer's doing (a policy or validator that raised): a traceback helps.
-        self._pp_stop()
-        self._pp_transport.close()
-        logger.exception("PROXY handshake with %s failed", _show(self._pp_peer))
-
-    def _pp_hand_over(self, header: Header | None, use_addresses: bool, leftover: bytes) -> None:
-        self._pp_stop()
-        self._pp_done = True
+    def _pp_accept(self, header: Header | None, leftover: bytes) -> None:
         transport: asyncio.Transport = self._pp_transport
-        if use_addresses and carries_address(header):
-            assert header is not None
+        if header is not None:
             assert header.source is not None
             transport = _ProxiedTransport(transport, header.source)
         super().connection_made(transport)

@@ -1,0 +1,265 @@
+"""The PROXY handshake on a plain asyncio transport, for servers built on asyncio protocols.
+
+Uvicorn, and Hypercorn's asyncio worker, serve connections with :class:`asyncio.Protocol`
+objects, not tasks. :class:`TransportHandshake` reads a header there: the protocol that owns the
+transport passes on its ``data_received`` / ``eof_received`` / ``connection_lost`` calls until the
+handshake is over, then the connection belongs to the server. No task, no stream layer: while
+the header is read, a connection costs its transport, a :class:`~proxyproto.HeaderParser` and one
+timer (``header_timeout``); a proxy's header, which comes whole in the first segment, is over in
+that one ``data_received`` call.
+
+The decisions are every adapter's: the policy for the peer
+(:func:`~proxyproto._policy.resolve`), what to make of what was read
+(:func:`~proxyproto._policy.judge_reading`), the validator, and one log line on the
+``proxyproto`` logger per refused connection, at the anyio listener's levels. There are no
+handshake slots here: a partial header holds no task and never holds up an accept, so
+``max_pending_handshakes`` and ``eviction_age`` do not apply; ``header_timeout`` bounds how long
+one lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+
+from ._anyio import _show
+from ._config import ProxyProtocolConfig
+from ._errors import HeaderRejected, ProxyProtocolError
+from ._model import Header
+from ._parser import NEED_DATA, HeaderParser
+from ._policy import Action, PeerAddress, Policy, Refusal, carries_address, judge_reading, resolve
+
+__all__ = ["Accept", "TransportHandshake", "peer_of"]
+
+logger = logging.getLogger("proxyproto")
+
+#: Called once when a connection is accepted: the header whose addresses replace the
+#: connection's (``None`` for a direct connection, or a header without addresses), and the bytes
+#: read after the header (for a direct connection, every byte read), which the server must see
+#: first.
+Accept = Callable[[Header | None, bytes], None]
+
+
+def peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
+    """The real peer's address: ``(host, port)`` for IP, a path for UNIX sockets, or ``None``."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple | list) and len(peer) >= 2:
+        return (str(peer[0]), int(peer[1]))  # IPv6 adds flowinfo and scope id: drop them
+    if isinstance(peer, str) and peer:
+        return peer
+    return None
+
+
+class TransportHandshake:
+    """Reads one connection's PROXY header off its asyncio transport.
+
+    The owning protocol creates it in ``connection_made`` and calls :meth:`start`, then forwards
+    ``data_received`` and ``eof_received`` to it until ``accept`` has been called, and
+    ``connection_lost`` always. ``accept`` is called at most once, from inside one of those calls
+    (or from the validator's task); a refused connection is closed and logged instead.
+    """
+
+    __slots__ = (
+        "_accept",
+        "_config",
+        "_loop",
+        "_parser",
+        "_policy",
+        "_timer",
+        "_transport",
+        "_validation",
+        "accepted",
+        "done",
+        "peer",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        config: ProxyProtocolConfig,
+        accept: Accept,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._transport = transport
+        self._config = config
+        self._accept = accept
+        self._loop = loop
+        self._parser: HeaderParser | None = None
+        self._policy = Policy.SKIP
+        self._timer: asyncio.TimerHandle | None = None
+        self._validation: asyncio.Task[None] | None = None
+        #: True once the handshake is over: accepted, or the connection closed.
+        self.done = False
+        #: True once ``accept`` was called: the connection is the server's.
+        self.accepted = False
+        #: The real peer (the proxy, or a direct client).
+        self.peer = peer_of(transport)
+
+    def start(self) -> None:
+        """Choose the policy for the peer and start the clock (``SKIP``: accept at once)."""
+        config = self._config
+        try:
+            self._policy = resolve(config.policy, self.peer)
+        except Exception:
+            self._fail()
+            return
+        if self._policy is Policy.SKIP:
+            self._hand_over(None, b"")
+            return
+        self._parser = HeaderParser(
+            max_header_size=config.max_header_size, versions=config.versions
+        )
+        self._timer = self._loop.call_later(config.header_timeout, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if self.done or parser is None:
+            return
+        parser.receive_data(data)
+        if self._validation is None:  # reading is paused while a validator runs
+            self._advance(parser)
+
+    def eof_received(self) -> bool:
+        """The peer's EOF; returns whether this accepted the connection (then the server's
+        protocol should hear of the EOF too)."""
+        parser = self._parser
+        if self.done or parser is None or self._validation is not None or parser.closed:
+            return False
+        parser.receive_data(b"")
+        self._advance(parser)
+        return self.accepted
+
+    def connection_lost(self) -> None:
+        """The connection is gone: stop the clock and any validator."""
+        self._stop()
+        self.done = True
+        self._accept = _accept_nothing
+
+    def close(self) -> None:
+        """Close a connection whose handshake is not over (a server shutting down)."""
+        if not self.done:
+            self._stop()
+            self.done = True
+            self._transport.close()
+
+    # --- the decision ------------------------------------------------------------------------
+
+    def _advance(self, parser: HeaderParser) -> None:
+        try:
+            if parser.next_event() is NEED_DATA:
+                return
+        except ProxyProtocolError as error:
+            self._judge(parser, error)
+            return
+        self._judge(parser, None)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._validation is not None:
+            self._validation.cancel()
+            self._validation = None
+            timeout = self._config.header_timeout
+            self._refuse("timeout", f"the validator took more than {timeout:g}s")
+            return
+        if self._parser is not None and not self.done:
+            self._judge(self._parser, None, timed_out=True)
+
+    def _judge(
+        self, parser: HeaderParser, error: ProxyProtocolError | None, *, timed_out: bool = False
+    ) -> None:
+        header = parser.header
+        try:
+            action = judge_reading(
+                self._policy,
+                parser,
+                error,
+                timed_out=timed_out,
+                header_timeout=self._config.header_timeout,
+            )
+            validator = self._config.validator
+            if action is Action.PROXIED and validator is not None and header is not None:
+                verdict = self._call_validator(validator, header)
+                if inspect.isawaitable(verdict):
+                    self._transport.pause_reading()
+                    self._validation = self._loop.create_task(self._await_validator(verdict))
+                    return
+                if not verdict:
+                    raise Refusal("validator", "the validator refused the header")
+        except Refusal as refusal:
+            self._refuse(refusal.kind, refusal.reason)
+            return
+        except Exception:
+            self._fail()
+            return
+        self._hand_over(header if action is Action.PROXIED else None, parser.trailing_data)
+
+    def _call_validator(
+        self, validator: Callable[..., bool | Awaitable[bool]], header: Header
+    ) -> bool | Awaitable[bool]:
+        try:
+            return validator(header, self.peer)
+        except HeaderRejected as rejection:
+            raise Refusal("validator", f"the validator refused the header: {rejection}") from None
+
+    async def _await_validator(self, verdict: Awaitable[bool]) -> None:
+        try:
+            accepted = await verdict
+        except HeaderRejected as rejection:
+            self._validation = None
+            self._refuse("validator", f"the validator refused the header: {rejection}")
+            return
+        except Exception:
+            self._validation = None
+            self._fail()
+            return
+        self._validation = None
+        if self.done or self._transport.is_closing():
+            return
+        if not accepted:
+            self._refuse("validator", "the validator refused the header")
+            return
+        assert self._parser is not None
+        self._transport.resume_reading()
+        self._hand_over(self._parser.header, self._parser.trailing_data)
+
+    # --- the ends ----------------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._validation is not None:
+            self._validation.cancel()
+            self._validation = None
+
+    def _refuse(self, kind: str, reason: str) -> None:
+        self._stop()
+        self.done = True
+        self._accept = _accept_nothing
+        self._transport.close()
+        # The anyio listener's levels: peers that went away are routine (INFO), a peer that
+        # sends what it must not is worth a WARNING.
+        level = logging.INFO if kind in ("timeout", "closed", "error") else logging.WARNING
+        logger.log(level, "refused connection from %s: %s", _show(self.peer), reason)
+
+    def _fail(self) -> None:
+        # Not the peer's doing (a policy or validator that raised): a traceback helps.
+        self._stop()
+        self.done = True
+        self._accept = _accept_nothing
+        self._transport.close()
+        logger.exception("PROXY handshake with %s failed", _show(self.peer))
+
+    def _hand_over(self, header: Header | None, leftover: bytes) -> None:
+        self._stop()
+        self.done = self.accepted = True
+        # Let go of the owner's callback: it would hold the owner in a reference cycle, and a
+        # connection's objects are then freed by the garbage collector, not when it closes.
+        accept, self._accept = self._accept, _accept_nothing
+        accept(header if carries_address(header) else None, leftover)
+
+
+def _accept_nothing(header: Header | None, leftover: bytes) -> None:
+    """What a handshake calls once it is over: nothing."""
