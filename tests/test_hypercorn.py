@@ -8,6 +8,7 @@ the server runs), hands it to Hypercorn as ``fd://N``, and stops the server with
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -168,6 +169,75 @@ async def test_an_untrusted_peer_is_refused() -> None:
     async with running(proxy) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
         await stream.send(V2 + REQUEST)
         assert await closed_without_response(stream)
+
+
+async def test_a_header_in_pieces_then_the_request() -> None:
+    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        for piece in (V2[:5], V2[5:17], V2[17:]):
+            await stream.send(piece)
+            await anyio.sleep(0.01)  # separate segments: the handshake reads several times
+        await stream.send(REQUEST)
+        assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+
+
+async def test_a_request_then_eof_is_answered() -> None:
+    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(V2 + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        await stream.send_eof()  # half-close: the answer still comes
+        assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_the_validator_decides(asynchronous: bool, caplog: pytest.LogCaptureFixture) -> None:
+    def verdict(header: pp.Header, peer: pp.PeerAddress) -> bool:
+        return header.source == CLIENT
+
+    async def async_verdict(header: pp.Header, peer: pp.PeerAddress) -> bool:
+        await anyio.sleep(0.01)
+        return verdict(header, peer)
+
+    proxy = pp.ProxyProtocolConfig(validator=async_verdict if asynchronous else verdict)
+    async with running(proxy) as port:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(V2 + REQUEST)
+            assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            other = pp.Header.proxy(("192.0.2.99", 1), SERVER).to_bytes()
+            await stream.send(other + REQUEST)
+            assert await closed_without_response(stream)
+    assert "the validator refused the header" in caplog.text
+
+
+async def test_a_broken_header_and_a_silent_client_are_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "proxyproto")
+    proxy = pp.ProxyProtocolConfig(header_timeout=0.2)
+    async with running(proxy) as port:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"PROXY TCP4 203.0.113.7 nonsense\r\n" + REQUEST)
+            assert await closed_without_response(stream)
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(V2[:20])  # part of a header, then nothing
+            assert await closed_without_response(stream)
+    assert "refused connection from 127.0.0.1" in caplog.text
+    assert "no complete PROXY header within 0.2s" in caplog.text
+
+
+async def test_shutdown_closes_a_pending_handshake() -> None:
+    """A connection still sending its header holds up neither the shutdown nor the others."""
+    async with anyio.create_task_group():
+        with anyio.fail_after(10):
+            async with running(pp.ProxyProtocolConfig(header_timeout=60)) as port:
+                silent = await anyio.connect_tcp("127.0.0.1", port)
+                await silent.send(V2[:10])
+                async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                    await stream.send(V2 + REQUEST)
+                    assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+            # The server has stopped (well before the 60 s header timeout): the connection is
+            # closed.
+            async with silent:
+                assert await closed_without_response(silent)
 
 
 @pytest.fixture(scope="module")

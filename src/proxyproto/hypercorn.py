@@ -9,8 +9,9 @@ graceful shutdown under ``graceful_timeout``) with the listeners wrapped. It use
 classes for everything after the handshake, which is why the extra pins Hypercorn's minor version.
 
 Nothing here decides anything: each handshake is a :class:`proxyproto.ProxyProtocolListener`'s
-(trio: :class:`proxyproto.trio.ProxyProtocolListener`, which runs that same handshake), with the
-``proxy`` config's policy, validator, bounds, eviction, counters and log lines.
+(trio: :class:`proxyproto.trio.ProxyProtocolListener`, which runs that same handshake) or, on
+asyncio in cleartext, a :class:`proxyproto._asyncio.TransportHandshake`, with the ``proxy``
+config's policy, validator, timeout and log lines, through the same decision functions.
 
 On **trio**, Hypercorn's ``TCPServer`` takes a trio stream and asks ``stream.socket.getpeername()``
 (or, under TLS, ``stream.transport_stream.socket``) for ``scope["client"]``. Each socket listener
@@ -18,15 +19,20 @@ is wrapped in a :class:`proxyproto.trio.ProxyProtocolListener`, whose streams an
 header's client; with TLS, ``trio.SSLListener`` goes on top, as Hypercorn puts it on the socket
 listener -- the header is cleartext before TLS.
 
-On **asyncio**, Hypercorn runs ``asyncio.start_server`` with TLS in the transport, which would
-start TLS on the header's bytes, and its ``TCPServer`` wants an ``asyncio.StreamReader`` /
-``StreamWriter`` pair. Here the bound sockets are anyio listeners instead
-(:meth:`anyio.abc.SocketListener.from_socket`, on the running asyncio loop); after the handshake,
-TLS (when Hypercorn's config has a certificate) is an :class:`anyio.streams.tls.TLSStream` over
-the proxied stream, so bytes that came with the header (a ClientHello sent in the same segment)
-are not lost; and the stream is handed to ``TCPServer`` through a small reader/writer pair whose
-``get_extra_info("socket")`` answers ``getpeername()`` with the header's client and
-``get_extra_info("ssl_object")`` with the TLS object (for ALPN: HTTP/2 over TLS works).
+On **asyncio**, Hypercorn runs ``asyncio.start_server``, whose ``TCPServer`` wants an
+``asyncio.StreamReader`` / ``StreamWriter`` pair; with TLS in the transport, which would start
+TLS on the header's bytes. Cleartext sockets are served by ``loop.create_server`` with a
+:class:`_HandshakeProtocol`, which reads the header off the transport
+(:class:`proxyproto._asyncio.TransportHandshake`, as for Uvicorn); once the connection is
+accepted it gets the pair ``start_server`` would have made, the bytes after the header fed to
+the reader first, and a writer whose ``get_extra_info("socket")`` answers ``getpeername()`` with
+the header's client. TLS sockets are anyio listeners instead
+(:meth:`anyio.abc.SocketListener.from_socket`, on the running asyncio loop): after the
+handshake, TLS is an :class:`anyio.streams.tls.TLSStream` over the proxied stream, so bytes that
+came with the header (a ClientHello sent in the same segment) are not lost -- asyncio's
+``start_tls`` cannot be handed bytes already read -- and the stream goes to ``TCPServer``
+through a small reader/writer pair (:class:`_StreamReader`, :class:`_StreamWriter`) whose
+``get_extra_info("ssl_object")`` is the TLS object (for ALPN: HTTP/2 over TLS works).
 
 The command line, :func:`main` (``proxyproto hypercorn APP ...``), does what Hypercorn's
 ``run()`` does for several workers: it binds the sockets once in the parent, starts each worker
@@ -61,7 +67,9 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from . import _anyio
+from ._asyncio import TransportHandshake
 from ._config import ProxyProtocolConfig
+from ._model import Header
 from ._policy import PeerAddress, Policy, trusted_proxies
 
 if TYPE_CHECKING:
@@ -270,39 +278,49 @@ async def _asyncio_worker(
             max_requests = config.max_requests + randint(0, config.max_requests_jitter)
         context = WorkerContext(max_requests)
 
-        listeners: list[tuple[_anyio.ProxyProtocolListener, ssl.SSLContext | None]] = []
-        for secure, group in ((True, sockets.secure_sockets), (False, sockets.insecure_sockets)):
-            for sock in group:
+        cleartext = _Cleartext(app, config, proxy, context, lifespan_state, loop)
+        servers: list[asyncio.AbstractServer] = []
+        listeners: list[_anyio.ProxyProtocolListener] = []
+        try:
+            for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
-                bind = _bind(sock.family, sock.getsockname())
-                inner = await SocketListener.from_socket(sock)
-                listeners.append(
-                    (_anyio.ProxyProtocolListener(inner, proxy), ssl_context if secure else None)
+                servers.append(
+                    await loop.create_server(cleartext.protocol, sock=sock, backlog=config.backlog)
                 )
-                scheme = "https" if secure else "http"
-                await config.log.info(f"Running on {scheme}://{bind} (PROXY protocol)")
+                bind = _bind(sock.family, sock.getsockname())
+                await config.log.info(f"Running on http://{bind} (PROXY protocol)")
+            for sock in sockets.secure_sockets:
+                sock.listen(config.backlog)
+                inner = await SocketListener.from_socket(sock)
+                listeners.append(_anyio.ProxyProtocolListener(inner, proxy))
+                bind = _bind(sock.family, sock.getsockname())
+                await config.log.info(f"Running on https://{bind} (PROXY protocol)")
+        except BaseException:
+            for server in servers:
+                server.close()
+            for listener in listeners:
+                await listener.aclose()
+            raise
 
-        async def handle(tls: ssl.SSLContext | None, stream: _anyio.ProxiedStream) -> None:
+        async def handle_tls(stream: _anyio.ProxiedStream) -> None:
+            assert ssl_context is not None
             peer = stream.extra(SocketAttribute.remote_address, None)
             raw_socket = stream.extra(SocketAttribute.raw_socket, None)
             served: ByteStream = stream
             try:
-                if tls is not None:
-                    with anyio.fail_after(config.ssl_handshake_timeout):
-                        served = await TLSStream.wrap(
-                            stream, server_side=True, ssl_context=tls, standard_compatible=False
-                        )
+                with anyio.fail_after(config.ssl_handshake_timeout):
+                    served = await TLSStream.wrap(
+                        stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                    )
                 reader = _StreamReader(served)
-                writer = _StreamWriter(
-                    served, reader, raw_socket, peer, direct=served is stream and tls is None
-                )
+                writer = _StreamWriter(served, reader, raw_socket, peer)
                 await TCPServer(app, loop, config, context, lifespan_state, reader, writer)  # type: ignore[arg-type]
             except (TimeoutError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
                 logger.debug("TLS handshake with %s failed", peer, exc_info=True)
             finally:
                 await anyio.aclose_forcefully(served)
 
-        async with anyio.create_task_group() as connections:
+        async with anyio.create_task_group() as tls_connections:
             try:
                 async with anyio.create_task_group() as accepting:
 
@@ -312,14 +330,19 @@ async def _asyncio_worker(
 
                     accepting.start_soon(stop_when, shutdown_trigger)
                     accepting.start_soon(stop_when, context.terminate.wait)
-                    for listener, tls in listeners:
-                        accepting.start_soon(listener.serve, partial(handle, tls), connections)
+                    for listener in listeners:
+                        accepting.start_soon(listener.serve, handle_tls, tls_connections)
             finally:
                 with anyio.CancelScope(shield=True):
-                    for listener, _ in listeners:
+                    for server in servers:
+                        server.close()  # stops accepting; open connections stay
+                    for listener in listeners:
                         await listener.listener.aclose()
+                    cleartext.close_handshakes()
                     await context.terminated.set()
-                connections.cancel_scope.deadline = anyio.current_time() + config.graceful_timeout
+                    deadline = anyio.current_time() + config.graceful_timeout
+                    tls_connections.cancel_scope.deadline = deadline
+                    await cleartext.finish(deadline)
     finally:
         for signum in installed_signals:
             loop.remove_signal_handler(signum)
@@ -329,6 +352,144 @@ async def _asyncio_worker(
             lifespan_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lifespan_task
+
+
+class _Cleartext:
+    """Hypercorn's asyncio ``TCPServer`` on cleartext connections, each after its handshake.
+
+    Each connection's protocol is first a :class:`_HandshakeProtocol` running a
+    :class:`~proxyproto._asyncio.TransportHandshake`. Once it is accepted, the transport gets the
+    protocol and stream pair that :func:`asyncio.start_server` would have made (Hypercorn's own
+    server uses those), the bytes after the header are fed to the reader first, and
+    ``TCPServer`` runs in a task, as under Hypercorn's ``asyncio.start_server``.
+    """
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        proxy: ProxyProtocolConfig,
+        context: Any,
+        lifespan_state: Any,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        from hypercorn.asyncio.tcp_server import TCPServer
+
+        self._server = partial(TCPServer, app, loop, config, context, lifespan_state)
+        self._proxy = proxy
+        self._loop = loop
+        #: Connections served, and handshakes under way.
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.handshakes: set[TransportHandshake] = set()
+
+    def protocol(self) -> asyncio.Protocol:
+        """The protocol factory for :meth:`asyncio.loop.create_server`."""
+        return _HandshakeProtocol(self)
+
+    def handshake(self, transport: asyncio.Transport) -> TransportHandshake:
+        return TransportHandshake(
+            transport, self._proxy, partial(self._serve, transport), self._loop
+        )
+
+    def _serve(self, transport: asyncio.Transport, header: Header | None, leftover: bytes) -> None:
+        loop = self._loop
+        reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if leftover:
+            protocol.data_received(leftover)
+        writer: asyncio.StreamWriter
+        if header is None:
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        else:
+            writer = _ProxiedStreamWriter(transport, protocol, reader, loop, header)
+        task = loop.create_task(self._run(reader, writer))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._server(reader, writer)
+
+    def close_handshakes(self) -> None:
+        """Close the connections whose handshake is not over (they have no request yet)."""
+        for handshake in list(self.handshakes):
+            handshake.close()
+        self.handshakes.clear()
+
+    async def finish(self, deadline: float) -> None:
+        """Wait for the connections served until ``deadline`` (anyio's clock), then cancel them."""
+        while self.tasks:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self.tasks), timeout=remaining)
+        tasks = set(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+#: What Hypercorn's asyncio server uses for its ``StreamReader`` (asyncio's default).
+_STREAM_LIMIT = 2**16
+
+
+class _HandshakeProtocol(asyncio.Protocol):
+    """A cleartext connection's protocol while its PROXY handshake is under way."""
+
+    __slots__ = ("_cleartext", "_handshake", "_transport")
+
+    def __init__(self, cleartext: _Cleartext) -> None:
+        self._cleartext = cleartext
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._handshake = self._cleartext.handshake(transport)
+        self._handshake.start()
+        if not self._handshake.done:
+            self._cleartext.handshakes.add(self._handshake)
+
+    def data_received(self, data: bytes) -> None:
+        self._handshake.data_received(data)
+        if self._handshake.done:
+            self._cleartext.handshakes.discard(self._handshake)
+
+    def eof_received(self) -> bool | None:
+        if self._handshake.eof_received():
+            # Accepted by this EOF: the stream protocol hears it (and keeps the transport open
+            # for the answer, as it would have).
+            self._cleartext.handshakes.discard(self._handshake)
+            return self._transport.get_protocol().eof_received()  # type: ignore[attr-defined, no-any-return]
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._handshake.connection_lost()
+        self._cleartext.handshakes.discard(self._handshake)
+
+
+class _ProxiedStreamWriter(asyncio.StreamWriter):
+    """asyncio's ``StreamWriter``, whose socket and ``peername`` are the header's client."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: asyncio.StreamReaderProtocol,
+        reader: asyncio.StreamReader,
+        loop: asyncio.AbstractEventLoop,
+        header: Header,
+    ) -> None:
+        super().__init__(transport, protocol, reader, loop)
+        self._pp_source = header.source
+        self._pp_socket = _PeerSocket(transport.get_extra_info("socket"), header.source)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self._pp_socket
+        if name == "peername":
+            return self._pp_source
+        return super().get_extra_info(name, default)
 
 
 class _StreamReader:
@@ -365,18 +526,11 @@ class _StreamReader:
 
 
 class _StreamWriter:
-    """What Hypercorn's asyncio ``TCPServer`` writes with, over an anyio byte stream.
+    """What Hypercorn's asyncio ``TCPServer`` writes with, over an anyio byte stream (TLS).
 
     ``write()`` buffers and ``drain()`` sends (Hypercorn always drains after writing, under a
     lock); ``get_extra_info("socket")`` is a :class:`_PeerSocket` answering ``getpeername()``
     with the client from the header.
-
-    With ``direct`` (cleartext, POSIX, over the connection's own non-blocking socket),
-    ``drain()`` first writes to the socket itself, as an asyncio transport's ``write()`` does
-    when its buffer is empty, and returns without yielding when the kernel took it all: the
-    anyio stream's ``send()`` costs two checkpoints and a turn of the event loop per call, per
-    response event. The first time the kernel takes less, the rest and everything after go
-    through the stream, so the order of bytes holds.
     """
 
     def __init__(
@@ -385,18 +539,8 @@ class _StreamWriter:
         reader: _StreamReader,
         raw_socket: _stdlib_socket.socket | None,
         peer: PeerAddress,
-        *,
-        direct: bool = False,
     ) -> None:
         self._stream = stream
-        self._direct: _stdlib_socket.socket | None = None
-        if (
-            direct
-            and os.name == "posix"
-            and raw_socket is not None
-            and raw_socket.gettimeout() == 0.0
-        ):
-            self._direct = raw_socket
         self._reader = reader
         self._buffer = bytearray()
         self._closing = False
@@ -423,22 +567,6 @@ class _StreamWriter:
     async def drain(self) -> None:
         if self._closing:
             raise ConnectionResetError("the connection is closing")
-        if self._buffer and self._direct is not None:
-            # asyncio hands out a TransportSocket, without send(); a socket's fd takes write().
-            # fileno() is -1 once the transport closed it: never a number reused since.
-            fd = self._direct.fileno()
-            try:
-                if fd < 0:
-                    raise ConnectionResetError("the connection is closed")
-                sent = os.write(fd, self._buffer)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as error:
-                self._direct = None
-                raise ConnectionResetError(str(error)) from error
-            del self._buffer[:sent]
-            if self._buffer:
-                self._direct = None  # the transport has it from here on
         if self._buffer:
             data, self._buffer = bytes(self._buffer), bytearray()
             try:
