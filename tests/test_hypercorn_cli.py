@@ -214,3 +214,15 @@ def test_tls_after_the_header_in_workers(tmp_path: Path, worker_class: str) -> N
                 sock.sendall(REQUEST)
                 assert read_answer(sock)["client"] == ["203.0.113.8", 51234]
         assert server.stop() == 0
+
+
+def test_max_requests_with_one_worker_replaces_it(tmp_path: Path) -> None:
+    # As Hypercorn's own `--workers 1`: one worker process, not this one, so that it can be
+    # replaced (in-process, the server would end after the third request).
+    args = ["--bind", "127.0.0.1:0", "--workers", "1", "--max-requests", "2"]
+    with running(tmp_path, *args) as server:
+        pids = [request(server.port, v2("203.0.113.1"))["pid"] for _ in range(6)]
+        assert server.process.pid not in pids
+        assert len(set(pids)) > 1
+        assert server.stop() == 0
+    assert "exited: starting another" in server.stderr()
