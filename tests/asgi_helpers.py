@@ -1,7 +1,9 @@
-"""What the ASGI integration tests share: the lifespan protocol, and Uvicorn in a thread."""
+"""What the ASGI integration tests share: the lifespan protocol, Uvicorn in a thread, and reading
+HTTP/1.1 answers with a JSON body from a plain socket."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -55,3 +57,48 @@ def uvicorn_thread(
             thread.join(5)
         sock.close()
         assert stopped, "uvicorn did not stop within 10s"
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, Any]]:
+    """One HTTP/1.1 response (with Content-Length) from ``sock``: its status and JSON body.
+
+    ``buffer`` keeps what arrived after it, for the next response on a keep-alive connection.
+    """
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {bytes(buffer)!r}")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(
+        int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:")
+    )
+    buffer[:] = rest
+    while len(buffer) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed in the middle of a response body")
+        buffer += chunk
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return status, json.loads(body)
+
+
+def keep_alive_clients(address: tuple[str, int], requests: int) -> tuple[list[Any], list[Any]]:
+    """``requests`` GETs one after another on one connection to ``address``, no PROXY header:
+    this end's address and each answer's ``client``, both as JSON has them (lists).
+
+    Through a proxy that sends the header, each ``client`` should be this end's address.
+    """
+    with socket.create_connection(address, timeout=20) as sock:
+        me = list(sock.getsockname()[:2])
+        buffer = bytearray()
+        clients = []
+        for _ in range(requests):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            status, body = read_response(sock, buffer)
+            assert status == 200, body
+            clients.append(body["client"])
+    return me, clients

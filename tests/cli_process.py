@@ -26,7 +26,18 @@ LISTENING = "listening on 127.0.0.1:"
 def listening_address(line: str) -> Address:
     """The address in a ``listening on 127.0.0.1:PORT`` line."""
     assert line.startswith(LISTENING), line
-    return ("127.0.0.1", int(line.rpartition(":")[2]))
+    [address] = listening_addresses(line)
+    return address
+
+
+def listening_addresses(line: str) -> list[Address]:
+    """The addresses in a ``listening on HOST:PORT, [IPV6]:PORT, ...`` line, in order."""
+    assert line.startswith("listening on "), line
+    addresses = []
+    for bound in line.removeprefix("listening on ").split(", "):
+        host, _, port = bound.rpartition(":")
+        addresses.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    return addresses
 
 
 Lines = queue.Queue[str | None] | queue.Queue[str]

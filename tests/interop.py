@@ -1,17 +1,23 @@
 """The client side shared by the interop tests against real peers (``test_haproxy``,
-``test_peers_anyio``): what the client sends and how, the certificates, the loopback addresses it
-connects to, and when a missing HAProxy skips or fails.
+``test_peers_anyio``, the Hypercorn and Uvicorn tests): what the client sends and how, the
+certificates, the loopback addresses it connects to, when a missing HAProxy skips or fails, HAProxy
+with ``send-proxy-v2`` in front of a server, and a request by ``curl --haproxy-protocol``.
 
 The fixtures stay in the test modules (pytest finds them there); they call these helpers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -19,7 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import proxyproto as pp
-from require_peer import require_binary
+from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
+from require_peer import ci_is_set, require_binary, require_curl
 
 __all__ = [
     "ALL_V2_OPTIONS",
@@ -29,6 +36,8 @@ __all__ = [
     "SNI",
     "Certs",
     "client_tls_context",
+    "curl_haproxy_protocol",
+    "haproxy_send_proxy_v2",
     "issue_certs",
     "listen",
     "loopback_host",
@@ -55,6 +64,28 @@ def listen(bind: str, server: str, *extra: str) -> str:
     lines = ["listen fe", f"    bind {bind}", *(f"    {line}" for line in extra)]
     lines.append(f"    server be {server}")
     return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def haproxy_send_proxy_v2(server: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    """HAProxy on a free 127.0.0.1 port relaying to ``server`` with ``send-proxy-v2``: yields its
+    address. Without haproxy, skips, or fails under CI."""
+    haproxy = require_haproxy(find_haproxy(), ci=ci_is_set())
+    front = ("127.0.0.1", free_port())
+    with HAProxy(listen(hostport(*front), f"{hostport(*server)} send-proxy-v2"), binary=haproxy):
+        yield front
+
+
+def curl_haproxy_protocol(url: str) -> Any:
+    """``GET url`` by ``curl --haproxy-protocol`` (a v1 header with curl's own address): the JSON
+    answer. Without a curl that has the option, skips, or fails under CI."""
+    result = subprocess.run(
+        [require_curl(), "--silent", "--show-error", "--max-time", "10", "--haproxy-protocol", url],
+        capture_output=True,
+        check=True,
+        timeout=20,
+    )
+    return json.loads(result.stdout)
 
 
 # =============================================================================== loopback

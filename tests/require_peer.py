@@ -2,16 +2,18 @@
 
 The interop tests must run in CI: ``.ci/run`` installs the peers and sets ``CI=true``, and a
 missing peer there is a failure, not a skip. On a developer's machine it is a skip with the
-reason. HAProxy's case is ``interop.require_haproxy``.
+reason. HAProxy's case is ``interop.require_haproxy``; curl's (a client) is :func:`require_curl`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
-__all__ = ["ci_is_set", "require_binary"]
+__all__ = ["ci_is_set", "require_binary", "require_curl"]
 
 
 def ci_is_set() -> bool:
@@ -42,3 +44,18 @@ def require_binary(
             pytrace=False,
         )
     pytest.skip(f"{why} ({install}); with CI=true this fails")
+
+
+def require_curl() -> str:
+    """The curl binary if it has ``--haproxy-protocol`` (curl >= 7.60); else skip, or fail in CI."""
+    curl = shutil.which("curl")
+    problem = None
+    if curl is not None:
+        usage = subprocess.run(
+            [curl, "--help", "all"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        if "--haproxy-protocol" not in usage:
+            problem = "this curl has no --haproxy-protocol (curl >= 7.60 has)"
+    return require_binary(
+        "curl", curl, ci=ci_is_set(), install="apt-get install curl", problem=problem
+    )

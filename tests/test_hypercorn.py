@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +25,7 @@ from anyio.streams.tls import TLSStream
 import proxyproto as pp
 from haproxy_peer import HAProxy, find_haproxy, hostport
 from interop import listen, require_haproxy
-from require_peer import ci_is_set, require_binary
+from require_peer import ci_is_set, require_curl
 
 pytest.importorskip("hypercorn")
 from hypercorn.config import Config
@@ -372,20 +370,8 @@ async def test_tls_client_hello_in_the_header_segment(
     assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
 
 
-def _curl_with_haproxy_protocol() -> str:
-    curl = shutil.which("curl")
-    problem = None
-    if curl is not None:
-        usage = subprocess.run([curl, "--help", "all"], capture_output=True, text=True).stdout
-        if "--haproxy-protocol" not in usage:
-            problem = "this curl has no --haproxy-protocol (curl >= 7.60 has)"
-    return require_binary(
-        "curl", curl, ci=ci_is_set(), install="apt-get install curl", problem=problem
-    )
-
-
 async def test_curl_haproxy_protocol() -> None:
-    curl = _curl_with_haproxy_protocol()
+    curl = require_curl()
     async with running() as port:
         # curl sends a v1 header with its own address: a response at all shows the header was
         # read (REQUIRE refuses a connection without one).

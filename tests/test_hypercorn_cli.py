@@ -3,7 +3,8 @@
 Each test runs ``python -m proxyproto hypercorn asgi_client_app:app --bind 127.0.0.1:0 ...`` in
 a new session (so that ``finally`` kills the server and its workers together), reads the port
 from its ``listening on`` line, and talks HTTP/1.1 over raw loopback sockets: a PROXY v2 header
-and a request in one segment, ``Connection: close``.
+and a request in one segment, ``Connection: close``. The real peers come last: ``curl
+--haproxy-protocol``, and HAProxy with ``send-proxy-v2`` in front.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, listening_address, reader
+from asgi_helpers import keep_alive_clients
+from cli_process import PROXYPROTO, TIMEOUT, listening_addresses, reader
+from interop import curl_haproxy_protocol, haproxy_send_proxy_v2, has_ipv6_loopback
 
 pytest.importorskip("hypercorn")
 
@@ -60,7 +63,9 @@ class Server:
         self.lines: queue.Queue[str] = queue.Queue()
         assert self.process.stdout is not None
         self._reader = reader(self.process.stdout, self.lines)
-        self.port = listening_address(self.next_line())[1]
+        self.addresses = listening_addresses(self.next_line())
+        host, self.port = self.addresses[0]  # the first --bind
+        assert host == "127.0.0.1", self.addresses
 
     def next_line(self, timeout: float = TIMEOUT) -> str:
         try:
@@ -94,13 +99,13 @@ def running(tmp_path: Path, *args: str) -> Iterator[Server]:
         server.kill()
 
 
-def v2(client_host: str, client_port: int = 51234) -> bytes:
-    return pp.Header.proxy((client_host, client_port), SERVER).to_bytes()
+def v2(client_host: str, client_port: int = 51234, server: tuple[str, int] = SERVER) -> bytes:
+    return pp.Header.proxy((client_host, client_port), server).to_bytes()
 
 
-def request(port: int, header: bytes, path: str = "/") -> dict[str, Any]:
+def request(port: int, header: bytes, path: str = "/", host: str = "127.0.0.1") -> dict[str, Any]:
     """One request on its own connection: the JSON answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+    with socket.create_connection((host, port), timeout=20) as sock:
         sock.sendall(
             header + f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
         )
@@ -213,4 +218,74 @@ def test_tls_after_the_header_in_workers(tmp_path: Path, worker_class: str) -> N
             with context.wrap_socket(raw, server_hostname="localhost") as sock:
                 sock.sendall(REQUEST)
                 assert read_answer(sock)["client"] == ["203.0.113.8", 51234]
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_max_requests_replaces_the_workers(tmp_path: Path, worker_class: str) -> None:
+    # A worker stops accepting at its third request (Hypercorn counts past --max-requests),
+    # finishes it, and exits 0; the parent starts another one each time.
+    args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
+    with running(tmp_path, *args, "--max-requests", "2") as server:
+        pids = set()
+        for i in range(1, 13):
+            answer = request(server.port, v2(f"203.0.113.{i}"))
+            assert answer["client"] == [f"203.0.113.{i}", 51234]
+            pids.add(answer["pid"])
+        assert len(pids) > 2
+        assert server.stop() == 0
+    assert "exited: starting another" in server.stderr()
+
+
+def test_max_requests_with_one_worker_replaces_it(tmp_path: Path) -> None:
+    # As Hypercorn's own `--workers 1`: one worker process, not this one, so that it can be
+    # replaced (in-process, the server would end after the third request).
+    args = ["--bind", "127.0.0.1:0", "--workers", "1", "--max-requests", "2"]
+    with running(tmp_path, *args) as server:
+        pids = [request(server.port, v2("203.0.113.1"))["pid"] for _ in range(6)]
+        assert server.process.pid not in pids
+        assert len(set(pids)) > 1
+        assert server.stop() == 0
+    assert "exited: starting another" in server.stderr()
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_an_ipv4_and_an_ipv6_bind(tmp_path: Path, worker_class: str) -> None:
+    if not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback (::1) on this machine")
+    args = ["--bind", "127.0.0.1:0", "--bind", "[::1]:0", "--workers", "2"]
+    with running(tmp_path, *args, "--worker-class", worker_class) as server:
+        [(ipv4, port4), (ipv6, port6)] = server.addresses
+        assert (ipv4, port4) == ("127.0.0.1", server.port)
+        assert ipv6 == "::1"
+        answer = request(port4, v2("203.0.113.4"))
+        assert answer["client"] == ["203.0.113.4", 51234]
+        answer = request(port6, v2("2001:db8::6", 40006, ("2001:db8::1", 443)), host="::1")
+        assert answer["client"] == ["2001:db8::6", 40006]
+        assert server.stop() == 0
+
+
+# --- real peers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_two_workers_curl_haproxy_protocol(tmp_path: Path, worker_class: str) -> None:
+    args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
+    with running(tmp_path, *args) as server:
+        answer = curl_haproxy_protocol(f"http://127.0.0.1:{server.port}/")
+        # curl's v1 header names curl's own address: under REQUIRE, an answer proves it was read.
+        assert answer["client"][0] == "127.0.0.1"
+        assert answer["pid"] != server.process.pid
+        assert server.stop() == 0
+
+
+@pytest.mark.haproxy
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_two_workers_behind_haproxy_send_proxy_v2(tmp_path: Path, worker_class: str) -> None:
+    args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
+    with running(tmp_path, *args) as server:
+        with haproxy_send_proxy_v2(("127.0.0.1", server.port)) as front:
+            me, clients = keep_alive_clients(front, 2)
+        # HAProxy's one header names this socket, not HAProxy, for both requests.
+        assert clients == [me, me]
         assert server.stop() == 0

@@ -7,10 +7,8 @@ header and the first request in one segment.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,10 +27,9 @@ pytest.importorskip("uvicorn")
 
 import proxyproto as pp
 import proxyproto.uvicorn as ppu
-from asgi_helpers import uvicorn_thread
-from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
-from interop import listen, require_haproxy
-from require_peer import ci_is_set, require_binary
+from asgi_helpers import keep_alive_clients, read_response, uvicorn_thread
+from haproxy_peer import free_port
+from interop import curl_haproxy_protocol, haproxy_send_proxy_v2
 
 V1 = b"PROXY TCP4 203.0.113.7 198.51.100.10 51234 443\r\n"
 V2 = pp.Header.proxy(("2001:db8::7", 40000), ("2001:db8::1", 443)).to_bytes()
@@ -76,30 +73,6 @@ def uvicorn_server(
     protocol = ppu._protocol_class(http, proxy)
     with uvicorn_thread(app, http=protocol, **kwargs) as (address, _server, _thread):
         yield address
-
-
-def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, Any]]:
-    """One HTTP/1.1 response (with Content-Length) from ``sock``: its status and JSON body."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response: {bytes(buffer)!r}")
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = next(
-        int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:")
-    )
-    buffer[:] = rest
-    while len(buffer) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed in the middle of a response body")
-        buffer += chunk
-    body = bytes(buffer[:length])
-    del buffer[:length]
-    return status, json.loads(body)
 
 
 def exchange(address: tuple[str, int], first: bytes, requests: int = 1) -> list[Any]:
@@ -290,35 +263,23 @@ def test_run_refuses_a_config_for_worker_processes() -> None:
 
 
 def test_curl_haproxy_protocol() -> None:
-    curl = require_binary(
-        "curl", shutil.which("curl"), ci=ci_is_set(), install="apt-get install curl"
-    )
     with uvicorn_server(pp.ProxyProtocolConfig()) as (host, port):
-        result = subprocess.run(
-            [curl, "-sS", "--max-time", "10", "--haproxy-protocol", f"http://{host}:{port}/who"],
-            capture_output=True,
-            check=True,
-            timeout=20,
-        )
+        answer = curl_haproxy_protocol(f"http://{host}:{port}/who")
     # curl says who it is (v1): under REQUIRE, an answer at all proves the header was read.
-    assert json.loads(result.stdout)["client"][0] == "127.0.0.1"
+    assert answer["client"][0] == "127.0.0.1"
 
 
 @pytest.mark.haproxy
 @pytest.mark.parametrize("http", PROTOCOLS)
 def test_behind_haproxy_send_proxy_v2(http: str) -> None:
-    require_haproxy(find_haproxy(), ci=ci_is_set())
-    with uvicorn_server(pp.ProxyProtocolConfig(), http) as (host, port):
-        front = free_port()
-        config = listen(hostport("127.0.0.1", front), f"{hostport(host, port)} send-proxy-v2")
-        with HAProxy(config), socket.create_connection(("127.0.0.1", front), timeout=10) as sock:
-            sock.sendall(REQUEST)
-            buffer = bytearray()
-            client = read_response(sock, buffer)[1]["client"]
-            # The client HAProxy saw: this socket, not HAProxy's own connection to Uvicorn.
-            assert tuple(client) == sock.getsockname()[:2]
-            sock.sendall(REQUEST)
-            assert read_response(sock, buffer)[1]["client"] == client
+    with (
+        uvicorn_server(pp.ProxyProtocolConfig(), http) as address,
+        haproxy_send_proxy_v2(address) as front,
+    ):
+        me, clients = keep_alive_clients(front, 2)
+    # The client HAProxy saw: this socket, not HAProxy's own connection to Uvicorn; the one
+    # header covers every request of the connection.
+    assert clients == [me, me]
 
 
 # --- Uvicorn's own command line --------------------------------------------------------------
@@ -404,3 +365,19 @@ def test_uvicorn_command_line_bad_environment(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "PROXYPROTO_POLICY='sometimes': must be one of" in result.stderr
+
+
+def test_uvicorn_command_line_two_workers_curl_haproxy_protocol(tmp_path: Path) -> None:
+    with uvicorn_command(tmp_path, {}, "--workers", "2") as port:
+        # Under REQUIRE (no PROXYPROTO_ settings), an answer at all proves the header was read.
+        assert curl_haproxy_protocol(f"http://127.0.0.1:{port}/")["client"][0] == "127.0.0.1"
+
+
+@pytest.mark.haproxy
+def test_uvicorn_command_line_two_workers_behind_haproxy_send_proxy_v2(tmp_path: Path) -> None:
+    with (
+        uvicorn_command(tmp_path, {}, "--workers", "2") as port,
+        haproxy_send_proxy_v2(("127.0.0.1", port)) as front,
+    ):
+        me, clients = keep_alive_clients(front, 2)
+    assert clients == [me, me]

@@ -654,11 +654,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     line, with a PROXY handshake on every bound socket.
 
     Binds the sockets once, prints ``listening on HOST:PORT, ...`` (the real ports), then serves
-    in this process (``--workers 1``) or in that many ``spawn`` worker processes sharing the
-    sockets, until SIGINT or SIGTERM: each worker stops accepting, gives open connections
-    ``graceful_timeout``, runs the lifespan shutdown and exits. A worker exiting with a failure
-    status stops the others. Returns the exit status: 0 when stopped by a signal, 1 when it
-    cannot start or a worker failed, 2 for a usage error.
+    in this process (``--workers 1`` without ``--max-requests``) or in that many ``spawn`` worker
+    processes sharing the sockets, until SIGINT or SIGTERM: each worker stops accepting, gives
+    open connections ``graceful_timeout``, runs the lifespan shutdown and exits. A worker exiting
+    with a failure status stops the others; one exiting cleanly (``--max-requests``) is replaced.
+    Returns the exit status: 0 when stopped by a signal, 1 when it cannot start or a worker
+    failed, 2 for a usage error.
     """
     parser = _make_parser()
     try:
@@ -705,7 +706,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bound = [_bind(sock.family, sock.getsockname()) for sock in listening]
     print(f"listening on {', '.join(bound)}", flush=True)
     try:
-        if config.workers <= 1:
+        # A worker that has served --max-requests exits, and only a parent can replace it: then
+        # even one worker gets a process of its own, as with Hypercorn's own command line.
+        if config.workers <= 1 and config.max_requests is None:
             return _run_in_process(app, config, options, sockets)
         return _supervise(config, options, sockets)
     finally:
