@@ -108,6 +108,28 @@ def test_v1_max_header_size_below_107() -> None:
         parser.next_event()
 
 
+@pytest.mark.parametrize("data", [V1, V2], ids=["v1", "v2"])
+def test_a_whole_header_larger_than_max_header_size_is_refused(data: bytes) -> None:
+    # All of it in one call, as a proxy sends it: the limit holds all the same.
+    parser = pp.HeaderParser(max_header_size=len(data) - 1)
+    parser.receive_data(data + b"GET / HTTP/1.1\r\n")
+    with pytest.raises(pp.InvalidHeader):
+        parser.next_event()
+    exact = pp.HeaderParser(max_header_size=len(data))
+    exact.receive_data(data + b"GET")
+    assert isinstance(exact.next_event(), pp.Header)
+    assert (exact.header_size, exact.trailing_data) == (len(data), b"GET")
+
+
+@pytest.mark.parametrize(("versions", "data"), [([2], V1), ([1], V2)], ids=["v1", "v2"])
+def test_a_whole_header_of_another_version_is_no_header(versions: list[int], data: bytes) -> None:
+    parser = pp.HeaderParser(versions=versions)
+    parser.receive_data(data + b"GET / HTTP/1.1\r\n")
+    with pytest.raises(pp.InvalidSignature):
+        parser.next_event()
+    assert parser.version is None
+
+
 @pytest.mark.parametrize("size", [0, 15, -1])
 def test_max_header_size_is_at_least_16(size: int) -> None:
     with pytest.raises(ValueError, match="at least 16"):

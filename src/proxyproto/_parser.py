@@ -210,6 +210,17 @@ class HeaderParser:
                 if self._closed:
                     raise InvalidSignature("the peer closed before sending any byte")
                 return NEED_DATA
+            if len(buffer) >= _v2.FIXED_SIZE:
+                # What a proxy sends: the whole header at once. parse() reads it in one go; any
+                # other outcome goes the careful way below, which says what is wrong.
+                try:
+                    header, size = parse(buffer)
+                except ProxyProtocolError:
+                    pass
+                else:
+                    if size <= self._max_header_size and header.version in self._versions:
+                        self._version = header.version
+                        return self._complete(header, size)
             self._version = _signature_untrusted(buffer, self._versions)
             if self._version is None:
                 if self._closed:
