@@ -5,8 +5,13 @@ objects, not tasks. :class:`TransportHandshake` reads a header there: the protoc
 transport passes on its ``data_received`` / ``eof_received`` / ``connection_lost`` calls until the
 handshake is over, then the connection belongs to the server. No task, no stream layer: while
 the header is read, a connection costs its transport, a :class:`~proxyproto.HeaderParser` and one
-timer (``header_timeout``); a proxy's header, which comes whole in the first segment, is over in
-that one ``data_received`` call.
+place on a :class:`HandshakeClock` (``header_timeout``); a proxy's header, which comes whole in the
+first segment, is over in that one ``data_received`` call.
+
+All of a server's handshakes have the same ``header_timeout``, so the one that started first is the
+first to run out of time: one :class:`HandshakeClock` per event loop and timeout keeps them in the
+order they started, with a single timer for the oldest, rather than a timer per connection (a
+``call_later`` and its cancellation cost more than the rest of a connection's bookkeeping).
 
 The decisions are every adapter's: the policy for the peer
 (:func:`~proxyproto._policy.resolve`), what to make of what was read
@@ -31,7 +36,7 @@ from ._model import Header
 from ._parser import NEED_DATA, HeaderParser
 from ._policy import Action, PeerAddress, Policy, Refusal, carries_address, judge_reading, resolve
 
-__all__ = ["Accept", "TransportHandshake", "peer_of"]
+__all__ = ["Accept", "HandshakeClock", "TransportHandshake", "peer_of"]
 
 logger = logging.getLogger("proxyproto")
 
@@ -52,6 +57,55 @@ def peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
     return None
 
 
+class HandshakeClock:
+    """The deadlines of the handshakes under way on one event loop with one ``header_timeout``.
+
+    Handshakes are kept in the order they started, which is the order their time runs out; one
+    timer, set for the oldest, times out every handshake whose deadline has passed and is set
+    again for the next. A server has one, made on its event loop with its ``header_timeout``.
+    """
+
+    __slots__ = ("_loop", "_pending", "_timeout", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        #: Each handshake under way and its deadline, oldest first.
+        self._pending: dict[TransportHandshake, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, handshake: TransportHandshake) -> None:
+        """Give ``handshake`` its deadline: ``timeout`` seconds from now."""
+        deadline = self._loop.time() + self._timeout
+        self._pending[handshake] = deadline
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._expire)
+
+    def stop(self, handshake: TransportHandshake) -> None:
+        """``handshake`` is over: it has no deadline any more."""
+        self._pending.pop(handshake, None)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def close_all(self) -> None:
+        """Close every connection whose handshake is under way (a server shutting down)."""
+        for handshake in list(self._pending):
+            handshake.close()
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        pending = self._pending
+        while pending:
+            handshake, deadline = next(iter(pending.items()))
+            if deadline > now:
+                self._timer = self._loop.call_at(deadline, self._expire)
+                return
+            del pending[handshake]
+            handshake.time_out()
+
+
 class TransportHandshake:
     """Reads one connection's PROXY header off its asyncio transport.
 
@@ -63,11 +117,11 @@ class TransportHandshake:
 
     __slots__ = (
         "_accept",
+        "_clock",
         "_config",
         "_loop",
         "_parser",
         "_policy",
-        "_timer",
         "_transport",
         "_validation",
         "accepted",
@@ -81,6 +135,7 @@ class TransportHandshake:
         config: ProxyProtocolConfig,
         accept: Accept,
         loop: asyncio.AbstractEventLoop,
+        clock: HandshakeClock,
     ) -> None:
         self._transport = transport
         self._config = config
@@ -88,7 +143,7 @@ class TransportHandshake:
         self._loop = loop
         self._parser: HeaderParser | None = None
         self._policy = Policy.SKIP
-        self._timer: asyncio.TimerHandle | None = None
+        self._clock = clock
         self._validation: asyncio.Task[None] | None = None
         #: True once the handshake is over: accepted, or the connection closed.
         self.done = False
@@ -111,7 +166,7 @@ class TransportHandshake:
         self._parser = HeaderParser(
             max_header_size=config.max_header_size, versions=config.versions
         )
-        self._timer = self._loop.call_later(config.header_timeout, self._timed_out)
+        self._clock.start(self)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -155,8 +210,8 @@ class TransportHandshake:
             return
         self._judge(parser, None)
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def time_out(self) -> None:
+        """The ``header_timeout`` has passed (called by the :class:`HandshakeClock`)."""
         if self._validation is not None:
             self._validation.cancel()
             self._validation = None
@@ -227,9 +282,7 @@ class TransportHandshake:
     # --- the ends ----------------------------------------------------------------------------
 
     def _stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._clock.stop(self)
         if self._validation is not None:
             self._validation.cancel()
             self._validation = None

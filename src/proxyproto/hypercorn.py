@@ -67,7 +67,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from . import _anyio
-from ._asyncio import TransportHandshake
+from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
 from ._model import Header
 from ._policy import PeerAddress, Policy, trusted_proxies
@@ -338,7 +338,7 @@ async def _asyncio_worker(
                         server.close()  # stops accepting; open connections stay
                     for listener in listeners:
                         await listener.listener.aclose()
-                    cleartext.close_handshakes()
+                    cleartext.clock.close_all()  # no request yet
                     await context.terminated.set()
                     deadline = anyio.current_time() + config.graceful_timeout
                     tls_connections.cancel_scope.deadline = deadline
@@ -378,18 +378,18 @@ class _Cleartext:
         self._server = partial(TCPServer, app, loop, config, context, lifespan_state)
         self._proxy = proxy
         self._loop = loop
-        #: Connections served, and handshakes under way.
+        #: The handshakes under way, with their deadlines.
+        self.clock = HandshakeClock(loop, proxy.header_timeout)
+        #: The connections served.
         self.tasks: set[asyncio.Task[None]] = set()
-        self.handshakes: set[TransportHandshake] = set()
 
     def protocol(self) -> asyncio.Protocol:
         """The protocol factory for :meth:`asyncio.loop.create_server`."""
         return _HandshakeProtocol(self)
 
     def handshake(self, transport: asyncio.Transport) -> TransportHandshake:
-        return TransportHandshake(
-            transport, self._proxy, partial(self._serve, transport), self._loop
-        )
+        accept = partial(self._serve, transport)
+        return TransportHandshake(transport, self._proxy, accept, self._loop, self.clock)
 
     def _serve(self, transport: asyncio.Transport, header: Header | None, leftover: bytes) -> None:
         loop = self._loop
@@ -410,12 +410,6 @@ class _Cleartext:
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._server(reader, writer)
-
-    def close_handshakes(self) -> None:
-        """Close the connections whose handshake is not over (they have no request yet)."""
-        for handshake in list(self.handshakes):
-            handshake.close()
-        self.handshakes.clear()
 
     async def finish(self, deadline: float) -> None:
         """Wait for the connections served until ``deadline`` (anyio's clock), then cancel them."""
@@ -448,25 +442,19 @@ class _HandshakeProtocol(asyncio.Protocol):
         self._transport = transport
         self._handshake = self._cleartext.handshake(transport)
         self._handshake.start()
-        if not self._handshake.done:
-            self._cleartext.handshakes.add(self._handshake)
 
     def data_received(self, data: bytes) -> None:
         self._handshake.data_received(data)
-        if self._handshake.done:
-            self._cleartext.handshakes.discard(self._handshake)
 
     def eof_received(self) -> bool | None:
         if self._handshake.eof_received():
             # Accepted by this EOF: the stream protocol hears it (and keeps the transport open
             # for the answer, as it would have).
-            self._cleartext.handshakes.discard(self._handshake)
             return self._transport.get_protocol().eof_received()  # type: ignore[attr-defined, no-any-return]
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._handshake.connection_lost()
-        self._cleartext.handshakes.discard(self._handshake)
 
 
 class _ProxiedStreamWriter(asyncio.StreamWriter):

@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
-from ._asyncio import TransportHandshake
+from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
 from ._model import Address, Header
 from ._policy import Policy, trusted_proxies
@@ -202,6 +204,9 @@ class _ProxiedTransport(asyncio.Transport):
         self.transport.abort()
 
 
+#: Each Uvicorn server's handshake clock, by the state its protocols share.
+_CLOCKS: weakref.WeakKeyDictionary[ServerState, HandshakeClock] = weakref.WeakKeyDictionary()
+
 # Under type checking the mixin is an H11Protocol, so that its super() calls are checked; at run
 # time it is a plain protocol, mixed in front of H11Protocol or HttpToolsProtocol.
 if TYPE_CHECKING:
@@ -226,9 +231,18 @@ class _ProxyProtocolMixin(_Base):
         # In Uvicorn's set of connections from the start, so that a shutdown reaches handshakes.
         self.connections.add(self)
         self._pp_handshake = TransportHandshake(
-            transport, self.proxy_config, self._pp_accept, self.loop
+            transport, self.proxy_config, self._pp_accept, self.loop, self._pp_clock()
         )
         self._pp_handshake.start()
+
+    def _pp_clock(self) -> HandshakeClock:
+        """The handshake clock of this protocol's server (one per Uvicorn server)."""
+        clock = _CLOCKS.get(self.server_state)
+        if clock is None:
+            clock = _CLOCKS[self.server_state] = HandshakeClock(
+                self.loop, self.proxy_config.header_timeout
+            )
+        return clock
 
     def data_received(self, data: bytes) -> None:
         # Only until _pp_accept() binds Uvicorn's own method on the instance.
