@@ -272,6 +272,62 @@ async def test_accept_directly_and_aclose() -> None:
             await listener.accept()
 
 
+class _FailingOnce(trio.abc.Listener[trio.abc.Stream]):
+    """A listener whose first accept() fails (too many open files), then serves ``streams``."""
+
+    def __init__(self, streams: list[trio.abc.Stream]) -> None:
+        self.streams = streams
+        self.failed = False
+
+    async def accept(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if not self.failed:
+            self.failed = True
+            raise OSError(24, "Too many open files")
+        if not self.streams:
+            await trio.sleep_forever()
+        return self.streams.pop(0)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_an_inner_accept_error_reaches_the_caller_then_accepting_goes_on() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(HEADER.to_bytes() + b"after")
+    with trio.fail_after(TIME_LIMIT):
+        async with ProxyProtocolListener(_FailingOnce([server])) as listener:
+            with pytest.raises(OSError, match="Too many open files"):
+                await listener.accept()  # as trio.serve_listeners expects: it waits and retries
+            stream = await listener.accept()
+            assert stream.header == HEADER
+            assert await stream.receive_some() == b"after"
+
+
+async def test_connections_are_taken_only_a_few_ahead_of_accept() -> None:
+    """Nobody accepting: the acceptor stops after a few ready streams; the rest wait in the
+    kernel's backlog, and are all served once accept() is called again."""
+    with trio.fail_after(TIME_LIMIT):
+        (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=64)
+        port = inner.socket.getsockname()[1]
+        async with ProxyProtocolListener(inner) as listener:
+            clients = []
+            for n in range(30):
+                client = await trio.open_tcp_stream("127.0.0.1", port)
+                await client.send_all(HEADER.to_bytes() + f"{n}".encode())
+                clients.append(client)
+            first = await listener.accept()
+            await trio.testing.wait_all_tasks_blocked()
+            taken = listener.statistics().accepted
+            assert 1 < taken < 30  # some handshaken ahead of accept(), not every connection
+            streams = [first] + [await listener.accept() for _ in range(29)]
+            assert listener.statistics().accepted == 30
+            seen = sorted([int(await stream.receive_some()) for stream in streams])
+            assert seen == list(range(30))
+            for resource in (*streams, *clients):
+                await resource.aclose()
+
+
 async def test_a_handshake_nursery_of_your_own() -> None:
     with trio.fail_after(TIME_LIMIT):
         async with trio.open_nursery() as nursery:

@@ -222,6 +222,29 @@ class ProxiedStream(ByteStream):
         await self.transport_stream.aclose()
 
 
+@attrs.frozen
+class HandshakeOutcome:
+    """What a handshake decided, for an adapter that serves the connection over a transport of its
+    own (``proxyproto.trio``): :func:`take_outcome` hands it over."""
+
+    header: Header | None
+    #: The bytes read past the header, not yet served.
+    leftover: bytes
+    #: Whether the header's addresses replace the connection's.
+    use_addresses: bool
+    policy: Policy
+    peer_address: PeerAddress
+
+
+def take_outcome(stream: ProxiedStream) -> HandshakeOutcome:
+    """The decisions of ``stream``'s handshake, and its unread bytes: they are the caller's now
+    (``stream`` is not read from again)."""
+    leftover, stream._leftover = stream._leftover, b""
+    return HandshakeOutcome(
+        stream.header, leftover, stream._use_addresses, stream._policy, stream._peer_address
+    )
+
+
 class _Handshake:
     """One connection's handshake: what was read, then what to make of it."""
 

@@ -20,13 +20,16 @@ background work -- started by the first ``accept()`` (so the listener works wher
 listener does: in :func:`trio.serve_listeners`, under :class:`trio.SSLListener`) and ended by
 :meth:`~ProxyProtocolListener.aclose` or by the end of the run.
 
-``accept()`` pulls: while no handshaken stream is ready, it waits on the inner listener's
-``accept()`` and hands each new connection to the nursery; a handshake that ends with a ready
-stream queues it and wakes the waiting ``accept()`` (cancelling the inner ``accept()``, which
-trio's listeners allow without losing a connection). So connections are taken from the kernel
-only while someone accepts, the inner listener's errors (``EMFILE`` and the like) reach the caller
-as they would without us, and a silent client costs a task and a socket until its deadline,
-never anyone else's ``accept()``.
+One background task, the acceptor, takes connections from the inner listener and starts each
+one's handshake in the nursery; a handshake that ends with a ready stream queues it and wakes one
+``accept()`` parked on a :class:`trio.lowlevel.ParkingLot`. The acceptor starts with the first
+``accept()`` and stops while :data:`_READY_AHEAD` handshaken streams wait (so connections stay in
+the kernel's backlog when nobody accepts), starting again when one is taken. An error from the
+inner listener's ``accept()`` (``EMFILE`` and the like) stops it and is raised by the next
+``accept()``, as it would be without us, and the call after that starts it again. So a silent
+client costs a task and a socket until its deadline, never anyone else's ``accept()``, and a
+connection costs one wake-up of ``accept()``, not the cancellation of a pending inner
+``accept()``.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import trio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
 
 from . import _anyio
-from ._anyio import ListenerStatistics, ProxyAttribute
+from ._anyio import ListenerStatistics
 from ._config import ProxyProtocolConfig
 from ._model import Address, Header
 from ._policy import PeerAddress, Policy, carries_address
@@ -129,6 +132,9 @@ class ProxiedStream(trio.abc.HalfCloseableStream):
         )
         self._leftover = leftover
         self._socket: ProxiedSocket | None = None
+        # Sending is the transport's own, without a layer of ours on every call.
+        self.send_all = transport_stream.send_all  # type: ignore[method-assign]
+        self.wait_send_all_might_not_block = transport_stream.wait_send_all_might_not_block  # type: ignore[method-assign]
         if not leftover:
             self._serve_transport_directly()
 
@@ -160,15 +166,15 @@ class ProxiedStream(trio.abc.HalfCloseableStream):
     def _from_anyio(
         cls, transport: trio.abc.Stream, proxied: _anyio.ProxiedStream
     ) -> ProxiedStream:
-        # The anyio stream's decisions, over the trio transport. Its unread bytes are private to
-        # it, but this module is its twin: the bytes are handed over, never read twice.
+        # The anyio stream's decisions, over the trio transport; its unread bytes move here.
+        outcome = _anyio.take_outcome(proxied)
         return cls(
             transport,
-            proxied.header,
-            leftover=proxied._leftover,
-            use_addresses=proxied.extra(ProxyAttribute.source, None) is not None,
-            policy=proxied.extra(ProxyAttribute.policy),
-            peer_address=proxied.extra(ProxyAttribute.peer_address),
+            outcome.header,
+            leftover=outcome.leftover,
+            use_addresses=outcome.use_addresses,
+            policy=outcome.policy,
+            peer_address=outcome.peer_address,
         )
 
     @property
@@ -257,11 +263,16 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         #: The configuration in force.
         self.config: ProxyProtocolConfig = self._handshaker.config
         self._ready: deque[ProxiedStream] = deque()
-        # accept() calls waiting on the inner listener, woken when a stream is ready.
-        self._waiting: set[trio.CancelScope] = set()
-        # Handshakes under way, cancelled by aclose().
-        self._handshakes: set[trio.CancelScope] = set()
-        self._accept_lock = trio.Lock()
+        # accept() calls waiting for a ready stream (or the acceptor's error).
+        self._waiting = trio.lowlevel.ParkingLot()
+        # The acceptor task, while it runs; the inner listener's error it stopped on.
+        self._acceptor: trio.CancelScope | None = None
+        self._accept_error: BaseException | None = None
+        # Handshakes under way, cancelled by aclose(): only needed in a nursery of the caller's;
+        # aclose() cancels a system task's nursery whole.
+        self._handshakes: set[trio.CancelScope] | None = (
+            None if handshake_nursery is None else set()
+        )
         self._nursery = handshake_nursery
         self._system_task_started: trio.Event | None = None
         self._system_scope = trio.CancelScope()
@@ -271,39 +282,73 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         """The next connection whose handshake is over.
 
         :raises trio.ClosedResourceError: the listener was closed.
+        :raises OSError: the inner listener's ``accept()`` failed (``EMFILE``, say); the next call
+            accepts again.
         """
-        await trio.lowlevel.checkpoint()
+        if self._ready:
+            await trio.lowlevel.checkpoint()
         while not self._ready:
             if self._closed:
                 raise trio.ClosedResourceError("the listener was closed")
-            nursery = await self._handshake_nursery()
-            transport: trio.abc.Stream | None = None
-            with trio.CancelScope() as wakeup:
-                self._waiting.add(wakeup)
-                try:
-                    async with self._accept_lock:
+            if self._accept_error is not None:
+                error, self._accept_error = self._accept_error, None
+                raise error
+            await self._start_acceptor()
+            await self._waiting.park()
+        stream = self._ready.popleft()
+        if self._acceptor is None:  # it stopped with the queue of ready streams full
+            await self._start_acceptor()
+        return stream
+
+    async def _start_acceptor(self) -> None:
+        if self._acceptor is not None or self._accept_error is not None:
+            return
+        nursery = self._nursery if self._nursery is not None else await self._handshake_nursery()
+        self._acceptor = trio.CancelScope()
+        try:
+            nursery.start_soon(self._accept_connections, self._acceptor, nursery)
+        except RuntimeError:  # the nursery is closed: so is this listener, or its run
+            self._acceptor = None
+            raise trio.ClosedResourceError("the listener was closed") from None
+
+    async def _accept_connections(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
+        """The acceptor: takes connections from the inner listener and starts each one's
+        handshake, until :data:`_READY_AHEAD` handshaken streams wait for an accept()."""
+        try:
+            with scope:
+                while len(self._ready) < _READY_AHEAD and not self._closed:
+                    try:
                         transport = await self.listener.accept()
-                finally:
-                    self._waiting.discard(wakeup)
-            if transport is not None:
-                try:
-                    nursery.start_soon(self._handshake, transport)
-                except RuntimeError:  # the nursery is closed: so is this listener, or its run
-                    await trio.aclose_forcefully(transport)
-                    raise trio.ClosedResourceError("the listener was closed") from None
-        return self._ready.popleft()
+                    except Exception as error:  # the caller of accept() decides, as without us
+                        self._accept_error = error
+                        return
+                    try:
+                        nursery.start_soon(self._handshake, transport)
+                    except RuntimeError:  # the nursery is closed: so is this listener, or its run
+                        await trio.aclose_forcefully(transport)
+                        self._accept_error = trio.ClosedResourceError("the listener was closed")
+                        return
+        finally:
+            if self._acceptor is scope:
+                self._acceptor = None
+            # Whoever waits in accept() looks again: at an error to raise, a closed listener, or
+            # an acceptor to start.
+            self._waiting.unpark_all()
 
     async def _handshake(self, transport: trio.abc.Stream) -> None:
-        with trio.CancelScope() as scope:
-            self._handshakes.add(scope)
-            try:
-                if self._closed:
-                    scope.cancel()
-                proxied = await self._handshaker.handshake(_AnyioView(transport))
-            finally:
-                self._handshakes.discard(scope)
-        if scope.cancelled_caught:
-            return  # the listener was closed: the handshake closed the transport
+        if self._handshakes is None:
+            proxied = await self._handshaker.handshake(_AnyioView(transport))
+        else:
+            with trio.CancelScope() as scope:
+                self._handshakes.add(scope)
+                try:
+                    if self._closed:
+                        scope.cancel()
+                    proxied = await self._handshaker.handshake(_AnyioView(transport))
+                finally:
+                    self._handshakes.discard(scope)
+            if scope.cancelled_caught:
+                return  # the listener was closed: the handshake closed the transport
         if proxied is None:
             return  # refused: closed, counted and logged by the handshake
         stream = ProxiedStream._from_anyio(transport, proxied)
@@ -311,8 +356,7 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
             await trio.aclose_forcefully(stream)
             return
         self._ready.append(stream)
-        for wakeup in self._waiting:
-            wakeup.cancel()
+        self._waiting.unpark()
 
     async def _handshake_nursery(self) -> trio.Nursery:
         if self._nursery is None:
@@ -347,16 +391,22 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
     async def aclose(self) -> None:
         """Close the inner listener, end the handshakes under way and the streams not accepted."""
         self._closed = True
-        for wakeup in self._waiting:
-            wakeup.cancel()
+        self._waiting.unpark_all()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
         self._system_scope.cancel()
-        for scope in self._handshakes:
+        for scope in self._handshakes or ():
             scope.cancel()
         try:
             await self.listener.aclose()
         finally:
             while self._ready:
                 await trio.aclose_forcefully(self._ready.popleft())
+
+
+#: How many handshaken streams the acceptor lets wait for an ``accept()`` before it stops taking
+#: connections from the inner listener (it starts again when one is taken).
+_READY_AHEAD = 16
 
 
 class _AnyioView(ByteStream):
