@@ -161,3 +161,39 @@ def test_close_all_closes_pending_handshakes_only() -> None:
             assert log == [("accepted", CLIENT), ("eof", b"")]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("config", "accepted"),
+    [
+        # A whole header in the first bytes is read in one go: the limits hold all the same.
+        (pp.ProxyProtocolConfig(max_header_size=len(V2) - 1), []),
+        (pp.ProxyProtocolConfig(max_header_size=len(V2)), [("accepted", CLIENT)]),
+        # A version not accepted is no header at all: under USE, every byte is the server's.
+        (pp.ProxyProtocolConfig(versions=[1], policy=pp.Policy.USE), [("accepted", None)]),
+        (pp.ProxyProtocolConfig(policy=pp.Policy.REJECT), []),
+        (pp.ProxyProtocolConfig(policy=pp.Policy.IGNORE), [("accepted", None)]),
+    ],
+    ids=["too-large", "just-fits", "other-version", "reject", "ignore"],
+)
+def test_a_whole_header_in_the_first_bytes(
+    config: pp.ProxyProtocolConfig, accepted: list[object]
+) -> None:
+    async def main() -> None:
+        log: list[object] = []
+        server, clock, port = await serve(config, log)
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(V2 + b"hello")
+            writer.write_eof()
+            answer = await asyncio.wait_for(closed(reader), DEADLINE)
+            writer.close()
+        assert len(clock) == 0
+        if not accepted:
+            assert (answer, log) == (b"", [])
+            return
+        assert answer == b"bye"
+        rest = V2 + b"hello" if config.versions == frozenset({1}) else b"hello"
+        assert log == [*accepted, ("eof", rest)]
+
+    asyncio.run(main())

@@ -16,6 +16,7 @@ from proxyproto._policy import (
     Refusal,
     carries_address,
     decide,
+    judge_header,
     judge_reading,
     resolve,
 )
@@ -302,3 +303,25 @@ def test_judge_reading(
         with pytest.raises(Refusal) as refusal:
             judge_reading(policy, parser, error, timed_out=timed_out, header_timeout=1)
         assert refusal.value.kind == outcome
+
+
+@pytest.mark.parametrize("policy", [Policy.REQUIRE, Policy.USE, Policy.IGNORE, Policy.REJECT])
+def test_judge_header_is_judge_reading_once_a_header_arrived(policy: Policy) -> None:
+    # What the asyncio handshake asks when a whole header came in its first bytes.
+    data = pp.Header.proxy(("192.0.2.1", 1), ("192.0.2.2", 2)).to_bytes()
+    header, _ = pp.parse(data)
+    parser, _ = _parser_fed(data)
+    try:
+        expected: Action | str = judge_reading(
+            policy, parser, None, timed_out=False, header_timeout=1
+        )
+    except Refusal as refusal:
+        expected = refusal.kind
+    try:
+        got: Action | str = judge_header(policy, header)
+    except Refusal as refusal:
+        got = refusal.kind
+    assert got == expected
+    assert got == (
+        "policy" if policy is Policy.REJECT else decide(policy, header, signature_seen=True)[0]
+    )

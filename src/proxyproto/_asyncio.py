@@ -33,8 +33,17 @@ from ._anyio import _show
 from ._config import ProxyProtocolConfig
 from ._errors import HeaderRejected, ProxyProtocolError
 from ._model import Header
-from ._parser import NEED_DATA, HeaderParser
-from ._policy import Action, PeerAddress, Policy, Refusal, carries_address, judge_reading, resolve
+from ._parser import NEED_DATA, HeaderParser, parse
+from ._policy import (
+    Action,
+    PeerAddress,
+    Policy,
+    Refusal,
+    carries_address,
+    judge_header,
+    judge_reading,
+    resolve,
+)
 
 __all__ = ["Accept", "HandshakeClock", "TransportHandshake", "peer_of"]
 
@@ -119,6 +128,8 @@ class TransportHandshake:
         "_accept",
         "_clock",
         "_config",
+        "_header",
+        "_leftover",
         "_loop",
         "_parser",
         "_policy",
@@ -141,7 +152,11 @@ class TransportHandshake:
         self._config = config
         self._accept = accept
         self._loop = loop
+        # Made when the first bytes are not a whole header (see _whole_header()).
         self._parser: HeaderParser | None = None
+        # The header and the bytes after it while a validator decides.
+        self._header: Header | None = None
+        self._leftover = b""
         self._policy = Policy.SKIP
         self._clock = clock
         self._validation: asyncio.Task[None] | None = None
@@ -163,24 +178,31 @@ class TransportHandshake:
         if self._policy is Policy.SKIP:
             self._hand_over(None, b"")
             return
-        self._parser = HeaderParser(
-            max_header_size=config.max_header_size, versions=config.versions
-        )
         self._clock.start(self)
 
     def data_received(self, data: bytes) -> None:
-        parser = self._parser
-        if self.done or parser is None:
+        if self.done:
             return
+        if self._validation is not None:  # reading is paused while a validator runs
+            self._leftover += data
+            return
+        parser = self._parser
+        if parser is None:
+            if self._whole_header(data):
+                return
+            parser = self._parser = self._new_parser()
         parser.receive_data(data)
-        if self._validation is None:  # reading is paused while a validator runs
-            self._advance(parser)
+        self._advance(parser)
 
     def eof_received(self) -> bool:
         """The peer's EOF; returns whether this accepted the connection (then the server's
         protocol should hear of the EOF too)."""
+        if self.done or self._validation is not None:
+            return False
         parser = self._parser
-        if self.done or parser is None or self._validation is not None or parser.closed:
+        if parser is None:
+            parser = self._parser = self._new_parser()
+        elif parser.closed:
             return False
         parser.receive_data(b"")
         self._advance(parser)
@@ -201,6 +223,29 @@ class TransportHandshake:
 
     # --- the decision ------------------------------------------------------------------------
 
+    def _new_parser(self) -> HeaderParser:
+        config = self._config
+        return HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
+
+    def _whole_header(self, data: bytes) -> bool:
+        """Decide at once if the first bytes hold a whole header (what a proxy sends): one
+        :func:`~proxyproto.parse`, no parser to fill. Anything else is the parser's to read, and
+        to say what is wrong with."""
+        try:
+            header, size = parse(data)
+        except ProxyProtocolError:
+            return False
+        config = self._config
+        if size > config.max_header_size or header.version not in config.versions:
+            return False
+        try:
+            action = judge_header(self._policy, header)
+        except Refusal as refusal:
+            self._refuse(refusal.kind, refusal.reason)
+            return True
+        self._decided(action, header, data[size:])
+        return True
+
     def _advance(self, parser: HeaderParser) -> None:
         try:
             if parser.next_event() is NEED_DATA:
@@ -218,13 +263,12 @@ class TransportHandshake:
             timeout = self._config.header_timeout
             self._refuse("timeout", f"the validator took more than {timeout:g}s")
             return
-        if self._parser is not None and not self.done:
-            self._judge(self._parser, None, timed_out=True)
+        if not self.done:
+            self._judge(self._parser or self._new_parser(), None, timed_out=True)
 
     def _judge(
         self, parser: HeaderParser, error: ProxyProtocolError | None, *, timed_out: bool = False
     ) -> None:
-        header = parser.header
         try:
             action = judge_reading(
                 self._policy,
@@ -233,11 +277,20 @@ class TransportHandshake:
                 timed_out=timed_out,
                 header_timeout=self._config.header_timeout,
             )
-            validator = self._config.validator
+        except Refusal as refusal:
+            self._refuse(refusal.kind, refusal.reason)
+            return
+        self._decided(action, parser.header, parser.trailing_data)
+
+    def _decided(self, action: Action, header: Header | None, leftover: bytes) -> None:
+        """Run the validator on a header whose addresses are to be used, then hand over."""
+        validator = self._config.validator
+        try:
             if action is Action.PROXIED and validator is not None and header is not None:
                 verdict = self._call_validator(validator, header)
                 if inspect.isawaitable(verdict):
                     self._transport.pause_reading()
+                    self._header, self._leftover = header, leftover
                     self._validation = self._loop.create_task(self._await_validator(verdict))
                     return
                 if not verdict:
@@ -248,7 +301,7 @@ class TransportHandshake:
         except Exception:
             self._fail()
             return
-        self._hand_over(header if action is Action.PROXIED else None, parser.trailing_data)
+        self._hand_over(header if action is Action.PROXIED else None, leftover)
 
     def _call_validator(
         self, validator: Callable[..., bool | Awaitable[bool]], header: Header
@@ -275,9 +328,8 @@ class TransportHandshake:
         if not accepted:
             self._refuse("validator", "the validator refused the header")
             return
-        assert self._parser is not None
         self._transport.resume_reading()
-        self._hand_over(self._parser.header, self._parser.trailing_data)
+        self._hand_over(self._header, self._leftover)
 
     # --- the ends ----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "PolicyCallable",
     "Refusal",
     "decide",
+    "judge_header",
     "judge_reading",
     "trusted_proxies",
 ]
@@ -135,18 +136,30 @@ def judge_reading(
     the parser gave a header or ``error``, or the deadline passed (``timed_out``).
     """
     header = parser.header
+    if header is not None:
+        return judge_header(policy, header)
     signature_seen = parser.version is not None
-    if timed_out and header is None and (signature_seen or policy is Policy.REQUIRE):
+    if timed_out and (signature_seen or policy is Policy.REQUIRE):
         raise Refusal("timeout", f"no complete PROXY header within {header_timeout:g}s")
     if error is not None and not isinstance(error, InvalidSignature):
         raise Refusal("closed" if parser.closed else "invalid", str(error)) from error
-    action, reason = decide(policy, header, signature_seen=signature_seen)
+    action, reason = decide(policy, None, signature_seen=signature_seen)
     if action is Action.CLOSE:
-        if header is not None:
-            raise Refusal("policy", reason)
         if parser.closed:
             raise Refusal("closed", f"{reason}: {error}")
         raise Refusal("missing", f"{reason} ({error})" if error is not None else reason)
+    return action
+
+
+def judge_header(policy: Policy, header: Header) -> Action:
+    """What to make of a valid header that arrived; raises :class:`Refusal` when it must close.
+
+    :func:`judge_reading`'s answer once the parser has a header, for an adapter that parsed a
+    header that came whole with :func:`~proxyproto.parse`.
+    """
+    action, reason = decide(policy, header, signature_seen=True)
+    if action is Action.CLOSE:
+        raise Refusal("policy", reason)
     return action
 
 

@@ -4,16 +4,18 @@ Uvicorn has no hook between accepting a connection and parsing HTTP, but it lets
 implementation be any asyncio protocol class (``--http module:Class``). The classes here are
 Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake in front:
 
-* ``connection_made`` keeps the transport and starts the ``header_timeout`` clock; Uvicorn's HTTP
-  machinery does not see the connection yet.
-* ``data_received`` feeds a :class:`~proxyproto.HeaderParser` until it has a header (or knows
-  there is none); :func:`proxyproto._policy.judge_reading`, the decision every adapter uses,
-  says what to do with it.
-* When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, wrapped so
-  that ``peername`` and the socket's ``getpeername()`` answer with the header's source when its
-  addresses are used: that is where Uvicorn (and its WebSocket protocols, after an upgrade) take
-  ``scope["client"]`` from. The bytes that came after the header go to Uvicorn's
-  ``data_received`` at once, then the transport talks to Uvicorn directly.
+* ``connection_made`` starts a :class:`proxyproto._asyncio.TransportHandshake` (shared with
+  Hypercorn's asyncio worker); Uvicorn's HTTP machinery does not see the connection yet.
+* ``data_received`` goes to the handshake until it has a header (or knows there is none): a
+  header that came whole is read with one :func:`~proxyproto.parse`, anything else by a
+  :class:`~proxyproto.HeaderParser`, and the decision is every adapter's
+  (:mod:`proxyproto._policy`).
+* When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, and the
+  client it keeps for the scope and its log lines (``self.client``) becomes the header's source
+  when the header's addresses are used. On a WebSocket upgrade, Uvicorn's WebSocket protocol is
+  given the transport wrapped so that ``peername`` and the socket's ``getpeername()`` answer with
+  that source, which is where it takes the client from. The bytes that came after the header go
+  to Uvicorn's ``data_received`` at once, then the transport talks to Uvicorn directly.
 * A refused connection is closed before Uvicorn sees it, with one line on the ``proxyproto``
   logger.
 
@@ -142,7 +144,8 @@ class _SocketFacade:
 
 
 class _ProxiedTransport(asyncio.Transport):
-    """The real transport, with the header's source as its peer: what Uvicorn's protocols see."""
+    """The real transport, with the header's source as its peer: what Uvicorn's WebSocket
+    protocols get on an upgrade."""
 
     def __init__(self, transport: asyncio.Transport, source: Address) -> None:
         super().__init__()
@@ -224,6 +227,8 @@ class _ProxyProtocolMixin(_Base):
 
     _pp_transport: asyncio.Transport
     _pp_handshake: TransportHandshake
+    #: The header's source when its addresses are in use: the client Uvicorn reports.
+    _pp_source: Address | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -278,15 +283,31 @@ class _ProxyProtocolMixin(_Base):
             super().resume_writing()
 
     def _pp_accept(self, header: Header | None, leftover: bytes) -> None:
-        transport: asyncio.Transport = self._pp_transport
+        super().connection_made(self._pp_transport)
         if header is not None:
-            assert header.source is not None
-            transport = _ProxiedTransport(transport, header.source)
-        super().connection_made(transport)
+            # Where Uvicorn keeps the client for the scope and its log lines: what it would have
+            # made of a transport whose peer is the header's source (get_remote_addr()).
+            source = header.source
+            self._pp_source = source
+            self.client = (str(source[0]), int(source[1])) if isinstance(source, tuple) else None
         # From now on the transport calls Uvicorn's own method, without a layer of ours.
         self.data_received = super().data_received  # type: ignore[method-assign]
         if leftover:
             super().data_received(leftover)
+
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        # Uvicorn's WebSocket protocols take the client from the transport they are given: a
+        # transport whose peer is the header's source.
+        source = self._pp_source
+        if source is None:
+            super().handle_websocket_upgrade(*args)
+            return
+        transport = self.transport
+        self.transport = _ProxiedTransport(transport, source)
+        try:
+            super().handle_websocket_upgrade(*args)
+        finally:
+            self.transport = transport
 
 
 class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):
