@@ -338,7 +338,6 @@ async def _asyncio_worker(
                         server.close()  # stops accepting; open connections stay
                     for listener in listeners:
                         await listener.listener.aclose()
-                    cleartext.clock.close_all()  # no request yet
                     await context.terminated.set()
                     deadline = anyio.current_time() + config.graceful_timeout
                     tls_connections.cancel_scope.deadline = deadline
@@ -412,18 +411,28 @@ class _Cleartext:
         await self._server(reader, writer)
 
     async def finish(self, deadline: float) -> None:
-        """Wait for the connections served until ``deadline`` (anyio's clock), then cancel them."""
-        while self.tasks:
+        """Let the connections finish until ``deadline`` (anyio's clock): those being served, and
+        those still in their handshake, which were accepted before the shutdown and may yet send
+        a request (as under Hypercorn's own server). Then close and cancel what is left."""
+        while self.tasks or len(self.clock):
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 break
-            await asyncio.wait(set(self.tasks), timeout=remaining)
+            if self.tasks:
+                # A handshake that ends meanwhile adds a task: look again at least this often.
+                await asyncio.wait(set(self.tasks), timeout=min(remaining, _SHUTDOWN_POLL))
+            else:
+                await asyncio.sleep(min(remaining, _SHUTDOWN_POLL))
+        self.clock.close_all()
         tasks = set(self.tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+
+#: How often a shutdown looks whether the handshakes under way have ended, in seconds.
+_SHUTDOWN_POLL = 0.05
 
 #: What Hypercorn's asyncio server uses for its ``StreamReader`` (asyncio's default).
 _STREAM_LIMIT = 2**16
