@@ -5,7 +5,9 @@ trio backend). See ``bench/README.md`` for the method. Three measurements per ba
 against a baseline measured in the same run:
 
 1. connections per second through ``ProxyProtocolListener`` vs the plain anyio listener
-   (and plain vs plain, the A/A check that shows the method's noise);
+   (and plain vs plain, the A/A check that shows the method's noise); on trio, also
+   ``proxyproto.trio.ProxyProtocolListener`` vs trio's own listener under
+   ``trio.serve_listeners``;
 2. bulk throughput through ``ProxiedStream`` vs the raw socket stream;
 3. legit-client latency while ``5 x max_pending_handshakes`` idle connections are open, vs no
    flood, and the server's memory before, during and after the flood.
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import sniffio
 from _harness import (
     Child,
     emit,
@@ -67,6 +70,8 @@ BULK_MAX_MIB = 4096
 
 CPS_GOAL = 0.85
 BULK_GOAL = 0.97
+#: The connections-per-second measurements: anyio listeners, and on trio native trio ones.
+CPS_KINDS = ("cps", "trio_cps")
 AA_BAND = 0.1  # the issue: an A/A run of this method is within +-0.1
 
 #: Seconds a subprocess may take to answer one command before it counts as hung.
@@ -154,6 +159,23 @@ async def cps_handler(stream: Any) -> None:
             SERVER_ERRORS[0] += 1
 
 
+async def trio_cps_handler(stream: Any) -> None:
+    """``cps_handler`` for a native trio stream (``proxyproto.trio`` or trio's own)."""
+    import trio
+
+    async with stream:
+        try:
+            got = 0
+            while got < REQUEST_SIZE:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    raise EOFError
+                got += len(chunk)
+            await stream.send_all(REPLY)
+        except (trio.BrokenResourceError, EOFError, OSError):
+            SERVER_ERRORS[0] += 1
+
+
 async def bulk_handler(stream: Any) -> None:
     """Count bytes until EOF, answer the count (8 bytes), close."""
     async with stream:
@@ -190,6 +212,19 @@ async def server_main(mode: str, max_pending: int, eviction_age: float | None) -
         inner = await anyio.create_tcp_listener(local_host=HOST, local_port=0)
         listeners[name] = inner if config is False else pp.ProxyProtocolListener(inner, config)
     ports = {name: lst.extra(SocketAttribute.local_port) for name, lst in listeners.items()}
+    # On trio, also proxyproto.trio's native listener against trio's own, under serve_listeners.
+    trio_listeners: dict[str, Any] = {}
+    if mode == "main" and sniffio.current_async_library() == "trio":
+        import trio
+
+        import proxyproto.trio as pp_trio
+
+        for side in ("pp", "plain", "plain2"):
+            (inner,) = await trio.open_tcp_listeners(0, host=HOST)
+            ports[f"trio_cps_{side}"] = inner.socket.getsockname()[1]
+            trio_listeners[f"trio_cps_{side}"] = (
+                pp_trio.ProxyProtocolListener(inner) if side == "pp" else inner
+            )
     config_used = None
     for lst in listeners.values():
         if isinstance(lst, pp.ProxyProtocolListener):
@@ -203,6 +238,10 @@ async def server_main(mode: str, max_pending: int, eviction_age: float | None) -
     async with anyio.create_task_group() as tg:
         for (name, handler, _config), lst in zip(specs, listeners.values(), strict=True):
             tg.start_soon(lst.serve, handler, name=name)
+        for name, trio_listener in trio_listeners.items():
+            import trio
+
+            tg.start_soon(trio.serve_listeners, trio_cps_handler, [trio_listener], name=name)
         emit({"ports": ports, "pid": os.getpid(), "config": config_used})
         while True:
             line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
@@ -485,7 +524,8 @@ class Run:
     def trials(self, client: Child, server: Child, kind: str, ports: dict[str, int]) -> dict:
         args = self.args
         header = v2_header(CLAIMED_SOURCE, (HOST, 0))
-        rounds = args.cps_trials if kind == "cps" else args.bulk_trials
+        cps = kind in CPS_KINDS
+        rounds = args.cps_trials if cps else args.bulk_trials
         # Bulk trials: fixed with --bulk-mb, else sized in the warm-up so that one lasts about
         # --bulk-seconds on the plain server (the backends differ by 4x or more).
         mib = args.bulk_mb or BULK_WARMUP_MIB
@@ -501,7 +541,7 @@ class Run:
             prefix = header if side == "pp" else b""
             run0, wait0 = proc_sched(server.pid)
             client0 = proc_cpu(client.pid)
-            if kind == "cps":
+            if cps:
                 command = {
                     "op": "cps",
                     "port": port,
@@ -515,7 +555,7 @@ class Run:
             run1, wait1 = proc_sched(server.pid)
             client1 = proc_cpu(client.pid)
             seconds = result["seconds"]
-            if kind == "cps":
+            if cps:
                 errors += result["errors"]
                 units = result["conns"]
             else:
@@ -543,7 +583,7 @@ class Run:
         cpu_ratios = [a / b for a, b in zip(cpu_per_unit["pp"], cpu_per_unit["plain"], strict=True)]
         return {
             "trials": rounds,
-            "mib_per_trial": mib if kind == "bulk" else None,
+            "mib_per_trial": None if cps else mib,
             "ours": median(figure["pp"]),
             "plain": median(figure["plain"]),
             "plain2": median(figure["plain2"]),
@@ -575,6 +615,8 @@ class Run:
                 "cps": self.trials(client, server, "cps", hello["ports"]),
                 "bulk": self.trials(client, server, "bulk", hello["ports"]),
             }
+            if "trio_cps_pp" in hello["ports"]:
+                out["trio_cps"] = self.trials(client, server, "trio_cps", hello["ports"])
             end = server.call({"op": "stats"})
             if end["handler_errors"]:
                 self.failures.append(
@@ -757,6 +799,9 @@ def print_backend(name: str, res: dict[str, Any], args: argparse.Namespace) -> N
         f"{REPLY_SIZE} B reply"
     )
     print_trials(cps, "ProxyProtocolListener", CPS_GOAL, "us/connection")
+    if "trio_cps" in res:
+        print("  connections/s, native trio (trio.serve_listeners), the same trials:")
+        print_trials(res["trio_cps"], "proxyproto.trio", CPS_GOAL, "us/connection")
     print(
         f"  bulk throughput, MB/s: {bulk['trials']} rounds x {bulk['mib_per_trial']} MiB per "
         "server, one connection each"
@@ -974,6 +1019,11 @@ def print_summary(results: dict[str, Any]) -> None:
         ("cps ratio", lambda r: f"{r['cps']['ratio']:.3f}", f">= {CPS_GOAL:g}"),
         ("cps A/A ratio", lambda r: f"{r['cps']['aa_ratio']:.3f}", f"1 +- {AA_BAND:g}"),
         ("server CPU/conn ours/plain", lambda r: f"{r['cps']['server_cpu_ratio']:.2f}", ""),
+        (
+            "native trio cps ratio",
+            lambda r: f"{r['trio_cps']['ratio']:.3f}" if "trio_cps" in r else "-",
+            f">= {CPS_GOAL:g}",
+        ),
         (
             "bulk MB/s ours / plain",
             lambda r: f"{r['bulk']['ours']:.0f} / {r['bulk']['plain']:.0f}",
