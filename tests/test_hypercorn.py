@@ -73,8 +73,12 @@ async def running(
     proxy: pp.ProxyProtocolConfig | None = None,
     *,
     certs: tuple[Path, Path] | None = None,
+    stop: anyio.Event | None = None,
 ) -> AsyncIterator[int]:
-    """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port."""
+    """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port.
+
+    Setting ``stop`` starts the shutdown early; it starts at the end of the block anyway.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
@@ -85,7 +89,7 @@ async def running(
     config.accesslog = None
     if certs is not None:
         config.certfile, config.keyfile = (str(path) for path in certs)
-    stop = anyio.Event()
+    stop = stop or anyio.Event()
     with anyio.fail_after(15):
         async with anyio.create_task_group() as tg:
             tg.start_soon(
@@ -236,6 +240,35 @@ async def test_shutdown_closes_a_pending_handshake() -> None:
             # closed.
             async with silent:
                 assert await closed_without_response(silent)
+
+
+async def test_a_handshake_under_way_at_shutdown(anyio_backend: str) -> None:
+    """On asyncio, a connection accepted before the shutdown and still sending its header gets
+    ``graceful_timeout`` to finish, as any connection being served does (Hypercorn's own server
+    would have served it). On trio, closing the listener ends it, like a connection still in
+    the kernel's backlog."""
+    stop = anyio.Event()
+    with anyio.fail_after(10):
+        async with running(stop=stop) as port:
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.send(V2[:10])
+            await anyio.sleep(0.05)  # accepted, and its handshake under way
+            stop.set()
+            while True:  # until the server has stopped listening: the shutdown is under way
+                try:
+                    probe = await anyio.connect_tcp("127.0.0.1", port)
+                except OSError:
+                    break
+                await probe.aclose()
+                await anyio.sleep(0.01)
+            async with stream:
+                await stream.send(
+                    V2[10:] + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                )
+                if anyio_backend == "asyncio":
+                    assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+                else:
+                    assert await closed_without_response(stream)
 
 
 @pytest.fixture(scope="module")
