@@ -279,7 +279,7 @@ async def _asyncio_worker(
         context = WorkerContext(max_requests)
 
         cleartext = _Cleartext(app, config, proxy, context, lifespan_state, loop)
-        servers: list[asyncio.AbstractServer] = []
+        servers: list[asyncio.Server] = []
         listeners: list[_anyio.ProxyProtocolListener] = []
         try:
             for sock in sockets.insecure_sockets:
@@ -334,12 +334,11 @@ async def _asyncio_worker(
                         accepting.start_soon(listener.serve, handle_tls, tls_connections)
             finally:
                 with anyio.CancelScope(shield=True):
-                    for server in servers:
-                        server.close()  # stops accepting; open connections stay
+                    deadline = anyio.current_time() + config.graceful_timeout
                     for listener in listeners:
                         await listener.listener.aclose()
+                    await cleartext.stop_accepting(servers, deadline)  # open connections stay
                     await context.terminated.set()
-                    deadline = anyio.current_time() + config.graceful_timeout
                     tls_connections.cancel_scope.deadline = deadline
                     await cleartext.finish(deadline)
     finally:
@@ -381,6 +380,8 @@ class _Cleartext:
         self.clock = HandshakeClock(loop, proxy.header_timeout)
         #: The connections served.
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Connections accepted whose protocol has not had connection_made() yet.
+        self.connecting = 0
 
     def protocol(self) -> asyncio.Protocol:
         """The protocol factory for :meth:`asyncio.loop.create_server`."""
@@ -410,16 +411,35 @@ class _Cleartext:
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._server(reader, writer)
 
+    async def stop_accepting(self, servers: list[asyncio.Server], deadline: float) -> None:
+        """Stop ``servers`` accepting, then close them once the connections they accepted have
+        their protocol (or ``deadline`` passed).
+
+        Accepting stops first, with :meth:`~asyncio.loop.remove_reader` on the listening sockets:
+        a connection accepted a moment ago gets its transport and protocol a turn of the loop
+        later, from a task, and on Python 3.10 a server already closed by then makes that fail
+        (``Server._attach()`` asserts the server is open) and drops the connection.
+        """
+        for server in servers:
+            for sock in server.sockets:
+                self._loop.remove_reader(sock.fileno())
+        for _ in range(_ACCEPT_TURNS):
+            await asyncio.sleep(0)
+        while self.connecting and anyio.current_time() < deadline:
+            await asyncio.sleep(_SHUTDOWN_POLL)
+        for server in servers:
+            server.close()
+
     async def finish(self, deadline: float) -> None:
         """Let the connections finish until ``deadline`` (anyio's clock): those being served, and
         those still in their handshake, which were accepted before the shutdown and may yet send
         a request (as under Hypercorn's own server). Then close and cancel what is left."""
-        while self.tasks or len(self.clock):
+        while self.tasks or len(self.clock) or self.connecting:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 break
             if self.tasks:
-                # A handshake that ends meanwhile adds a task: look again at least this often.
+                # A handshake ended meanwhile adds a task: look again at least this often.
                 await asyncio.wait(set(self.tasks), timeout=min(remaining, _SHUTDOWN_POLL))
             else:
                 await asyncio.sleep(min(remaining, _SHUTDOWN_POLL))
@@ -433,6 +453,9 @@ class _Cleartext:
 
 #: How often a shutdown looks whether the handshakes under way have ended, in seconds.
 _SHUTDOWN_POLL = 0.05
+#: Turns of the event loop from asyncio's accept() to the making of the protocol (one on CPython
+#: 3.10-3.13: the task that makes the protocol and the transport), and two more.
+_ACCEPT_TURNS = 3
 
 #: What Hypercorn's asyncio server uses for its ``StreamReader`` (asyncio's default).
 _STREAM_LIMIT = 2**16
@@ -445,9 +468,11 @@ class _HandshakeProtocol(asyncio.Protocol):
 
     def __init__(self, cleartext: _Cleartext) -> None:
         self._cleartext = cleartext
+        cleartext.connecting += 1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self._cleartext.connecting -= 1
         self._transport = transport
         self._handshake = self._cleartext.handshake(transport)
         self._handshake.start()
