@@ -414,6 +414,7 @@ async def test_curl_haproxy_protocol() -> None:
     assert json.loads(result.stdout)["client"][0] == "127.0.0.1"
 
 
+@pytest.mark.haproxy
 async def test_behind_haproxy_send_proxy_v2() -> None:
     haproxy = require_haproxy(find_haproxy(), ci=ci_is_set())
     async with running() as port:
