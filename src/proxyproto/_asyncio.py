@@ -33,7 +33,7 @@ from ._anyio import _show
 from ._config import ProxyProtocolConfig
 from ._errors import HeaderRejected, ProxyProtocolError
 from ._model import Header
-from ._parser import NEED_DATA, HeaderParser, parse
+from ._parser import NEED_DATA, HeaderParser, parse_whole
 from ._policy import (
     Action,
     PeerAddress,
@@ -229,15 +229,13 @@ class TransportHandshake:
 
     def _whole_header(self, data: bytes) -> bool:
         """Decide at once if the first bytes hold a whole header (what a proxy sends): one
-        :func:`~proxyproto.parse`, no parser to fill. Anything else is the parser's to read, and
-        to say what is wrong with."""
-        try:
-            header, size = parse(data)
-        except ProxyProtocolError:
-            return False
+        :func:`~proxyproto._parser.parse_whole`, no parser to make. Anything else is the parser's
+        to read, and to say what is wrong with (its own first look repeats that parse)."""
         config = self._config
-        if size > config.max_header_size or header.version not in config.versions:
+        whole = parse_whole(data, config.max_header_size, config.versions)
+        if whole is None:
             return False
+        header, size = whole
         try:
             action = judge_header(self._policy, header)
         except Refusal as refusal:

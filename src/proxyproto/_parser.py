@@ -134,7 +134,9 @@ class HeaderParser:
             raise ValueError(f"max_header_size must be at least 16, not {max_header_size}")
         self._max_header_size = max_header_size
         self._versions = _check_versions(versions)
-        self._buffer = bytearray()
+        # The first bytes as they came (a whole header is parsed from them without a copy), then
+        # a bytearray once more come.
+        self._buffer: bytes | bytearray = b""
         self._closed = False
         self._version: int | None = None
         self._total: int | None = None
@@ -149,10 +151,14 @@ class HeaderParser:
             if data:
                 raise RuntimeError("received data after EOF")
             return
-        if data:
-            self._buffer += data
-        else:
+        if not data:
             self._closed = True
+        elif not self._buffer:
+            self._buffer = data if type(data) is bytes else bytes(data)
+        elif type(self._buffer) is bytes:
+            self._buffer = bytearray(self._buffer) + data
+        else:
+            self._buffer += data
 
     @property
     def header(self) -> Header | None:
@@ -211,16 +217,12 @@ class HeaderParser:
                     raise InvalidSignature("the peer closed before sending any byte")
                 return NEED_DATA
             if len(buffer) >= _v2.FIXED_SIZE:
-                # What a proxy sends: the whole header at once. parse() reads it in one go; any
-                # other outcome goes the careful way below, which says what is wrong.
-                try:
-                    header, size = parse(buffer)
-                except ProxyProtocolError:
-                    pass
-                else:
-                    if size <= self._max_header_size and header.version in self._versions:
-                        self._version = header.version
-                        return self._complete(header, size)
+                # What a proxy sends: the whole header at once, read in one go. Anything else
+                # goes the careful way below, which says what is wrong.
+                whole = parse_whole(buffer, self._max_header_size, self._versions)
+                if whole is not None:
+                    self._version = whole[0].version
+                    return self._complete(*whole)
             self._version = _signature_untrusted(buffer, self._versions)
             if self._version is None:
                 if self._closed:
@@ -232,7 +234,7 @@ class HeaderParser:
             return self._next_v2(buffer)
         return self._next_v1(buffer)
 
-    def _next_v2(self, buffer: bytearray) -> Header | Literal[NeedData.NEED_DATA]:
+    def _next_v2(self, buffer: bytes | bytearray) -> Header | Literal[NeedData.NEED_DATA]:
         total = self._total
         if total is None:
             total = _v2.check_fixed_untrusted(buffer)
@@ -252,7 +254,7 @@ class HeaderParser:
         assert decoded is not None, "check_fixed_untrusted accepted these bytes"
         return self._complete(*decoded)
 
-    def _next_v1(self, buffer: bytearray) -> Header | Literal[NeedData.NEED_DATA]:
+    def _next_v1(self, buffer: bytes | bytearray) -> Header | Literal[NeedData.NEED_DATA]:
         limit = min(_v1.MAX_LENGTH, self._max_header_size)
         end = buffer.find(b"\n", self._searched, limit)
         if end < 0:
@@ -264,7 +266,7 @@ class HeaderParser:
             return NEED_DATA
         return self._complete(_v1.decode_line_untrusted(bytes(buffer[: end + 1])), end + 1)
 
-    def _check_open(self, buffer: bytearray, needed: int | None) -> None:
+    def _check_open(self, buffer: bytes | bytearray, needed: int | None) -> None:
         if self._closed:
             of = f" of {needed}" if needed is not None else ""
             raise InvalidHeader(
@@ -314,6 +316,21 @@ def parse(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
         raise IncompleteHeader("no data")
     _signature_untrusted(data, frozenset((1, 2)))
     raise IncompleteHeader(f"{len(data)} bytes of a signature")
+
+
+def parse_whole(
+    data: bytes | bytearray, max_header_size: int, versions: frozenset[int]
+) -> tuple[Header, int] | None:
+    """The header that ``data`` starts with and how many bytes it took, if it is whole, valid,
+    at most ``max_header_size`` bytes and of one of ``versions``; else ``None`` (a
+    :class:`HeaderParser` then says what is wrong, or waits for more)."""
+    try:
+        header, size = parse(data)
+    except ProxyProtocolError:
+        return None
+    if size > max_header_size or header.version not in versions:
+        return None
+    return header, size
 
 
 def parse_datagram(datagram: bytes | bytearray | memoryview) -> tuple[Header, bytes]:
