@@ -241,7 +241,8 @@ async def _asyncio_worker(
     sockets: Sockets | None = None,
     shutdown_trigger: ShutdownTrigger | None = None,
 ) -> None:
-    # hypercorn.asyncio.run.worker_serve, with anyio listeners in place of asyncio servers.
+    # hypercorn.asyncio.run.worker_serve: cleartext sockets served by asyncio servers whose protocol
+    # reads the header first (_Cleartext), TLS sockets by anyio listeners.
     from hypercorn.asyncio.lifespan import Lifespan
     from hypercorn.asyncio.statsd import StatsdLogger
     from hypercorn.asyncio.tcp_server import TCPServer
