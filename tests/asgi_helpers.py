@@ -1,5 +1,5 @@
-"""What the ASGI integration tests share: the lifespan protocol, Uvicorn in a thread, and reading
-HTTP/1.1 answers with a JSON body from a plain socket."""
+"""What the ASGI integration tests share: the lifespan protocol, Hypercorn in a task, Uvicorn in a
+thread, and reading HTTP/1.1 answers with a JSON body from a plain socket."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+
+import proxyproto as pp
 
 
 async def serve_lifespan(receive: Any, send: Any) -> None:
@@ -21,6 +26,48 @@ async def serve_lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+@asynccontextmanager
+async def hypercorn_task(
+    app: Any,
+    proxy: pp.ProxyProtocolConfig | None = None,
+    *,
+    certs: tuple[Path, Path] | None = None,
+    stop: anyio.Event | None = None,
+) -> AsyncIterator[int]:
+    """``proxyproto.hypercorn.serve(app)`` on 127.0.0.1 in a task, under a 15 s deadline: yields
+    the port. The socket is bound here (so the port is known and connections queue before the
+    server runs) and handed over as ``fd://N``; ``graceful_timeout`` is 1 s.
+
+    Setting ``stop`` starts the shutdown early; it starts at the end of the block anyway.
+    """
+    from hypercorn.config import Config
+
+    import proxyproto.hypercorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.graceful_timeout = 1
+    config.accesslog = None
+    if certs is not None:
+        config.certfile, config.keyfile = (str(path) for path in certs)
+    stop = stop or anyio.Event()
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: proxyproto.hypercorn.serve(
+                    cast(Any, app), config, proxy=proxy, shutdown_trigger=stop.wait
+                )
+            )
+            try:
+                yield port
+            finally:
+                stop.set()
 
 
 @contextmanager

@@ -16,16 +16,16 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, cast
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import ByteStream
 
 import proxyproto as pp
-from asgi_helpers import serve_lifespan, uvicorn_thread
+from asgi_helpers import hypercorn_task, serve_lifespan, uvicorn_thread
 
 pytest.importorskip("wsproto")
 
@@ -131,34 +131,10 @@ def close_payload(code: int = 1000) -> bytes:
 # --- Hypercorn (asyncio and trio workers) -----------------------------------------------------
 
 
-@asynccontextmanager
-async def hypercorn_running() -> AsyncIterator[int]:
+def hypercorn_running() -> AbstractAsyncContextManager[int]:
     """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port."""
     pytest.importorskip("hypercorn")
-    from hypercorn.config import Config
-
-    import proxyproto.hypercorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.graceful_timeout = 1
-    config.accesslog = None
-    stop = anyio.Event()
-    with anyio.fail_after(15):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(
-                lambda: proxyproto.hypercorn.serve(
-                    cast(Any, app), config, shutdown_trigger=stop.wait
-                )
-            )
-            try:
-                yield port
-            finally:
-                stop.set()
+    return hypercorn_task(app)
 
 
 async def receive_head(stream: ByteStream, buffer: bytearray) -> bytes:

@@ -11,10 +11,9 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pytest
@@ -28,10 +27,9 @@ from interop import listen, require_haproxy
 from require_peer import ci_is_set, require_curl
 
 pytest.importorskip("hypercorn")
-from hypercorn.config import Config
 
 import proxyproto.hypercorn
-from asgi_helpers import serve_lifespan
+from asgi_helpers import hypercorn_task, serve_lifespan
 
 pytestmark = pytest.mark.anyio
 
@@ -68,39 +66,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@asynccontextmanager
-async def running(
+def running(
     proxy: pp.ProxyProtocolConfig | None = None,
     *,
     certs: tuple[Path, Path] | None = None,
     stop: anyio.Event | None = None,
-) -> AsyncIterator[int]:
-    """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port.
-
-    Setting ``stop`` starts the shutdown early; it starts at the end of the block anyway.
-    """
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.graceful_timeout = 1
-    config.accesslog = None
-    if certs is not None:
-        config.certfile, config.keyfile = (str(path) for path in certs)
-    stop = stop or anyio.Event()
-    with anyio.fail_after(15):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(
-                lambda: proxyproto.hypercorn.serve(
-                    cast(Any, app), config, proxy=proxy, shutdown_trigger=stop.wait
-                )
-            )
-            try:
-                yield port
-            finally:
-                stop.set()
+) -> AbstractAsyncContextManager[int]:
+    """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port."""
+    return hypercorn_task(app, proxy, certs=certs, stop=stop)
 
 
 async def read_response(stream: ByteStream, buffer: bytearray) -> dict[str, Any]:
