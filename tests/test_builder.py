@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import attrs
 import pytest
 from crc32c import crc32c
 
@@ -202,8 +203,38 @@ def test_what_cannot_be_encoded_is_refused_by_to_bytes(
     assert message in str(info.value)
 
 
-def test_local_keeps_a_family_with_a_zero_address_block() -> None:
+def test_local_keeps_a_family_and_sends_no_address() -> None:
+    # Spec 2.2: a LOCAL sender "should not present any address so it sets this field to zero";
+    # the receiver reads LOCAL's TLVs from byte 16, as HAProxy does.
     header = pp.Header(2, pp.Command.LOCAL, pp.Family.INET6, pp.Transport.STREAM, None, None)
     data = header.to_bytes()
-    assert data == v2(0x20, 0x21, b"\x00" * 36)
+    assert data == v2(0x20, 0x21, b"")
     assert tr(data) == header
+    with_tlvs = attrs.evolve(header, tlvs=pp.TLVs(unique_id=b"check"))
+    assert with_tlvs.to_bytes() == v2(0x20, 0x21, tlv(0x05, b"check"))
+    assert tr(with_tlvs.to_bytes()).tlvs.unique_id == b"check"
+
+
+def test_local_drops_addresses_the_receiver_must_ignore() -> None:
+    header = pp.Header(
+        2, pp.Command.LOCAL, pp.Family.INET, pp.Transport.STREAM, ("1.2.3.4", 1), ("5.6.7.8", 2)
+    )
+    assert header.to_bytes() == v2(0x20, 0x11, b"")
+
+
+@pytest.mark.parametrize("path", ["/run/a\x00b", "a\x00\x00b", "/\x00x"])
+def test_a_pathname_with_a_nul_is_refused(path: str) -> None:
+    # A pathname ends at its first NUL (spec 2.2, sun_path): the receiver would read less.
+    with pytest.raises(pp.HeaderEncodingError, match="source path holds a NUL"):
+        pp.Header.proxy(path, "/run/b")
+    with pytest.raises(pp.HeaderEncodingError, match="destination path holds a NUL"):
+        pp.Header.proxy("/run/b", path)
+    built = pp.Header(2, pp.Command.PROXY, pp.Family.UNIX, pp.Transport.STREAM, path, "/b")
+    with pytest.raises(pp.HeaderEncodingError, match="source path holds a NUL"):
+        built.to_bytes()
+
+
+def test_an_abstract_name_may_hold_nuls() -> None:
+    header = pp.Header.proxy("\x00ab\x00cd", "\x00x", transport=pp.Transport.DGRAM)
+    assert header.to_bytes() == v2(0x21, 0x32, unix(b"\x00ab\x00cd", b"\x00x"))
+    assert tr(header.to_bytes()) == header

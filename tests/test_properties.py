@@ -164,14 +164,21 @@ utf8_text = st.text(st.characters(codec="utf-8"), max_size=24)
 unknown_types = st.integers(0, 0xFF).filter(lambda kind: kind not in KNOWN_TYPES)
 unknown_ssl_subtypes = st.integers(0, 0xFF).filter(lambda kind: kind not in SSL_SUBTYPES)
 #: Paths are bytes to the kernel: any bytes (os.fsdecode's view), or any text that encodes, incl.
-#: lone surrogates from U+DC80 (surrogateescape). Without a trailing NUL, which reads as padding.
+#: lone surrogates from U+DC80 (surrogateescape). Without a trailing NUL, which reads as padding,
+#: and a NUL only in an abstract name (leading NUL): a pathname ends at its first one.
 unix_paths = st.one_of(
     st.binary(max_size=108).map(lambda raw: raw.decode("utf-8", "surrogateescape")),
     st.text(
         st.characters(codec="utf-8") | st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),
         max_size=40,
     ),
-).filter(lambda path: not path.endswith("\x00") and len(path_bytes(path)) <= 108)
+).filter(
+    lambda path: (
+        not path.endswith("\x00")
+        and ("\x00" not in path or path.startswith("\x00"))
+        and len(path_bytes(path)) <= 108
+    )
+)
 
 ssl_infos = st.builds(
     pp.SSLInfo,
@@ -250,7 +257,7 @@ def built_headers(draw: st.DrawFn) -> Built:
     elif shape == "v2-local":
         header = pp.Header.local(tlvs=tlvs)
     elif shape == "v2-local-with-family":
-        # LOCAL may keep a family; its address block is ignored (spec 2.2).
+        # LOCAL may keep a family, and sends no address block (spec 2.2).
         family = draw(st.sampled_from([pp.Family.INET, pp.Family.INET6, pp.Family.UNIX]))
         header = pp.Header(2, pp.Command.LOCAL, family, transport, None, None, tlvs or pp.TLVs())
     else:
@@ -305,7 +312,8 @@ def check_tlvs(built: Built, parsed: pp.TLVs) -> None:
     data, expected = built.data, built.header.tlvs
     assert data[:12] == SIG
     assert 16 + int.from_bytes(data[14:16], "big") == len(data)
-    walked = walk_tlvs(data, 16 + ADDRESS_BLOCK[data[13]], len(data))
+    # LOCAL's TLVs start at byte 16 whatever the family (spec 2.2, as HAProxy reads it).
+    walked = walk_tlvs(data, 16 if data[12] == 0x20 else 16 + ADDRESS_BLOCK[data[13]], len(data))
     # raw holds every TLV in wire order.
     assert parsed.raw == tuple((kind, value) for _, kind, value in walked)
     # The typed fields come back (the SSL TLV, crc32c and raw are checked below).
@@ -465,11 +473,13 @@ def verdict(prefix: bytes) -> Literal["need", "refuse"] | None:
             return "refuse"
         if len(prefix) == 13:
             return "need"
-        if prefix[13] not in ADDRESS_BLOCK:
+        # LOCAL ignores the family byte: only its length bounds it (spec 2.2).
+        local = prefix[12] == 0x20
+        if not local and prefix[13] not in ADDRESS_BLOCK:
             return "refuse"
         if len(prefix) < 16:
             return "need"
-        block = ADDRESS_BLOCK[prefix[13]]
+        block = 0 if local else ADDRESS_BLOCK[prefix[13]]
         total = 16 + int.from_bytes(prefix[14:16], "big")
         if total < 16 + block:
             return "refuse"
@@ -808,9 +818,9 @@ def test_empty_aws_vpce_id_round_trips() -> None:
         pp.TLVs(raw=((0x30, b"\xff"),)),  # NETNS that is not ASCII
         pp.TLVs(raw=((0x05, bytes(129)),)),  # UNIQUE_ID over 128 bytes
         pp.TLVs(raw=((0x20, b""),)),  # SSL shorter than its 5-byte head
-        pp.TLVs(raw=((0x01, b"a"), (0x01, b"b"))),  # two ALPN TLVs
         pp.TLVs(ssl=pp.SSLInfo(raw=((0x22, b"\xff"),))),  # SSL CN that is not UTF-8
-        pp.TLVs(ssl=pp.SSLInfo(raw=((0x21, b"a"), (0x21, b"b")))),  # two SSL VERSIONs
+        pp.TLVs(raw=((0x02, b"a"), (0x02, b"\xff"))),  # a second AUTHORITY that is not UTF-8
+        pp.TLVs(ssl=pp.SSLInfo(raw=((0x21, b"a"), (0x21, b"\xff")))),  # a second bad VERSION
     ],
     ids=lambda tlvs: repr(tlvs)[:60],
 )

@@ -104,13 +104,41 @@ def test_crc32c_of_the_wrong_size(size: int) -> None:
     rejected(with_tlvs(tlv(0x03, b"\x00" * size)), f"CRC32C TLV is {size} bytes, not 4")
 
 
-def test_duplicate_crc32c() -> None:
-    # The first one is correct (computed with both fields zero); which one covers what is
-    # ambiguous, so a second one is refused.
+def crc32c_twice(first_good: bool = True, second_good: bool = True) -> bytes:
+    """Two CRC32C TLVs, each right as HAProxy checks them: in wire order, each over the header
+    with its own field and the earlier ones zero, the later ones as sent."""
+    unchecked = with_tlvs(tlv(0x03, b"\0" * 4), tlv(0x05, b"id"), tlv(0x03, b"\0" * 4))
+    first = len(SIG) + 4 + len(ADDRESSES) + 3
+    second = len(unchecked) - 4
+    data = bytearray(unchecked)
+    # The second one is checked with both fields zero; the first with the second as sent.
+    data[second:] = struct.pack("!I", crc32c(unchecked) ^ (0 if second_good else 1))
+    data[first : first + 4] = struct.pack("!I", crc32c(bytes(data)) ^ (0 if first_good else 1))
+    return bytes(data)
+
+
+def test_crc32c_twice_each_is_verified_as_haproxy_does() -> None:
+    # Spec 2.2 has no rule against a second CRC32C TLV; HAProxy's receiver verifies each one.
+    data = crc32c_twice()
+    header = tr(data)
+    first = len(SIG) + 4 + len(ADDRESSES) + 3
+    assert header.tlvs.crc32c == int.from_bytes(data[first : first + 4], "big")
+    assert [kind for kind, _ in header.tlvs.raw] == [0x03, 0x05, 0x03]
+    assert header.tlvs.unique_id == b"id"
+
+
+@pytest.mark.parametrize(("first_good", "second_good"), [(False, True), (True, False)])
+def test_crc32c_twice_either_wrong_is_refused(first_good: bool, second_good: bool) -> None:
+    rejected(crc32c_twice(first_good, second_good), "CRC32C mismatch")
+
+
+def test_crc32c_twice_each_over_its_own_field_only_is_refused() -> None:
+    # Both computed with every CRC32C field zero: the first one does not check out, as in HAProxy.
     unchecked = with_tlvs(tlv(0x03, b"\0" * 4), tlv(0x03, b"\0" * 4))
-    offset = len(SIG) + 4 + len(ADDRESSES) + 3
-    data = unchecked[:offset] + struct.pack("!I", crc32c(unchecked)) + unchecked[offset + 4 :]
-    rejected(data, "duplicate CRC32C TLV")
+    checksum = struct.pack("!I", crc32c(unchecked))
+    first = len(SIG) + 4 + len(ADDRESSES) + 3
+    data = unchecked[:first] + checksum + unchecked[first + 4 : -4] + checksum
+    rejected(data, "CRC32C mismatch")
 
 
 def test_unique_id_at_most_128_bytes() -> None:
@@ -121,17 +149,63 @@ def test_unique_id_at_most_128_bytes() -> None:
 @pytest.mark.parametrize(
     ("tlvs", "message"),
     [
-        ((tlv(0x01, b"h2"), tlv(0x01, b"h2")), "duplicate ALPN TLV"),
-        ((tlv(0x02, b"a"), tlv(0x02, b"b")), "duplicate AUTHORITY TLV"),
-        ((tlv(0x05, b"a"), tlv(0x05, b"b")), "duplicate UNIQUE_ID TLV"),
-        ((ssl(0, 0), ssl(0, 0)), "duplicate SSL TLV"),
-        ((tlv(0x30, b"a"), tlv(0x30, b"b")), "duplicate NETNS TLV"),
         ((tlv(0x02, b"\xff\xfe"),), "AUTHORITY TLV is not valid UTF-8"),
         ((tlv(0x30, "é".encode()),), "NETNS TLV is not valid ASCII"),
+        # A repeat is checked by the same rules as the first occurrence.
+        ((tlv(0x02, b"a"), tlv(0x02, b"\xff")), "AUTHORITY TLV is not valid UTF-8"),
+        ((tlv(0x30, b"a"), tlv(0x30, b"\xff")), "NETNS TLV is not valid ASCII"),
+        ((tlv(0x05, b"a"), tlv(0x05, b"u" * 129)), "UNIQUE_ID TLV is 129 bytes"),
+        ((ssl(0, 0), tlv(0x20, b"\x00")), "SSL TLV is 1 bytes"),
     ],
 )
 def test_malformed_registered_tlvs_fail_the_header(tlvs: tuple[bytes, ...], message: str) -> None:
     rejected(with_tlvs(*tlvs), message)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "field", "value"),
+    [
+        (tlv(0x01, b"h2"), tlv(0x01, b"http/1.1"), "alpn", b"h2"),
+        (tlv(0x02, b"a.example"), tlv(0x02, b"b.example"), "authority", "a.example"),
+        (tlv(0x05, b"first"), tlv(0x05, b"second"), "unique_id", b"first"),
+        (tlv(0x30, b"blue"), tlv(0x30, b"red"), "netns", "blue"),
+        (ssl(1, 0), ssl(3, 7), "ssl", pp.SSLInfo(client=1, verify=0)),
+        (tlv(0xEA, b"\x01vpce-a"), tlv(0xEA, b"\x01vpce-b"), "aws_vpce_id", "vpce-a"),
+        (tlv(0xEE, b"\x01\x01\0\0\0"), tlv(0xEE, b"\x01\x02\0\0\0"), "azure_link_id", 1),
+        (tlv(0xE0, bytes(7) + b"\x01"), tlv(0xE0, bytes(7) + b"\x02"), "gcp_psc_id", 1),
+    ],
+)
+def test_a_repeated_tlv_is_kept_and_the_first_wins(
+    first: bytes, second: bytes, field: str, value: object
+) -> None:
+    # Spec 2.2 has no rule against a repeated type; HAProxy, nginx, Envoy accept it, and Envoy
+    # documents the first one as the one used.
+    header = tr(with_tlvs(first, tlv(0x04, b""), second))
+    assert getattr(header.tlvs, field) == value
+    assert header.tlvs.raw == ((first[0], first[3:]), (0x04, b""), (second[0], second[3:]))
+    # Sent on (a relay), both occurrences go, and the first still wins.
+    again = pp.parse(header.to_bytes())[0]
+    assert getattr(again.tlvs, field) == value
+    assert sorted(again.tlvs.raw) == sorted(kv for kv in header.tlvs.raw if kv[0] != 0x04)
+
+
+def test_a_repeated_ssl_sub_tlv_is_kept_and_the_first_wins() -> None:
+    subs = (
+        tlv(0x22, b"alice"),
+        tlv(0x21, b"TLSv1.3"),
+        tlv(0x22, b"mallory"),
+        tlv(0x28, b"cert-1"),
+        tlv(0x28, b"cert-2"),
+    )
+    header = tr(with_tlvs(ssl(7, 0, *subs)))
+    info = header.tlvs.ssl
+    assert info is not None
+    assert (info.cn, info.version, info.client_cert) == ("alice", "TLSv1.3", b"cert-1")
+    assert info.raw == tuple((sub[0], sub[3:]) for sub in subs)
+    again = pp.parse(header.to_bytes())[0].tlvs.ssl
+    assert again is not None
+    assert (again.cn, again.version, again.client_cert) == ("alice", "TLSv1.3", b"cert-1")
+    assert sorted(again.raw) == sorted(info.raw)
 
 
 def test_tlvs_must_end_exactly_at_the_header_end() -> None:
@@ -203,8 +277,7 @@ def test_ssl_flags_not_verify_alone() -> None:
         (b"", "SSL TLV is 0 bytes"),
         (b"\x07\x00\x00\x00\x00" + tlv(0x21, b"TLSv1.3")[:-1], "past the end of the SSL TLV"),
         (b"\x07\x00\x00\x00\x00\x21\x00", "2 stray byte(s) at the end of the SSL TLV"),
-        (b"\x07\x00\x00\x00\x00" + tlv(0x22, b"a") * 2, "duplicate SSL sub-TLV CN"),
-        (b"\x07\x00\x00\x00\x00" + tlv(0x28, b"a") * 2, "duplicate SSL sub-TLV CLIENT_CERT"),
+        (b"\x07\x00\x00\x00\x00" + tlv(0x22, b"a") + tlv(0x22, b"\xc3"), "CN is not valid UTF-8"),
         (b"\x07\x00\x00\x00\x00" + tlv(0x22, b"\xc3"), "SSL sub-TLV CN is not valid UTF-8"),
         (b"\x07\x00\x00\x00\x00" + tlv(0x21, b"TLS\xff"), "SSL sub-TLV VERSION is not valid ASCII"),
     ],
@@ -274,3 +347,16 @@ def test_local_header_tlvs_are_parsed_too() -> None:
     assert header.command is pp.Command.LOCAL
     assert header.tlvs.crc32c is not None
     assert header.tlvs.ssl == pp.SSLInfo(client=0, verify=0)
+
+
+def test_local_tlvs_start_after_the_fixed_part_whatever_the_family() -> None:
+    # Spec 2.2: LOCAL's family is ignored; HAProxy reads its TLVs from byte 16, and so do we. A
+    # zero-filled INET block reads as four empty TLVs of type 0; the CRC32C covers everything.
+    unchecked = v2(0x20, 0x11, bytes(12) + tlv(0x03, b"\x00" * 4) + tlv(0x02, b"check"))
+    data = unchecked[:31] + struct.pack("!I", crc32c(unchecked)) + unchecked[35:]
+    header = tr(data)
+    assert (header.command, header.family) == (pp.Command.LOCAL, pp.Family.INET)
+    assert header.source is None
+    assert header.tlvs.raw[:4] == ((0x00, b""),) * 4
+    assert header.tlvs.authority == "check"
+    assert header.tlvs.crc32c == crc32c(unchecked)

@@ -44,6 +44,23 @@ def test_unix(family_transport: int) -> None:
     assert header.destination == "/run/haproxy.sock"
 
 
+def test_unix_pathname_ends_at_its_first_nul() -> None:
+    # sun_path: a pathname (first byte not NUL) is the bytes before the first NUL.
+    header = tr(v2(0x21, 0x31, unix(b"/run/a.sock\x00junk\x00", b"/run/b\x00\xff\xfe")))
+    assert header.source == "/run/a.sock"
+    assert header.destination == "/run/b"
+
+
+def test_unix_abstract_name_keeps_its_nuls_but_not_the_padding() -> None:
+    header = tr(v2(0x21, 0x32, unix(b"\x00ab\x00cd", b"\x00" + b"x" * 107)))
+    assert header.source == "\x00ab\x00cd"
+    assert header.destination == "\x00" + "x" * 107
+
+
+def test_unix_all_nul_is_an_empty_path() -> None:
+    assert tr(v2(0x21, 0x31, unix(b"", b""))).source == ""
+
+
 def test_unix_full_length_and_abstract_paths() -> None:
     full = b"/" + b"p" * 107
     header = tr(v2(0x21, 0x31, unix(full, b"\x00abstract")))
@@ -64,15 +81,66 @@ def test_local_health_check() -> None:
     assert header.source is None
 
 
-def test_local_ignores_its_address_block_but_honours_its_length() -> None:
-    # Spec 2.2: for LOCAL the receiver must ignore the protocol block, and skip it by its length.
-    data = v2(0x20, 0x11, inet("1.2.3.4", "5.6.7.8", 1, 2) + tlv(0x05, b"id"))
-    header = tr(data)
-    assert header.command is pp.Command.LOCAL
+@pytest.mark.parametrize(
+    ("family_transport", "body", "family", "transport"),
+    [
+        # A defined family with no address block, or a block of the wrong size: the family
+        # is ignored (spec 2.2), only the length bounds the header.
+        (0x11, b"", pp.Family.INET, pp.Transport.STREAM),
+        (0x21, b"", pp.Family.INET6, pp.Transport.STREAM),
+        (0x32, b"", pp.Family.UNIX, pp.Transport.DGRAM),
+        (0x11, b"\x04\x00\x02\x00\x00", pp.Family.INET, pp.Transport.STREAM),
+        # A byte the spec does not define comes out as UNSPEC, as Header.local() has it.
+        (0x10, b"", pp.Family.UNSPEC, pp.Transport.UNSPEC),
+        (0x13, b"", pp.Family.UNSPEC, pp.Transport.UNSPEC),
+        (0x01, b"", pp.Family.UNSPEC, pp.Transport.UNSPEC),
+        (0x41, b"", pp.Family.UNSPEC, pp.Transport.UNSPEC),
+        (0xFF, tlv(0x04, b"\x00" * 9), pp.Family.UNSPEC, pp.Transport.UNSPEC),
+    ],
+)
+def test_local_whatever_its_family_and_length(
+    family_transport: int, body: bytes, family: pp.Family, transport: pp.Transport
+) -> None:
+    header = tr(v2(0x20, family_transport, body))
+    assert (header.command, header.family, header.transport) == (
+        pp.Command.LOCAL,
+        family,
+        transport,
+    )
+    assert (header.source, header.destination) == (None, None)
+    if family_transport in (0x10, 0x13, 0x01, 0x41):
+        assert header == pp.Header.local()
+
+
+def test_local_reads_tlvs_from_the_end_of_the_fixed_part() -> None:
+    # Spec 2.2 does not say where LOCAL's TLVs start; HAProxy reads them from byte 16, whatever
+    # the family: a zero-filled INET block is four empty TLVs of type 0, then come the others.
+    header = tr(v2(0x20, 0x11, bytes(12) + tlv(0x05, b"id")))
     assert header.family is pp.Family.INET
     assert header.source is None
-    assert header.destination is None
+    assert header.tlvs.raw == ((0x00, b""),) * 4 + ((0x05, b"id"),)
     assert header.tlvs.unique_id == b"id"
+
+
+def test_local_with_an_address_that_does_not_read_as_tlvs_is_refused() -> None:
+    # As in HAProxy: 01 02 03 reads as an ALPN TLV of 0x0203 bytes, past the end.
+    data = v2(0x20, 0x11, inet("1.2.3.4", "5.6.7.8", 1, 2) + tlv(0x05, b"id"))
+    rejected(data, "TLV 0x01 at offset 16 declares 515 bytes, past the end of the header")
+
+
+def test_local_waits_for_its_length_whatever_its_family() -> None:
+    # Never refused before its declared length has arrived; then the rest is the application's.
+    data = v2(0x20, 0x41, b"", length=300)
+    parser = pp.HeaderParser()
+    for byte in range(len(data)):
+        parser.receive_data(data[byte : byte + 1])
+        assert parser.next_event() is pp.NEED_DATA
+    with pytest.raises(pp.IncompleteHeader):
+        pp.parse(data + bytes(299))
+    body = tlv(0x04, bytes(297))
+    parser.receive_data(body + b"app")
+    assert parser.next_event() == pp.Header.local(tlvs=pp.parse(data + body)[0].tlvs)
+    assert parser.trailing_data == b"app"
 
 
 def test_unspec_proxy_carries_no_address() -> None:
@@ -102,18 +170,16 @@ def test_address_block_longer_than_needed_is_tlv_space() -> None:
         (SIG + b"\x31\x11\x00\x0c", "version 3", 13),
         (SIG + b"\x22\x11\x00\x0c", "command 2", 13),
         (SIG + b"\x2f\x11\x00\x0c", "command 15", 13),
-        # Byte 14: only the seven combinations the spec defines.
+        # Byte 14 (PROXY only; LOCAL ignores it): only the seven combinations the spec defines.
         (SIG + b"\x21\x10\x00\x0c", "family/transport byte 0x10", 14),
         (SIG + b"\x21\x13\x00\x0c", "0x13", 14),
         (SIG + b"\x21\x01\x00\x00", "0x01", 14),
         (SIG + b"\x21\x40\x00\x00", "0x40", 14),
         (SIG + b"\x21\x33\x00\x00", "0x33", 14),
-        (SIG + b"\x20\x41\x00\x00", "0x41", 14),
         # Length: at least the declared family's address block.
         (v2(0x21, 0x11, b"\x00" * 11), "too short for the INET address block (12 bytes)", 16),
         (v2(0x21, 0x21, b"\x00" * 35), "INET6 address block (36 bytes)", 16),
         (v2(0x21, 0x31, b"\x00" * 215), "UNIX address block (216 bytes)", 16),
-        (v2(0x20, 0x11, b""), "too short for the INET address block", 16),
     ],
 )
 def test_invalid(data: bytes, message: str, at: int) -> None:

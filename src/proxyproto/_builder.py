@@ -29,7 +29,6 @@ _INET6_BLOCK = struct.Struct("!16s16sHH")
 _CRC32C_TLV = struct.Struct("!BHI")
 _TLV_HEAD_SIZE = 3
 _V1_PROTOCOLS = {Family.INET: "TCP4", Family.INET6: "TCP6"}
-_ADDRESS_BLOCK_SIZE = {Family.INET: 12, Family.INET6: 36, Family.UNIX: 2 * UNIX_PATH_SIZE}
 
 
 def proxy_header(
@@ -109,6 +108,10 @@ def _unix_path_bytes(path: str, name: str) -> bytes:
     if path.endswith("\x00"):
         # It would be lost in the NUL padding (spec 2.2): the receiver could not tell.
         raise HeaderEncodingError(f"{name} path ends with NUL, which the padding would swallow")
+    if "\x00" in path and not path.startswith("\x00"):
+        # A pathname ends at its first NUL (sun_path): the receiver would read a shorter one.
+        # Only an abstract name (leading NUL) may hold NULs.
+        raise HeaderEncodingError(f"{name} path holds a NUL, where a pathname ends: {path!r}")
     try:
         return path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
@@ -178,11 +181,11 @@ def _encode_v2(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
 
 def _address_block(header: Header) -> bytes:
     family = header.family
-    if family is Family.UNSPEC:
+    if family is Family.UNSPEC or header.command is Command.LOCAL:
+        # Spec 2.2: a sender of LOCAL "should not present any address so it sets this field to
+        # zero"; the receiver ignores the family (which LOCAL may keep) and reads TLVs from the
+        # end of the fixed part, as HAProxy does.
         return b""
-    if header.command is Command.LOCAL and header.source is None:
-        # LOCAL may keep a family; its address block is ignored, so send zeros.
-        return bytes(_ADDRESS_BLOCK_SIZE[family])
     if family is Family.UNIX:
         return _unix_block(header)
     af, layout = (AF_INET, _INET_BLOCK) if family is Family.INET else (AF_INET6, _INET6_BLOCK)

@@ -7,6 +7,13 @@ word and sub-TLVs of the same shape, which must end exactly where the SSL TLV en
 Registered TLVs that are malformed fail the header: the spec gives them a meaning, and a receiver
 must not guess. Vendor TLVs (AWS, Azure, GCP) are defined by their vendors, not by the spec, and
 their layout has changed before: a malformed one is kept in ``raw`` with its typed field ``None``.
+
+How we read a type that comes more than once (spec 2.2 has no rule against it; HAProxy, nginx,
+Envoy and go-proxyproto accept it): every occurrence is kept in ``raw``, in wire order, and checked
+by the rules of its type; the typed field takes the first, as Envoy documents. The same holds for
+the SSL sub-TLVs. Every CRC32C TLV is verified, as HAProxy's ``conn_recv_proxy`` does: in wire
+order, each over the whole header with its own field and those of the CRC32C TLVs before it set to
+zero (HAProxy zeroes each field in place as it checks it), later ones as sent.
 """
 
 from __future__ import annotations
@@ -99,6 +106,8 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
     aws_vpce_id: str | None = None
     azure_link_id: int | None = None
     gcp_psc_id: int | None = None
+    # The header as the CRC32C check sees it, once there is one (see the module's docstring).
+    checked: bytearray | None = None
     offset = start
     while offset < end:
         if offset + 3 > end:
@@ -116,34 +125,35 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
             )
         value = header[value_start:offset]
         raw.append((kind, value))
+        # A repeated type: each occurrence is checked, the typed field keeps the first.
         if kind == _ALPN:
-            if alpn is not None:
-                _duplicate("ALPN")
-            alpn = value
+            if alpn is None:
+                alpn = value
         elif kind == _AUTHORITY:
-            if authority is not None:
-                _duplicate("AUTHORITY")
-            authority = _text_untrusted(value, "utf-8", "AUTHORITY")
+            text = _text_untrusted(value, "utf-8", "AUTHORITY")
+            if authority is None:
+                authority = text
         elif kind == _UNIQUE_ID:
-            if unique_id is not None:
-                _duplicate("UNIQUE_ID")
             if length > MAX_UNIQUE_ID:
                 raise InvalidHeader(
                     f"v2: UNIQUE_ID TLV is {length} bytes, more than {MAX_UNIQUE_ID}"
                 )
-            unique_id = value
+            if unique_id is None:
+                unique_id = value
         elif kind == _SSL:
-            if ssl is not None:
-                _duplicate("SSL")
-            ssl = _decode_ssl_untrusted(value)
+            info = _decode_ssl_untrusted(value)
+            if ssl is None:
+                ssl = info
         elif kind == _CRC32C:
-            if crc32c is not None:
-                _duplicate("CRC32C")
-            crc32c = _check_crc32c_untrusted(header, value_start, length, end)
+            if checked is None:
+                checked = bytearray(header[:end])
+            checksum = _check_crc32c_untrusted(checked, value_start, length)
+            if crc32c is None:
+                crc32c = checksum
         elif kind == _NETNS:
-            if netns is not None:
-                _duplicate("NETNS")
-            netns = _text_untrusted(value, "ascii", "NETNS")
+            text = _text_untrusted(value, "ascii", "NETNS")
+            if netns is None:
+                netns = text
         elif kind == _AWS:
             if aws_vpce_id is None and length >= 1 and value[0] == _AWS_SUBTYPE_VPCE_ID:
                 aws_vpce_id = _vendor_text(value[1:])
@@ -167,10 +177,6 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
     )
 
 
-def _duplicate(name: str) -> None:
-    raise InvalidHeader(f"v2: duplicate {name} TLV")
-
-
 def _text_untrusted(value: bytes, encoding: str, what: str) -> str:
     try:
         return value.decode(encoding)
@@ -185,12 +191,15 @@ def _vendor_text(value: bytes) -> str | None:
         return None
 
 
-def _check_crc32c_untrusted(header: bytes, value_start: int, length: int, end: int) -> int:
+def _check_crc32c_untrusted(checked: bytearray, value_start: int, length: int) -> int:
+    """Verify the CRC32C TLV whose value starts at ``value_start`` in the whole header
+    ``checked``, and leave its field zero there for the CRC32C TLVs after it."""
     if length != 4:
         raise InvalidHeader(f"v2: CRC32C TLV is {length} bytes, not 4")
-    expected = int.from_bytes(header[value_start : value_start + 4], "big")
+    expected = int.from_bytes(checked[value_start : value_start + 4], "big")
     # Spec 2.2.3: the checksum covers the whole header with the checksum field set to zero.
-    actual = crc32c_of(header[:value_start] + b"\x00\x00\x00\x00" + header[value_start + 4 : end])
+    checked[value_start : value_start + 4] = b"\x00\x00\x00\x00"
+    actual = crc32c_of(bytes(checked))
     if actual != expected:
         raise InvalidHeader(
             f"v2: CRC32C mismatch: the header says 0x{expected:08x}, its bytes give 0x{actual:08x}"
@@ -223,15 +232,14 @@ def _decode_ssl_untrusted(value: bytes) -> SSLInfo:
                 )
             sub_value = value[sub_start:offset]
             raw.append((kind, sub_value))
+            # A repeated sub-type: each occurrence is checked, the field keeps the first.
             text = _SSL_TEXT.get(kind)
             if text is not None:
                 index, name, encoding = text
-                if texts[index] is not None:
-                    raise InvalidHeader(f"v2: duplicate SSL sub-TLV {name}")
-                texts[index] = sub_value.decode(encoding)
-            elif kind == _SSL_CLIENT_CERT:
-                if client_cert is not None:
-                    raise InvalidHeader("v2: duplicate SSL sub-TLV CLIENT_CERT")
+                decoded = sub_value.decode(encoding)
+                if texts[index] is None:
+                    texts[index] = decoded
+            elif kind == _SSL_CLIENT_CERT and client_cert is None:
                 client_cert = sub_value
             # Unknown sub-types: kept in raw, otherwise skipped.
     except UnicodeDecodeError:
@@ -267,7 +275,7 @@ def encode_tlvs(tlvs: TLVs) -> list[bytes]:
         ) from None
     if tlvs.raw or (tlvs.ssl is not None and tlvs.ssl.raw):
         # Raw entries are copied as they are: make sure they still make a header we would
-        # accept (a duplicate, an over-long UNIQUE_ID, text that is not text...).
+        # accept (an over-long UNIQUE_ID, text that is not text...).
         block = b"".join(parts)
         try:
             decode_tlvs_untrusted(block, 0, len(block))
@@ -361,11 +369,16 @@ def _encode_ssl(ssl: SSLInfo) -> bytes:
         parts.append(encode_tlv(_SSL_SIG_SCHEME, sig_scheme))
     if ssl.client_cert is not None:
         parts.append(encode_tlv(_SSL_CLIENT_CERT, ssl.client_cert))
+    # As for the TLVs: a field set stands for the first raw entry of its sub-type; the others,
+    # repeats included, are copied.
+    represented: set[int] = set()
     for kind, value in ssl.raw:
         field = _SSL_TEXT.get(kind)
         name = field[1].lower() if field else "client_cert" if kind == _SSL_CLIENT_CERT else None
-        if name is None or getattr(ssl, name) is None:
-            parts.append(encode_tlv(kind, value))
+        if name is not None and kind not in represented and getattr(ssl, name) is not None:
+            represented.add(kind)
+            continue
+        parts.append(encode_tlv(kind, value))
     return b"".join(parts)
 
 

@@ -15,8 +15,19 @@ declared family, then TLVs up to the end::
 :func:`check_fixed_untrusted` checks bytes 12 to 15 as soon as each one arrives, so that a bad
 version, command or family is refused at once, and returns the total length once it is known; the
 incremental parser checks that length against its cap before waiting for the rest.
-:func:`decode_untrusted` decodes a complete header. The length is honoured even for LOCAL (whose
-address block is ignored): whatever follows it belongs to the application.
+:func:`decode_untrusted` decodes a complete header. The length is honoured even for LOCAL:
+whatever follows it belongs to the application.
+
+How we read LOCAL (spec 2.2: the receiver "must accept this connection as valid [...] and discard
+the protocol block including the family which is ignored", and "must not assume zero is presented
+for LOCAL connections"): a LOCAL header is accepted whatever its family/transport byte, even one
+the spec does not define, and whatever its length; only the length bounds it. Where its TLVs start
+the spec does not say, so HAProxy's receiver decides (``conn_recv_proxy`` in src/connection.c,
+since "parse PROXY TLV for LOCAL mode", 2024): with the family ignored there is no address block to
+skip, so every byte after the 16-byte fixed part is read as TLVs, by the same rules as PROXY's. A
+zero-filled address block reads as type-0 TLVs of length 0 (kept in ``raw``); bytes that do not
+read as TLVs fail the header, as they do in HAProxy. A LOCAL header carries no address: source and
+destination are ``None``, and a family/transport byte the spec does not define comes out as UNSPEC.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ _FAMILIES = {
     0x31: (Family.UNIX, Transport.STREAM, 216),
     0x32: (Family.UNIX, Transport.DGRAM, 216),
 }
+#: What a LOCAL header with a family/transport byte the spec does not define says.
+_UNDEFINED = (Family.UNSPEC, Transport.UNSPEC, 0)
 # version/command (u8), family/transport (u8), length (u16 big-endian), at offset 12
 _FIXED_TAIL = struct.Struct("!BBH")
 # source address (4), destination address (4), source port, destination port (u16 big-endian)
@@ -96,6 +109,11 @@ def check_fixed_untrusted(data: bytes | bytearray) -> int | None:
         )
     if received <= 13:
         return None
+    if version_command == 0x20:
+        # LOCAL: the family byte is ignored and only the length bounds the header (see above).
+        if received < FIXED_SIZE:
+            return None
+        return FIXED_SIZE + ((data[14] << 8) | data[15])
     family_transport = data[13]
     shape = _FAMILIES.get(family_transport)
     if shape is None:
@@ -147,15 +165,23 @@ def decode_untrusted(data: bytes) -> tuple[Header, int] | None:
         return None
     version_command, family_transport, length = _FIXED_TAIL.unpack_from(data, 12)
     command = _COMMANDS.get(version_command)
-    shape = _FAMILIES.get(family_transport)
     total = FIXED_SIZE + length
-    if command is None or shape is None or length < shape[2] or len(data) < total:
+    if command is None or len(data) < total:
+        return None
+    if command is _LOCAL:
+        # Spec 2.2: the family is ignored and the TLVs start right after the fixed part, as
+        # HAProxy reads them (see the module's docstring).
+        family, transport, _ = _FAMILIES.get(family_transport, _UNDEFINED)
+        tlvs = decode_tlvs_untrusted(data, FIXED_SIZE, total) if length else NO_TLVS
+        return make_header(2, command, family, transport, None, None, tlvs), total
+    shape = _FAMILIES.get(family_transport)
+    if shape is None or length < shape[2]:
         return None
     family, transport, address_size = shape
     tlv_start = FIXED_SIZE + address_size
     tlvs = decode_tlvs_untrusted(data, tlv_start, total) if total > tlv_start else NO_TLVS
-    if command is _LOCAL or family is _UNSPEC:
-        # Spec 2.2: LOCAL and UNSPEC carry no address the receiver may use.
+    if family is _UNSPEC:
+        # Spec 2.2: UNSPEC carries no address the receiver may use.
         return make_header(2, command, family, transport, None, None, tlvs), total
     if family is _INET:
         src, dst, source_port, dest_port = _INET_BLOCK.unpack_from(data, FIXED_SIZE)
@@ -173,6 +199,9 @@ def decode_untrusted(data: bytes) -> tuple[Header, int] | None:
 
 
 def _unix_path(padded: bytes) -> str:
-    # NUL padding removed from the end only, so that a Linux abstract name (leading NUL) survives.
-    # Paths are bytes to the kernel; surrogateescape keeps any of them, as os.fsdecode does.
-    return padded.rstrip(b"\x00").decode("utf-8", "surrogateescape")
+    # Spec 2.2 gives a UNIX address as 108 NUL-padded bytes, read as sun_path is: a pathname
+    # (first byte not NUL) ends at its first NUL, whatever follows; a Linux abstract name (leading
+    # NUL) may hold NULs, so only its trailing NUL padding goes. Paths are bytes to the kernel;
+    # surrogateescape keeps any of them, as os.fsdecode does.
+    path = padded.rstrip(b"\x00") if padded[:1] == b"\x00" else padded.split(b"\x00", 1)[0]
+    return path.decode("utf-8", "surrogateescape")
