@@ -57,6 +57,14 @@ SEEDS: dict[str, bytes] = {
     "v1_unknown": bytes.fromhex("50524f585920554e4b4e4f574e0d0a"),
     # v2 LOCAL, UNSPEC, no address, no TLV (a health check)
     "v2_local": bytes.fromhex("0d0a0d0a000d0a515549540a20000000"),
+    # v2 LOCAL, family byte 0x41 (undefined: ignored, spec 2.2), UNIQUE_ID "id" read from byte 16
+    "v2_local_undefined_family": bytes.fromhex("0d0a0d0a000d0a515549540a204100050500026964"),
+    # v2 LOCAL, family INET with no address block (length 0)
+    "v2_local_inet_empty": bytes.fromhex("0d0a0d0a000d0a515549540a20110000"),
+    # v2 PROXY TCP4 192.0.2.1:56324 -> 198.51.100.7:443, AUTHORITY "a" then "b" (the first wins)
+    "v2_tcp4_authority_twice": bytes.fromhex(
+        "0d0a0d0a000d0a515549540a21110014c0000201c6336407dc0401bb0200016102000162"
+    ),
     # v2 PROXY TCP4 192.0.2.1:56324 -> 198.51.100.7:443, ALPN "h2", AUTHORITY "example.com"
     "v2_tcp4_alpn_authority": bytes.fromhex(
         "0d0a0d0a000d0a515549540a2111001f"
@@ -243,9 +251,11 @@ def check_round_trip(data: bytes, header: pp.Header) -> None:
     - TLVs (and SSL sub-TLVs) are re-emitted typed fields first, then the ``raw`` entries no typed
       field covers, so ``raw`` may change order; NOOP padding is dropped; a CRC32C TLV is
       recomputed and appended last, not copied.
-    - A duplicated vendor TLV (two AWS TLVs, say) keeps one value on re-encoding; the parser
-      refuses duplicates of the registered types.
-    - LOCAL drops the addresses a receiver must ignore anyway (spec 2.2).
+    - A repeated TLV type keeps its typed field (the first occurrence) and copies the others
+      raw, so ``raw`` may change order; a repeated vendor TLV (two AWS TLVs, say) may keep one
+      value only. The typed fields are compared only when no type repeats.
+    - LOCAL has no address block on re-encoding (spec 2.2); its TLVs are read from byte 16, so
+      a zero-filled address block it came with stays as empty type-0 TLVs.
 
     The second round must then be exact: once encoded by proxyproto, ``parse`` and ``to_bytes``
     are inverse.

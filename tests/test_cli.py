@@ -132,6 +132,19 @@ def test_parse_shows_every_tlv(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows(out)["0xF0 (unknown)"] == "cafe"
 
 
+def test_parse_shows_a_repeated_tlv_raw_after_the_one_used(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 9: a repeated type is accepted, the first occurrence is the one used.
+    tlvs = pp.TLVs(authority="first.example", raw=((0x02, b"first.example"), (0x02, b"second")))
+    data = pp.Header.proxy(SOURCE, DESTINATION, tlvs=tlvs).to_bytes()
+    status, out, _ = run(capsys, "parse", data.hex())
+    assert status == 0
+    table = rows(out)
+    assert table["AUTHORITY"] == "first.example"
+    assert table["0x02 AUTHORITY (repeated, unused)"] == b"second".hex()
+
+
 def test_parse_shows_padding_and_trailing_bytes(capsys: pytest.CaptureFixture[str]) -> None:
     data = pp.Header.local().to_bytes(pad_to=40) + b"hello"
     status, out, _ = run(capsys, "parse", data.hex())

@@ -233,16 +233,22 @@ def _header_rows(header: pp.Header, size: int | None, trailing: int) -> list[_Ro
 def _tlv_rows(tlvs: pp.TLVs) -> list[_Row]:
     """One row per TLV in wire order; SSL adds its fields. Unknown TLVs as type and hex."""
     rows: list[_Row] = []
-    # Registered types cannot repeat (the parser refuses duplicates); a vendor type can, and then
-    # its typed field shows only one of them: show each of them raw instead.
+    # A type may repeat. A registered type's typed field is its first occurrence: show the later
+    # ones raw, marked unused. A vendor type's field is its first well-formed one: when it repeats,
+    # show each of them raw.
     counts = Counter(kind for kind, _ in tlvs.raw)
+    seen: set[int] = set()
     vendor: dict[int, tuple[str, object]] = {
         pp.TLVType.AWS: ("AWS VPC endpoint id", tlvs.aws_vpce_id),
         pp.TLVType.AZURE: ("Azure link id", tlvs.azure_link_id),
         pp.TLVType.GCP: ("GCP PSC id", tlvs.gcp_psc_id),
     }
     for kind, value in tlvs.raw:
-        if kind == pp.TLVType.ALPN and tlvs.alpn is not None:
+        repeated = kind in seen and kind in _REGISTERED
+        seen.add(kind)
+        if repeated:
+            rows.append((1, f"{_tlv_name(kind)} (repeated, unused)", value.hex() or "(empty)"))
+        elif kind == pp.TLVType.ALPN and tlvs.alpn is not None:
             rows.append((1, "ALPN", _text_or_hex(tlvs.alpn)))
         elif kind == pp.TLVType.AUTHORITY and tlvs.authority is not None:
             rows.append((1, "AUTHORITY", tlvs.authority))
@@ -263,6 +269,19 @@ def _tlv_rows(tlvs: pp.TLVs) -> list[_Row]:
         else:
             rows.append((1, _tlv_name(kind), value.hex() or "(empty)"))
     return rows
+
+
+#: The types the spec registers with a typed field: the field is the first occurrence.
+_REGISTERED = frozenset(
+    (
+        pp.TLVType.ALPN,
+        pp.TLVType.AUTHORITY,
+        pp.TLVType.CRC32C,
+        pp.TLVType.UNIQUE_ID,
+        pp.TLVType.SSL,
+        pp.TLVType.NETNS,
+    )
+)
 
 
 def _ssl_rows(ssl: pp.SSLInfo) -> list[_Row]:
