@@ -702,6 +702,25 @@ async def test_statistics_add_up() -> None:
     assert len(server.seen) == accepted
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "first",
+    [
+        V2_SIGNATURE + b"\x20\x11\x00\x00",  # LOCAL, family INET, no address block
+        V2_SIGNATURE + b"\x20\x41\x00\x03\x04\x00\x00",  # LOCAL, undefined family, a NOOP
+    ],
+    ids=["inet-length-0", "undefined-family"],
+)
+async def test_local_whatever_its_family_is_a_direct_connection(first: bytes) -> None:
+    # Issue 9: spec 2.2 says the receiver must accept LOCAL, its family ignored.
+    with anyio.fail_after(TEST_DEADLINE):
+        async with serving(pp.ProxyProtocolConfig()) as server:
+            result = await exchange(server, first)
+            stats = await server.settled()
+    assert tuple(result.reply["source"]) == result.address
+    assert (stats.accepted, stats.direct) == (1, 1)
+
+
 # --- handler exceptions ------------------------------------------------------------------------
 
 
