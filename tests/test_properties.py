@@ -794,6 +794,57 @@ def test_crc32c_catches_any_changed_byte(built: Built, data: st.DataObject) -> N
     assert outcome == INVALID or (outcome.header is not None and outcome.header.tlvs.crc32c is None)
 
 
+# --- repeated TLV types (issue 9) ---------------------------------------------------------------
+
+#: Registered TLVs with a typed field: the field, and whether its value is text.
+REPEATABLE = {
+    0x01: ("alpn", False),
+    0x02: ("authority", True),
+    0x05: ("unique_id", False),
+    0x30: ("netns", True),
+}
+
+
+@st.composite
+def repeated_tlvs(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    """Up to 8 well-formed registered TLVs, types drawn with repeats."""
+    entries = []
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(sorted(REPEATABLE)))
+        text = REPEATABLE[kind][1]
+        value = draw(ascii_text).encode() if text else draw(st.binary(max_size=128))
+        entries.append((kind, value))
+    return entries
+
+
+@SETTINGS
+@given(entries=repeated_tlvs(), proxy=st.booleans())
+def test_a_repeated_type_is_kept_and_the_first_wins(
+    entries: list[tuple[int, bytes]], proxy: bool
+) -> None:
+    # Spec 2.2 has no rule against a repeated type: every occurrence stays in raw, in wire order,
+    # and the typed field is the first one. LOCAL reads its TLVs from byte 16 (as HAProxy does).
+    body = b"".join(struct.pack("!BH", kind, len(value)) + value for kind, value in entries)
+    if proxy:
+        data = SIG + struct.pack("!BBH", 0x21, 0x11, 12 + len(body)) + bytes(12) + body
+    else:
+        data = SIG + struct.pack("!BBH", 0x20, 0x00, len(body)) + body
+    header, size = pp.parse(data + b"app")
+    assert size == len(data)
+    assert header.tlvs.raw == tuple(entries)
+    for kind, (name, text) in REPEATABLE.items():
+        values = [value for entry_kind, value in entries if entry_kind == kind]
+        first = None if not values else values[0].decode() if text else values[0]
+        assert getattr(header.tlvs, name) == first, name
+    # Sent on, the typed fields still come back the same.
+    check_reencodes(header)
+    parser = pp.HeaderParser()
+    for index in range(len(data)):
+        assert parser.next_event() is pp.NEED_DATA
+        parser.receive_data(data[index : index + 1])
+    assert parser.next_event() == header
+
+
 # --- the builder never makes what its parser refuses --------------------------------------------
 #
 # Regressions: the builder once accepted values that it encoded into headers the parser refused,

@@ -179,8 +179,10 @@ class TLVs:
     TLVs(alpn=b'h2', authority='example.com')
 
     When parsed, ``raw`` holds every TLV in wire order, unknown ones included, as
-    ``(type, value)``; the typed fields decode the ones we know. A malformed vendor TLV (AWS,
-    Azure, GCP) stays in ``raw`` with its typed field ``None``.
+    ``(type, value)``; the typed fields decode the ones we know. A type may repeat: every
+    occurrence is in ``raw`` and the typed field is the first (for a vendor TLV, the first
+    well-formed one). A malformed vendor TLV (AWS, Azure, GCP) stays in ``raw`` with its typed
+    field ``None``.
 
     When encoded, the typed fields come first, then each ``raw`` entry that no typed field
     covers. ``crc32c`` is informative only: ask :meth:`Header.to_bytes` for ``crc32c=True``.
@@ -232,7 +234,9 @@ class Header:
     """A PROXY protocol header, v1 or v2.
 
     ``source`` and ``destination`` are ``(host, port)`` for INET and INET6, a path for UNIX, and
-    ``None`` when the header carries no address (LOCAL, UNSPEC, v1 UNKNOWN).
+    ``None`` when the header carries no address (LOCAL, UNSPEC, v1 UNKNOWN). A UNIX pathname ends
+    at its first NUL; an abstract name (leading NUL) keeps its NULs but not the padding. A LOCAL
+    header keeps the family it was sent with, or UNSPEC if its byte is not one the spec defines.
 
     >>> h = Header.proxy(("192.0.2.1", 56324), ("198.51.100.7", 443))
     >>> h.source
