@@ -177,6 +177,17 @@ def test_datagram_header_and_payload() -> None:
     assert (local.command, payload) == (pp.Command.LOCAL, b"x")
 
 
+@pytest.mark.parametrize("family_transport", [0x11, 0x12, 0x41, 0xFF])
+def test_datagram_local_whatever_its_family(family_transport: int) -> None:
+    # Issue 9: LOCAL's family is ignored (spec 2.2), over UDP too; the TLVs start at byte 16.
+    data = v2(0x20, family_transport, tlv(0x05, b"check"))
+    local, payload = pp.parse_datagram(data + b"query")
+    assert (local.command, local.source, payload) == (pp.Command.LOCAL, None, b"query")
+    assert local.tlvs.unique_id == b"check"
+    with pytest.raises(pp.InvalidHeader, match="truncated header"):
+        pp.parse_datagram(data[:-1])
+
+
 @pytest.mark.parametrize(
     ("datagram", "message"),
     [
