@@ -23,8 +23,9 @@ the protocol block including the family which is ignored", and "must not assume 
 for LOCAL connections"): a LOCAL header is accepted whatever its family/transport byte, even one
 the spec does not define, and whatever its length; only the length bounds it. Where its TLVs start
 the spec does not say, so HAProxy's receiver decides (``conn_recv_proxy`` in src/connection.c,
-since "parse PROXY TLV for LOCAL mode", 2024): with the family ignored there is no address block to
-skip, so every byte after the 16-byte fixed part is read as TLVs, by the same rules as PROXY's. A
+since commit 8b72270e9, "parse PROXY TLV for LOCAL mode", 2024): with the family ignored, there
+is no address block to skip, so every byte after the 16-byte fixed part is read as TLVs, by the
+same rules as PROXY's. A
 zero-filled address block reads as type-0 TLVs of length 0 (kept in ``raw``); bytes that do not
 read as TLVs fail the header, as they do in HAProxy. A LOCAL header carries no address: source and
 destination are ``None``, and a family/transport byte the spec does not define comes out as UNSPEC.
