@@ -18,6 +18,7 @@ import pytest
 
 import proxyproto as pp
 from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch
+from odd_headers import ANSI, BIDI, FORGED_LINE, ODD_HEADERS
 from proxyproto._cli import main
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -286,6 +287,68 @@ def test_echo_cannot_listen() -> None:
         )
     assert result.returncode == 1
     assert result.stderr.decode().startswith(f"proxyproto: cannot listen on 127.0.0.1:{port}: ")
+
+
+# --- echo survives every header the parser accepts ---------------------------------------------
+
+
+def assert_printable_reply(reply: bytes) -> None:
+    """The summary line echo sends back: one printable line."""
+    assert reply.endswith(b"\n"), reply
+    assert reply[:-1].decode().isprintable(), reply
+
+
+@BACKENDS
+def test_echo_json_survives_odd_headers(backend: str) -> None:
+    with echo(backend, "--json") as server:
+        for name, data in ODD_HEADERS.items():
+            reply = exchange(server.port, data + b"hello")
+            report = server.json_line()
+            assert report["summary"] + "\n" == reply.decode(), name
+            assert_printable_reply(reply)
+            # Every string is text: no lone surrogate, which other JSON parsers refuse.
+            json.dumps(report, ensure_ascii=False).encode("utf-8")
+            if name == "unix-path-not-utf8":
+                header = report["header"]
+                assert header["source"] == "/tmp/\\xff\\xfe" + ANSI
+                assert header["destination"] == "/run/app\\x80.sock"
+                assert report["client"] == header["source"]
+            if name == "authority-escapes":
+                authority = report["header"]["tlvs"]["authority"]
+                assert authority == ANSI + FORGED_LINE + BIDI  # JSON says it as it came
+        assert server.stop() == 0
+
+
+@BACKENDS
+def test_echo_text_survives_odd_headers(backend: str) -> None:
+    with echo(backend) as server:
+        for name, data in ODD_HEADERS.items():
+            reply = exchange(server.port, data + b"hello")
+            assert_printable_reply(reply)
+            block = []
+            while line := server.stdout.get(timeout=TIMEOUT):
+                block.append(line)
+            # One block per connection, each line a row: nothing in a field broke a line.
+            assert block[0].startswith("connection from 127.0.0.1:"), (name, block)
+            assert block[-1].split() == ["reply", *reply.decode().split()], (name, block)
+            for line in block:
+                assert line.isprintable(), (name, line)
+                assert "\x1b" not in line
+                assert "\u202e" not in line
+            table = {}
+            for line in block[1:]:
+                label, _, value = line.strip().partition("  ")
+                table[label] = value.strip()
+            if name == "unix-path-not-utf8":
+                assert table["source"] == "unix:/tmp/\\xff\\xfe\\x1b[2J\\x1b[31m"
+            if name == "unix-abstract":
+                assert table["source"] == "unix:\\x00abstract\\n\\x1b[2J\\x1b[31m"
+            if name == "authority-escapes":
+                assert table["AUTHORITY"] == (
+                    "\\x1b[2J\\x1b[31m\\r\\n2026-01-01 00:00:00 INFO forged line\\u202egnp.exe"
+                )
+        assert server.stderr.empty(), server.drain()
+        assert server.stop() == 0
 
 
 # --- send's failures ------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from ._errors import HeaderRejected, InvalidHeader, ProxyProtocolError
 from ._model import Address, Header, Transport
 from ._parser import NEED_DATA, HeaderParser
 from ._policy import Action, PeerAddress, Policy, Refusal, carries_address, judge_reading, resolve
+from ._text import format_address, printable
 
 __all__ = [
     "ListenerStatistics",
@@ -337,7 +338,9 @@ async def _validate(config: ProxyProtocolConfig, header: Header, peer: PeerAddre
         if inspect.isawaitable(verdict):
             verdict = await verdict
     except HeaderRejected as rejection:
-        raise Refusal("validator", f"the validator refused the header: {rejection}") from None
+        # The validator's message may quote the header's fields: it goes to the log.
+        message = printable(str(rejection))
+        raise Refusal("validator", f"the validator refused the header: {message}") from None
     return bool(verdict)
 
 
@@ -588,10 +591,7 @@ def _peer_of(attributes: Mapping[Any, Callable[[], Any]]) -> PeerAddress:
 
 
 def _show(peer: PeerAddress) -> str:
-    if isinstance(peer, tuple):
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return repr(peer) if peer else "an unknown peer"
+    return format_address(peer) if peer else "an unknown peer"
 
 
 # --- the client side ---------------------------------------------------------------------------

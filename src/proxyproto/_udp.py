@@ -34,6 +34,7 @@ from ._errors import HeaderEncodingError, HeaderRejected, InvalidHeader
 from ._model import Address, Command, Header, Transport
 from ._parser import parse_datagram
 from ._policy import Action, Policy, carries_address, decide, resolve
+from ._text import format_address
 
 __all__ = [
     "DatagramStatistics",
@@ -293,8 +294,7 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
 
 
 def _show(peer: tuple[str, int]) -> str:
-    host, port = peer
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(peer)
 
 
 # --- the sending side --------------------------------------------------------------------------
