@@ -71,6 +71,7 @@ from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
 from ._model import Header
 from ._policy import PeerAddress, Policy, trusted_proxies
+from ._text import format_address
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -317,7 +318,7 @@ async def _asyncio_worker(
                 writer = _StreamWriter(served, reader, raw_socket, peer)
                 await TCPServer(app, loop, config, context, lifespan_state, reader, writer)  # type: ignore[arg-type]
             except (TimeoutError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
-                logger.debug("TLS handshake with %s failed", peer, exc_info=True)
+                logger.debug("TLS handshake with %s failed", format_address(peer), exc_info=True)
             finally:
                 await anyio.aclose_forcefully(served)
 
