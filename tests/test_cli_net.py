@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch
+from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch, without
 from odd_headers import ANSI, BIDI, FORGED_LINE, ODD_HEADERS
 from proxyproto._cli import main
 
@@ -367,6 +367,35 @@ def test_send_connection_refused(backend: str) -> None:
     assert result.stderr.decode() == expected
 
 
+@BACKENDS
+@pytest.mark.parametrize("destination", [False, True], ids=["resolved-for-header", "connect"])
+def test_send_to_a_name_that_does_not_resolve(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    destination: bool,
+) -> None:
+    # No real lookup (this machine's resolver may not answer): the name fails as an unknown
+    # one does, with getaddrinfo's own code, which is not an errno value.
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("nosuch.invalid", b"nosuch.invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    options = ["--destination", "198.51.100.10:443"] if destination else []
+    argv = ["send", "nosuch.invalid:80", "--source", "192.0.2.1:4000", *options]
+    assert main([*argv, "--backend", backend]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "proxyproto: cannot connect to nosuch.invalid:80: the name did not resolve"
+        " (Name or service not known)\n"
+    )
+
+
 def test_send_invalid_header(capsys: pytest.CaptureFixture[str]) -> None:
     # Known before connecting: nothing listens on port 9, and nothing needs to.
     status = main(["send", "127.0.0.1:9", "--source", "192.0.2.1:1", "--destination", "[::1]:2"])
@@ -421,6 +450,73 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], messa
     # Unknown options are reported by the top-level parser, as "proxyproto: error: ...".
     assert last.startswith((f"proxyproto {argv[0]}: error: ", "proxyproto: error: "))
     assert message in last
+
+
+# --- optional packages that are not installed ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["echo", "--listen", "127.0.0.1:0"],
+        ["send", "127.0.0.1:9", "--source", "192.0.2.1:4000"],
+        ["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"],
+        ["demo"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_backend_trio_without_trio(argv: list[str]) -> None:
+    result = subprocess.run(
+        without("trio", "proxyproto", *argv, "--backend", "trio"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "proxyproto: --backend trio needs trio, which is not installed: pip install '.[trio]'\n"
+    )
+
+
+def test_hypercorn_without_hypercorn() -> None:
+    # Without the extra, neither Hypercorn nor sniffio (which only the extra brings) is there.
+    result = subprocess.run(
+        without("hypercorn,sniffio", "proxyproto", "hypercorn", "app:app"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "proxyproto: hypercorn needs hypercorn, which is not installed:"
+        " pip install '.[hypercorn]'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [
+        ("proxyproto.trio", "trio", "trio"),
+        ("proxyproto.hypercorn", "hypercorn,sniffio", "hypercorn"),
+        ("proxyproto.uvicorn", "uvicorn", "uvicorn"),
+    ],
+)
+def test_importing_an_integration_without_its_extra(module: str, blocked: str, extra: str) -> None:
+    # From Python, the import error itself names the extra.
+    result = subprocess.run(
+        without(blocked, module), capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    name = blocked.split(",")[0]
+    assert last == (
+        f"ModuleNotFoundError: {module} needs {name}, which is not installed:"
+        f" pip install '.[{extra}]'"
+    )
 
 
 @pytest.mark.parametrize("command", ["echo", "send"])

@@ -6,7 +6,8 @@ Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declar
 - 0: ok (``echo``, ``relay``, ``hypercorn``: stopped by SIGINT or SIGTERM);
 - 1: ``parse``: an invalid or incomplete header; ``echo``, ``relay``, ``hypercorn``: it cannot
   listen (``hypercorn``: or the application cannot be loaded, or a worker failed); ``send``: the
-  connection was refused or failed, or the header cannot be encoded; one line on stderr;
+  connection was refused or failed, or the header cannot be encoded; any command: an optional
+  package it needs is not installed (the line names the extra to install); one line on stderr;
 - 2: a usage error (argparse's);
 - 130: ``send`` interrupted by Ctrl-C.
 
@@ -41,6 +42,7 @@ from anyio.abc import SocketAttribute
 import proxyproto as pp
 
 from . import _text
+from ._extras import missing
 from ._text import json_text, printable
 
 if TYPE_CHECKING:
@@ -882,12 +884,8 @@ def _add_backend_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(backend: str, func: Callable[..., Awaitable[int]], *args: object) -> int:
-    try:
-        return anyio.run(func, *args, backend=backend)
-    except ModuleNotFoundError as error:
-        if error.name != backend:
-            raise
-        return _fail(f"the {backend} backend needs {error.name}: pip install {error.name}")
+    # A backend whose package is missing (anyio's LookupError) is reported by main().
+    return anyio.run(func, *args, backend=backend)
 
 
 def _pair(address: Any) -> pp.Address:
@@ -903,6 +901,9 @@ def _os_error_text(error: BaseException) -> str:
     while cause is not None and not (isinstance(cause, OSError) and cause.errno):
         grouped = getattr(cause, "exceptions", None)  # an exception group (3.10: a backport)
         cause = grouped[0] if grouped else cause.__cause__
+    if isinstance(cause, socket.gaierror):
+        # getaddrinfo's codes are not errno values: os.strerror(-2) is "Unknown error -2".
+        return f"the name did not resolve ({cause.strerror})"
     if isinstance(cause, OSError) and cause.errno:
         return os.strerror(cause.errno)
     return str(error) or type(error).__name__
@@ -1066,7 +1067,7 @@ def _add_hypercorn(subparsers: _Subparsers) -> None:
         prefix_chars="\0",
     )
     parser.add_argument("argv", nargs=argparse.REMAINDER)
-    parser.set_defaults(run=_hypercorn)
+    parser.set_defaults(run=_hypercorn, command="hypercorn")
 
 
 def _hypercorn(args: argparse.Namespace) -> int:
@@ -1103,12 +1104,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from ._demo import run_demo
 
-    try:
-        ok = anyio.run(run_demo, backend=args.backend)
-    except ModuleNotFoundError as error:
-        return _fail(
-            f"demo: the {args.backend} backend needs {error.name}: pip install {error.name}"
-        )
+    ok = anyio.run(run_demo, backend=args.backend)
     if not ok:
         return _fail("demo: the server did not recover what the client claimed")
     print("\nNext: `proxyproto parse --help`, `proxyproto build --help`.")
@@ -1141,7 +1137,7 @@ def _add_command(
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(run=run, parser=parser)
+    parser.set_defaults(run=run, parser=parser, command=name)
     return parser
 
 
@@ -1187,4 +1183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse exits for --help, --version and usage errors; return its status instead.
         code = exit_.code
         return code if isinstance(code, int) else 0 if code is None else 1
+    except (ModuleNotFoundError, LookupError) as error:
+        # An optional package that is not installed (trio for --backend trio, Hypercorn...).
+        backend = getattr(args, "backend", None)
+        message = missing(error, f"--backend {backend}" if backend == "trio" else args.command)
+        if message is None:
+            raise
+        return _fail(message)
     return status

@@ -62,9 +62,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-import sniffio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener
 from anyio.streams.tls import TLSAttribute, TLSStream
+
+from ._extras import require
+
+with require("proxyproto.hypercorn"):
+    import hypercorn  # noqa: F401  # only to say early, and in one line, that it is missing
+    import sniffio
 
 from . import _anyio
 from ._asyncio import HandshakeClock, TransportHandshake
@@ -691,10 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else 0 if code is None else 1
-    try:
+    with require(_PROG):
         from hypercorn.utils import NoAppError, load_application
-    except ModuleNotFoundError as error:
-        return _fail(f"Hypercorn is not installed ({error}): pip install 'proxyproto[hypercorn]'")
 
     try:
         config = _hypercorn_config(args)
