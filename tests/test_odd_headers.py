@@ -6,6 +6,7 @@ test_cli_net.py and test_relay.py, as real processes.
 
 from __future__ import annotations
 
+import doctest
 import json
 import logging
 
@@ -14,6 +15,7 @@ import pytest
 from anyio.abc import SocketAttribute
 
 import proxyproto as pp
+import proxyproto._text
 from odd_headers import ANSI, FORGED_LINE, ODD_HEADERS
 from proxyproto._cli import main
 from proxyproto._text import format_address, json_text, printable
@@ -48,6 +50,10 @@ def test_json_text_keeps_text_and_escapes_bytes() -> None:
     assert json_text("a\x1b\n\u202e\\") == "a\x1b\n\u202e\\"  # JSON escapes these itself
     assert json_text("/tmp/\udcff") == "/tmp/\\xff"
     json.dumps(json_text("\ud800x"), ensure_ascii=False).encode("utf-8")
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(proxyproto._text).failed == 0
 
 
 def test_format_address() -> None:
