@@ -6,6 +6,7 @@ test_cli_net.py and test_relay.py, as real processes.
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import json
 import logging
@@ -131,3 +132,63 @@ async def test_listener_log_lines_are_printable(caplog: pytest.LogCaptureFixture
     assert any("\\xff\\xfe" in message for message in refused)
     assert ANSI not in "".join(messages)
     assert FORGED_LINE not in "".join(messages)
+
+
+# --- the asyncio handshake (Uvicorn, Hypercorn's asyncio worker) and UDP ----------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_asyncio_handshake_log_lines_are_printable(
+    caplog: pytest.LogCaptureFixture, asynchronous: bool
+) -> None:
+    from test_asyncio_handshake import serve
+
+    async def async_validator(header: pp.Header, peer: pp.PeerAddress) -> bool:
+        return quoting_validator(header, peer)
+
+    validator = async_validator if asynchronous else quoting_validator
+    config = pp.ProxyProtocolConfig(validator=validator, header_timeout=10.0)
+
+    async def main() -> None:
+        server, _, port = await serve(config, [])
+        async with server:
+            for data in ODD_HEADERS.values():
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(data + b"hello")
+                assert await reader.read() == b""  # refused: closed without a word
+                writer.close()
+                await writer.wait_closed()
+
+    caplog.set_level(logging.INFO, logger="proxyproto")
+    asyncio.run(asyncio.wait_for(main(), TEST_DEADLINE))
+    messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
+    refused = [m for m in messages if "the validator refused the header" in m]
+    assert len(refused) == len(ODD_HEADERS), messages
+    for message in messages:
+        assert message.isprintable(), message
+    assert any("\\x1b[2J" in message and "\\r\\n2026" in message for message in refused)
+    assert any("\\xff\\xfe" in message for message in refused)
+
+
+@pytest.mark.anyio
+async def test_udp_log_lines_are_printable(caplog: pytest.LogCaptureFixture) -> None:
+    from test_udp import pair
+
+    header = pp.Header.proxy(
+        ("192.0.2.1", 1),
+        ("198.51.100.7", 53),
+        transport=pp.Transport.DGRAM,
+        tlvs=pp.TLVs(authority=ANSI + FORGED_LINE),
+    )
+    caplog.set_level(logging.INFO, logger="proxyproto")
+    config = pp.ProxyProtocolConfig(validator=quoting_validator)
+    with anyio.fail_after(TEST_DEADLINE):
+        async with pair(config) as (server, client, to):
+            await pp.send_datagram(client, header, b"refused", to)
+            while not server.statistics().dropped:
+                with anyio.move_on_after(0.05):
+                    await server.receive()
+    assert server.statistics().dropped == {"validator": 1}
+    [message] = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
+    assert message.isprintable(), message
+    assert "\\x1b[2J\\x1b[31m\\r\\n2026" in message

@@ -50,8 +50,17 @@ from ._config import ProxyProtocolConfig
 from ._errors import HeaderRejected, InvalidHeader, ProxyProtocolError
 from ._model import Address, Header, Transport
 from ._parser import NEED_DATA, HeaderParser
-from ._policy import Action, PeerAddress, Policy, Refusal, carries_address, judge_reading, resolve
-from ._text import format_address, printable
+from ._policy import (
+    Action,
+    PeerAddress,
+    Policy,
+    Refusal,
+    carries_address,
+    judge_reading,
+    resolve,
+    validator_refusal,
+)
+from ._text import format_address
 
 __all__ = [
     "ListenerStatistics",
@@ -319,7 +328,7 @@ class _Handshake:
             if scope.cancelled_caught:
                 raise Refusal("timeout", f"the validator took more than {timeout:g}s")
             if not accepted:
-                raise Refusal("validator", "the validator refused the header")
+                raise Refusal("validator", validator_refusal())
         return ProxiedStream(
             self.transport,
             header,
@@ -338,9 +347,7 @@ async def _validate(config: ProxyProtocolConfig, header: Header, peer: PeerAddre
         if inspect.isawaitable(verdict):
             verdict = await verdict
     except HeaderRejected as rejection:
-        # The validator's message may quote the header's fields: it goes to the log.
-        message = printable(str(rejection))
-        raise Refusal("validator", f"the validator refused the header: {message}") from None
+        raise Refusal("validator", validator_refusal(rejection)) from None
     return bool(verdict)
 
 
