@@ -192,3 +192,31 @@ async def test_udp_log_lines_are_printable(caplog: pytest.LogCaptureFixture) -> 
     [message] = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
     assert message.isprintable(), message
     assert "\\x1b[2J\\x1b[31m\\r\\n2026" in message
+
+
+def test_native_trio_listener_log_lines_are_printable(caplog: pytest.LogCaptureFixture) -> None:
+    import trio
+
+    from test_trio import _ask, _serve
+
+    async def handler(stream: object) -> None:
+        raise AssertionError("every header is refused")
+
+    async def main() -> None:
+        with trio.fail_after(TEST_DEADLINE):
+            async with trio.open_nursery() as nursery:
+                config = pp.ProxyProtocolConfig(validator=quoting_validator)
+                listener, port = await _serve(nursery, handler, config)
+                for data in ODD_HEADERS.values():
+                    assert await _ask(port, data + b"hello") == b""
+                while listener.statistics().in_flight:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+
+    caplog.set_level(logging.INFO, logger="proxyproto")
+    trio.run(main)
+    messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
+    refused = [m for m in messages if "the validator refused the header" in m]
+    assert len(refused) == len(ODD_HEADERS), messages
+    for message in messages:
+        assert message.isprintable(), message
