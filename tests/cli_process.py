@@ -23,6 +23,34 @@ PROXYPROTO = (sys.executable, "-m", "proxyproto")
 LISTENING = "listening on 127.0.0.1:"
 
 
+#: ``python -c BLOCKED MODULES NAME ARGS...``: runs module NAME (as ``python -m NAME ARGS...``)
+#: in an interpreter where importing any of the comma-separated top-level MODULES fails with
+#: ModuleNotFoundError, as if they were not installed.
+BLOCKED = """
+import runpy, sys
+
+blocked = set(sys.argv[1].split(","))
+
+
+class NotInstalled:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInstalled)
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def without(modules: str, *command: str) -> list[str]:
+    """``python -m COMMAND...`` with the comma-separated ``modules`` not importable."""
+    return [sys.executable, "-c", BLOCKED, modules, *command]
+
+
 def listening_address(line: str) -> Address:
     """The address in a ``listening on 127.0.0.1:PORT`` line."""
     assert line.startswith(LISTENING), line

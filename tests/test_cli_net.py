@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch
+from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch, without
+from odd_headers import ANSI, BIDI, FORGED_LINE, ODD_HEADERS
 from proxyproto._cli import main
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -288,6 +289,68 @@ def test_echo_cannot_listen() -> None:
     assert result.stderr.decode().startswith(f"proxyproto: cannot listen on 127.0.0.1:{port}: ")
 
 
+# --- echo survives every header the parser accepts ---------------------------------------------
+
+
+def assert_printable_reply(reply: bytes) -> None:
+    """The summary line echo sends back: one printable line."""
+    assert reply.endswith(b"\n"), reply
+    assert reply[:-1].decode().isprintable(), reply
+
+
+@BACKENDS
+def test_echo_json_survives_odd_headers(backend: str) -> None:
+    with echo(backend, "--json") as server:
+        for name, data in ODD_HEADERS.items():
+            reply = exchange(server.port, data + b"hello")
+            report = server.json_line()
+            assert report["summary"] + "\n" == reply.decode(), name
+            assert_printable_reply(reply)
+            # Every string is text: no lone surrogate, which other JSON parsers refuse.
+            json.dumps(report, ensure_ascii=False).encode("utf-8")
+            if name == "unix-path-not-utf8":
+                header = report["header"]
+                assert header["source"] == "/tmp/\\xff\\xfe" + ANSI
+                assert header["destination"] == "/run/app\\x80.sock"
+                assert report["client"] == header["source"]
+            if name == "authority-escapes":
+                authority = report["header"]["tlvs"]["authority"]
+                assert authority == ANSI + FORGED_LINE + BIDI  # JSON says it as it came
+        assert server.stop() == 0
+
+
+@BACKENDS
+def test_echo_text_survives_odd_headers(backend: str) -> None:
+    with echo(backend) as server:
+        for name, data in ODD_HEADERS.items():
+            reply = exchange(server.port, data + b"hello")
+            assert_printable_reply(reply)
+            block = []
+            while line := server.stdout.get(timeout=TIMEOUT):
+                block.append(line)
+            # One block per connection, each line a row: nothing in a field broke a line.
+            assert block[0].startswith("connection from 127.0.0.1:"), (name, block)
+            assert block[-1].split() == ["reply", *reply.decode().split()], (name, block)
+            for line in block:
+                assert line.isprintable(), (name, line)
+                assert "\x1b" not in line
+                assert "\u202e" not in line
+            table = {}
+            for line in block[1:]:
+                label, _, value = line.strip().partition("  ")
+                table[label] = value.strip()
+            if name == "unix-path-not-utf8":
+                assert table["source"] == "unix:/tmp/\\xff\\xfe\\x1b[2J\\x1b[31m"
+            if name == "unix-abstract":
+                assert table["source"] == "unix:\\x00abstract\\n\\x1b[2J\\x1b[31m"
+            if name == "authority-escapes":
+                assert table["AUTHORITY"] == (
+                    "\\x1b[2J\\x1b[31m\\r\\n2026-01-01 00:00:00 INFO forged line\\u202egnp.exe"
+                )
+        assert server.stderr.empty(), server.drain()
+        assert server.stop() == 0
+
+
 # --- send's failures ------------------------------------------------------------------------------
 
 
@@ -302,6 +365,35 @@ def test_send_connection_refused(backend: str) -> None:
     assert result.stdout == b""
     expected = f"proxyproto: cannot connect to 127.0.0.1:{port}: Connection refused\n"
     assert result.stderr.decode() == expected
+
+
+@BACKENDS
+@pytest.mark.parametrize("destination", [False, True], ids=["resolved-for-header", "connect"])
+def test_send_to_a_name_that_does_not_resolve(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    destination: bool,
+) -> None:
+    # No real lookup (this machine's resolver may not answer): the name fails as an unknown
+    # one does, with getaddrinfo's own code, which is not an errno value.
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("nosuch.invalid", b"nosuch.invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    options = ["--destination", "198.51.100.10:443"] if destination else []
+    argv = ["send", "nosuch.invalid:80", "--source", "192.0.2.1:4000", *options]
+    assert main([*argv, "--backend", backend]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "proxyproto: cannot connect to nosuch.invalid:80: the name did not resolve"
+        " (Name or service not known)\n"
+    )
 
 
 def test_send_invalid_header(capsys: pytest.CaptureFixture[str]) -> None:
@@ -358,6 +450,73 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], messa
     # Unknown options are reported by the top-level parser, as "proxyproto: error: ...".
     assert last.startswith((f"proxyproto {argv[0]}: error: ", "proxyproto: error: "))
     assert message in last
+
+
+# --- optional packages that are not installed ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["echo", "--listen", "127.0.0.1:0"],
+        ["send", "127.0.0.1:9", "--source", "192.0.2.1:4000"],
+        ["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"],
+        ["demo"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_backend_trio_without_trio(argv: list[str]) -> None:
+    result = subprocess.run(
+        without("trio", "proxyproto", *argv, "--backend", "trio"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "proxyproto: --backend trio needs trio, which is not installed: pip install '.[trio]'\n"
+    )
+
+
+def test_hypercorn_without_hypercorn() -> None:
+    # Without the extra, neither Hypercorn nor sniffio (which only the extra brings) is there.
+    result = subprocess.run(
+        without("hypercorn,sniffio", "proxyproto", "hypercorn", "app:app"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "proxyproto: hypercorn needs hypercorn, which is not installed:"
+        " pip install '.[hypercorn]'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [
+        ("proxyproto.trio", "trio", "trio"),
+        ("proxyproto.hypercorn", "hypercorn,sniffio", "hypercorn"),
+        ("proxyproto.uvicorn", "uvicorn", "uvicorn"),
+    ],
+)
+def test_importing_an_integration_without_its_extra(module: str, blocked: str, extra: str) -> None:
+    # From Python, the import error itself names the extra.
+    result = subprocess.run(
+        without(blocked, module), capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    name = blocked.split(",")[0]
+    assert last == (
+        f"ModuleNotFoundError: {module} needs {name}, which is not installed:"
+        f" pip install '.[{extra}]'"
+    )
 
 
 @pytest.mark.parametrize("command", ["echo", "send"])

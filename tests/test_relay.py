@@ -23,6 +23,7 @@ import proxyproto as pp
 from cli_process import TIMEOUT, Address, CliProcess, launch
 from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
+from odd_headers import ODD_HEADERS
 from proxyproto._cli import main
 from proxyproto._relay import target_order
 from require_peer import ci_is_set
@@ -247,6 +248,23 @@ def test_chain_keeps_the_original_client(backend: str) -> None:
         assert log["peer"] == f"127.0.0.1:{own[1]}"
         assert log["client"] == "203.0.113.7:51234"
         assert second.access_log()["client"] == "203.0.113.7:51234"
+
+
+@BACKENDS
+def test_access_log_lines_survive_odd_headers(backend: str) -> None:
+    with (
+        target_server() as target,
+        relay(backend, target.address, options=("--accept-proxy",)) as proxy,
+    ):
+        for name, data in ODD_HEADERS.items():
+            reply, own = exchange(proxy.address, b"hi", prefix=data)
+            assert reply == b"hi", name
+            line = proxy.log_line(f"peer=127.0.0.1:{own[1]} ")
+            assert line.isprintable(), (name, line)
+            log = dict(word.split("=", 1) for word in line.split() if "=" in word)
+            assert log["end"] == "done", (name, line)  # one line, every field in it
+            if name == "unix-path-not-utf8":
+                assert log["client"] == "unix:/tmp/\\xff\\xfe\\x1b[2J\\x1b[31m"
 
 
 @BACKENDS

@@ -50,7 +50,17 @@ from ._config import ProxyProtocolConfig
 from ._errors import HeaderRejected, InvalidHeader, ProxyProtocolError
 from ._model import Address, Header, Transport
 from ._parser import NEED_DATA, HeaderParser
-from ._policy import Action, PeerAddress, Policy, Refusal, carries_address, judge_reading, resolve
+from ._policy import (
+    Action,
+    PeerAddress,
+    Policy,
+    Refusal,
+    carries_address,
+    judge_reading,
+    resolve,
+    validator_refusal,
+)
+from ._text import format_address
 
 __all__ = [
     "ListenerStatistics",
@@ -318,7 +328,7 @@ class _Handshake:
             if scope.cancelled_caught:
                 raise Refusal("timeout", f"the validator took more than {timeout:g}s")
             if not accepted:
-                raise Refusal("validator", "the validator refused the header")
+                raise Refusal("validator", validator_refusal())
         return ProxiedStream(
             self.transport,
             header,
@@ -337,7 +347,7 @@ async def _validate(config: ProxyProtocolConfig, header: Header, peer: PeerAddre
         if inspect.isawaitable(verdict):
             verdict = await verdict
     except HeaderRejected as rejection:
-        raise Refusal("validator", f"the validator refused the header: {rejection}") from None
+        raise Refusal("validator", validator_refusal(rejection)) from None
     return bool(verdict)
 
 
@@ -588,10 +598,7 @@ def _peer_of(attributes: Mapping[Any, Callable[[], Any]]) -> PeerAddress:
 
 
 def _show(peer: PeerAddress) -> str:
-    if isinstance(peer, tuple):
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return repr(peer) if peer else "an unknown peer"
+    return format_address(peer) if peer else "an unknown peer"
 
 
 # --- the client side ---------------------------------------------------------------------------

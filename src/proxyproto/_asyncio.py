@@ -43,6 +43,7 @@ from ._policy import (
     judge_header,
     judge_reading,
     resolve,
+    validator_refusal,
 )
 
 __all__ = ["Accept", "HandshakeClock", "TransportHandshake", "peer_of"]
@@ -292,7 +293,7 @@ class TransportHandshake:
                     self._validation = self._loop.create_task(self._await_validator(verdict))
                     return
                 if not verdict:
-                    raise Refusal("validator", "the validator refused the header")
+                    raise Refusal("validator", validator_refusal())
         except Refusal as refusal:
             self._refuse(refusal.kind, refusal.reason)
             return
@@ -307,14 +308,14 @@ class TransportHandshake:
         try:
             return validator(header, self.peer)
         except HeaderRejected as rejection:
-            raise Refusal("validator", f"the validator refused the header: {rejection}") from None
+            raise Refusal("validator", validator_refusal(rejection)) from None
 
     async def _await_validator(self, verdict: Awaitable[bool]) -> None:
         try:
             accepted = await verdict
         except HeaderRejected as rejection:
             self._validation = None
-            self._refuse("validator", f"the validator refused the header: {rejection}")
+            self._refuse("validator", validator_refusal(rejection))
             return
         except Exception:
             self._validation = None
@@ -324,7 +325,7 @@ class TransportHandshake:
         if self.done or self._transport.is_closing():
             return
         if not accepted:
-            self._refuse("validator", "the validator refused the header")
+            self._refuse("validator", validator_refusal())
             return
         self._transport.resume_reading()
         self._hand_over(self._header, self._leftover)

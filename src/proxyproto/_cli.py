@@ -6,7 +6,8 @@ Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declar
 - 0: ok (``echo``, ``relay``, ``hypercorn``: stopped by SIGINT or SIGTERM);
 - 1: ``parse``: an invalid or incomplete header; ``echo``, ``relay``, ``hypercorn``: it cannot
   listen (``hypercorn``: or the application cannot be loaded, or a worker failed); ``send``: the
-  connection was refused or failed, or the header cannot be encoded; one line on stderr;
+  connection was refused or failed, or the header cannot be encoded; any command: an optional
+  package it needs is not installed (the line names the extra to install); one line on stderr;
 - 2: a usage error (argparse's);
 - 130: ``send`` interrupted by Ctrl-C.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import ipaddress
 import json
 import logging
@@ -38,6 +40,10 @@ import attrs
 from anyio.abc import SocketAttribute
 
 import proxyproto as pp
+
+from . import _text
+from ._extras import missing
+from ._text import json_text, printable
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -84,13 +90,13 @@ def split_address(text: str) -> tuple[str, int] | str:
 
 
 def format_address(address: pp.Address) -> str:
-    """The inverse of :func:`split_address`; ``-`` for no address."""
-    if address is None:
-        return "-"
-    if isinstance(address, str):
-        return _UNIX_PREFIX + address
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """The inverse of :func:`split_address`; ``-`` for no address.
+
+    Printable whatever the address holds (a UNIX path from a header can hold any byte): what is
+    not is escaped as :func:`proxyproto._text.printable` says, and then only the escaped form
+    reads back.
+    """
+    return _text.format_address(address, unix_prefix=_UNIX_PREFIX)
 
 
 def _header_address(text: str) -> tuple[str, int] | str:
@@ -251,7 +257,7 @@ def _tlv_rows(tlvs: pp.TLVs) -> list[_Row]:
         elif kind == pp.TLVType.ALPN and tlvs.alpn is not None:
             rows.append((1, "ALPN", _text_or_hex(tlvs.alpn)))
         elif kind == pp.TLVType.AUTHORITY and tlvs.authority is not None:
-            rows.append((1, "AUTHORITY", tlvs.authority))
+            rows.append((1, "AUTHORITY", printable(tlvs.authority)))
         elif kind == pp.TLVType.CRC32C and tlvs.crc32c is not None:
             rows.append((1, "CRC32C", f"0x{tlvs.crc32c:08x} (verified)"))
         elif kind == pp.TLVType.NOOP:
@@ -259,13 +265,13 @@ def _tlv_rows(tlvs: pp.TLVs) -> list[_Row]:
         elif kind == pp.TLVType.UNIQUE_ID and tlvs.unique_id is not None:
             rows.append((1, "UNIQUE_ID", tlvs.unique_id.hex() or "(empty)"))
         elif kind == pp.TLVType.NETNS and tlvs.netns is not None:
-            rows.append((1, "NETNS", tlvs.netns))
+            rows.append((1, "NETNS", printable(tlvs.netns)))
         elif kind == pp.TLVType.SSL and tlvs.ssl is not None:
             rows.append((1, "SSL", "TLS" if tlvs.ssl.ssl else "no TLS"))
             rows.extend(_ssl_rows(tlvs.ssl))
         elif kind in vendor and vendor[kind][1] is not None and counts[kind] == 1:
             label, typed = vendor[kind]
-            rows.append((1, label, str(typed)))
+            rows.append((1, label, printable(str(typed))))
         else:
             rows.append((1, _tlv_name(kind), value.hex() or "(empty)"))
     return rows
@@ -300,7 +306,7 @@ def _ssl_rows(ssl: pp.SSLInfo) -> list[_Row]:
     for name in ("version", "cn", "cipher", "sig_alg", "key_alg", "group", "sig_scheme"):
         text = getattr(ssl, name)
         if text is not None:
-            rows.append((2, name, text))
+            rows.append((2, name, printable(text)))
     if ssl.client_cert is not None:
         fingerprint = hashlib.sha256(ssl.client_cert).hexdigest().upper()
         pairs = ":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2))
@@ -353,12 +359,12 @@ def _header_json(header: pp.Header, size: int | None, trailing: int) -> dict[str
         "trailing_bytes": trailing,
         "tlvs": {
             "alpn": _hex_or_none(tlvs.alpn),
-            "authority": tlvs.authority,
+            "authority": _json_text_or_none(tlvs.authority),
             "crc32c": tlvs.crc32c,
             "unique_id": _hex_or_none(tlvs.unique_id),
-            "netns": tlvs.netns,
+            "netns": _json_text_or_none(tlvs.netns),
             "ssl": None if ssl is None else _ssl_json(ssl),
-            "aws_vpce_id": tlvs.aws_vpce_id,
+            "aws_vpce_id": _json_text_or_none(tlvs.aws_vpce_id),
             "azure_link_id": tlvs.azure_link_id,
             "gcp_psc_id": tlvs.gcp_psc_id,
             "raw": _raw_json(tlvs.raw),
@@ -373,13 +379,13 @@ def _ssl_json(ssl: pp.SSLInfo) -> dict[str, object]:
         "client_flags": _client_flags(ssl.client),
         "verify": ssl.verify,
         "verified_cert": ssl.verified_cert,
-        "version": ssl.version,
-        "cn": ssl.cn,
-        "cipher": ssl.cipher,
-        "sig_alg": ssl.sig_alg,
-        "key_alg": ssl.key_alg,
-        "group": ssl.group,
-        "sig_scheme": ssl.sig_scheme,
+        "version": _json_text_or_none(ssl.version),
+        "cn": _json_text_or_none(ssl.cn),
+        "cipher": _json_text_or_none(ssl.cipher),
+        "sig_alg": _json_text_or_none(ssl.sig_alg),
+        "key_alg": _json_text_or_none(ssl.key_alg),
+        "group": _json_text_or_none(ssl.group),
+        "sig_scheme": _json_text_or_none(ssl.sig_scheme),
         "client_cert": _hex_or_none(cert),
         "client_cert_sha256": None if cert is None else hashlib.sha256(cert).hexdigest(),
         "raw": _raw_json(ssl.raw),
@@ -389,8 +395,12 @@ def _ssl_json(ssl: pp.SSLInfo) -> dict[str, object]:
 def _address_json(address: pp.Address) -> dict[str, object] | str | None:
     if isinstance(address, tuple):
         host, port = address
-        return {"host": host, "port": port}
-    return address
+        return {"host": json_text(host), "port": port}
+    return None if address is None else json_text(address)
+
+
+def _json_text_or_none(text: str | None) -> str | None:
+    return None if text is None else json_text(text)
 
 
 def _hex_or_none(value: bytes | None) -> str | None:
@@ -893,12 +903,8 @@ def _add_backend_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(backend: str, func: Callable[..., Awaitable[int]], *args: object) -> int:
-    try:
-        return anyio.run(func, *args, backend=backend)
-    except ModuleNotFoundError as error:
-        if error.name != backend:
-            raise
-        return _fail(f"the {backend} backend needs {error.name}: pip install {error.name}")
+    # A backend whose package is missing (anyio's LookupError) is reported by main().
+    return anyio.run(func, *args, backend=backend)
 
 
 def _pair(address: Any) -> pp.Address:
@@ -914,6 +920,9 @@ def _os_error_text(error: BaseException) -> str:
     while cause is not None and not (isinstance(cause, OSError) and cause.errno):
         grouped = getattr(cause, "exceptions", None)  # an exception group (3.10: a backport)
         cause = grouped[0] if grouped else cause.__cause__
+    if isinstance(cause, socket.gaierror):
+        # getaddrinfo's codes are not errno values: os.strerror(-2) is "Unknown error -2".
+        return f"the name did not resolve ({cause.strerror})"
     if isinstance(cause, OSError) and cause.errno:
         return os.strerror(cause.errno)
     return str(error) or type(error).__name__
@@ -1077,7 +1086,7 @@ def _add_hypercorn(subparsers: _Subparsers) -> None:
         prefix_chars="\0",
     )
     parser.add_argument("argv", nargs=argparse.REMAINDER)
-    parser.set_defaults(run=_hypercorn)
+    parser.set_defaults(run=_hypercorn, command="hypercorn")
 
 
 def _hypercorn(args: argparse.Namespace) -> int:
@@ -1114,12 +1123,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from ._demo import run_demo
 
-    try:
-        ok = anyio.run(run_demo, backend=args.backend)
-    except ModuleNotFoundError as error:
-        return _fail(
-            f"demo: the {args.backend} backend needs {error.name}: pip install {error.name}"
-        )
+    ok = anyio.run(run_demo, backend=args.backend)
     if not ok:
         return _fail("demo: the server did not recover what the client claimed")
     print("\nNext: `proxyproto parse --help`, `proxyproto build --help`.")
@@ -1152,7 +1156,7 @@ def _add_command(
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(run=run, parser=parser)
+    parser.set_defaults(run=run, parser=parser, command=name)
     return parser
 
 
@@ -1186,6 +1190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit status: 0 ok, 1 invalid or incomplete header, 2 usage error (argparse's
     exits, for ``--help`` and ``--version`` too, become return values).
     """
+    # Header fields are printed escaped (proxyproto._text), but a printable non-ASCII character
+    # still cannot be written to an ASCII-only stdout: escape it there rather than die.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     parser = _make_parser()
     try:
         args = parser.parse_args(argv)
@@ -1194,4 +1202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse exits for --help, --version and usage errors; return its status instead.
         code = exit_.code
         return code if isinstance(code, int) else 0 if code is None else 1
+    except (ModuleNotFoundError, LookupError) as error:
+        # An optional package that is not installed (trio for --backend trio, Hypercorn...).
+        backend = getattr(args, "backend", None)
+        message = missing(error, f"--backend {backend}" if backend == "trio" else args.command)
+        if message is None:
+            raise
+        return _fail(message)
     return status

@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TypeAlias
 
-from ._errors import InvalidSignature, ProxyProtocolError
+from ._errors import HeaderRejected, InvalidSignature, ProxyProtocolError
 from ._model import Command, Header
 from ._parser import HeaderParser
+from ._text import printable
 
 __all__ = [
     "Action",
@@ -107,6 +108,17 @@ def decide(policy: Policy, header: Header | None, *, signature_seen: bool) -> tu
     if policy is Policy.REQUIRE:
         return Action.CLOSE, "no PROXY header, and its policy (REQUIRE) needs one"
     return Action.DIRECT, ""
+
+
+def validator_refusal(rejection: HeaderRejected | None = None) -> str:
+    """The reason to log when the validator says no, with its own message if it raised one.
+
+    The message may quote the header's fields, which are the peer's text: it is escaped
+    (:func:`~proxyproto._text.printable`), so that it cannot forge a log line.
+    """
+    if rejection is None:
+        return "the validator refused the header"
+    return f"the validator refused the header: {printable(str(rejection))}"
 
 
 class Refusal(Exception):

@@ -33,7 +33,8 @@ from ._config import ProxyProtocolConfig
 from ._errors import HeaderEncodingError, HeaderRejected, InvalidHeader
 from ._model import Address, Command, Header, Transport
 from ._parser import parse_datagram
-from ._policy import Action, Policy, carries_address, decide, resolve
+from ._policy import Action, Policy, carries_address, decide, resolve, validator_refusal
+from ._text import format_address
 
 __all__ = [
     "DatagramStatistics",
@@ -214,13 +215,13 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
                 if inspect.isawaitable(verdict):
                     verdict = await verdict
         except HeaderRejected as rejection:
-            raise _Dropped("validator", f"the validator refused the header: {rejection}") from None
+            raise _Dropped("validator", validator_refusal(rejection)) from None
         except TimeoutError:
             raise _Dropped(
                 "validator", f"the validator took more than {self.config.header_timeout:g}s"
             ) from None
         if not verdict:
-            raise _Dropped("validator", "the validator refused the header")
+            raise _Dropped("validator", validator_refusal())
 
     def _drop(self, peer: tuple[str, int], kind: str, reason: str) -> None:
         self._dropped[kind] += 1
@@ -293,8 +294,7 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
 
 
 def _show(peer: tuple[str, int]) -> str:
-    host, port = peer
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(peer)
 
 
 # --- the sending side --------------------------------------------------------------------------

@@ -62,15 +62,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-import sniffio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener
 from anyio.streams.tls import TLSAttribute, TLSStream
+
+from ._extras import require
+
+with require("proxyproto.hypercorn"):
+    import hypercorn  # noqa: F401  # only to say early, and in one line, that it is missing
+    import sniffio
 
 from . import _anyio
 from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
 from ._model import Header
 from ._policy import PeerAddress, Policy, trusted_proxies
+from ._text import format_address
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -317,7 +323,7 @@ async def _asyncio_worker(
                 writer = _StreamWriter(served, reader, raw_socket, peer)
                 await TCPServer(app, loop, config, context, lifespan_state, reader, writer)  # type: ignore[arg-type]
             except (TimeoutError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
-                logger.debug("TLS handshake with %s failed", peer, exc_info=True)
+                logger.debug("TLS handshake with %s failed", format_address(peer), exc_info=True)
             finally:
                 await anyio.aclose_forcefully(served)
 
@@ -690,10 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else 0 if code is None else 1
-    try:
+    with require(_PROG):
         from hypercorn.utils import NoAppError, load_application
-    except ModuleNotFoundError as error:
-        return _fail(f"Hypercorn is not installed ({error}): pip install 'proxyproto[hypercorn]'")
 
     try:
         config = _hypercorn_config(args)

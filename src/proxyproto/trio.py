@@ -42,8 +42,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-import trio
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
+
+from ._extras import require
+
+with require("proxyproto.trio"):
+    import trio
 
 from . import _anyio
 from ._anyio import ListenerStatistics

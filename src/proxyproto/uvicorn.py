@@ -39,9 +39,12 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.server import ServerState
+from ._extras import install_command, require
+
+with require("proxyproto.uvicorn"):
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.server import ServerState
 
 from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
@@ -84,6 +87,7 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
     """
     env = os.environ if environ is None else environ
     kwargs: dict[str, Any] = {}
+    variables: dict[str, str] = {}  # each field -> the variable it came from
 
     def get(name: str) -> str | None:
         value = env.get(f"PROXYPROTO_{name}")
@@ -98,6 +102,7 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
             raise fail("POLICY", value, f"must be one of {', '.join(_POLICIES)}")
         policy = _POLICIES[value.lower()]
     kwargs["policy"] = policy
+    variables["policy"] = "POLICY"
     if (value := get("TRUSTED")) is not None:
         cidrs = [cidr.strip() for cidr in value.split(",") if cidr.strip()]
         try:
@@ -113,20 +118,30 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
                 kwargs[field] = kind(value)
             except ValueError:
                 raise fail(name, value, f"not a number ({kind.__name__})") from None
+            variables[field] = name
     if (value := get("VERSIONS")) is not None:
         try:
             kwargs["versions"] = [int(v) for v in value.split(",") if v.strip()]
         except ValueError:
             raise fail("VERSIONS", value, "must be 1, 2 or 1,2") from None
-    try:
-        return ProxyProtocolConfig(**kwargs)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"PROXYPROTO_* environment variables: {error}") from None
+        variables["versions"] = "VERSIONS"
+    # Each value alone first, so that the message names the variable that is wrong.
+    for field, name in variables.items():
+        try:
+            ProxyProtocolConfig(**{field: kwargs[field]})
+        except (TypeError, ValueError) as error:
+            raise fail(name, str(get(name)), error) from None
+    return ProxyProtocolConfig(**kwargs)
 
 
 #: The configuration of the classes used by name from Uvicorn's command line, read from the
 #: environment when this module is imported.
-ENVIRONMENT_CONFIG = config_from_environ()
+try:
+    ENVIRONMENT_CONFIG = config_from_environ()
+except ValueError as error:
+    # Uvicorn's command line imports the --http class, and nothing else runs before serving: a
+    # variable that cannot be used stops the process here, in one line, as a bad option would.
+    raise SystemExit(f"proxyproto: {error}") from None
 
 
 class _SocketFacade:
@@ -334,7 +349,7 @@ def _protocol_class(http: str, proxy: ProxyProtocolConfig | None) -> str | type[
     if http not in _CLASSES:
         raise ValueError(f"http must be 'auto', 'h11' or 'httptools' with proxyproto, not {http!r}")
     if http == "httptools" and ProxyProtocolHttpToolsProtocol is None:
-        raise ImportError("http='httptools' needs httptools: pip install httptools")
+        raise ImportError(f"http='httptools' needs httptools: {install_command('uvicorn')}")
     if proxy is None:
         # By name: worker processes import it themselves, and read the same environment.
         return f"{__name__}:{_CLASSES[http]}"
