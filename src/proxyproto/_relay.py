@@ -389,8 +389,18 @@ class RelayConfig:
                 document = tomllib.load(file)
         except OSError as error:
             raise ConfigError(f"{self.path}: cannot read: {_os_error_text(error)}") from None
+        except UnicodeDecodeError as error:
+            # TOML is UTF-8 (Latin-1 and UTF-16 files end here too); before ValueError, its base.
+            raise ConfigError(
+                f"{self.path}: not UTF-8 text: {error.reason} at byte {error.start}"
+            ) from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{self.path}: not valid TOML: {error}") from None
+        except ValueError as error:
+            # An integer of more digits than int() converts (sys.get_int_max_str_digits()).
+            raise ConfigError(f"{self.path}: not usable TOML: {error}") from None
+        except RecursionError:
+            raise ConfigError(f"{self.path}: not usable TOML: nested too deeply") from None
         return routes_from(document, self.overrides, source=self.path)
 
 
