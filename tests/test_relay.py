@@ -283,17 +283,34 @@ def test_accept_proxy_refuses_a_connection_without_header(backend: str) -> None:
 
 
 @BACKENDS
-def test_untrusted_peer_is_refused_even_with_a_header(backend: str) -> None:
+@pytest.mark.parametrize("trusted", [True, False])
+@pytest.mark.parametrize("sends_header", [True, False])
+def test_trusted_decides_who_may_connect(backend: str, trusted: bool, sends_header: bool) -> None:
+    # Only a trusted peer that sends a header is relayed; a stranger (127.0.0.1 is not in
+    # 10.0.0.0/8) is refused whether or not it sends one, and the target never sees its bytes.
     header = pp.Header.proxy(("203.0.113.7", 51234), ("198.51.100.10", 443)).to_bytes()
+    cidr = "127.0.0.0/8" if trusted else "10.0.0.0/8"
     with (
         target_server() as target,
-        relay(
-            backend, target.address, options=("--accept-proxy", "--trusted", "192.0.2.0/24")
-        ) as proxy,
+        relay(backend, target.address, options=("--accept-proxy", "--trusted", cidr)) as proxy,
     ):
-        reply, _ = exchange(proxy.address, b"hi", prefix=header)
+        reply, own = exchange(proxy.address, b"hi", prefix=header if sends_header else b"")
+        if trusted and sends_header:
+            assert reply == b"hi"
+            assert proxy.access_log()["client"] == "203.0.113.7:51234"
+            return
         assert reply == b""
-        assert target.connections == 0
+        line = proxy.log_line("refused connection")
+        assert f"refused connection from 127.0.0.1:{own[1]}: " in line
+        assert ("no PROXY header" if trusted else "not a trusted peer") in line
+        assert "WARNING" in line
+        # The next line is the next connection's: this one was logged once, never relayed.
+        assert exchange(proxy.address, b"", prefix=header)[0] == b""
+        if trusted:
+            assert proxy.access_log()["end"] == "done"
+        else:
+            assert "not a trusted peer" in proxy.log_line("refused connection")
+        assert target.connections == (1 if trusted else 0)
 
 
 # =============================================================================== targets

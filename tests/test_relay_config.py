@@ -238,3 +238,65 @@ def test_a_route_that_cannot_listen_on_reload_is_logged(tmp_path: Path) -> None:
             assert f"not opened: 127.0.0.1:{busy}" in relay.log_line("reload applied")
             assert exchange(address, b"x")[0] == b"x"
             assert relay.stop() == 0
+
+
+GOOD = 'listen = "127.0.0.1:0"\nto = "127.0.0.1:1"\n'
+
+#: Files tomllib cannot take, each with what the one line says.
+BROKEN_FILES = {
+    "invalid-utf8": (GOOD.encode() + b'name = "\xff"\n', "not UTF-8 text"),
+    "latin-1": (GOOD.encode() + 'name = "café"\n'.encode("latin-1"), "not UTF-8 text"),
+    "utf-16": (GOOD.encode("utf-16"), "not UTF-8 text"),
+    "huge-integer": ((GOOD + "grace = " + "9" * 5000 + "\n").encode(), "not usable TOML"),
+    "deep-nesting": ((GOOD + "name = " + "[" * 5000 + "]" * 5000 + "\n").encode(), "nested"),
+    "directory": (None, "cannot read"),
+}
+
+
+def broken_file(tmp_path: Path, case: str) -> Path:
+    path = tmp_path / "broken.toml"
+    content = BROKEN_FILES[case][0]
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("case", BROKEN_FILES)
+def test_broken_file_at_startup_is_one_line(tmp_path: Path, case: str) -> None:
+    path = broken_file(tmp_path, case)
+    result = subprocess.run(
+        [*PROXYPROTO, "relay", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"proxyproto relay: error: {path}: ")
+    assert BROKEN_FILES[case][1] in line
+
+
+@pytest.mark.parametrize("case", [case for case in BROKEN_FILES if case != "directory"])
+def test_broken_file_on_reload_keeps_routes_and_connections(tmp_path: Path, case: str) -> None:
+    config = tmp_path / "relay.toml"
+    with target_server() as target:
+        write(config, f'listen = "127.0.0.1:0"\nto = {to(target.address)}\n')
+        with configured(config, 1) as (relay, (address,)):
+            with socket.create_connection(address, timeout=TIMEOUT) as open_one:
+                open_one.sendall(b"before")
+                assert open_one.recv(100) == b"before"
+                temporary = tmp_path / "next.tmp"
+                temporary.write_bytes(BROKEN_FILES[case][0] or b"")
+                os.replace(temporary, config)
+                line = relay.log_line("reload:")
+                assert BROKEN_FILES[case][1] in line
+                assert "the settings in force stay" in line
+                # The old route still serves, and the open connection still flows.
+                assert exchange(address, b"new")[0] == b"new"
+                open_one.sendall(b"after")
+                assert open_one.recv(100) == b"after"
+            assert relay.process.poll() is None
+            assert relay.stop() == 0

@@ -1057,7 +1057,9 @@ def _relay(args: argparse.Namespace) -> int:
         try:
             routes = config.load()
         except ConfigError as error:
-            args.parser.error(str(error))
+            # One line: the usage text says nothing about a file.
+            print(f"{_PROG} relay: error: {error}", file=sys.stderr)
+            return 2
     else:
         missing = [
             flag

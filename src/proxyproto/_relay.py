@@ -52,7 +52,7 @@ from anyio.abc import ByteStream, SocketAttribute
 from ._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, header_for
 from ._cli import _os_error_text, _pair, format_address
 from ._config import ProxyProtocolConfig
-from ._policy import Policy, trusted_proxies
+from ._policy import PeerAddress, Policy, PolicyCallable, Refusal, trusted_proxies
 
 __all__ = [
     "BALANCE_MODES",
@@ -86,7 +86,8 @@ class RelaySettings:
     #: 0 (no header), 1 or 2: the header prepended to each target connection.
     send_proxy: int = 0
     accept_proxy: bool = False
-    #: Peers whose headers are accepted; empty: every peer must send one.
+    #: The only peers that may connect (addresses and networks), each of which must send a
+    #: header under ``accept_proxy``; empty: every peer may connect.
     trusted: tuple[str, ...] = ()
     balance: str = "none"
     header_timeout: float = ProxyProtocolConfig().header_timeout
@@ -103,14 +104,28 @@ class RelaySettings:
 
     def proxy_config(self) -> ProxyProtocolConfig:
         """The inbound listener's configuration."""
-        if not self.accept_proxy:
-            return ProxyProtocolConfig(policy=Policy.SKIP)
-        if self.trusted:
-            # A trusted upstream must send a header; anyone else is refused outright.
-            return ProxyProtocolConfig(
-                policy=trusted_proxies(self.trusted), header_timeout=self.header_timeout
-            )
-        return ProxyProtocolConfig(policy=Policy.REQUIRE, header_timeout=self.header_timeout)
+        read = Policy.REQUIRE if self.accept_proxy else Policy.SKIP
+        policy = _trusted_only(self.trusted, read) if self.trusted else read
+        return ProxyProtocolConfig(policy=policy, header_timeout=self.header_timeout)
+
+
+def _trusted_only(trusted: Sequence[str], policy: Policy) -> PolicyCallable:
+    """``policy`` for the peers in ``trusted``; anyone else is refused before a byte is read.
+
+    As rpxy-l4 does: with ``REJECT`` for strangers (what :func:`trusted_proxies` gives them), a
+    stranger that sends no header would be relayed as itself. The listener resolves the policy
+    inside its handshake, so the :class:`Refusal` raised here is handled like any other: the
+    connection is closed, counted (``rejected["policy"]``) and logged once, naming the peer.
+    """
+    is_trusted = trusted_proxies(trusted, trusted=Policy.REQUIRE, otherwise=Policy.REJECT)
+    reason = f"not a trusted peer (trusted: {', '.join(trusted)})"
+
+    def relay_policy(peer: PeerAddress) -> Policy:
+        if is_trusted(peer) is not Policy.REQUIRE:
+            raise Refusal("policy", reason)
+        return policy
+
+    return relay_policy
 
 
 def target_order(
@@ -374,8 +389,18 @@ class RelayConfig:
                 document = tomllib.load(file)
         except OSError as error:
             raise ConfigError(f"{self.path}: cannot read: {_os_error_text(error)}") from None
+        except UnicodeDecodeError as error:
+            # TOML is UTF-8 (Latin-1 and UTF-16 files end here too); before ValueError, its base.
+            raise ConfigError(
+                f"{self.path}: not UTF-8 text: {error.reason} at byte {error.start}"
+            ) from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{self.path}: not valid TOML: {error}") from None
+        except ValueError as error:
+            # An integer of more digits than int() converts (sys.get_int_max_str_digits()).
+            raise ConfigError(f"{self.path}: not usable TOML: {error}") from None
+        except RecursionError:
+            raise ConfigError(f"{self.path}: not usable TOML: nested too deeply") from None
         return routes_from(document, self.overrides, source=self.path)
 
 
