@@ -670,6 +670,25 @@ async def test_each_refusal_is_logged_once_with_peer_and_reason_without_tracebac
 
 
 @pytest.mark.anyio
+async def test_a_header_of_a_version_not_accepted_is_logged_as_such(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="proxyproto")
+    config = pp.ProxyProtocolConfig(versions={2})
+    with anyio.fail_after(TEST_DEADLINE):
+        async with serving(config) as server:
+            _elapsed, port = await refused_client(server, header_bytes(legit_source(0), version=1))
+            stats = await server.settled()
+    assert stats.rejected == {"missing": 1}
+    [record] = [r for r in caplog.records if r.name == "proxyproto"]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        f"refused connection from {HOST}:{port}: a PROXY v1 header, but only v2 is accepted,"
+        " and its policy (REQUIRE) needs one"
+    )
+
+
+@pytest.mark.anyio
 async def test_statistics_add_up() -> None:
     timeout = 1.0
     config = pp.ProxyProtocolConfig(header_timeout=timeout, max_pending_handshakes=64)
