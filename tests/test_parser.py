@@ -121,13 +121,36 @@ def test_a_whole_header_larger_than_max_header_size_is_refused(data: bytes) -> N
     assert (exact.header_size, exact.trailing_data) == (len(data), b"GET")
 
 
-@pytest.mark.parametrize(("versions", "data"), [([2], V1), ([1], V2)], ids=["v1", "v2"])
-def test_a_whole_header_of_another_version_is_no_header(versions: list[int], data: bytes) -> None:
+@pytest.mark.parametrize(
+    ("versions", "data", "message"),
+    [
+        ([2], V1, "a PROXY v1 header, but only v2 is accepted"),
+        ([1], V2, "a PROXY v2 header, but only v1 is accepted"),
+    ],
+    ids=["v1", "v2"],
+)
+def test_a_whole_header_of_another_version_is_no_header(
+    versions: list[int], data: bytes, message: str
+) -> None:
+    # Refused as no header (InvalidSignature), with a message that says what came.
+    for sent in (data + b"GET / HTTP/1.1\r\n", data, data[:16]):
+        parser = pp.HeaderParser(versions=versions)
+        parser.receive_data(sent)
+        with pytest.raises(pp.InvalidSignature) as refusal:
+            parser.next_event()
+        assert str(refusal.value) == message
+        assert parser.version is None
+
+
+@pytest.mark.parametrize(("versions", "data"), [([2], b"PROX"), ([2], b"PUT /"), ([1], b"\r\n")])
+def test_bytes_that_are_not_a_whole_signature_of_another_version_say_so(
+    versions: list[int], data: bytes
+) -> None:
+    # Refused at once all the same (reject early), without claiming a header came.
     parser = pp.HeaderParser(versions=versions)
-    parser.receive_data(data + b"GET / HTTP/1.1\r\n")
-    with pytest.raises(pp.InvalidSignature):
+    parser.receive_data(data)
+    with pytest.raises(pp.InvalidSignature, match=r"cannot start a v. .* signature"):
         parser.next_event()
-    assert parser.version is None
 
 
 @pytest.mark.parametrize("size", [0, 15, -1])

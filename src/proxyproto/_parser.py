@@ -55,6 +55,11 @@ class NeedData(enum.Enum):
 NEED_DATA: Final = NeedData.NEED_DATA
 
 
+class VersionNotAccepted(InvalidSignature):
+    """A whole signature of a version the parser was told not to recognise: no header for the
+    policy (as documented for ``versions``), but the log says what came."""
+
+
 def _signature_untrusted(data: bytes | bytearray, versions: frozenset[int]) -> int | None:
     """The version whose signature ``data`` starts with; ``None`` while it is still a prefix."""
     first = data[0]
@@ -63,6 +68,12 @@ def _signature_untrusted(data: bytes | bytearray, versions: frozenset[int]) -> i
     elif first == _V1_START and 1 in versions:
         signature = _v1.PREFIX
     else:
+        # A whole signature of the version not accepted says what came; anything shorter may
+        # be the start of something else ("P" of "PUT"), refused at once all the same.
+        for version, other in ((1, _v1.PREFIX), (2, _v2.SIGNATURE)):
+            if version not in versions and data.startswith(other):
+                (only,) = versions
+                raise VersionNotAccepted(f"a PROXY v{version} header, but only v{only} is accepted")
         accepted = " or ".join(
             s
             for v, s in ((1, "v1 ('PROXY ')"), (2, "v2 (\\r\\n\\r\\n\\0\\r\\nQUIT\\n)"))
@@ -108,7 +119,8 @@ class HeaderParser:
     :param max_header_size: refuse a header longer than this many bytes (at least 16). The default
         is the largest the spec allows.
     :param versions: which versions to recognise. A header of another version is refused with
-        :class:`InvalidSignature`, as if no header had been sent.
+        :class:`InvalidSignature`, as if no header had been sent; its message names the version
+        that came when its whole signature did.
     :raises InvalidHeader: from :meth:`next_event`, as soon as the bytes cannot be a valid header
         (:class:`InvalidSignature` when they do not even start like one); the same exception is
         raised again on every later call.

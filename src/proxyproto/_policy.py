@@ -27,7 +27,7 @@ from typing import TypeAlias
 
 from ._errors import HeaderRejected, InvalidSignature, ProxyProtocolError
 from ._model import Command, Header
-from ._parser import HeaderParser
+from ._parser import HeaderParser, VersionNotAccepted
 from ._text import printable
 
 __all__ = [
@@ -159,6 +159,9 @@ def judge_reading(
     if action is Action.CLOSE:
         if parser.closed:
             raise Refusal("closed", f"{reason}: {error}")
+        if isinstance(error, VersionNotAccepted):
+            # A header came, of a version not accepted here: "no PROXY header" would mislead.
+            raise Refusal("missing", f"{error}, and its policy ({policy.name}) needs one")
         raise Refusal("missing", f"{reason} ({error})" if error is not None else reason)
     return action
 
