@@ -1,4 +1,5 @@
-"""Developer tasks. ``nox`` alone runs lint, typing, docs and the tests on CPython 3.10-3.13.
+"""Developer tasks. ``nox`` alone runs lint, typing, docs, the tests on CPython 3.10-3.13 and the
+Uvicorn tests on the oldest Uvicorn minor supported.
 
 ``nox -s bench`` and ``nox -s fuzz -- 600`` are run by hand: they take a while and print numbers
 rather than pass or fail.
@@ -34,7 +35,13 @@ LINT_PATHS = ["src", "tests", "bench", "examples", "docs", "fuzz", "noxfile.py"]
 TYPED_PATHS = ["src", "tests", "examples", "fuzz"]
 
 nox.needs_version = ">=2024.3.2"
-nox.options.sessions = ["lint", "typing", "docs", "tests"]
+nox.options.sessions = ["lint", "typing", "docs", "tests", "uvicorn_oldest"]
+
+# The Uvicorn minors the ``uvicorn`` extra admits: ``tests`` gets the newest, ``uvicorn_oldest`` the
+# oldest, so both ends of the range are tested on every run.
+UVICORN_OLDEST = "uvicorn==0.54.*"
+# The test files that start Uvicorn.
+UVICORN_TESTS = ["tests/test_uvicorn.py", "tests/test_asgi_websocket.py", "tests/test_examples.py"]
 
 
 def _expose_pyenv_interpreters() -> None:
@@ -72,6 +79,13 @@ def tests(session: nox.Session) -> None:
     """The test suite; arguments after ``--`` go to pytest (``nox -s tests-3.12 -- -k v1``)."""
     session.install(f".[{TEST_EXTRAS}]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def uvicorn_oldest(session: nox.Session) -> None:
+    """The Uvicorn tests again on the oldest Uvicorn minor the ``uvicorn`` extra admits."""
+    session.install(f".[{TEST_EXTRAS}]", UVICORN_OLDEST)
+    session.run("pytest", *(session.posargs or UVICORN_TESTS))
 
 
 @nox.session
