@@ -250,6 +250,12 @@ BROKEN_FILES = {
     "huge-integer": ((GOOD + "grace = " + "9" * 5000 + "\n").encode(), "not usable TOML"),
     "deep-nesting": ((GOOD + "name = " + "[" * 5000 + "]" * 5000 + "\n").encode(), "nested"),
     "directory": (None, "cannot read"),
+    # names getaddrinfo cannot encode (UnicodeError, not OSError)
+    "empty-label-listen": (b'listen = "a..b:1"\nto = "127.0.0.1:1"\n', "not a valid host name"),
+    "long-label-to": (
+        f'listen = "127.0.0.1:0"\nto = "{"a" * 64}.example:1"\n'.encode(),
+        "not a valid host name",
+    ),
 }
 
 

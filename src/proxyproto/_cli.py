@@ -861,7 +861,23 @@ def _listen_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
     if isinstance(address, str):
         raise argparse.ArgumentTypeError(f"{text!r}: only TCP (HOST:PORT) is supported here")
+    _check_host_name(text, address[0])
     return address
+
+
+def _check_host_name(text: str, host: str) -> None:
+    """Refuse a host name that getaddrinfo could not even encode (an empty label as in ``a..b``,
+    a label over 63 characters): it raises ``UnicodeError`` there, not ``OSError``, which would
+    escape every caller that handles a failed lookup."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {host!r} is not a valid host name"
+            ) from None
 
 
 def _connect_address(text: str) -> tuple[str, int]:
