@@ -20,7 +20,7 @@ from proxyproto._policy import (
     judge_reading,
     resolve,
 )
-from wire import inet, v2
+from wire import v2
 
 REQUIRE, USE, IGNORE, REJECT, SKIP = (
     pp.Policy.REQUIRE,
@@ -38,8 +38,9 @@ PROXY_UNIX = pp.Header.proxy("/run/client.sock", "/run/app.sock")
 LOCAL = pp.Header.local()
 UNKNOWN = pp.Header.unknown()
 UNSPEC = pp.parse(v2(0x21, 0x00, b""))[0]
-#: A LOCAL header whose address block is present: the spec says to ignore it.
-LOCAL_WITH_ADDRESSES = pp.parse(v2(0x20, 0x11, inet("192.0.2.1", "192.0.2.2", 1, 2)))[0]
+#: A LOCAL header with an INET family byte and no address block: the spec says the family is
+#: ignored (2.2), so it changes nothing either.
+LOCAL_WITH_A_FAMILY = pp.parse(v2(0x20, 0x11, b""))[0]
 
 HEADERS = {
     "v2 PROXY TCP4": PROXY_V2,
@@ -49,7 +50,7 @@ HEADERS = {
     "v2 LOCAL": LOCAL,
     "v1 UNKNOWN": UNKNOWN,
     "v2 PROXY UNSPEC": UNSPEC,
-    "v2 LOCAL with addresses": LOCAL_WITH_ADDRESSES,
+    "v2 LOCAL with a family": LOCAL_WITH_A_FAMILY,
 }
 #: The ones that replace the connection's addresses.
 WITH_ADDRESSES = {"v2 PROXY TCP4", "v1 TCP4", "v2 PROXY TCP6", "v2 PROXY UNIX"}
