@@ -232,12 +232,19 @@ async def refused_client(server: Server, data: bytes, *, eof: bool = False) -> t
     return elapsed, port
 
 
-async def reset_client(server: Server) -> None:
-    """Connect and reset the connection (SO_LINGER 0) without sending anything."""
+def empty_is(count: int, stats: pp.ListenerStatistics) -> bool:
+    return stats.rejected.get("empty") == count
+
+
+async def reset_client(server: Server) -> int:
+    """Connect and reset the connection (SO_LINGER 0) without sending anything; the client's
+    port."""
     stream = await server.connect()
     raw = stream.extra(SocketAttribute.raw_socket)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    port: int = stream.extra(SocketAttribute.local_port)
     await stream.aclose()
+    return port
 
 
 # --- integrity ---------------------------------------------------------------------------------
@@ -536,7 +543,7 @@ INVALID = [
     ("v2-over-long", V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", 8192), "invalid"),
 ]
 
-#: Bytes that could start a header, then EOF: all rejected as "closed".
+#: Bytes that could start a header, then EOF: rejected as "closed" ("empty" for no byte at all).
 EARLY_EOF = [
     ("nothing", b""),
     ("in-signature", b"PRO"),
@@ -603,7 +610,7 @@ async def test_eof_before_a_complete_header_is_rejected_as_closed() -> None:
     assert stats == pp.ListenerStatistics(
         accepted=prompt,
         direct=0,
-        rejected={"closed": len(EARLY_EOF)},
+        rejected={"empty": 1, "closed": len(EARLY_EOF) - 1},
         timed_out=0,
         evicted=0,
         in_flight=0,
@@ -636,8 +643,10 @@ async def test_each_refusal_is_logged_once_with_peer_and_reason_without_tracebac
             expected[port] = "no PROXY header"
             _elapsed, port = await refused_client(server, broken_v2())
             expected[port] = str(parse_error.value)
-            _elapsed, port = await refused_client(server, b"", eof=True)
+            _elapsed, port = await refused_client(server, b"PRO", eof=True)
             expected[port] = "closed"
+            # A connection that leaves without a byte (a health check) is no INFO line.
+            _elapsed, empty_port = await refused_client(server, b"", eof=True)
             # Two connections that stop in the middle of their header take both slots; a prompt
             # client whose header comes in two segments evicts the older one, the other one
             # times out.
@@ -667,6 +676,46 @@ async def test_each_refusal_is_logged_once_with_peer_and_reason_without_tracebac
         assert record.exc_info is None, message
         assert record.exc_text is None
         assert record.levelno <= logging.WARNING, "a remote error is not a server error"
+    [empty] = [r for r in caplog.records if f"{HOST}:{empty_port}" in r.getMessage()]
+    assert empty.levelno == logging.DEBUG
+    assert "before sending a byte" in empty.getMessage()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("leave", ["close", "reset"])
+async def test_a_health_check_that_connects_and_leaves_is_counted_as_empty_at_debug(
+    caplog: pytest.LogCaptureFixture, leave: str
+) -> None:
+    """HAProxy's checks connect, then close or reset without a byte: routine, so DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="proxyproto")
+    checks = 3
+    ports: set[int] = set()
+    with anyio.fail_after(TEST_DEADLINE):
+        async with serving(pp.ProxyProtocolConfig()) as server:
+            for n in range(checks):
+                if leave == "close":
+                    _elapsed, port = await refused_client(server, b"", eof=True)
+                else:
+                    port = await reset_client(server)
+                ports.add(port)
+                await server.wait_until(functools.partial(empty_is, n + 1))
+            stats = await server.settled()
+    assert stats.rejected == {"empty": checks}
+    records = [r for r in caplog.records if r.name == "proxyproto"]
+    assert [r.levelno for r in records] == [logging.DEBUG] * checks, [
+        r.getMessage() for r in records
+    ]
+    named = {f"{HOST}:{port}" for port in ports}
+    for record in records:
+        message = record.getMessage()
+        peer, _, reason = message.removeprefix("refused connection from ").partition(": ")
+        assert reason == "closed or reset before sending a byte", message
+        if leave == "close":
+            assert peer in named, message
+        else:
+            # anyio keeps no address from accept(): a reset that beats the server's look at
+            # the socket leaves no peer to name.
+            assert peer in named | {"an unknown peer"}, message
 
 
 @pytest.mark.anyio
@@ -736,11 +785,14 @@ async def test_statistics_add_up() -> None:
     accepted = proxied + local + unknown
     for stats, timed_out, in_flight in ((during, 0, silent), (final, silent, 0)):
         rejected = dict(stats.rejected)
-        # A reset is "closed" when it beats the server's accept (the socket has no peer left to
-        # name), "error" when it breaks a receive: either way, counted once.
-        gone = rejected.pop("closed", 0) + rejected.pop("error", 0)
-        assert gone == len(early_eof) + resets, stats
-        assert rejected == {"invalid": len(invalid), "missing": len(missing)}, stats
+        # A reset before a byte is "empty", whether it beats the server's look at its address
+        # or breaks a receive; so is an EOF before a byte.
+        assert rejected == {
+            "invalid": len(invalid),
+            "missing": len(missing),
+            "empty": 1 + resets,
+            "closed": 1,
+        }, stats
         assert (stats.accepted, stats.direct) == (accepted, local + unknown), stats
         assert (stats.timed_out, stats.evicted, stats.in_flight) == (timed_out, 0, in_flight)
     assert len(server.seen) == accepted

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 
 import pytest
 
@@ -197,3 +199,44 @@ def test_a_whole_header_in_the_first_bytes(
         assert log == [*accepted, ("eof", rest)]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("leave", ["close", "reset"])
+def test_a_health_check_that_connects_and_leaves_is_logged_at_debug(
+    caplog: pytest.LogCaptureFixture, leave: str
+) -> None:
+    """HAProxy's checks connect, then close or reset without a byte: routine, so DEBUG."""
+    caplog.set_level(logging.DEBUG, "proxyproto")
+    checks = 3
+
+    def records() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "proxyproto"]
+
+    async def logged(count: int) -> None:
+        while len(records()) < count:
+            await asyncio.sleep(0.01)
+
+    async def main() -> set[int]:
+        log: list[object] = []
+        ports: set[int] = set()
+        server, clock, port = await serve(pp.ProxyProtocolConfig(header_timeout=60), log)
+        async with server:
+            for _ in range(checks):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                sock = writer.get_extra_info("socket")
+                ports.add(sock.getsockname()[1])
+                if leave == "reset":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.close()
+                await writer.wait_closed()
+            await asyncio.wait_for(logged(checks), DEADLINE)
+            assert len(clock) == 0
+            assert log == []
+        return ports
+
+    ports = asyncio.run(main())
+    assert [r.levelno for r in records()] == [logging.DEBUG] * checks, caplog.messages
+    assert {r.getMessage() for r in records()} == {
+        f"refused connection from 127.0.0.1:{port}: closed or reset before sending a byte"
+        for port in ports
+    }

@@ -279,7 +279,8 @@ def _parser_fed(
     [
         (Policy.REQUIRE, pp.Header.local().to_bytes(), False, False, Action.PROXIED),
         (Policy.REQUIRE, b"GET /", False, False, "missing"),
-        (Policy.REQUIRE, b"", True, False, "closed"),
+        (Policy.REQUIRE, b"", True, False, "empty"),
+        (Policy.REQUIRE, b"GE", True, False, "closed"),
         (Policy.REQUIRE, b"", False, True, "timeout"),
         (Policy.USE, b"", False, True, Action.DIRECT),
         (Policy.USE, b"PRO", False, True, Action.DIRECT),

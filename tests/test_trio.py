@@ -6,6 +6,7 @@ import ast
 import logging
 import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -448,6 +449,40 @@ async def test_policies_and_counters(caplog: pytest.LogCaptureFixture) -> None:
         accepted=2, direct=1, rejected={}, timed_out=0, evicted=0, in_flight=0
     )
     assert any("refused connection from 127.0.0.1:" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize("leave", ["close", "reset"])
+async def test_a_health_check_that_connects_and_leaves_is_counted_as_empty_at_debug(
+    caplog: pytest.LogCaptureFixture, leave: str
+) -> None:
+    """HAProxy's checks connect, then close or reset without a byte: routine, so DEBUG, and the
+    peer is named even when it reset before its connection was accepted."""
+    caplog.set_level(logging.DEBUG, logger="proxyproto")
+    checks = 3
+    with trio.fail_after(TIME_LIMIT):
+        (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = inner.socket.getsockname()[1]
+        ports = set()
+        for _ in range(checks):
+            client = trio.socket.socket()
+            await client.connect(("127.0.0.1", port))
+            ports.add(client.getsockname()[1])
+            if leave == "reset":
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        # Only now does anyone accept: every check is gone before its connection is accepted.
+        async with ProxyProtocolListener(inner) as listener, trio.open_nursery() as nursery:
+            nursery.start_soon(listener.accept)
+            while listener.statistics().rejected.get("empty", 0) < checks:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert listener.statistics().rejected == {"empty": checks}
+    records = [r for r in caplog.records if r.name == "proxyproto"]
+    assert [r.levelno for r in records] == [logging.DEBUG] * checks, caplog.messages
+    assert {r.getMessage() for r in records} == {
+        f"refused connection from 127.0.0.1:{port}: closed or reset before sending a byte"
+        for port in ports
+    }
 
 
 async def test_timeouts_and_eviction_follow_the_config() -> None:

@@ -51,13 +51,16 @@ from ._errors import HeaderRejected, InvalidHeader, ProxyProtocolError
 from ._model import Address, Header, Transport
 from ._parser import NEED_DATA, HeaderParser
 from ._policy import (
+    EMPTY,
     Action,
     PeerAddress,
     Policy,
     Refusal,
     carries_address,
     judge_reading,
+    refusal_level,
     resolve,
+    sent_nothing,
     validator_refusal,
 )
 from ._text import format_address
@@ -359,9 +362,10 @@ class ListenerStatistics:
     accepted: int
     #: Of those, direct connections (no header used).
     direct: int
-    #: Connections closed, by reason: ``missing`` (no header where one is required),
-    #: ``invalid`` (a broken header), ``closed`` (the peer closed before its header was complete),
-    #: ``policy`` (a header its policy forbids), ``validator``, ``error`` (a network error).
+    #: Connections closed, by reason: ``empty`` (the peer closed or reset before sending a byte:
+    #: a health check, say), ``missing`` (no header where one is required), ``invalid`` (a broken
+    #: header), ``closed`` (the peer closed before its header was complete), ``policy`` (a header
+    #: its policy forbids), ``validator``, ``error`` (a network error).
     rejected: Mapping[str, int]
     #: Connections closed because their header did not come within ``header_timeout``.
     timed_out: int
@@ -472,6 +476,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         """
         config = self.config
         peer: PeerAddress = None
+        handshake: _Handshake | None = None
         self._in_flight += 1
         try:
             handshake = _Handshake(transport, config)
@@ -486,11 +491,15 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         except Refusal as refusal:
             await self._refuse(transport, peer, refusal.kind, refusal.reason)
             return None
-        except _PeerGone as error:
-            await self._refuse(transport, peer, "closed", str(error))
+        except _PeerGone:
+            # Reset before its address could be read: nothing was read from it either.
+            await self._refuse(transport, peer, "empty", EMPTY)
             return None
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
-            await self._refuse(transport, peer, "error", f"{type(error).__name__}: {error}")
+            if handshake is not None and sent_nothing(handshake.parser):
+                await self._refuse(transport, peer, "empty", EMPTY)
+            else:
+                await self._refuse(transport, peer, "error", f"{type(error).__name__}: {error}")
             return None
         except Exception:
             # Not the peer's doing (a policy or validator that raised, say): a traceback helps.
@@ -551,12 +560,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
     ) -> None:
         await anyio.aclose_forcefully(transport)
         self._rejected[kind] += 1
-        # Connections that went away are routine (health checks that connect and reset, clients
-        # that give up): INFO. A peer that sends what it must not is worth a WARNING.
-        level = (
-            logging.INFO if kind in ("timeout", "evicted", "closed", "error") else logging.WARNING
-        )
-        logger.log(level, "refused connection from %s: %s", _show(peer), reason)
+        logger.log(refusal_level(kind), "refused connection from %s: %s", _show(peer), reason)
 
     def statistics(self) -> ListenerStatistics:
         """The counters so far."""

@@ -35,6 +35,7 @@ from ._errors import HeaderRejected, ProxyProtocolError
 from ._model import Header
 from ._parser import NEED_DATA, HeaderParser, parse_whole
 from ._policy import (
+    EMPTY,
     Action,
     PeerAddress,
     Policy,
@@ -42,6 +43,7 @@ from ._policy import (
     carries_address,
     judge_header,
     judge_reading,
+    refusal_level,
     resolve,
     validator_refusal,
 )
@@ -210,7 +212,14 @@ class TransportHandshake:
         return self.accepted
 
     def connection_lost(self) -> None:
-        """The connection is gone: stop the clock and any validator."""
+        """The connection is gone: stop the clock and any validator.
+
+        A peer that reset the connection before sending a byte (a health check) is refused as
+        ``empty``; one that goes away later is the server's to notice, as before.
+        """
+        if not self.done and self._parser is None and self._validation is None:
+            self._refuse("empty", EMPTY)
+            return
         self._stop()
         self.done = True
         self._accept = _accept_nothing
@@ -343,10 +352,7 @@ class TransportHandshake:
         self.done = True
         self._accept = _accept_nothing
         self._transport.close()
-        # The anyio listener's levels: peers that went away are routine (INFO), a peer that
-        # sends what it must not is worth a WARNING.
-        level = logging.INFO if kind in ("timeout", "closed", "error") else logging.WARNING
-        logger.log(level, "refused connection from %s: %s", _show(self.peer), reason)
+        logger.log(refusal_level(kind), "refused connection from %s: %s", _show(self.peer), reason)
 
     def _fail(self) -> None:
         # Not the peer's doing (a policy or validator that raised): a traceback helps.

@@ -21,6 +21,7 @@ SKIP      nothing is read: the bytes, header or not, go to the application
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TypeAlias
@@ -39,6 +40,8 @@ __all__ = [
     "decide",
     "judge_header",
     "judge_reading",
+    "refusal_level",
+    "sent_nothing",
     "trusted_proxies",
 ]
 
@@ -124,14 +127,38 @@ def validator_refusal(rejection: HeaderRejected | None = None) -> str:
 class Refusal(Exception):
     """A handshake that ends with the connection closed.
 
-    ``kind`` is for the counters (``missing``, ``invalid``, ``closed``, ``policy``, ``timeout``,
-    ``validator``, ...), ``reason`` for the log.
+    ``kind`` is for the counters (``empty``, ``missing``, ``invalid``, ``closed``, ``policy``,
+    ``timeout``, ``validator``, ...), ``reason`` for the log.
     """
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
+
+
+#: The reason logged for a connection closed or reset before it sent a byte (kind ``empty``).
+EMPTY = "closed or reset before sending a byte"
+
+#: Kinds of refusal that are the peer going away, not the peer misbehaving: logged at INFO.
+_GONE = frozenset({"timeout", "evicted", "closed", "error"})
+
+
+def refusal_level(kind: str) -> int:
+    """The log level of a refusal of ``kind``: every adapter logs refusals at these levels.
+
+    A connection that went away without a byte (``empty``: a health check that connects and
+    leaves) is routine: DEBUG. One that went away later (``timeout``, ``evicted``, ``closed``,
+    ``error``) is worth an INFO line; a peer that sent what it must not, a WARNING.
+    """
+    if kind == "empty":
+        return logging.DEBUG
+    return logging.INFO if kind in _GONE else logging.WARNING
+
+
+def sent_nothing(parser: HeaderParser) -> bool:
+    """Whether ``parser`` has not received a single byte."""
+    return parser.header is None and parser.version is None and not parser.trailing_data
 
 
 def judge_reading(
@@ -157,6 +184,8 @@ def judge_reading(
         raise Refusal("closed" if parser.closed else "invalid", str(error)) from error
     action, reason = decide(policy, None, signature_seen=signature_seen)
     if action is Action.CLOSE:
+        if parser.closed and sent_nothing(parser):
+            raise Refusal("empty", EMPTY)
         if parser.closed:
             raise Refusal("closed", f"{reason}: {error}")
         if isinstance(error, VersionNotAccepted):

@@ -35,6 +35,7 @@ connection costs one wake-up of ``accept()``, not the cancellation of a pending 
 from __future__ import annotations
 
 import contextvars
+import errno
 import logging
 import socket as _stdlib_socket
 from collections import deque
@@ -322,12 +323,12 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
             with scope:
                 while len(self._ready) < _READY_AHEAD and not self._closed:
                     try:
-                        transport = await self.listener.accept()
+                        transport, peer = await self._accept_transport()
                     except Exception as error:  # the caller of accept() decides, as without us
                         self._accept_error = error
                         return
                     try:
-                        nursery.start_soon(self._handshake, transport)
+                        nursery.start_soon(self._handshake, transport, peer)
                     except RuntimeError:  # the nursery is closed: so is this listener, or its run
                         await trio.aclose_forcefully(transport)
                         self._accept_error = trio.ClosedResourceError("the listener was closed")
@@ -339,16 +340,38 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
             # an acceptor to start.
             self._waiting.unpark_all()
 
-    async def _handshake(self, transport: trio.abc.Stream) -> None:
+    async def _accept_transport(self) -> tuple[trio.abc.Stream, PeerAddress]:
+        """The inner listener's next connection, and its peer's address when accept() gave it.
+
+        A :class:`trio.SocketListener`'s socket is accepted here, as its own ``accept()`` does
+        (the same errors raised, the same ones skipped), to keep the address ``accept()``
+        returns: a peer that resets at once (a health check) has none to ask for afterwards.
+        """
+        listener = self.listener
+        if not isinstance(listener, trio.SocketListener):
+            return await listener.accept(), None
+        while True:
+            try:
+                sock, sockaddr = await listener.socket.accept()
+            except OSError as error:
+                if error.errno in _CLOSED_ERRNOS:
+                    raise trio.ClosedResourceError from None
+                if error.errno not in _SKIPPED_ACCEPT_ERRNOS:
+                    raise
+            else:
+                return trio.SocketStream(sock), _address(sockaddr)
+
+    async def _handshake(self, transport: trio.abc.Stream, peer: PeerAddress = None) -> None:
+        view = _AnyioView(transport, peer)
         if self._handshakes is None:
-            proxied = await self._handshaker.handshake(_AnyioView(transport))
+            proxied = await self._handshaker.handshake(view)
         else:
             with trio.CancelScope() as scope:
                 self._handshakes.add(scope)
                 try:
                     if self._closed:
                         scope.cancel()
-                    proxied = await self._handshaker.handshake(_AnyioView(transport))
+                    proxied = await self._handshaker.handshake(view)
                 finally:
                     self._handshakes.discard(scope)
             if scope.cancelled_caught:
@@ -412,16 +435,47 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
 #: connections from the inner listener (it starts again when one is taken).
 _READY_AHEAD = 16
 
+#: ``accept()`` errors that say the listening socket is closed (trio's SocketListener's too).
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+#: ``accept()`` errors about one connection that went wrong, not the listener: the next is
+#: accepted instead (the ones trio's SocketListener skips, where the platform has them).
+_SKIPPED_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)
+
 
 class _AnyioView(ByteStream):
     """A trio stream seen as an anyio byte stream, for the anyio adapter's handshake."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, peer: PeerAddress = None) -> None:
+        """``peer``: the address ``accept()`` gave, if any; else the socket is asked for it."""
         self.stream = stream
         attributes: dict[Any, Callable[[], Any]] = {}
         if isinstance(stream, trio.SocketStream):
             sock = stream.socket
-            attributes[SocketAttribute.remote_address] = lambda: _address(sock.getpeername())
+            if peer is not None:
+                attributes[SocketAttribute.remote_address] = lambda: peer
+            else:
+                attributes[SocketAttribute.remote_address] = lambda: _address(sock.getpeername())
             attributes[SocketAttribute.local_address] = lambda: _address(sock.getsockname())
         self._attributes = attributes
 
