@@ -484,13 +484,14 @@ async def test_partial_header_flood_is_evicted_for_prompt_clients(together: bool
 
 @pytest.mark.anyio
 async def test_burst_of_prompt_clients_do_not_evict_each_other() -> None:
-    max_pending, timeout = 8, 5.0
+    # Each client sends within 0.1 s of connecting; the eviction age is far above that, so that
+    # only a prompt client stalled for seconds by a loaded machine could be taken for an idle one.
+    max_pending, timeout = 8, 20.0
     burst = 6 * max_pending
     config = pp.ProxyProtocolConfig(
-        header_timeout=timeout, max_pending_handshakes=max_pending, eviction_age=1.0
+        header_timeout=timeout, max_pending_handshakes=max_pending, eviction_age=5.0
     )
     rng = random.Random(3)
-    latencies: list[float] = []
     peak = 0
 
     async def watch_in_flight() -> None:
@@ -503,7 +504,7 @@ async def test_burst_of_prompt_clients_do_not_evict_each_other() -> None:
         # A proxy's round trip between connecting and sending, and a header split across
         # segments: each holds a slot meanwhile.
         delay, gap = rng.uniform(0.0, 0.05), rng.uniform(0.0, 0.05)
-        latencies.append(await legit_client(server, n, delay=delay, split_gap=gap))
+        await legit_client(server, n, delay=delay, split_gap=gap)
 
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server, anyio.create_task_group() as watcher:
@@ -514,7 +515,6 @@ async def test_burst_of_prompt_clients_do_not_evict_each_other() -> None:
             watcher.cancel_scope.cancel()
             stats = await server.settled()
     assert peak > max_pending, "the burst never filled the handshake slots"
-    assert max(latencies) < timeout / 2, latencies
     assert sorted(server.seen) == sorted(legit_source(n) for n in range(burst))
     assert stats == pp.ListenerStatistics(
         accepted=burst, direct=0, rejected={}, timed_out=0, evicted=0, in_flight=0
@@ -629,7 +629,9 @@ async def test_each_refusal_is_logged_once_with_peer_and_reason_without_tracebac
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="proxyproto")
-    timeout, age = 1.0, 0.1
+    # The prompt client must arrive while both partial headers are still pending: the timeout
+    # leaves a loaded machine seconds for that, well over the eviction age.
+    timeout, age = 4.0, 0.1
     config = pp.ProxyProtocolConfig(
         header_timeout=timeout, max_pending_handshakes=2, eviction_age=age
     )
