@@ -113,3 +113,113 @@ def test_the_scope_id_form_is_what_python_reads() -> None:
 
     assert ipaddress.IPv6Address("fe80::1%2").scope_id == "2"
     assert str(ipaddress.ip_address("fe80::1%2")) == "fe80::1%2"
+
+
+# The same real link-local peer on every surface that keeps its scope id (Hypercorn's own code
+# keeps two fields of an AF_INET6 address, see docs/core.rst). LOCAL: the real peer stays.
+
+
+def _link_local() -> tuple[str, int] | None:
+    """A link-local address of this host and its interface index, if it has one."""
+    try:
+        with open("/proc/net/if_inet6") as lines:
+            for line in lines:
+                fields = line.split()
+                if fields[0].startswith("fe80"):
+                    packed = bytes.fromhex(fields[0])
+                    return socket.inet_ntop(socket.AF_INET6, packed), int(fields[1], 16)
+    except OSError:
+        pass
+    return None
+
+
+LINK_LOCAL = _link_local()
+needs_link_local = pytest.mark.skipif(LINK_LOCAL is None, reason="no link-local IPv6 address")
+
+
+def _bound(kind: int = socket.SOCK_STREAM) -> socket.socket:
+    assert LINK_LOCAL is not None
+    host, index = LINK_LOCAL
+    sock = socket.socket(socket.AF_INET6, kind)
+    sock.bind((host, 0, 0, index))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(4)
+    return sock
+
+
+def _client_of(server: socket.socket) -> socket.socket:
+    client = socket.socket(socket.AF_INET6)
+    client.settimeout(10)
+    client.connect(server.getsockname())
+    return client
+
+
+def _connect_local(server: socket.socket) -> tuple[socket.socket, tuple[str, int]]:
+    """A client of ``server`` that sent a LOCAL header, and its address as anyio shows it."""
+    client = _client_of(server)
+    client.sendall(pp.Header.local().to_bytes())
+    host, port, _flowinfo, scope_id = client.getsockname()
+    return client, (f"{host}%{scope_id}", port)
+
+
+@needs_link_local
+@pytest.mark.anyio
+async def test_a_link_local_peer_is_host_percent_scope_on_anyio_and_trio(
+    anyio_backend: str,
+) -> None:
+    from anyio.abc import SocketAttribute, SocketListener
+
+    with anyio.fail_after(15):
+        server = _bound()
+        listener = await SocketListener.from_socket(server)
+        client, expected = _connect_local(server)
+        with client:
+            async with listener, await listener.accept() as raw:
+                proxied = await pp.ProxiedStream.wrap(raw)
+                assert proxied.extra(pp.ProxyAttribute.peer_address) == expected
+                assert proxied.extra(SocketAttribute.remote_address) == expected
+        if anyio_backend == "trio":
+            import trio
+
+            import proxyproto.trio as pp_trio
+
+            server = _bound()
+            client, expected = _connect_local(server)
+            with client, trio.socket.from_stdlib_socket(server) as trio_server:
+                stream = trio.SocketStream((await trio_server.accept())[0])
+                trio_proxied = await pp_trio.ProxiedStream.wrap(stream)
+                assert trio_proxied.peer_address == expected
+                assert trio_proxied.socket.getpeername() == client.getsockname()
+                await stream.aclose()
+
+
+@needs_link_local
+@pytest.mark.anyio
+async def test_a_link_local_sender_is_host_percent_scope_on_udp() -> None:
+    from anyio.abc import UDPSocket
+
+    with anyio.fail_after(15):
+        async with pp.ProxiedUDPSocket(
+            await UDPSocket.from_socket(_bound(socket.SOCK_DGRAM))
+        ) as server:
+            with _bound(socket.SOCK_DGRAM) as sender:
+                sender.sendto(
+                    pp.Header.local().to_bytes() + b"health",
+                    server.transport_socket.extra(
+                        anyio.abc.SocketAttribute.raw_socket
+                    ).getsockname(),
+                )
+                host, port, _flowinfo, scope_id = sender.getsockname()
+                datagram = await server.receive()
+    assert datagram.source == datagram.peer == (f"{host}%{scope_id}", port)
+
+
+@needs_link_local
+def test_a_link_local_client_is_host_percent_scope_on_uvicorn() -> None:
+    protocol = ppu._protocol_class("h11", pp.ProxyProtocolConfig())
+    listening = _bound()
+    with uvicorn_thread(app, http=protocol, sock=listening), _client_of(listening) as sock:
+        sock.sendall(pp.Header.local().to_bytes() + REQUEST)
+        status, answer = read_response(sock, bytearray())
+        host, port, _flowinfo, scope_id = sock.getsockname()
+    assert (status, answer) == (200, {"client": [f"{host}%{scope_id}", port]})
