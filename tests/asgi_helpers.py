@@ -72,17 +72,18 @@ async def hypercorn_task(
 
 @contextmanager
 def uvicorn_thread(
-    app: Any, **config: Any
+    app: Any, *, sock: socket.socket | None = None, **config: Any
 ) -> Iterator[tuple[tuple[str, int], Any, threading.Thread]]:
-    """Uvicorn serving ``app`` on a free 127.0.0.1 port in a thread, with ``config`` for
-    ``uvicorn.Config``; yields the address, the server and the thread.
+    """Uvicorn serving ``app`` on a free 127.0.0.1 port (or the bound ``sock``) in a thread, with
+    ``config`` for ``uvicorn.Config``; yields the address, the server and the thread.
 
     On exit it asks the server to stop and fails if it has not within 10 s (then forces it).
     """
     import uvicorn
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    if sock is None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(
         uvicorn.Config(app, lifespan="off", log_level="warning", proxy_headers=False, **config)
     )

@@ -29,6 +29,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
+from ._address import from_sockaddr
 from ._anyio import _show
 from ._config import ProxyProtocolConfig
 from ._errors import HeaderRejected, ProxyProtocolError
@@ -62,11 +63,10 @@ Accept = Callable[[Header | None, bytes], None]
 def peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
     """The real peer's address: ``(host, port)`` for IP, a path for UNIX sockets, or ``None``."""
     peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple | list) and len(peer) >= 2:
-        return (str(peer[0]), int(peer[1]))  # IPv6 adds flowinfo and scope id: drop them
-    if isinstance(peer, str) and peer:
-        return peer
-    return None
+    if isinstance(peer, list):
+        peer = tuple(peer)
+    # A link-local IPv6 peer keeps its scope id, as host%scope_id (proxyproto._address).
+    return from_sockaddr(peer) or None
 
 
 class HandshakeClock:

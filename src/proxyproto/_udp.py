@@ -22,13 +22,14 @@ import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import attrs
 from anyio.abc import ConnectedUDPSocket, UDPSocket, UnreliableObjectReceiveStream
 
 from . import _v1, _v2
+from ._address import from_sockaddr
 from ._config import ProxyProtocolConfig
 from ._errors import HeaderEncodingError, HeaderRejected, InvalidHeader
 from ._model import Address, Command, Header, Transport
@@ -154,8 +155,9 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
         """
         while True:
             data, address = await self.transport_socket.receive()
-            # asyncio reports IPv6 senders as 4-tuples; anyio's addresses are (host, port).
-            peer = (address[0], address[1])
+            # asyncio reports IPv6 senders as 4-tuples; anyio's addresses are (host, port), with
+            # a link-local sender's scope id kept as host%scope_id (proxyproto._address).
+            peer = cast("tuple[str, int]", from_sockaddr(address))
             self._received += 1
             try:
                 datagram = await self._judge(data, peer)

@@ -72,6 +72,7 @@ with require("proxyproto.hypercorn"):
     import sniffio
 
 from . import _anyio
+from ._address import peername, socket_family
 from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
 from ._model import Header
@@ -640,12 +641,14 @@ class _PeerSocket:
 
     @property
     def family(self) -> int:
-        return self._socket.family
+        # Hypercorn reads the family to decide what getpeername() is: a UNIX client must show
+        # AF_UNIX, or scope["client"] would be the bare path (ASGI allows a pair or None).
+        return socket_family(self._peer, self._socket.family)
 
     def getpeername(self) -> Any:
         if self._peer is None:
             return self._socket.getpeername()
-        return self._peer
+        return peername(self._peer, self._socket.family)
 
     def getsockname(self) -> Any:
         return self._socket.getsockname()

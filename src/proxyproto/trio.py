@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextvars
 import errno
 import logging
-import socket as _stdlib_socket
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,6 +50,7 @@ with require("proxyproto.trio"):
     import trio
 
 from . import _anyio
+from ._address import from_sockaddr, peername, socket_family
 from ._anyio import ListenerStatistics
 from ._config import ProxyProtocolConfig
 from ._model import Address, Header
@@ -67,9 +67,10 @@ class ProxiedSocket:
     :meth:`getpeername` answers with the header's source when the header's addresses are in use
     (a PROXY header under ``REQUIRE`` or ``USE``), in the shape of the socket's family: a
     ``(host, port)`` pair on ``AF_INET``, ``(host, port, 0, 0)`` on ``AF_INET6``, a path for a
-    header with UNIX addresses. Everything else -- ``getsockname()``, ``family``, ``type``,
-    ``fileno()``, socket options -- is the real socket's. In particular ``family`` stays the
-    connection's own: an IPv6 client behind a proxy that reached you over IPv4 shows
+    header with UNIX addresses (see :ref:`addresses`). Everything else -- ``getsockname()``,
+    ``type``, ``fileno()``, socket options -- is the real socket's, and so is ``family``, except
+    that a UNIX client shows ``AF_UNIX`` (servers read ``family`` to decide what
+    ``getpeername()`` is). An IPv6 client behind a proxy that reached you over IPv4 shows
     ``AF_INET`` with an IPv6 ``getpeername()``. The proxy's address is
     :attr:`ProxiedStream.peer_address`.
 
@@ -85,9 +86,12 @@ class ProxiedSocket:
         source = self._source
         if source is None:
             return self._socket.getpeername()
-        if isinstance(source, tuple) and self._socket.family == _stdlib_socket.AF_INET6:
-            return (source[0], source[1], 0, 0)
-        return source
+        return peername(source, self._socket.family)
+
+    @property
+    def family(self) -> int:
+        """The connection's family, except ``AF_UNIX`` when the client is a UNIX address."""
+        return socket_family(self._source, self._socket.family)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._socket, name)
@@ -525,11 +529,4 @@ class _NoListener(Listener[Any]):
 
 def _address(sockaddr: Any) -> PeerAddress:
     """A socket address in the shape of anyio's ``remote_address``: ``(host, port)`` or a path."""
-    if isinstance(sockaddr, tuple):
-        host, port = sockaddr[0], sockaddr[1]
-        if len(sockaddr) == 4 and sockaddr[3]:
-            host = f"{host}%{sockaddr[3]}"
-        return (host, port)
-    if isinstance(sockaddr, bytes):
-        return sockaddr.decode(errors="surrogateescape")
-    return sockaddr  # type: ignore[no-any-return]
+    return from_sockaddr(sockaddr)

@@ -46,7 +46,8 @@ with require("proxyproto.uvicorn"):
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.server import ServerState
 
-from ._asyncio import HandshakeClock, TransportHandshake
+from ._address import asgi_client
+from ._asyncio import HandshakeClock, TransportHandshake, peer_of
 from ._config import ProxyProtocolConfig
 from ._model import Address, Header
 from ._policy import Policy, trusted_proxies
@@ -304,7 +305,10 @@ class _ProxyProtocolMixin(_Base):
             # made of a transport whose peer is the header's source (get_remote_addr()).
             source = header.source
             self._pp_source = source
-            self.client = (str(source[0]), int(source[1])) if isinstance(source, tuple) else None
+            self.client = asgi_client(source)
+        else:
+            # Uvicorn's own drops a link-local peer's scope id; the rule everywhere keeps it.
+            self.client = asgi_client(peer_of(self._pp_transport))
         # From now on the transport calls Uvicorn's own method, without a layer of ours.
         self.data_received = super().data_received  # type: ignore[method-assign]
         if leftover:
