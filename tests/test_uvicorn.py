@@ -309,6 +309,14 @@ def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator
         "off",
         *args,
     ]
+    with serving(command, env, port):
+        yield port
+
+
+@contextmanager
+def serving(command: list[str], env: dict[str, str], port: int) -> Iterator[None]:
+    """``command`` in a subprocess with ``env`` added, until it answers a PROXY request on
+    ``port``; stopped with SIGTERM on exit."""
     process = subprocess.Popen(
         command,
         env={**os.environ, **env},
@@ -325,7 +333,7 @@ def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator
             except OSError:
                 assert time.monotonic() < deadline, "uvicorn did not answer within 20s"
                 time.sleep(0.1)
-        yield port
+        yield
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -494,3 +502,42 @@ def test_uvicorn_command_line_proxy_headers_opt_in(
     with uvicorn_command(tmp_path, env, "--workers", "2") as port:
         for _ in range(4):  # spread over the workers
             assert answer(("127.0.0.1", port), V1 + SPOOF)["client"] == client
+
+
+RUN_SOURCE = """
+import sys
+
+import proxyproto.uvicorn
+
+options = {"forwarded_allow_ips": sys.argv[2]} if len(sys.argv) > 2 else {}
+proxyproto.uvicorn.run(
+    "uvicorn_test_app:app", port=int(sys.argv[1]), lifespan="off", log_level="warning", **options
+)
+"""
+
+
+@pytest.mark.parametrize(("allow", "header", "client"), SPOOF_CASES)
+def test_run_x_forwarded_for_is_not_trusted(
+    tmp_path: Path, allow: str | None, header: bytes, client: list[Any]
+) -> None:
+    # run() itself, with Uvicorn's default proxy_headers (True), in a process of its own so that
+    # SIGTERM stops it.
+    (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
+    (tmp_path / "serve.py").write_text(RUN_SOURCE)
+    port = free_port()
+    command = [sys.executable, str(tmp_path / "serve.py"), str(port)]
+    if allow is not None:
+        command.append(allow)
+    with serving(command, {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}, port):
+        body = answer(("127.0.0.1", port), header + SPOOF)
+    assert (body["client"], body["scheme"]) == (client, "http")
+
+
+def test_protocol_class_carries_an_explicit_proxy_headers() -> None:
+    # What run(proxy_headers=True) uses in one process: a class that says so itself.
+    assert ppu._protocol_class("h11", None) == "proxyproto.uvicorn:ProxyProtocolH11Protocol"
+    protocol = ppu._protocol_class("h11", None, proxy_headers=True)
+    assert isinstance(protocol, type)
+    assert issubclass(protocol, ppu.ProxyProtocolH11Protocol)
+    assert protocol.forwarded_headers is True
+    assert protocol.proxy_config is ppu.ENVIRONMENT_CONFIG
