@@ -17,7 +17,7 @@ Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake i
   that source, which is where it takes the client from. The bytes that came after the header go
   to Uvicorn's ``data_received`` at once, then the transport talks to Uvicorn directly.
 * Uvicorn's proxy headers middleware (X-Forwarded-For/-Proto) is taken off the app: it would
-  trust the end user's headers (see :class:`_ProxyProtocolMixin`), unless the user asks for it
+  trust the end user's headers (see ``docs/uvicorn.rst``), unless the user asks for it
   with ``PROXYPROTO_PROXY_HEADERS=1`` or ``run(..., proxy_headers=True)``.
 * A refused connection is closed before Uvicorn sees it, with one line on the ``proxyproto``
   logger.
@@ -82,6 +82,9 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
     - ``PROXYPROTO_HEADER_TIMEOUT``: seconds (default 5);
     - ``PROXYPROTO_MAX_HEADER_SIZE``: bytes (default 4096);
     - ``PROXYPROTO_VERSIONS``: ``1,2`` (default), ``1`` or ``2``.
+
+    ``PROXYPROTO_PROXY_HEADERS`` (``1`` keeps Uvicorn's X-Forwarded-For/-Proto handling, off by
+    default) is read next to these when the module is imported, not into the config.
 
     >>> from proxyproto.uvicorn import config_from_environ
     >>> config = config_from_environ({"PROXYPROTO_TRUSTED": "10.0.0.0/8, 192.0.2.7"})
@@ -372,6 +375,7 @@ class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):
     """Uvicorn's h11 protocol behind a PROXY handshake: ``--http proxyproto.uvicorn:<this>``.
 
     Configured from ``PROXYPROTO_*`` environment variables (:func:`config_from_environ`).
+    Takes Uvicorn's proxy headers middleware off the app (unless ``PROXYPROTO_PROXY_HEADERS=1``).
     """
 
 
