@@ -85,7 +85,9 @@ def uvicorn_thread(
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="off", log_level="warning", proxy_headers=False, **config)
+        uvicorn.Config(
+            app, **{"lifespan": "off", "log_level": "warning", "proxy_headers": False, **config}
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -273,3 +273,32 @@ def test_uvicorn_shutdown_with_a_handshake_pending() -> None:
         except ConnectionResetError:
             data = b""  # closed, with a reset
         assert data == b"", f"the pending client got {data!r}"
+
+
+def test_uvicorn_websocket_x_forwarded_for_is_not_trusted() -> None:
+    # Uvicorn's default proxy_headers=True and every peer allowed: the end user's
+    # X-Forwarded-For still does not name the client, on a WebSocket as on HTTP.
+    pytest.importorskip("uvicorn")
+    import proxyproto.uvicorn as ppu
+
+    source = ("203.0.113.7", 51234)
+    header = pp.Header.proxy(source, SERVER).to_bytes()
+    key = new_key()
+    request = upgrade_request(key).replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+    protocol = ppu._protocol_class("h11", pp.ProxyProtocolConfig())
+    with (
+        uvicorn_thread(
+            app, http=protocol, ws="wsproto", proxy_headers=True, forwarded_allow_ips="*"
+        ) as (
+            address,
+            _,
+            _,
+        ),
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        sock.sendall(header + request)
+        buffer = bytearray()
+        check_101(recv_head(sock, buffer), key)
+        assert recv_frame(sock, buffer) == (TEXT, json.dumps(list(source)).encode())
+        sock.sendall(encode_frame(CLOSE, close_payload()))
+        assert recv_frame(sock, buffer)[0] == CLOSE

@@ -405,3 +405,16 @@ async def test_behind_haproxy_send_proxy_v2() -> None:
                 answer = await read_response(stream, bytearray())
     # The client's own address and port, though Hypercorn's peer is HAProxy.
     assert answer["client"] == list(me)
+
+
+async def test_x_forwarded_for_leaves_the_client_alone() -> None:
+    # No ProxyFixMiddleware (docs/hypercorn.rst says to leave it out): the end user's forwarded
+    # headers name neither the client nor the scheme.
+    spoof = REQUEST.replace(
+        b"\r\n\r\n", b"\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+    assert spoof != REQUEST
+    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(V1 + spoof)
+        answer = await read_response(stream, bytearray())
+    assert (answer["client"], answer["scheme"]) == (list(CLIENT), "http")

@@ -46,7 +46,9 @@ import json
 async def app(scope, receive, send):
     """An ASGI app that answers with scope["client"] as JSON."""
     assert scope["type"] == "http"
-    body = json.dumps({"client": scope["client"], "path": scope["path"]}).encode()
+    body = json.dumps(
+        {"client": scope["client"], "path": scope["path"], "scheme": scope["scheme"]}
+    ).encode()
     await send(
         {
             "type": "http.response.start",
@@ -307,6 +309,14 @@ def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator
         "off",
         *args,
     ]
+    with serving(command, env, port):
+        yield port
+
+
+@contextmanager
+def serving(command: list[str], env: dict[str, str], port: int) -> Iterator[None]:
+    """``command`` in a subprocess with ``env`` added, until it answers a PROXY request on
+    ``port``; stopped with SIGTERM on exit."""
     process = subprocess.Popen(
         command,
         env={**os.environ, **env},
@@ -323,7 +333,7 @@ def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator
             except OSError:
                 assert time.monotonic() < deadline, "uvicorn did not answer within 20s"
                 time.sleep(0.1)
-        yield port
+        yield
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -344,7 +354,16 @@ def test_uvicorn_command_line(tmp_path: Path, workers: int) -> None:
         assert refused(("127.0.0.1", port), REQUEST)
 
 
-def test_uvicorn_command_line_bad_environment(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("POLICY", "sometimes", "must be one of require, use, ignore, reject, skip"),
+        ("PROXY_HEADERS", "sure", "must be 1 or 0"),
+    ],
+)
+def test_uvicorn_command_line_bad_environment(
+    tmp_path: Path, name: str, value: str, line: str
+) -> None:
     (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
     result = subprocess.run(
         [
@@ -359,7 +378,7 @@ def test_uvicorn_command_line_bad_environment(tmp_path: Path) -> None:
             "--http",
             "proxyproto.uvicorn:ProxyProtocolH11Protocol",
         ],
-        env={**os.environ, "PROXYPROTO_POLICY": "sometimes"},
+        env={**os.environ, f"PROXYPROTO_{name}": value},
         capture_output=True,
         text=True,
         timeout=30,
@@ -367,10 +386,7 @@ def test_uvicorn_command_line_bad_environment(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     # One line, no traceback.
-    assert result.stderr.splitlines() == [
-        "proxyproto: PROXYPROTO_POLICY='sometimes':"
-        " must be one of require, use, ignore, reject, skip"
-    ]
+    assert result.stderr.splitlines() == [f"proxyproto: PROXYPROTO_{name}={value!r}: {line}"]
 
 
 def test_uvicorn_command_line_two_workers_curl_haproxy_protocol(tmp_path: Path) -> None:
@@ -387,3 +403,141 @@ def test_uvicorn_command_line_two_workers_behind_haproxy_send_proxy_v2(tmp_path:
     ):
         me, clients = keep_alive_clients(front, 2)
     assert clients == [me, me]
+
+
+# --- X-Forwarded-For behind the PROXY protocol -----------------------------------------------
+
+SPOOF = (
+    b"GET /who HTTP/1.1\r\nHost: test\r\n"
+    b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n"
+)
+# A header whose client passes Uvicorn's default forwarded_allow_ips (127.0.0.1).
+LOCALHOST_V1 = b"PROXY TCP4 127.0.0.1 127.0.0.1 51234 80\r\n"
+# (FORWARDED_ALLOW_IPS or None for Uvicorn's default, the header, the client the app must see)
+SPOOF_CASES = [
+    pytest.param("*", V1, ["203.0.113.7", 51234], id="allow-all"),
+    pytest.param(None, LOCALHOST_V1, ["127.0.0.1", 51234], id="default-allow"),
+]
+
+
+def answer(address: tuple[str, int], data: bytes) -> dict[str, Any]:
+    """The app's JSON answer to ``data`` (header + one request)."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(data)
+        status, body = read_response(sock, bytearray())
+        assert status == 200
+        return body
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+@pytest.mark.parametrize(("allow", "header", "client"), SPOOF_CASES)
+def test_x_forwarded_for_is_not_trusted_behind_the_header(
+    http: str, allow: str | None, header: bytes, client: list[Any]
+) -> None:
+    # Uvicorn's own default is proxy_headers=True: what run() and a hand-built Config get.
+    protocol = ppu._protocol_class(http, pp.ProxyProtocolConfig())
+    options = {} if allow is None else {"forwarded_allow_ips": allow}
+    with uvicorn_thread(app, http=protocol, proxy_headers=True, **options) as (address, _s, _t):
+        for _ in range(2):  # the second connection meets the same Config
+            body = answer(address, header + SPOOF)
+            assert (body["client"], body["scheme"]) == (client, "http")
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+@pytest.mark.parametrize(
+    ("allow", "client"),
+    [
+        pytest.param("203.0.113.7", ["6.6.6.6", 0], id="header-client-trusted"),
+        pytest.param("192.0.2.1", ["203.0.113.7", 51234], id="header-client-not-trusted"),
+    ],
+)
+def test_proxy_headers_opt_in(http: str, allow: str, client: list[Any]) -> None:
+    protocol = ppu._protocol_class(http, pp.ProxyProtocolConfig(), proxy_headers=True)
+    with uvicorn_thread(app, http=protocol, proxy_headers=True, forwarded_allow_ips=allow) as (
+        address,
+        _s,
+        _t,
+    ):
+        body = answer(address, V1 + SPOOF)
+    assert body["client"] == client
+    assert body["scheme"] == ("https" if client[0] == "6.6.6.6" else "http")
+
+
+def test_proxy_headers_from_environ() -> None:
+    assert ppu._proxy_headers_from_environ({}) is False
+    assert ppu._proxy_headers_from_environ({"PROXYPROTO_PROXY_HEADERS": " 1 "}) is True
+    assert ppu._proxy_headers_from_environ({"PROXYPROTO_PROXY_HEADERS": "0"}) is False
+    with pytest.raises(ValueError, match=r"^PROXYPROTO_PROXY_HEADERS='sure': must be 1 or 0$"):
+        ppu._proxy_headers_from_environ({"PROXYPROTO_PROXY_HEADERS": "sure"})
+
+
+def test_run_refuses_proxy_headers_for_worker_processes() -> None:
+    with pytest.raises(ValueError, match="PROXYPROTO_PROXY_HEADERS=1"):
+        ppu.run(app, proxy_headers=True, workers=2)
+    with pytest.raises(ValueError, match="PROXYPROTO_PROXY_HEADERS=1"):
+        ppu.run(app, proxy_headers=True, reload=True)
+
+
+@pytest.mark.parametrize(("allow", "header", "client"), SPOOF_CASES)
+def test_uvicorn_command_line_x_forwarded_for_is_not_trusted(
+    tmp_path: Path, allow: str | None, header: bytes, client: list[Any]
+) -> None:
+    env = {} if allow is None else {"FORWARDED_ALLOW_IPS": allow}
+    with uvicorn_command(tmp_path, env) as port:
+        body = answer(("127.0.0.1", port), header + SPOOF)
+    assert (body["client"], body["scheme"]) == (client, "http")
+
+
+@pytest.mark.parametrize(
+    ("allow", "client"),
+    [
+        pytest.param("203.0.113.7", ["6.6.6.6", 0], id="header-client-trusted"),
+        pytest.param("192.0.2.1", ["203.0.113.7", 51234], id="header-client-not-trusted"),
+    ],
+)
+def test_uvicorn_command_line_proxy_headers_opt_in(
+    tmp_path: Path, allow: str, client: list[Any]
+) -> None:
+    env = {"PROXYPROTO_PROXY_HEADERS": "1", "FORWARDED_ALLOW_IPS": allow}
+    with uvicorn_command(tmp_path, env, "--workers", "2") as port:
+        for _ in range(4):  # spread over the workers
+            assert answer(("127.0.0.1", port), V1 + SPOOF)["client"] == client
+
+
+RUN_SOURCE = """
+import sys
+
+import proxyproto.uvicorn
+
+options = {"forwarded_allow_ips": sys.argv[2]} if len(sys.argv) > 2 else {}
+proxyproto.uvicorn.run(
+    "uvicorn_test_app:app", port=int(sys.argv[1]), lifespan="off", log_level="warning", **options
+)
+"""
+
+
+@pytest.mark.parametrize(("allow", "header", "client"), SPOOF_CASES)
+def test_run_x_forwarded_for_is_not_trusted(
+    tmp_path: Path, allow: str | None, header: bytes, client: list[Any]
+) -> None:
+    # run() itself, with Uvicorn's default proxy_headers (True), in a process of its own so that
+    # SIGTERM stops it.
+    (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
+    (tmp_path / "serve.py").write_text(RUN_SOURCE)
+    port = free_port()
+    command = [sys.executable, str(tmp_path / "serve.py"), str(port)]
+    if allow is not None:
+        command.append(allow)
+    with serving(command, {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}, port):
+        body = answer(("127.0.0.1", port), header + SPOOF)
+    assert (body["client"], body["scheme"]) == (client, "http")
+
+
+def test_protocol_class_carries_an_explicit_proxy_headers() -> None:
+    # What run(proxy_headers=True) uses in one process: a class that says so itself.
+    assert ppu._protocol_class("h11", None) == "proxyproto.uvicorn:ProxyProtocolH11Protocol"
+    protocol = ppu._protocol_class("h11", None, proxy_headers=True)
+    assert isinstance(protocol, type)
+    assert issubclass(protocol, ppu.ProxyProtocolH11Protocol)
+    assert protocol.forwarded_headers is True
+    assert protocol.proxy_config is ppu.ENVIRONMENT_CONFIG

@@ -16,6 +16,9 @@ Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake i
   given the transport wrapped so that ``peername`` and the socket's ``getpeername()`` answer with
   that source, which is where it takes the client from. The bytes that came after the header go
   to Uvicorn's ``data_received`` at once, then the transport talks to Uvicorn directly.
+* Uvicorn's proxy headers middleware (X-Forwarded-For/-Proto) is taken off the app: it would
+  trust the end user's headers (see ``docs/uvicorn.rst``), unless the user asks for it
+  with ``PROXYPROTO_PROXY_HEADERS=1`` or ``run(..., proxy_headers=True)``.
 * A refused connection is closed before Uvicorn sees it, with one line on the ``proxyproto``
   logger.
 
@@ -43,6 +46,8 @@ from ._extras import install_command, require
 
 with require("proxyproto.uvicorn"):
     import uvicorn
+    from uvicorn.config import Config
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.server import ServerState
 
@@ -78,6 +83,9 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
     - ``PROXYPROTO_HEADER_TIMEOUT``: seconds (default 5);
     - ``PROXYPROTO_MAX_HEADER_SIZE``: bytes (default 4096);
     - ``PROXYPROTO_VERSIONS``: ``1,2`` (default), ``1`` or ``2``.
+
+    ``PROXYPROTO_PROXY_HEADERS`` (``1`` keeps Uvicorn's X-Forwarded-For/-Proto handling, off by
+    default) is read next to these when the module is imported, not into the config.
 
     >>> from proxyproto.uvicorn import config_from_environ
     >>> config = config_from_environ({"PROXYPROTO_TRUSTED": "10.0.0.0/8, 192.0.2.7"})
@@ -135,10 +143,30 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
     return ProxyProtocolConfig(**kwargs)
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _proxy_headers_from_environ(environ: Mapping[str, str] | None = None) -> bool:
+    """``PROXYPROTO_PROXY_HEADERS``: ``1`` keeps Uvicorn's proxy headers middleware on behind
+    the PROXY protocol; unset or ``0`` turns it off (see :class:`ProxyProtocolH11Protocol`).
+
+    :raises ValueError: the value is not ``1``/``0`` (``true``/``false``, ``yes``/``no``).
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("PROXYPROTO_PROXY_HEADERS", "").strip()
+    if not value:
+        return False
+    if value.lower() not in _BOOLEANS:
+        raise ValueError(f"PROXYPROTO_PROXY_HEADERS={value!r}: must be 1 or 0")
+    return _BOOLEANS[value.lower()]
+
+
 #: The configuration of the classes used by name from Uvicorn's command line, read from the
 #: environment when this module is imported.
 try:
     ENVIRONMENT_CONFIG = config_from_environ()
+    #: Whether ``PROXYPROTO_PROXY_HEADERS`` asks for X-Forwarded-For/-Proto behind the header.
+    ENVIRONMENT_PROXY_HEADERS = _proxy_headers_from_environ()
 except ValueError as error:
     # Uvicorn's command line imports the --http class, and nothing else runs before serving: a
     # variable that cannot be used stops the process here, in one line, as a bad option would.
@@ -243,8 +271,26 @@ class _ProxyProtocolMixin(_Base):
 
     _pp_transport: asyncio.Transport
     _pp_handshake: TransportHandshake
+    #: Whether Uvicorn's proxy headers middleware stays on (the user asked for it); a subclass
+    #: (what :func:`run` makes for ``proxy_headers=True``) may say so itself.
+    forwarded_headers: ClassVar[bool] = ENVIRONMENT_PROXY_HEADERS
     #: The header's source when its addresses are in use: the client Uvicorn reports.
     _pp_source: Address | None = None
+
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        # Uvicorn's proxy headers middleware trusts X-Forwarded-For when scope["client"] is in
+        # forwarded_allow_ips, and behind the PROXY protocol scope["client"] is the end user:
+        # any user could name its own address. Off unless asked for, on the Config itself (its
+        # WebSocket protocols read config.loaded_app too), before Uvicorn copies the app. Once
+        # off, config.proxy_headers is False, so this runs once per Config.
+        if (
+            config.proxy_headers
+            and not self.forwarded_headers
+            and isinstance(config.loaded_app, ProxyHeadersMiddleware)
+        ):
+            config.loaded_app = config.loaded_app.app
+            config.proxy_headers = False
+        super().__init__(config, *args, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -333,6 +379,7 @@ class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):
     """Uvicorn's h11 protocol behind a PROXY handshake: ``--http proxyproto.uvicorn:<this>``.
 
     Configured from ``PROXYPROTO_*`` environment variables (:func:`config_from_environ`).
+    Takes Uvicorn's proxy headers middleware off the app (unless ``PROXYPROTO_PROXY_HEADERS=1``).
     """
 
 
@@ -347,18 +394,25 @@ else:  # pragma: no cover - httptools is installed with the uvicorn extra
 _CLASSES = {"h11": "ProxyProtocolH11Protocol", "httptools": "ProxyProtocolHttpToolsProtocol"}
 
 
-def _protocol_class(http: str, proxy: ProxyProtocolConfig | None) -> str | type[asyncio.Protocol]:
+def _protocol_class(
+    http: str, proxy: ProxyProtocolConfig | None, proxy_headers: bool = False
+) -> str | type[asyncio.Protocol]:
     if http == "auto":
         http = "h11" if ProxyProtocolHttpToolsProtocol is None else "httptools"
     if http not in _CLASSES:
         raise ValueError(f"http must be 'auto', 'h11' or 'httptools' with proxyproto, not {http!r}")
     if http == "httptools" and ProxyProtocolHttpToolsProtocol is None:
         raise ImportError(f"http='httptools' needs httptools: {install_command('uvicorn')}")
-    if proxy is None:
+    base: type[_ProxyProtocolMixin] = globals()[_CLASSES[http]]
+    if proxy is None and (not proxy_headers or base.forwarded_headers):
         # By name: worker processes import it themselves, and read the same environment.
         return f"{__name__}:{_CLASSES[http]}"
-    base: type[_ProxyProtocolMixin] = globals()[_CLASSES[http]]
-    return type(base.__name__, (base,), {"proxy_config": proxy, "__module__": __name__})
+    attributes = {
+        "proxy_config": base.proxy_config if proxy is None else proxy,
+        "forwarded_headers": base.forwarded_headers or proxy_headers,
+        "__module__": __name__,
+    }
+    return type(base.__name__, (base,), attributes)
 
 
 def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs: Any) -> None:
@@ -368,6 +422,13 @@ def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs:
     variables (:func:`config_from_environ`). ``http`` may be ``"auto"`` (the default: httptools
     when installed), ``"h11"`` or ``"httptools"``. A ``proxy`` object cannot travel to worker
     processes: with ``workers > 1`` or ``reload``, leave ``proxy`` out and use the environment.
+
+    Uvicorn's proxy headers (X-Forwarded-For, X-Forwarded-Proto) are off: behind the PROXY
+    protocol the peer Uvicorn checks against ``forwarded_allow_ips`` is the end user, who could
+    name any address. ``proxy_headers=True`` (or ``PROXYPROTO_PROXY_HEADERS=1``) turns them back
+    on, for an HTTP proxy in front that overwrites X-Forwarded-For: they are then used only when
+    the header's client is in ``forwarded_allow_ips``. With ``workers > 1`` or ``reload``, set
+    the variable instead.
 
     .. code-block:: python
 
@@ -381,12 +442,19 @@ def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs:
     http = uvicorn_kwargs.pop("http", "auto")
     if not isinstance(http, str):
         raise TypeError("http must be 'auto', 'h11' or 'httptools' with proxyproto")
-    if proxy is not None:
-        if not isinstance(proxy, ProxyProtocolConfig):
-            raise TypeError(f"proxy must be a ProxyProtocolConfig, not {proxy!r}")
-        if (uvicorn_kwargs.get("workers") or 1) > 1 or uvicorn_kwargs.get("reload"):
+    if proxy is not None and not isinstance(proxy, ProxyProtocolConfig):
+        raise TypeError(f"proxy must be a ProxyProtocolConfig, not {proxy!r}")
+    # Only an explicit proxy_headers=True keeps X-Forwarded-For on (Uvicorn's default is True).
+    proxy_headers = uvicorn_kwargs.get("proxy_headers") is True
+    if (uvicorn_kwargs.get("workers") or 1) > 1 or uvicorn_kwargs.get("reload"):
+        if proxy is not None:
             raise ValueError(
                 "proxy= cannot reach worker processes (workers > 1 or reload): leave proxy out "
                 "and set the PROXYPROTO_* environment variables instead"
             )
-    uvicorn.run(app, http=_protocol_class(http, proxy), **uvicorn_kwargs)
+        if proxy_headers and not ENVIRONMENT_PROXY_HEADERS:
+            raise ValueError(
+                "proxy_headers=True cannot reach worker processes (workers > 1 or reload): "
+                "set PROXYPROTO_PROXY_HEADERS=1 instead"
+            )
+    uvicorn.run(app, http=_protocol_class(http, proxy, proxy_headers), **uvicorn_kwargs)
