@@ -436,7 +436,7 @@ def test_x_forwarded_for_is_not_trusted_behind_the_header(
 ) -> None:
     # Uvicorn's own default is proxy_headers=True: what run() and a hand-built Config get.
     protocol = ppu._protocol_class(http, pp.ProxyProtocolConfig())
-    options = {} if allow is None else {"forwarded_allow_ips": allow}
+    options: dict[str, Any] = {} if allow is None else {"forwarded_allow_ips": allow}
     with uvicorn_thread(app, http=protocol, proxy_headers=True, **options) as (address, _s, _t):
         for _ in range(2):  # the second connection meets the same Config
             body = answer(address, header + SPOOF)
