@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from wire import TRAILING
+from wire import TRAILING, tr
 
 CORPUS = Path(__file__).parent / "vectors" / "conformance.json"
 CASES: list[dict[str, Any]] = json.loads(CORPUS.read_text(encoding="ascii"))["cases"]
@@ -53,32 +53,7 @@ def _prefix_ends(size: int) -> range | list[int]:
 
 def _accepted(data: bytes, after: bytes) -> tuple[pp.Header, int]:
     """Whole, with the application's bytes after it, byte by byte: one header, ``after`` kept."""
-    header, consumed = pp.parse(data)
-    assert consumed == len(data)
-    assert pp.parse(data + after) == (header, consumed)
-    assert pp.parse(bytearray(data + after)) == (header, consumed)
-
-    parser = pp.HeaderParser()
-    for i in range(len(data)):
-        assert parser.next_event() is pp.NEED_DATA, f"complete after {i} of {len(data)} bytes"
-        parser.receive_data(data[i : i + 1])
-    assert parser.next_event() == header
-    assert parser.header_size == consumed
-    for i in range(len(after)):
-        parser.receive_data(after[i : i + 1])
-    assert parser.next_event() == header
-    assert parser.trailing_data == after
-
-    # Header and application bytes in one segment, as a proxy sends them.
-    parser = pp.HeaderParser()
-    parser.receive_data(data + after)
-    assert parser.next_event() == header
-    assert parser.trailing_data == after
-
-    for end in _prefix_ends(len(data)):
-        with pytest.raises(pp.IncompleteHeader):
-            pp.parse(data[:end])
-    return header, consumed
+    return tr(data, trailing=after, prefix_ends=_prefix_ends(len(data))), len(data)
 
 
 def _rejected(data: bytes) -> None:

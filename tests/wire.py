@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterable
 
 import pytest
 
@@ -49,37 +50,40 @@ def tlv(kind: int, value: bytes) -> bytes:
     return struct.pack("!BH", kind, len(value)) + value
 
 
-def tr(data: bytes) -> pp.Header:
+def tr(
+    data: bytes, *, trailing: bytes = TRAILING, prefix_ends: Iterable[int] | None = None
+) -> pp.Header:
     """Parse ``data`` (exactly one header) every way we can; check they agree; return it.
 
-    Whole, with trailing data, byte by byte through ``HeaderParser`` (``NEED_DATA`` before the
-    last byte, the header at it, trailing data kept intact), and every strict prefix is
-    ``IncompleteHeader`` for ``parse``.
+    Whole, with ``trailing`` data, byte by byte through ``HeaderParser`` (``NEED_DATA`` before
+    the last byte, the header at it, trailing data kept intact), and every strict prefix (or
+    those ending at ``prefix_ends``) is ``IncompleteHeader`` for ``parse``.
     """
     header, consumed = pp.parse(data)
     assert consumed == len(data)
-    assert pp.parse(data + TRAILING) == (header, len(data))
+    assert pp.parse(data + trailing) == (header, len(data))
     assert pp.parse(bytearray(data)) == (header, len(data))
-    assert pp.parse(memoryview(data + TRAILING)) == (header, len(data))
+    assert pp.parse(bytearray(data + trailing)) == (header, len(data))
+    assert pp.parse(memoryview(data + trailing)) == (header, len(data))
 
     parser = pp.HeaderParser()
     for i in range(len(data)):
-        assert parser.next_event() is pp.NEED_DATA
+        assert parser.next_event() is pp.NEED_DATA, f"complete after {i} of {len(data)} bytes"
         parser.receive_data(data[i : i + 1])
     assert parser.next_event() == header
     assert parser.header_size == len(data)
-    for i in range(len(TRAILING)):
-        parser.receive_data(TRAILING[i : i + 1])
+    for i in range(len(trailing)):
+        parser.receive_data(trailing[i : i + 1])
     assert parser.next_event() == header
-    assert parser.trailing_data == TRAILING
+    assert parser.trailing_data == trailing
 
     # Header and application bytes in one segment, as a proxy sends them.
     parser = pp.HeaderParser()
-    parser.receive_data(data + TRAILING)
+    parser.receive_data(data + trailing)
     assert parser.next_event() == header
-    assert parser.trailing_data == TRAILING
+    assert parser.trailing_data == trailing
 
-    for end in range(len(data)):
+    for end in range(len(data)) if prefix_ends is None else prefix_ends:
         with pytest.raises(pp.IncompleteHeader):
             pp.parse(data[:end])
     return header

@@ -25,10 +25,10 @@ the spec does not define, and whatever its length; only the length bounds it. Wh
 the spec does not say, so HAProxy's receiver decides (``conn_recv_proxy`` in src/connection.c,
 since commit 8b72270e9, "parse PROXY TLV for LOCAL mode", 2024): with the family ignored, there
 is no address block to skip, so every byte after the 16-byte fixed part is read as TLVs, by the
-same rules as PROXY's. A
-zero-filled address block reads as type-0 TLVs of length 0 (kept in ``raw``); bytes that do not
-read as TLVs fail the header, as they do in HAProxy. A LOCAL header carries no address: source and
-destination are ``None``, and a family/transport byte the spec does not define comes out as UNSPEC.
+same rules as PROXY's. A zero-filled address block reads as type-0 TLVs of length 0 (kept in
+``raw``); bytes that do not read as TLVs fail the header, as they do in HAProxy. A LOCAL header
+carries no address: source and destination are ``None``, and a family/transport byte the spec
+does not define comes out as UNSPEC.
 """
 
 from __future__ import annotations
