@@ -89,6 +89,20 @@ def test_parse_prints_odd_headers(
 # --- the anyio listener's log lines ------------------------------------------------------------
 
 
+def assert_refusals_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    """Every odd header was refused by :func:`quoting_validator` with one printable line, its
+    fields escaped: no terminal escape, no forged line, non-UTF-8 bytes written as ``\\xNN``."""
+    messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
+    refused = [m for m in messages if "the validator refused the header" in m]
+    assert len(refused) == len(ODD_HEADERS), messages
+    for message in messages:
+        assert message.isprintable(), message
+    assert any("\\x1b[2J" in message and "\\r\\n2026" in message for message in refused)
+    assert any("\\xff\\xfe" in message for message in refused)
+    assert ANSI not in "".join(messages)
+    assert FORGED_LINE not in "".join(messages)
+
+
 def quoting_validator(header: pp.Header, peer: pp.PeerAddress) -> bool:
     """Refuses every header, quoting its fields as a user's validator might."""
     cn = header.tlvs.ssl and header.tlvs.ssl.cn
@@ -123,15 +137,7 @@ async def test_listener_log_lines_are_printable(caplog: pytest.LogCaptureFixture
             while listener.statistics().in_flight:
                 await anyio.sleep(0.01)
             task_group.cancel_scope.cancel()
-    messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
-    refused = [m for m in messages if "the validator refused the header" in m]
-    assert len(refused) == len(ODD_HEADERS), messages
-    for message in messages:
-        assert message.isprintable(), message
-    assert any("\\x1b[2J" in message and "\\r\\n2026" in message for message in refused)
-    assert any("\\xff\\xfe" in message for message in refused)
-    assert ANSI not in "".join(messages)
-    assert FORGED_LINE not in "".join(messages)
+    assert_refusals_escaped(caplog)
 
 
 # --- the asyncio handshake (Uvicorn, Hypercorn's asyncio worker) and UDP ----------------------
@@ -161,13 +167,7 @@ def test_asyncio_handshake_log_lines_are_printable(
 
     caplog.set_level(logging.INFO, logger="proxyproto")
     asyncio.run(asyncio.wait_for(main(), TEST_DEADLINE))
-    messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
-    refused = [m for m in messages if "the validator refused the header" in m]
-    assert len(refused) == len(ODD_HEADERS), messages
-    for message in messages:
-        assert message.isprintable(), message
-    assert any("\\x1b[2J" in message and "\\r\\n2026" in message for message in refused)
-    assert any("\\xff\\xfe" in message for message in refused)
+    assert_refusals_escaped(caplog)
 
 
 @pytest.mark.anyio
@@ -215,8 +215,4 @@ def test_native_trio_listener_log_lines_are_printable(caplog: pytest.LogCaptureF
 
     caplog.set_level(logging.INFO, logger="proxyproto")
     trio.run(main)
-    messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
-    refused = [m for m in messages if "the validator refused the header" in m]
-    assert len(refused) == len(ODD_HEADERS), messages
-    for message in messages:
-        assert message.isprintable(), message
+    assert_refusals_escaped(caplog)
