@@ -35,10 +35,12 @@ async def hypercorn_task(
     *,
     certs: tuple[Path, Path] | None = None,
     stop: anyio.Event | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[int]:
-    """``proxyproto.hypercorn.serve(app)`` on 127.0.0.1 in a task, under a 15 s deadline: yields
-    the port. The socket is bound here (so the port is known and connections queue before the
-    server runs) and handed over as ``fd://N``; ``graceful_timeout`` is 1 s.
+    """``proxyproto.hypercorn.serve(app)`` on ``host`` (127.0.0.1 or ::1) in a task, under a
+    15 s deadline: yields the port. The socket is bound here (so the port is known and
+    connections queue before the server runs) and handed over as ``fd://N``;
+    ``graceful_timeout`` is 1 s.
 
     Setting ``stop`` starts the shutdown early; it starts at the end of the block anyway.
     """
@@ -46,8 +48,8 @@ async def hypercorn_task(
 
     import proxyproto.hypercorn
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.bind((host, 0))
     sock.listen(16)
     port = sock.getsockname()[1]
     config = Config()

@@ -16,7 +16,13 @@ import anyio
 import pytest
 
 import proxyproto as pp
-from proxyproto._address import asgi_client, from_sockaddr, peername, socket_family
+from proxyproto._address import (
+    asgi_client,
+    from_sockaddr,
+    peername,
+    socket_family,
+    two_field_peername,
+)
 
 pytest.importorskip("hypercorn")
 pytest.importorskip("uvicorn")
@@ -96,6 +102,15 @@ def test_peername_gives_the_scope_id_back_to_the_socket_address() -> None:
     )
 
 
+def test_two_field_peername_keeps_the_scope_id_in_the_host() -> None:
+    # For Hypercorn, which keeps (sockaddr[0], sockaddr[1]) of an AF_INET6 address.
+    assert two_field_peername(("fe80::1%2", 443), socket.AF_INET6) == ("fe80::1%2", 443, 0, 2)
+    assert two_field_peername(("2001:db8::7", 443), socket.AF_INET6) == ("2001:db8::7", 443, 0, 0)
+    assert two_field_peername(("203.0.113.7", 1), socket.AF_INET) == ("203.0.113.7", 1)
+    assert two_field_peername("/run/a.sock", socket.AF_UNIX) == "/run/a.sock"
+    assert two_field_peername(None, socket.AF_INET6) is None
+
+
 def test_asgi_client_is_a_pair_or_none() -> None:
     assert asgi_client(("fe80::1%2", 443)) == ("fe80::1%2", 443)
     assert asgi_client("/run/a.sock") is None
@@ -118,3 +133,32 @@ def test_the_scope_id_form_is_what_python_reads() -> None:
 # No test here connects to a real link-local address: this suite sends traffic to loopback only,
 # and loopback (127.0.0.1, ::1) has no scope id. The conversions above are what every surface
 # calls (anyio, proxyproto.trio, the asyncio handshake, Uvicorn, UDP).
+
+
+class LinkLocalTransport:
+    """The parts of an asyncio transport accepted from a link-local IPv6 peer that a server
+    reads for the client."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return ("fe80::1", 51234, 0, 2)
+        if name == "socket":
+            return self
+        return default
+
+    def getpeername(self) -> tuple[str, int, int, int]:
+        return ("fe80::1", 51234, 0, 2)
+
+
+def test_uvicorn_websocket_upgrade_of_a_direct_link_local_client_keeps_the_scope_id() -> None:
+    # Uvicorn's WebSocket protocols take the client from get_remote_addr(transport), which
+    # drops the scope id; an upgrade is given the transport with the client the HTTP scope had.
+    from uvicorn.protocols.utils import get_remote_addr
+
+    from proxyproto._asyncio import peer_of
+
+    transport = LinkLocalTransport()
+    assert get_remote_addr(transport) == ("fe80::1", 51234)  # type: ignore[arg-type]
+    client = peer_of(transport)  # type: ignore[arg-type]
+    upgraded = ppu._ProxiedTransport(transport, client)  # type: ignore[arg-type]
+    assert get_remote_addr(upgraded) == ("fe80::1%2", 51234) == asgi_client(client)

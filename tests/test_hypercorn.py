@@ -71,9 +71,10 @@ def running(
     *,
     certs: tuple[Path, Path] | None = None,
     stop: anyio.Event | None = None,
+    host: str = "127.0.0.1",
 ) -> AbstractAsyncContextManager[int]:
-    """Hypercorn serving :func:`app` on 127.0.0.1 with the PROXY protocol: yields the port."""
-    return hypercorn_task(app, proxy, certs=certs, stop=stop)
+    """Hypercorn serving :func:`app` on ``host`` with the PROXY protocol: yields the port."""
+    return hypercorn_task(app, proxy, certs=certs, stop=stop, host=host)
 
 
 async def read_response(stream: ByteStream, buffer: bytearray) -> dict[str, Any]:
@@ -137,6 +138,42 @@ async def test_use_serves_direct_connections_with_their_real_address() -> None:
         await stream.send(REQUEST)
         answer = await read_response(stream, bytearray())
         assert answer["client"] == list(stream.extra(SocketAttribute.local_address))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+@pytest.mark.parametrize("local", [False, True], ids=["no-header", "LOCAL"])
+async def test_a_direct_client_is_its_real_address_on_both_families(host: str, local: bool) -> None:
+    proxy = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
+    async with running(proxy, host=host) as port, await anyio.connect_tcp(host, port) as stream:
+        await stream.send((pp.Header.local().to_bytes() if local else b"") + REQUEST)
+        answer = await read_response(stream, bytearray())
+        assert answer["client"] == list(stream.extra(SocketAttribute.local_address))
+
+
+class LinkLocalSocket:
+    """What a socket accepted from a link-local IPv6 peer answers (loopback has no scope id,
+    and tests reach no other address)."""
+
+    family = socket.AF_INET6
+
+    def getpeername(self) -> tuple[str, int, int, int]:
+        return ("fe80::1", 51234, 0, 2)
+
+
+def test_hypercorn_keeps_the_scope_id_of_a_direct_link_local_client() -> None:
+    # Hypercorn keeps two fields of an AF_INET6 address; both workers hand it a _PeerSocket
+    # (the trio worker over proxyproto.trio's socket), whose host keeps the scope id, as
+    # scope["client"] is on every other surface.
+    from hypercorn.utils import parse_socket_addr
+
+    import proxyproto.trio as pp_trio
+    from proxyproto.hypercorn import _PeerSocket
+
+    for sock in (LinkLocalSocket(), pp_trio.ProxiedSocket(LinkLocalSocket(), None)):  # type: ignore[arg-type]
+        facade = _PeerSocket(sock)
+        assert parse_socket_addr(facade.family, facade.getpeername()) == ("fe80::1%2", 51234)
+    proxied = _PeerSocket(LinkLocalSocket(), ("2001:db8::7", 443))
+    assert parse_socket_addr(proxied.family, proxied.getpeername()) == ("2001:db8::7", 443)
 
 
 async def test_an_untrusted_peer_is_refused() -> None:

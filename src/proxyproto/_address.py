@@ -21,7 +21,7 @@ from typing import Any
 
 from ._model import Address
 
-__all__ = ("asgi_client", "from_sockaddr", "peername", "socket_family")
+__all__ = ("asgi_client", "from_sockaddr", "peername", "socket_family", "two_field_peername")
 
 
 def from_sockaddr(sockaddr: Any) -> Address:
@@ -82,3 +82,14 @@ def socket_family(address: Address, family: int) -> int:
     if isinstance(address, str):
         return socket.AF_UNIX
     return family
+
+
+def two_field_peername(address: Address, family: int) -> Any:
+    """``getpeername()`` for a server that keeps only the first two fields of an AF_INET6
+    socket address (Hypercorn's ``parse_socket_addr``): as :func:`peername`, except that the
+    host keeps its ``%scope_id``, so that the server's ``(host, port)`` is the one every other
+    surface gives."""
+    sockaddr = peername(address, family)
+    if isinstance(sockaddr, tuple) and len(sockaddr) == 4 and isinstance(address, tuple):
+        return (str(address[0]), *sockaddr[1:])
+    return sockaddr

@@ -72,7 +72,7 @@ with require("proxyproto.hypercorn"):
     import sniffio
 
 from . import _anyio
-from ._address import peername, socket_family
+from ._address import from_sockaddr, socket_family, two_field_peername
 from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
 from ._model import Header
@@ -166,6 +166,7 @@ async def _trio_worker(
     from hypercorn.typing import ConnectionState, LifespanState
 
     from . import trio as pp_trio
+    from ._hypercorn_trio import HypercornListener
 
     config.set_statsd_logger_class(StatsdLogger)
     lifespan_state: LifespanState = {}
@@ -192,7 +193,7 @@ async def _trio_worker(
                 inner = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                 listeners.append(
                     trio.SSLListener(
-                        pp_trio.ProxyProtocolListener(inner, proxy),
+                        HypercornListener(pp_trio.ProxyProtocolListener(inner, proxy)),
                         ssl_context,
                         https_compatible=True,
                     )
@@ -201,7 +202,7 @@ async def _trio_worker(
                 await config.log.info(f"Running on https://{bind} (PROXY protocol)")
             for sock in sockets.insecure_sockets:
                 inner = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                listeners.append(pp_trio.ProxyProtocolListener(inner, proxy))
+                listeners.append(HypercornListener(pp_trio.ProxyProtocolListener(inner, proxy)))
                 bind = _bind(sock.family, sock.getsockname())
                 await config.log.info(f"Running on http://{bind} (PROXY protocol)")
 
@@ -407,11 +408,7 @@ class _Cleartext:
         protocol.connection_made(transport)
         if leftover:
             protocol.data_received(leftover)
-        writer: asyncio.StreamWriter
-        if header is None:
-            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        else:
-            writer = _ProxiedStreamWriter(transport, protocol, reader, loop, header)
+        writer = _ProxiedStreamWriter(transport, protocol, reader, loop, header)
         task = loop.create_task(self._run(reader, writer))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -500,7 +497,8 @@ class _HandshakeProtocol(asyncio.Protocol):
 
 
 class _ProxiedStreamWriter(asyncio.StreamWriter):
-    """asyncio's ``StreamWriter``, whose socket and ``peername`` are the header's client."""
+    """asyncio's ``StreamWriter``, whose socket is a :class:`_PeerSocket` and whose
+    ``peername`` is the header's client (the real peer's for a direct connection)."""
 
     def __init__(
         self,
@@ -508,16 +506,16 @@ class _ProxiedStreamWriter(asyncio.StreamWriter):
         protocol: asyncio.StreamReaderProtocol,
         reader: asyncio.StreamReader,
         loop: asyncio.AbstractEventLoop,
-        header: Header,
+        header: Header | None,
     ) -> None:
         super().__init__(transport, protocol, reader, loop)
-        self._pp_source = header.source
-        self._pp_socket = _PeerSocket(transport.get_extra_info("socket"), header.source)
+        self._pp_source = header.source if header is not None else None
+        self._pp_socket = _PeerSocket(transport.get_extra_info("socket"), self._pp_source)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "socket":
             return self._pp_socket
-        if name == "peername":
+        if name == "peername" and self._pp_source is not None:
             return self._pp_source
         return super().get_extra_info(name, default)
 
@@ -633,9 +631,15 @@ class _StreamWriter:
 
 
 class _PeerSocket:
-    """The connection's socket, answering ``getpeername()`` with the client from the header."""
+    """The connection's socket as Hypercorn reads it: ``getpeername()`` is the client from the
+    header (the real peer when there is none), with an IPv6 scope id kept in the host, since
+    Hypercorn keeps only two fields of an AF_INET6 address (see :mod:`proxyproto._address`).
 
-    def __init__(self, socket: _stdlib_socket.socket, peer: PeerAddress) -> None:
+    Every connection goes through one, direct ones too, so that ``scope["client"]`` has the
+    same shape on both workers, with or without a header.
+    """
+
+    def __init__(self, socket: Any, peer: PeerAddress = None) -> None:
         self._socket = socket
         self._peer = peer
 
@@ -646,9 +650,8 @@ class _PeerSocket:
         return socket_family(self._peer, self._socket.family)
 
     def getpeername(self) -> Any:
-        if self._peer is None:
-            return self._socket.getpeername()
-        return peername(self._peer, self._socket.family)
+        peer = self._peer if self._peer is not None else from_sockaddr(self._socket.getpeername())
+        return two_field_peername(peer, self._socket.family)
 
     def getsockname(self) -> Any:
         return self._socket.getsockname()

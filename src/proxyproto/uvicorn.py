@@ -274,7 +274,8 @@ class _ProxyProtocolMixin(_Base):
     #: Whether Uvicorn's proxy headers middleware stays on (the user asked for it); a subclass
     #: (what :func:`run` makes for ``proxy_headers=True``) may say so itself.
     forwarded_headers: ClassVar[bool] = ENVIRONMENT_PROXY_HEADERS
-    #: The header's source when its addresses are in use: the client Uvicorn reports.
+    #: The client Uvicorn reports: the header's source when its addresses are in use, else the
+    #: real peer (its IPv6 scope id kept).
     _pp_source: Address | None = None
 
     def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
@@ -353,8 +354,11 @@ class _ProxyProtocolMixin(_Base):
             self._pp_source = source
             self.client = asgi_client(source)
         else:
-            # Uvicorn's own drops a link-local peer's scope id; the rule everywhere keeps it.
-            self.client = asgi_client(peer_of(self._pp_transport))
+            # Uvicorn's own drops a link-local peer's scope id; the rule everywhere keeps it
+            # (and the WebSocket upgrade gets the same client).
+            peer = peer_of(self._pp_transport)
+            self._pp_source = peer
+            self.client = asgi_client(peer)
         # From now on the transport calls Uvicorn's own method, without a layer of ours.
         self.data_received = super().data_received  # type: ignore[method-assign]
         if leftover:
@@ -362,7 +366,7 @@ class _ProxyProtocolMixin(_Base):
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
         # Uvicorn's WebSocket protocols take the client from the transport they are given: a
-        # transport whose peer is the header's source.
+        # transport whose peer is the header's source (a direct peer's, its scope id kept).
         source = self._pp_source
         if source is None:
             super().handle_websocket_upgrade(*args)
