@@ -11,7 +11,9 @@ import sys
 import pytest
 
 import proxyproto as pp
-from proxyproto._cli import format_address, main, split_address
+from proxyproto._cli import main
+from proxyproto._cli.args import split_address
+from proxyproto._cli.output import format_address
 
 SOURCE = ("192.0.2.1", 56324)
 DESTINATION = ("198.51.100.7", 443)

@@ -31,7 +31,7 @@ from interop import curl_haproxy_protocol, haproxy_send_proxy_v2, has_ipv6_loopb
 
 pytest.importorskip("hypercorn")
 
-import proxyproto.hypercorn
+import proxyproto._cli.hypercorn
 
 TESTS = Path(__file__).parent
 SERVER = ("198.51.100.10", 443)
@@ -194,9 +194,9 @@ def test_options_from_a_hypercorn_config_file(tmp_path: Path) -> None:
 
 
 def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert proxyproto.hypercorn.main(["asgi_client_app:app", "--workers", "0"]) == 2
-    assert proxyproto.hypercorn.main(["asgi_client_app:app", "--trusted", "10.0.0.1/8"]) == 2
-    assert proxyproto.hypercorn.main(["no_such_module_here:app", "-b", "127.0.0.1:0"]) == 1
+    assert proxyproto._cli.hypercorn.main(["asgi_client_app:app", "--workers", "0"]) == 2
+    assert proxyproto._cli.hypercorn.main(["asgi_client_app:app", "--trusted", "10.0.0.1/8"]) == 2
+    assert proxyproto._cli.hypercorn.main(["no_such_module_here:app", "-b", "127.0.0.1:0"]) == 1
     assert "cannot load 'no_such_module_here:app'" in capsys.readouterr().err
 
 

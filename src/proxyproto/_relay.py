@@ -50,9 +50,12 @@ import attrs
 from anyio.abc import ByteStream, SocketAttribute
 
 from ._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, header_for
-from ._cli import _os_error_text, _pair, format_address
+from ._cli.args import connect_address, listen_address, network, proxy_config, seconds
+from ._cli.output import format_address
+from ._cli.output import os_error_text as _os_error_text
+from ._cli.output import pair as _pair
 from ._config import ProxyProtocolConfig
-from ._policy import PeerAddress, Policy, PolicyCallable, Refusal, trusted_proxies
+from ._policy import Policy
 
 __all__ = [
     "BALANCE_MODES",
@@ -105,27 +108,12 @@ class RelaySettings:
     def proxy_config(self) -> ProxyProtocolConfig:
         """The inbound listener's configuration."""
         read = Policy.REQUIRE if self.accept_proxy else Policy.SKIP
-        policy = _trusted_only(self.trusted, read) if self.trusted else read
-        return ProxyProtocolConfig(policy=policy, header_timeout=self.header_timeout)
-
-
-def _trusted_only(trusted: Sequence[str], policy: Policy) -> PolicyCallable:
-    """``policy`` for the peers in ``trusted``; anyone else is refused before a byte is read.
-
-    As rpxy-l4 does: with ``REJECT`` for strangers (what :func:`trusted_proxies` gives them), a
-    stranger that sends no header would be relayed as itself. The listener resolves the policy
-    inside its handshake, so the :class:`Refusal` raised here is handled like any other: the
-    connection is closed, counted (``rejected["policy"]``) and logged once, naming the peer.
-    """
-    is_trusted = trusted_proxies(trusted, trusted=Policy.REQUIRE, otherwise=Policy.REJECT)
-    reason = f"not a trusted peer (trusted: {', '.join(trusted)})"
-
-    def relay_policy(peer: PeerAddress) -> Policy:
-        if is_trusted(peer) is not Policy.REQUIRE:
-            raise Refusal("policy", reason)
-        return policy
-
-    return relay_policy
+        return proxy_config(
+            trusted=self.trusted,
+            policy=read,
+            header_timeout=self.header_timeout,
+            refuse_strangers=True,
+        )
 
 
 def target_order(
@@ -466,16 +454,14 @@ def _settings_of(
 
 def _check(key: str, value: Any) -> Any:
     """``value`` for ``key`` as :class:`RelaySettings` takes it; :class:`_BadValue` if wrong."""
-    from ._cli import _connect_address, _listen_address, _network, _seconds
-
     if key == "name":
         return _string(value)
     if key == "listen":
-        return _argument(_listen_address, _string(value))
+        return _argument(listen_address, _string(value))
     if key == "to":
-        return tuple(_argument(_connect_address, item) for item in _strings(value))
+        return tuple(_argument(connect_address, item) for item in _strings(value))
     if key == "trusted":
-        return tuple(_argument(_network, item) for item in _strings(value))
+        return tuple(_argument(network, item) for item in _strings(value))
     if key == "send_proxy":
         if value not in _SEND_PROXY:
             raise _BadValue(f"{value!r} is not one of 'none', 'v1', 'v2'")
@@ -491,7 +477,7 @@ def _check(key: str, value: Any) -> Any:
     # the timeouts and the grace period
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _BadValue(f"expected a number of seconds, not {value!r}")
-    return _argument(_seconds, str(value))
+    return _argument(seconds, str(value))
 
 
 def _string(value: Any) -> str:

@@ -7,18 +7,25 @@ The server answers with what it recovered; the demo prints that beside what the 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import SocketAttribute
 
-from ._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, connect_tcp
-from ._config import ProxyProtocolConfig
-from ._model import Header, SSLClient, SSLInfo, TLVs
-from ._policy import trusted_proxies
+from proxyproto._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, connect_tcp
+from proxyproto._config import ProxyProtocolConfig
+from proxyproto._model import Header, SSLClient, SSLInfo, TLVs
+from proxyproto._policy import trusted_proxies
 
-__all__ = ["run_demo"]
+from .args import add_backend_option, add_command
+from .output import fail
+
+if TYPE_CHECKING:
+    from .args import Subparsers
+
+__all__ = ["add", "run_demo"]
 
 CLIENT = ("203.0.113.7", 51234)
 DESTINATION = ("198.51.100.10", 443)
@@ -140,3 +147,26 @@ async def run_demo(say: Callable[[str], Any] = print) -> bool:
         f"{stats.timed_out} timed out."
     )
     return ok
+
+
+def add(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "demo",
+        _demo,
+        "run a PROXY-protocol server and a balancer's connection to it",
+        "Start a server with a ProxyProtocolListener on a free loopback port, connect to it\n"
+        "as a load balancer would (a v2 header with TLVs and a CRC32C, then a request), and\n"
+        "show what the server recovered beside what the balancer claimed.\n"
+        "Exit status 0 when everything matches.",
+        "examples:\n  proxyproto demo\n  proxyproto demo --backend trio",
+    )
+    add_backend_option(parser)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    ok = anyio.run(run_demo, backend=args.backend)
+    if not ok:
+        return fail("demo: the server did not recover what the client claimed")
+    print("\nNext: `proxyproto parse --help`, `proxyproto build --help`.")
+    return 0

@@ -1,0 +1,166 @@
+"""``proxyproto relay``: the command line of the L4 relay (:mod:`proxyproto._relay`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from proxyproto._relay import BALANCE_MODES, ConfigError, RelayConfig, RelaySettings, serve_relay
+
+from .args import (
+    PROG,
+    add_backend_option,
+    add_command,
+    connect_address,
+    listen_address,
+    network,
+    run,
+    seconds,
+)
+from .output import log_to_stderr
+
+if TYPE_CHECKING:
+    from .args import Subparsers
+
+__all__ = ["add"]
+
+
+def add(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "relay",
+        _relay,
+        "an L4 TCP relay that receives and sends PROXY headers",
+        "Accept TCP connections and relay each one, bytes unchanged both ways, to a target.\n\n"
+        "--accept-proxy reads a PROXY header first: from peers in --trusted (which must send\n"
+        "one; anyone else is refused), or from every peer without --trusted. --send-proxy v1|v2\n"
+        "prepends a header with the client's address (the header's client when one was\n"
+        "accepted, so a chain of relays keeps the original client) to each target connection.\n\n"
+        "--balance picks the order targets are tried in: none (as given), random, source-ip or\n"
+        "source-socket (a hash of the client's IP, or IP and port). A target that refuses or does\n"
+        "not answer within --connect-timeout is skipped for the next; with none left the client\n"
+        "is closed and a warning logged.\n\n"
+        "One access-log line per connection on stderr (the proxyproto.relay logger, INFO):\n"
+        "  peer=REAL_PEER client=CLIENT target=TARGET up=BYTES down=BYTES duration=S end=WHY\n"
+        "SIGINT or SIGTERM stops accepting and gives open connections --grace seconds to finish;\n"
+        "a second signal closes them at once.\n\n"
+        "--config FILE.toml holds the same settings (listen, to, send_proxy, accept_proxy,\n"
+        "trusted, balance, header_timeout, connect_timeout, grace) and [[route]] tables, one\n"
+        "more listener each, inheriting the top-level settings. Options given on the command\n"
+        "line replace the file's top-level values. The file is re-read when it changes: new\n"
+        "connections get the new settings, open ones keep theirs; an invalid file is logged\n"
+        "and ignored.\n"
+        "Exit status 0 when stopped by a signal, 1 when it cannot listen, 2 for a bad option\n"
+        "or configuration file.",
+        "examples:\n"
+        "  proxyproto relay --listen 0.0.0.0:8080 --to 10.0.0.5:80 --send-proxy v2\n"
+        "  proxyproto relay --listen [::]:443 --to 10.0.0.5:443 --to 10.0.0.6:443 \\\n"
+        "      --balance source-ip --accept-proxy --trusted 10.0.0.0/8 --send-proxy v2\n"
+        "  proxyproto relay --listen 127.0.0.1:0 --to 127.0.0.1:8000 --grace 2\n"
+        "  proxyproto relay --config /etc/proxyproto/relay.toml --grace 30",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="a TOML file with the settings and [[route]] tables; re-read when it changes",
+    )
+    parser.add_argument(
+        "--listen",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="where to listen; port 0 picks a free one (printed at startup)",
+    )
+    parser.add_argument(
+        "--to",
+        action="append",
+        dest="targets",
+        type=connect_address,
+        metavar="HOST:PORT",
+        help="a target (repeat for more)",
+    )
+    parser.add_argument(
+        "--send-proxy",
+        choices=("none", "v1", "v2"),
+        help="the header to send to targets (default: none)",
+    )
+    parser.add_argument(
+        "--accept-proxy",
+        action="store_true",
+        default=None,
+        help="read a PROXY header from each client",
+    )
+    parser.add_argument(
+        "--trusted",
+        action="append",
+        type=network,
+        metavar="CIDR",
+        help="with --accept-proxy: a proxy's address or network (repeat for more)",
+    )
+    # No defaults here: with --config, only the options given replace the file's values.
+    defaults = RelaySettings(listen=("", 0), targets=())
+    parser.add_argument(
+        "--balance",
+        choices=BALANCE_MODES,
+        help="the order targets are tried in (default: none)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=seconds,
+        metavar="S",
+        help=f"seconds a client gets to send its header (default: {defaults.header_timeout:g})",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=seconds,
+        metavar="S",
+        help="seconds a target gets to accept a connection"
+        f" (default: {defaults.connect_timeout:g})",
+    )
+    parser.add_argument(
+        "--grace",
+        type=seconds,
+        metavar="S",
+        help="seconds open connections get to finish after SIGINT/SIGTERM"
+        f" (default: {defaults.grace:g})",
+    )
+    add_backend_option(parser)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    # The options given, as RelaySettings fields: with --config they replace the file's
+    # top-level values (which the [[route]] tables inherit unless they set their own).
+    given = {
+        "listen": args.listen,
+        "targets": tuple(args.targets) if args.targets else None,
+        "send_proxy": {"none": 0, "v1": 1, "v2": 2}.get(args.send_proxy),
+        "accept_proxy": args.accept_proxy,
+        "trusted": tuple(args.trusted) if args.trusted else None,
+        "balance": args.balance,
+        "header_timeout": args.header_timeout,
+        "connect_timeout": args.connect_timeout,
+        "grace": args.grace,
+    }
+    overrides = {name: value for name, value in given.items() if value is not None}
+    config = None
+    if args.config is not None:
+        config = RelayConfig(args.config, overrides)
+        try:
+            routes = config.load()
+        except ConfigError as error:
+            # One line: the usage text says nothing about a file.
+            print(f"{PROG} relay: error: {error}", file=sys.stderr)
+            return 2
+    else:
+        missing = [
+            flag
+            for flag, name in (("--listen", "listen"), ("--to", "targets"))
+            if name not in overrides
+        ]
+        if missing:
+            args.parser.error(f"the following arguments are required: {', '.join(missing)}")
+        if args.trusted and not args.accept_proxy:
+            args.parser.error("--trusted needs --accept-proxy")
+        routes = (RelaySettings(**overrides),)
+    log_to_stderr()
+    return run(args.backend, serve_relay, routes, config)

@@ -1,0 +1,205 @@
+"""The worker processes of ``proxyproto hypercorn``, and the parent that supervises them.
+
+It does what Hypercorn's ``run()`` does for several workers: the parent has bound the sockets
+(:func:`proxyproto._cli.hypercorn.main`); :func:`supervise` starts each worker in a ``spawn``
+process handed the sockets and a shared :class:`multiprocessing.Event`, and sets the event on
+SIGINT or SIGTERM; each worker polls it (as Hypercorn's ``check_multiprocess_shutdown_event``
+does), stops accepting, and gives open connections ``graceful_timeout``. One worker without
+``--max-requests`` runs in the parent instead (:func:`run_in_process`). A worker is
+:mod:`proxyproto.hypercorn`'s, on the sockets given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from functools import partial
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+
+from proxyproto._config import ProxyProtocolConfig
+from proxyproto._policy import Policy
+from proxyproto.hypercorn import ShutdownTrigger, _asyncio_worker, _trio_worker
+
+from .args import proxy_config
+from .output import log_to_stderr
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.synchronize import Event as EventType
+
+    from hypercorn.config import Config, Sockets
+    from hypercorn.typing import AppWrapper
+
+__all__ = ["ProxyOptions", "run_in_process", "supervise"]
+
+logger = logging.getLogger("proxyproto")
+
+
+@attrs.frozen
+class ProxyOptions:
+    """The PROXY options of the command line, as plain data that pickles (for the workers)."""
+
+    trusted: tuple[str, ...] = ()
+    policy: Policy | None = None
+    header_timeout: float | None = None
+
+    def config(self) -> ProxyProtocolConfig:
+        """The config: :func:`proxyproto._cli.args.proxy_config` of these options."""
+        return proxy_config(
+            trusted=self.trusted, policy=self.policy, header_timeout=self.header_timeout
+        )
+
+
+class _Stop:
+    """A worker's shutdown trigger: a signal, the parent's event, or the parent gone."""
+
+    def __init__(self, event: EventType | None) -> None:
+        self._event = event
+        self._parent = os.getppid()
+        self.signalled = False
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        if self.signalled and self._event is None:
+            raise KeyboardInterrupt  # in this process, a second Ctrl-C does not wait
+        self.signalled = True
+
+    def is_set(self) -> bool:
+        if self.signalled:
+            return True
+        if self._event is None:
+            return False
+        return self._event.is_set() or os.getppid() != self._parent
+
+    async def wait(self) -> None:
+        while not self.is_set():
+            await anyio.sleep(0.1)
+
+
+def _run_worker(
+    app: AppWrapper,
+    config: Config,
+    proxy: ProxyProtocolConfig,
+    sockets: Sockets,
+    shutdown_trigger: ShutdownTrigger,
+) -> None:
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(config.backlog)
+    if config.worker_class == "trio":
+        import trio
+
+        worker = partial(_trio_worker, app, config, proxy, sockets=sockets)
+        trio.run(partial(worker, shutdown_trigger=shutdown_trigger))
+    else:
+        asyncio.run(
+            _asyncio_worker(app, config, proxy, sockets=sockets, shutdown_trigger=shutdown_trigger)
+        )
+
+
+def run_in_process(app: AppWrapper, config: Config, options: ProxyOptions, sockets: Sockets) -> int:
+    stop = _Stop(None)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, stop.on_signal)
+    try:
+        _run_worker(app, config, options.config(), sockets, stop.wait)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _worker_process(
+    config: Config, options: ProxyOptions, sockets: Sockets, shutdown_event: EventType
+) -> None:
+    """A worker process's target (``spawn``: a fresh interpreter, given pickled arguments)."""
+    from hypercorn.utils import load_application
+
+    log_to_stderr()
+    stop = _Stop(shutdown_event)
+    # SIGINT is ignored (inherited from the parent, which handles Ctrl-C for the process group);
+    # a SIGTERM sent to a worker directly stops it gracefully too.
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    app = load_application(config.application_path, config.wsgi_max_body_size)
+    _run_worker(app, config, options.config(), sockets, stop.wait)
+
+
+def supervise(config: Config, options: ProxyOptions, sockets: Sockets) -> int:
+    """Hypercorn's ``run()`` for several workers: start them, stop them on a signal."""
+    from multiprocessing import get_context
+    from multiprocessing.connection import wait
+
+    context = get_context("spawn")
+    shutdown_event = context.Event()
+    processes: list[BaseProcess] = []
+    signals = 0
+
+    def start() -> None:
+        process = context.Process(
+            target=_worker_process,
+            kwargs={
+                "config": config,
+                "options": options,
+                "sockets": sockets,
+                "shutdown_event": shutdown_event,
+            },
+            name=f"proxyproto-hypercorn-worker-{len(processes) + 1}",
+        )
+        # Workers inherit SIGINT ignored: a Ctrl-C reaches the whole process group, and the
+        # parent alone decides (by setting the event).
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, handler)
+        processes.append(process)
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        shutdown_event.set()
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    killed = False
+    try:
+        for signum in previous:
+            signal.signal(signum, on_signal)
+        for _ in range(config.workers):
+            start()
+        while processes:
+            wait([process.sentinel for process in processes], timeout=0.5)
+            if signals > 1 and not killed:
+                logger.warning("second signal: killing %d worker(s)", len(processes))
+                for process in processes:
+                    process.kill()
+                killed = True
+            for process in [process for process in processes if process.exitcode is not None]:
+                process.join()
+                processes.remove(process)
+                if shutdown_event.is_set():
+                    continue
+                if process.exitcode == 0:  # --max-requests: replaced, as by Hypercorn
+                    logger.info("worker %s exited: starting another", process.pid)
+                    start()
+                else:
+                    logger.error(
+                        "worker %s exited with status %s: stopping", process.pid, process.exitcode
+                    )
+                    status = 1
+                    shutdown_event.set()
+    finally:
+        shutdown_event.set()
+        for process in processes:  # only after an exception here
+            process.terminate()
+        for process in processes:
+            process.join(5)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status
