@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import typing
+
+import pytest
 
 import proxyproto as pp
 
@@ -62,3 +66,37 @@ def test_the_trio_module_exports_its_names() -> None:
     assert isinstance(pt.__all__, tuple)
     for name in pt.__all__:
         assert getattr(pt, name).__doc__, name
+
+
+# The I/O libraries and our modules that use them: importing the core must not bring any in.
+ADAPTER_MODULES = ("anyio", "trio", "sniffio", "proxyproto._anyio", "proxyproto._udp")
+
+
+@pytest.mark.parametrize("module", ["proxyproto", "proxyproto._parser", "proxyproto._builder"])
+def test_importing_the_core_imports_no_io_library(module: str) -> None:
+    # A fresh interpreter: this one has imported everything already.
+    code = (
+        f"import sys, {module}\n"
+        f"loaded = [name for name in {ADAPTER_MODULES!r} if name in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_adapter_names_are_imported_on_first_use() -> None:
+    code = (
+        "import sys\n"
+        "from proxyproto import ProxyProtocolListener, ProxiedUDPSocket\n"
+        "import proxyproto._anyio, proxyproto._udp\n"
+        "assert ProxyProtocolListener is proxyproto._anyio.ProxyProtocolListener\n"
+        "assert ProxiedUDPSocket is proxyproto._udp.ProxiedUDPSocket\n"
+        "assert 'anyio' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_lazy_names_are_listed_and_unknown_names_are_not_invented() -> None:
+    assert {"ProxyProtocolListener", "ProxiedStream", "send_datagram"} <= set(dir(pp))
+    assert pp.ProxiedStream.__module__ == "proxyproto._anyio"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pp.no_such_name  # type: ignore[attr-defined]  # noqa: B018
