@@ -12,7 +12,7 @@ import pytest
 
 import proxyproto as pp
 from proxyproto._cli import main
-from proxyproto._cli.args import split_address
+from proxyproto._cli.args import proxy_config, split_address
 from proxyproto._cli.output import format_address
 
 SOURCE = ("192.0.2.1", 56324)
@@ -523,3 +523,20 @@ def test_python_m_proxyproto_build_piped_into_parse() -> None:
     assert got["destination"] == {"host": DESTINATION[0], "port": DESTINATION[1]}
     assert bytes.fromhex(got["tlvs"]["alpn"]) == b"h2"
     assert got["header_size"] == len(build.stdout)
+
+
+def test_proxy_config_is_what_the_proxy_options_say() -> None:
+    # The one builder behind echo's, the relay's and hypercorn's --trusted/--policy.
+    assert proxy_config().policy is pp.Policy.REQUIRE
+    assert proxy_config(policy=pp.Policy.USE, header_timeout=2).header_timeout == 2
+    assert proxy_config().header_timeout == pp.ProxyProtocolConfig().header_timeout
+    trusted = proxy_config(trusted=["10.0.0.0/8"], policy=pp.Policy.USE)
+    assert callable(trusted.policy)
+    assert trusted.policy(("10.1.2.3", 1)) is pp.Policy.USE
+    assert trusted.policy(("192.0.2.1", 1)) is pp.Policy.REJECT
+    # The relay's --trusted: strangers are refused outright, whatever they send.
+    only = proxy_config(trusted=["10.0.0.0/8"], policy=pp.Policy.SKIP, refuse_strangers=True)
+    assert callable(only.policy)
+    assert only.policy(("10.1.2.3", 1)) is pp.Policy.SKIP
+    with pytest.raises(Exception, match="not a trusted peer"):
+        only.policy(("192.0.2.1", 1))
