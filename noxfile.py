@@ -29,7 +29,7 @@ MYPY = "mypy==2.4.1"
 FUZZ_PYTHON = "3.12"
 
 # The extras the test suite needs; later issues add the adapters' extras here.
-TEST_EXTRAS = "test,hypercorn,uvicorn"
+TEST_EXTRAS = "test,hypercorn,uvicorn,testing,pcap"
 
 LINT_PATHS = ["src", "tests", "bench", "examples", "docs", "fuzz", "noxfile.py"]
 TYPED_PATHS = ["src", "tests", "examples", "fuzz"]

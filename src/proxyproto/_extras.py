@@ -21,6 +21,9 @@ _EXTRA_OF = {
     "sniffio": "hypercorn",
     "uvicorn": "uvicorn",
     "httptools": "uvicorn",
+    "httpx": "testing",
+    "httpcore": "testing",
+    "scapy": "pcap",
 }
 
 
