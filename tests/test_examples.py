@@ -80,6 +80,17 @@ EXPECTED: dict[str, list[str]] = {
         "trio: hello 203.0.113.7:51234",
         "no header: refused",
     ],
+    "testing_kit.py": [
+        "asyncio, through the transport: hello 203.0.113.9:40000",
+        "asyncio, through the balancer: hello 203.0.113.9:40000",
+        "asyncio, a broken header: refused",
+        "trio, through the transport: hello 203.0.113.9:40000",
+        "trio, through the balancer: hello 203.0.113.9:40000",
+        "trio, a broken header: refused",
+    ],
+    "test_app_behind_balancer.py": [
+        "pytest exit status: 0",
+    ],
     "anyio_relay.py": [
         "through one relay: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",
         "through two relays: hello from ('203.0.113.7', 51234) to ('198.51.100.10', 443)",

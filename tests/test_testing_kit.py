@@ -407,11 +407,11 @@ async def test_with_the_transport(server, proxy_connection):
 
 
 def declared_plugin() -> str:
-    """The module pyproject.toml registers under the ``pytest11`` entry point ``proxyproto``."""
+    """The module pyproject.toml registers under the ``pytest11`` entry point of its name."""
     with (ROOT / "pyproject.toml").open("rb") as file:
         entry_points = tomllib.load(file)["project"]["entry-points"]["pytest11"]
-    assert entry_points == {"proxyproto": "proxyproto.pytest_plugin"}
-    return str(entry_points["proxyproto"])
+    assert entry_points == {"proxyproto.pytest_plugin": "proxyproto.pytest_plugin"}
+    return str(entry_points["proxyproto.pytest_plugin"])
 
 
 def installed_plugin() -> str | None:
@@ -444,7 +444,7 @@ def test_plugin_from_a_throwaway_project(
         (dist_info / "METADATA").write_text(
             "Metadata-Version: 2.1\nName: proxyproto-plugin-probe\nVersion: 0\n"
         )
-        (dist_info / "entry_points.txt").write_text(f"[pytest11]\nproxyproto = {module}\n")
+        (dist_info / "entry_points.txt").write_text(f"[pytest11]\n{module} = {module}\n")
         paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     pytester.makepyprojecttoml(
@@ -458,6 +458,9 @@ def test_plugin_from_a_throwaway_project(
     )
     pytester.makepyfile(test_app=THROWAWAY_TEST)
     result = pytester.runpytest_subprocess("-v", timeout=120)
+    result.assert_outcomes(passed=4)
+    # Naming the plugin as well (-p, or pytest_plugins) loads it once, not twice.
+    result = pytester.runpytest_subprocess("-p", "proxyproto.pytest_plugin", timeout=120)
     result.assert_outcomes(passed=4)
     # The plugin module was loaded by pytest's entry point machinery, not imported by the test.
     assert "import proxyproto.pytest_plugin" not in THROWAWAY_TEST

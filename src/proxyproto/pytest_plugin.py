@@ -1,6 +1,8 @@
 """The pytest plugin of :mod:`proxyproto.testing`: fixtures for testing a server behind the PROXY
-protocol, registered under the ``pytest11`` entry point (``proxyproto``), so that every project
-that installs proxyproto has them, with no ``conftest.py`` import.
+protocol, registered under the ``pytest11`` entry point ``proxyproto.pytest_plugin`` (the name
+of its module), so that every project that installs proxyproto has them, with no
+``conftest.py`` import; naming it again (``-p proxyproto.pytest_plugin``, ``pytest_plugins``)
+is harmless.
 
 - ``fake_balancer``: an async factory; ``await fake_balancer(target, header, **options)`` starts a
   :func:`proxyproto.testing.fake_balancer` in front of ``target`` and returns the
@@ -15,7 +17,7 @@ anyio installs, runs them on the ``anyio_backend`` of the test: asyncio and trio
 This module imports only pytest when pytest loads it: proxyproto's adapters, anyio and httpx are
 imported when a fixture runs, so the plugin costs nothing to projects that do not use it, and a
 missing optional package fails the test that needs it, naming the extra to install. Disable it
-with ``-p no:proxyproto``.
+with ``-p no:proxyproto.pytest_plugin``.
 """
 
 from __future__ import annotations

@@ -192,7 +192,8 @@ async def fake_balancer(
     client's bytes; the server's answer goes back to the client. Leaving the block closes every
     connection.
 
-    >>> import proxyproto as pp
+    >>> import anyio, proxyproto as pp
+    >>> from proxyproto.testing import fake_balancer
     >>> async def test_app(port: int) -> None:
     ...     aws = pp.Header.proxy(("203.0.113.9", 40000), ("10.0.0.5", 443),
     ...                           tlvs=pp.TLVs(aws_vpce_id="vpce-0123456789abcdef0"))
@@ -229,6 +230,7 @@ async def open_connection(
     stream when done (``async with stream:``).
 
     >>> import proxyproto as pp
+    >>> from proxyproto.testing import open_connection
     >>> async def ask(port: int) -> bytes:
     ...     header = pp.Header.proxy(("203.0.113.9", 40000), ("192.0.2.1", 80))
     ...     async with await open_connection("127.0.0.1", port, header, b"ping\\n") as stream:

@@ -188,6 +188,7 @@ class ProxyProtocolTransport(_HeaderAttributes, httpx.HTTPTransport):
     (``verify=`` for TLS after the header, ``http2=``, ``retries=``...).
 
     >>> import httpx, proxyproto as pp
+    >>> from proxyproto.testing import ProxyProtocolTransport
     >>> header = pp.Header.proxy(("203.0.113.9", 40000), ("10.0.0.5", 443),
     ...                          tlvs=pp.TLVs(aws_vpce_id="vpce-0123456789abcdef0"))
     >>> client = httpx.Client(transport=ProxyProtocolTransport(header))
@@ -215,6 +216,7 @@ class AsyncProxyProtocolTransport(_HeaderAttributes, httpx.AsyncHTTPTransport):
     the arguments are :class:`ProxyProtocolTransport`'s. Runs on asyncio and trio.
 
     >>> import httpx, proxyproto as pp
+    >>> from proxyproto.testing import AsyncProxyProtocolTransport
     >>> async def whoami(url: str) -> httpx.Response:
     ...     header = pp.Header.proxy(("203.0.113.9", 40000), ("10.0.0.5", 443))
     ...     async with httpx.AsyncClient(transport=AsyncProxyProtocolTransport(header)) as client:

@@ -25,6 +25,7 @@ def header_bytes(header: HeaderSpec, *, crc32c: bool = False) -> bytes:
     raw bytes, so one setting can serve every header a test sends).
 
     >>> import proxyproto as pp
+    >>> from proxyproto.testing import header_bytes
     >>> header_bytes(pp.Header.unknown(), crc32c=True)
     b'PROXY UNKNOWN\\r\\n'
     """
@@ -39,6 +40,7 @@ def segments(
     """``data`` cut at the offsets ``split_at`` (each one sent in a write of its own), or into
     single bytes. Empty pieces are dropped; an offset outside ``data`` is an error.
 
+    >>> from proxyproto.testing import segments
     >>> segments(b"PROXY UNKNOWN\\r\\n", split_at=[5, 13])
     [b'PROXY', b' UNKNOWN', b'\\r\\n']
     >>> segments(b"abc", byte_at_a_time=True)
