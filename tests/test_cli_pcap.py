@@ -125,6 +125,22 @@ def test_one_line_per_connection(
     assert (third["status"], third["header"], third["error"]) == ("no header", None, None)
 
 
+@pytest.mark.parametrize("link", ["raw IP", "Linux cooked", "Linux cooked v2", "loopback"])
+def test_link_layers(capsys: pytest.CaptureFixture[str], tmp_path: Path, link: str) -> None:
+    """What tcpdump writes on a Linux balancer (-i any: cooked), on loopback, or raw IP."""
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Loopback
+
+    frame: Callable[[Segment], Any] = {
+        "raw IP": lambda ip: ip,
+        "Linux cooked": lambda ip: CookedLinux() / ip,
+        "Linux cooked v2": lambda ip: CookedLinuxV2() / ip,
+        "loopback": lambda ip: Loopback() / ip,
+    }[link]
+    packets = [frame(packet.payload) for packet in connection(V2_BYTES, cuts=[7])]
+    (line,) = parsed(capsys, write(tmp_path / "link.pcap", packets))
+    assert line["status"] == "header"
+
+
 def test_header_split_reordered_and_retransmitted(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

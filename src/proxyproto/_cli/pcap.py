@@ -130,6 +130,10 @@ def read_streams(path: str) -> list[Stream]:
     :raises OSError: the file cannot be read; :class:`ValueError`: it is not a capture.
     """
     from scapy.error import Scapy_Exception
+
+    # The link layers a balancer's capture may have: Ethernet, Linux "any" (cooked v1 and v2),
+    # loopback (BSD NULL); raw IP is registered with IP.
+    from scapy.layers import l2 as _link_layers  # noqa: F401
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
     from scapy.packet import Padding
