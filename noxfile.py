@@ -109,7 +109,7 @@ def typing(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Sphinx, warnings as errors, then every example in the docs run as a doctest."""
     # The integrations are documented from their docstrings: autodoc imports them.
-    session.install(".[docs,trio,hypercorn,uvicorn]")
+    session.install(".[docs,trio,hypercorn,uvicorn,testing]")
     common = ["-W", "--keep-going", "-E", "docs"]
     session.run("sphinx-build", "-b", "html", *common, "docs/_build/html")
     session.run("sphinx-build", "-b", "doctest", *common, "docs/_build/doctest")
