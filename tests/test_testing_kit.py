@@ -481,3 +481,25 @@ def test_plugin_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_transports_without_httpx_name_the_extra() -> None:
+    """Without httpx the balancer still imports; the transports say which extra brings it."""
+    code = (
+        "import sys; sys.modules['httpx'] = None\n"
+        "import proxyproto.testing as t\n"
+        "assert t.fake_balancer\n"
+        "try:\n"
+        "    t.ProxyProtocolTransport\n"
+        "except ModuleNotFoundError as error:\n"
+        "    print(error)\n"
+    )
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout == (
+        "proxyproto.testing.ProxyProtocolTransport needs httpx, which is not installed: "
+        "pip install '.[testing]'\n"
+    )

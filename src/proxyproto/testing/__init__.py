@@ -44,7 +44,7 @@ if not _typing.TYPE_CHECKING:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         from proxyproto._extras import require
 
-        with require("proxyproto.testing's httpx transports"):
+        with require(f"proxyproto.testing.{name}"):
             from . import _httpx
 
         value = getattr(_httpx, name)
