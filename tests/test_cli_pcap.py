@@ -254,7 +254,7 @@ def test_without_scapy(
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "scapy", None)
     status, out, err = run(capsys, "parse", "--pcap", str(tmp_path / "any.pcap"))
-    assert (status, out) == (2, "")
+    assert (status, out) == (1, "")
     assert err == (
         "proxyproto: proxyproto parse --pcap needs scapy, which is not installed: "
         "pip install '.[pcap]'\n"

@@ -90,8 +90,7 @@ def _parse_pcap(path: str, *, as_json: bool) -> int:
         message = missing(error, "proxyproto parse --pcap")
         if message is None:
             raise
-        fail(message)
-        return 2
+        return fail(message)
     except OSError as error:
         return fail(f"cannot read {path}: {os_error_text(error)}")
     except ValueError as error:
