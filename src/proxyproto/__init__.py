@@ -9,7 +9,6 @@ from real connections.
 ('192.0.2.1', 56324)
 """
 
-from ._anyio import ListenerStatistics as ListenerStatistics
 from ._anyio import ProxiedStream as ProxiedStream
 from ._anyio import ProxyAttribute as ProxyAttribute
 from ._anyio import ProxyProtocolListener as ProxyProtocolListener
@@ -18,6 +17,7 @@ from ._anyio import header_for as header_for
 from ._anyio import send_header as send_header
 from ._config import ProxyProtocolConfig as ProxyProtocolConfig
 from ._config import Validator as Validator
+from ._engine import ListenerStatistics as ListenerStatistics
 from ._errors import HeaderEncodingError as HeaderEncodingError
 from ._errors import HeaderRejected as HeaderRejected
 from ._errors import IncompleteHeader as IncompleteHeader

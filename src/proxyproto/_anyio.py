@@ -31,39 +31,32 @@ as with anyio's own listeners.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
-from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial, wraps
 from typing import Any
 
 import anyio
-import attrs
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSStream
 
 from ._config import ProxyProtocolConfig
-from ._errors import HeaderRejected, InvalidHeader, ProxyProtocolError
-from ._model import Address, Header, Transport
-from ._parser import NEED_DATA, HeaderParser
-from ._policy import (
+from ._engine import (
     EMPTY,
-    Action,
-    PeerAddress,
-    Policy,
+    Admission,
+    Counters,
+    Handshake,
+    ListenerStatistics,
     Refusal,
-    carries_address,
-    judge_reading,
-    refusal_level,
-    resolve,
-    sent_nothing,
-    validator_refusal,
+    RefusalKind,
+    RefusalLog,
+    Ticket,
+    validator_timed_out,
 )
-from ._text import format_address
+from ._model import Address, Header, Transport
+from ._policy import Action, PeerAddress, Policy, carries_address
 
 __all__ = [
     "ListenerStatistics",
@@ -166,11 +159,7 @@ class ProxiedStream(ByteStream):
         try:
             return await handshake.judge(scope)
         except Refusal as refusal:
-            if refusal.kind == "timeout":
-                raise TimeoutError(refusal.reason) from None
-            if refusal.kind in ("policy", "validator"):
-                raise HeaderRejected(refusal.reason) from refusal.__cause__
-            raise InvalidHeader(refusal.reason) from refusal.__cause__
+            raise refusal.as_error() from refusal.__cause__
 
     def _make_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         use_addresses, policy, peer = self._use_addresses, self._policy, self._peer_address
@@ -235,31 +224,20 @@ class ProxiedStream(ByteStream):
         await self.transport_stream.aclose()
 
 
-@attrs.frozen
-class HandshakeOutcome:
-    """What a handshake decided, for an adapter that serves the connection over a transport of its
-    own (``proxyproto.trio``): :func:`take_outcome` hands it over."""
-
-    header: Header | None
-    #: The bytes read past the header, not yet served.
-    leftover: bytes
-    #: Whether the header's addresses replace the connection's.
-    use_addresses: bool
-    policy: Policy
-    peer_address: PeerAddress
-
-
-def take_outcome(stream: ProxiedStream) -> HandshakeOutcome:
-    """The decisions of ``stream``'s handshake, and its unread bytes: they are the caller's now
-    (``stream`` is not read from again)."""
-    leftover, stream._leftover = stream._leftover, b""
-    return HandshakeOutcome(
-        stream.header, leftover, stream._use_addresses, stream._policy, stream._peer_address
-    )
-
-
 class _Handshake:
-    """One connection's handshake: what was read, then what to make of it."""
+    """One connection's handshake over an anyio stream: the engine's
+    (:class:`~proxyproto._engine.Handshake`) decides, this reads for it."""
+
+    __slots__ = (
+        "attributes",
+        "config",
+        "direct",
+        "engine",
+        "peer",
+        "ticket",
+        "transport",
+        "waiting_for_slot",
+    )
 
     def __init__(self, transport: ByteStream, config: ProxyProtocolConfig) -> None:
         self.transport = transport
@@ -267,123 +245,73 @@ class _Handshake:
         # Read once: anyio asks the socket each time, and a reset socket no longer knows.
         self.attributes: Mapping[Any, Callable[[], Any]] = transport.extra_attributes
         self.peer = _peer_of(self.attributes)
-        #: Chosen by read(), from the peer: a policy callable is the user's code and may raise.
-        self.policy = Policy.REQUIRE
+        #: Made by read(), from the peer: a policy callable is the user's code and may raise.
+        self.engine: Handshake | None = None
         #: Whether the stream made keeps its real addresses (set by judge()).
         self.direct = True
-        self.parser = HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
-        self.error: ProxyProtocolError | None = None
+        #: The handshake's place in the listener's admission, once it asked for a slot.
+        self.ticket: Ticket | None = None
         #: True while waiting for a handshake slot.
         self.waiting_for_slot = False
-        #: Set when a newer connection took this one's slot.
-        self.evicted = False
+
+    @property
+    def sent_nothing(self) -> bool:
+        return self.engine is None or self.engine.sent_nothing
 
     async def read(self, take_slot: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Feed the parser until it has a header or an error. The caller sets the deadline.
+        """Feed the engine until its reading is over. The caller sets the deadline.
 
         ``take_slot`` is awaited once, when the first bytes did not complete the header: a
         connection that sent nothing yet holds no slot, and one whose header came whole (the
         common case: a proxy sends it at once) never needs one.
         """
-        self.policy = resolve(self.config.policy, self.peer)
-        if self.policy is Policy.SKIP:
+        engine = self.engine = Handshake(self.config, self.peer)
+        if not engine.reads:
             return
-        parser = self.parser
-        try:
-            while parser.next_event() is NEED_DATA:
-                if take_slot is not None and parser.trailing_data:
-                    self.waiting_for_slot = True
-                    await take_slot()
-                    self.waiting_for_slot = False
-                    take_slot = None
-                try:
-                    data = await self.transport.receive()
-                except anyio.EndOfStream:
-                    data = b""
-                parser.receive_data(data)
-        except ProxyProtocolError as error:
-            self.error = error
+        receive = self.transport.receive
+        while True:
+            try:
+                data = await receive()
+            except anyio.EndOfStream:
+                data = b""
+            if engine.receive_data(data):
+                return
+            if take_slot is not None and engine.partial:
+                self.waiting_for_slot = True
+                await take_slot()
+                self.waiting_for_slot = False
+                take_slot = None
 
     async def judge(self, deadline: anyio.CancelScope) -> ProxiedStream:
         """Decide, run the validator, build the stream; raise :class:`Refusal` to close."""
-        config, parser, policy = self.config, self.parser, self.policy
-        timeout = config.header_timeout
-        if self.evicted:
-            raise Refusal("evicted", "evicted: every handshake slot was taken, this one longest")
-        if self.waiting_for_slot:
-            raise Refusal("timeout", f"no handshake slot within {timeout:g}s")
-        if policy is Policy.SKIP:
-            return ProxiedStream(
-                self.transport,
-                policy=policy,
-                peer_address=self.peer,
-                transport_attributes=self.attributes,
-            )
-        header = parser.header
-        timed_out = header is None and deadline.cancelled_caught
-        action = judge_reading(
-            policy, parser, self.error, timed_out=timed_out, header_timeout=timeout
-        )
-        self.direct = action is not Action.PROXIED or not carries_address(header)
-        if action is Action.PROXIED and config.validator is not None and header is not None:
+        engine = self.engine
+        assert engine is not None
+        timeout = self.config.header_timeout
+        ticket = self.ticket
+        if ticket is not None:
+            if ticket.evicted:
+                raise Refusal(
+                    RefusalKind.EVICTED, "evicted: every handshake slot was taken, this one longest"
+                )
+            if self.waiting_for_slot:
+                raise Refusal(RefusalKind.TIMEOUT, f"no handshake slot within {timeout:g}s")
+        action = engine.judge(timed_out=deadline.cancelled_caught and engine.header is None)
+        self.direct = not engine.uses_addresses(action)
+        pending = engine.validation(action)
+        if pending is not None:
             with anyio.CancelScope(deadline=deadline.deadline) as scope:
-                accepted = await _validate(config, header, self.peer)
+                await pending
             if scope.cancelled_caught:
-                raise Refusal("timeout", f"the validator took more than {timeout:g}s")
-            if not accepted:
-                raise Refusal("validator", validator_refusal())
+                raise validator_timed_out(timeout)
         return ProxiedStream(
             self.transport,
-            header,
-            leftover=parser.trailing_data,
+            engine.header,
+            leftover=engine.leftover,
             use_addresses=action is Action.PROXIED,
-            policy=policy,
+            policy=engine.policy,
             peer_address=self.peer,
             transport_attributes=self.attributes,
         )
-
-
-async def _validate(config: ProxyProtocolConfig, header: Header, peer: PeerAddress) -> bool:
-    assert config.validator is not None
-    try:
-        verdict = config.validator(header, peer)
-        if inspect.isawaitable(verdict):
-            verdict = await verdict
-    except HeaderRejected as rejection:
-        raise Refusal("validator", validator_refusal(rejection)) from None
-    return bool(verdict)
-
-
-@attrs.frozen
-class ListenerStatistics:
-    """A snapshot of a :class:`ProxyProtocolListener`'s counters, for operators."""
-
-    #: Connections handed to the handler (proxied and direct).
-    accepted: int
-    #: Of those, direct connections (no header used).
-    direct: int
-    #: Connections closed, by reason: ``empty`` (the peer closed or reset before sending a byte:
-    #: a health check, say), ``missing`` (no header where one is required), ``invalid`` (a broken
-    #: header), ``closed`` (the peer closed before its header was complete), ``policy`` (a header
-    #: its policy forbids), ``validator``, ``error`` (a network error).
-    rejected: Mapping[str, int]
-    #: Connections closed because their header did not come within ``header_timeout``.
-    timed_out: int
-    #: Connections closed to make room for a newer one (see ``eviction_age``).
-    evicted: int
-    #: Handshakes under way now (waiting for a slot or reading).
-    in_flight: int
-
-
-@attrs.define(eq=False)
-class _Pending:
-    """One handshake holding (or about to hold) a slot. Its identity is the limiter's borrower."""
-
-    scope: anyio.CancelScope
-    handshake: _Handshake
-    started: float = 0.0
-    #: The borrower object the slot's token is held under: ours, or one taken over by eviction.
-    token: object | None = None
 
 
 class ProxyProtocolListener(Listener[ProxiedStream]):
@@ -405,13 +333,9 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         self.listener = listener
         #: The configuration in force.
         self.config = config or _DEFAULT_CONFIG
-        self._limiter = anyio.CapacityLimiter(self.config.max_pending_handshakes)
-        # Handshakes holding a slot and reading, oldest first.
-        self._reading: OrderedDict[_Pending, None] = OrderedDict()
-        self._accepted = 0
-        self._direct = 0
-        self._rejected: Counter[str] = Counter()
-        self._in_flight = 0
+        self._admission = Admission(self.config.max_pending_handshakes, self.config.eviction_age)
+        self._counters = Counters()
+        self._log = RefusalLog(anyio.current_time)
 
     async def serve(
         self, handler: Callable[[ProxiedStream], Any], task_group: TaskGroup | None = None
@@ -474,105 +398,70 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
         counted and logged). For servers that accept connections themselves.
         """
-        config = self.config
+        counters = self._counters
         peer: PeerAddress = None
         handshake: _Handshake | None = None
-        self._in_flight += 1
+        counters.in_flight += 1
         try:
-            handshake = _Handshake(transport, config)
+            handshake = _Handshake(transport, self.config)
             peer = handshake.peer
-            with anyio.move_on_after(config.header_timeout) as scope:
-                pending = _Pending(scope, handshake)
+            with anyio.move_on_after(self.config.header_timeout) as scope:
                 try:
-                    await handshake.read(partial(self._take_slot, pending))
+                    await handshake.read(partial(self._take_slot, handshake, scope))
                 finally:
-                    self._give_slot(pending)
+                    if handshake.ticket is not None:
+                        self._admission.release(handshake.ticket, anyio.current_time())
             stream = await handshake.judge(scope)
         except Refusal as refusal:
             await self._refuse(transport, peer, refusal.kind, refusal.reason)
             return None
         except _PeerGone:
             # Reset before its address could be read: nothing was read from it either.
-            await self._refuse(transport, peer, "empty", EMPTY)
+            await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
             return None
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
-            if handshake is not None and sent_nothing(handshake.parser):
-                await self._refuse(transport, peer, "empty", EMPTY)
+            if handshake is not None and handshake.sent_nothing:
+                await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
             else:
-                await self._refuse(transport, peer, "error", f"{type(error).__name__}: {error}")
+                reason = f"{type(error).__name__}: {error}"
+                await self._refuse(transport, peer, RefusalKind.ERROR, reason)
             return None
         except Exception:
             # Not the peer's doing (a policy or validator that raised, say): a traceback helps.
             await anyio.aclose_forcefully(transport)
-            self._rejected["error"] += 1
-            logger.exception("PROXY handshake with %s failed", _show(peer))
+            counters.rejected[RefusalKind.ERROR] += 1
+            self._log.failed(peer)
             return None
         except BaseException:
             await anyio.aclose_forcefully(transport)
             raise
         finally:
-            self._in_flight -= 1
-        self._accepted += 1
+            counters.in_flight -= 1
+        counters.accepted += 1
         if handshake.direct:
-            self._direct += 1
+            counters.direct += 1
         return stream
 
-    async def _take_slot(self, pending: _Pending) -> None:
-        while pending.token is None:
-            wait = math.inf
-            if self._limiter.available_tokens < 1:
-                if self._evict_oldest(pending):
-                    break
-                if self._reading:
-                    # Wait for a slot, but only until the oldest handshake becomes evictable:
-                    # the limiter's queue is first-come-first-served, and in a flood the
-                    # connections ahead are idle ones.
-                    oldest = next(iter(self._reading))
-                    wait = oldest.started + self.config.eviction_age - anyio.current_time()
-            with anyio.move_on_after(max(wait, 0.0)):
-                await self._limiter.acquire_on_behalf_of(pending)
-                pending.token = pending
-        pending.started = anyio.current_time()
-        self._reading[pending] = None
-
-    def _evict_oldest(self, newcomer: _Pending) -> bool:
-        """Give ``newcomer`` the slot of the oldest handshake if that one is old enough."""
-        if not self._reading:
-            return False
-        oldest = next(iter(self._reading))
-        if anyio.current_time() - oldest.started < self.config.eviction_age:
-            return False
-        # The newcomer takes the slot over directly: no await between here and its use.
-        del self._reading[oldest]
-        oldest.handshake.evicted = True
-        newcomer.token, oldest.token = oldest.token, None
-        oldest.scope.cancel()
-        return True
-
-    def _give_slot(self, pending: _Pending) -> None:
-        self._reading.pop(pending, None)
-        if pending.token is not None:
-            self._limiter.release_on_behalf_of(pending.token)
-            pending.token = None
+    async def _take_slot(self, handshake: _Handshake, deadline: anyio.CancelScope) -> None:
+        """Wait for a handshake slot (:class:`~proxyproto._engine.Admission`): woken when one is
+        handed over, asking again when the oldest holder becomes evictable."""
+        admission = self._admission
+        woken = anyio.Event()
+        ticket = handshake.ticket = Ticket(wake=woken.set, evict=deadline.cancel)
+        while not admission.admit(ticket, anyio.current_time()):
+            with anyio.move_on_after(admission.wait_time(anyio.current_time())):
+                await woken.wait()
 
     async def _refuse(
-        self, transport: ByteStream, peer: PeerAddress, kind: str, reason: str
+        self, transport: ByteStream, peer: PeerAddress, kind: RefusalKind, reason: str
     ) -> None:
         await anyio.aclose_forcefully(transport)
-        self._rejected[kind] += 1
-        logger.log(refusal_level(kind), "refused connection from %s: %s", _show(peer), reason)
+        self._counters.rejected[kind] += 1
+        self._log.refused(kind, peer, reason)
 
     def statistics(self) -> ListenerStatistics:
         """The counters so far."""
-        rejected = {k: v for k, v in self._rejected.items() if k not in ("timeout", "evicted")}
-        return ListenerStatistics(
-            accepted=self._accepted,
-            direct=self._direct,
-            rejected=rejected,
-            timed_out=self._rejected["timeout"],
-            evicted=self._rejected["evicted"],
-            in_flight=self._in_flight,
-        )
+        return self._counters.snapshot()
 
     async def aclose(self) -> None:
         await self.listener.aclose()
@@ -599,10 +488,6 @@ def _peer_of(attributes: Mapping[Any, Callable[[], Any]]) -> PeerAddress:
     except OSError as error:
         raise _PeerGone(f"the peer's address cannot be read: {error}") from None
     return peer
-
-
-def _show(peer: PeerAddress) -> str:
-    return format_address(peer) if peer else "an unknown peer"
 
 
 # --- the client side ---------------------------------------------------------------------------

@@ -52,7 +52,8 @@ from anyio.abc import ByteStream, SocketAttribute
 from ._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, header_for
 from ._cli import _os_error_text, _pair, format_address
 from ._config import ProxyProtocolConfig
-from ._policy import PeerAddress, Policy, PolicyCallable, Refusal, trusted_proxies
+from ._engine import Refusal
+from ._policy import PeerAddress, Policy, PolicyCallable, trusted_proxies
 
 __all__ = [
     "BALANCE_MODES",
