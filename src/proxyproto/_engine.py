@@ -546,7 +546,7 @@ class RefusalLog:
     def _summarise(self) -> None:
         counts, self._not_logged = self._not_logged, {}
         level = max(kind.level for kind in counts)
-        told = ", ".join(f"{count} {kind.value}" for kind, count in counts.items())
+        told = ", ".join(f"{counts[kind]} {kind.value}" for kind in RefusalKind if kind in counts)
         logger.log(
             level,
             "%d more %s were not logged in %gs: %s",
