@@ -2,37 +2,39 @@
 
 Theory of operation
 -------------------
-A handshake reads bytes from the connection into a :class:`HeaderParser` until it yields a header
-or an error, under one deadline (``header_timeout``) that also covers the wait for a handshake
-slot. The policy layer (:func:`proxyproto._policy.judge_reading`) then says whether the
-connection is handed over with the header's addresses, handed over as a direct connection, or
-closed. Bytes read
-past the header (or, for a direct connection, every byte read) are served first by the
+Nothing here decides anything: the handshake engine (:mod:`proxyproto._engine`) does, as for every
+surface. A handshake (:class:`proxyproto._engine.Handshakes`, run with anyio's cancel scopes,
+events and clock) reads bytes from the connection into the engine's
+:class:`~proxyproto._engine.Handshake` under one deadline (``header_timeout``) that also covers
+the wait for a handshake slot and the validator, and the engine says whether the connection is
+handed over with the header's addresses, handed over as a direct connection, or closed. Bytes
+read past the header (or, for a direct connection, every byte read) are served first by the
 :class:`ProxiedStream`; after them, ``receive()`` goes straight to the transport.
 
 The listener runs each handshake in the connection's own task (the inner listener's ``serve``
 starts one per connection), so a slow client never holds up ``accept()``. A proxy sends its whole
 header at once, so nearly every handshake is over after its first read. The others -- the peer
 has sent part of a header and the rest has not come -- are the ones bounded: at most
-``max_pending_handshakes`` of them at once, with slots from an anyio
-:class:`~anyio.CapacityLimiter`. A connection that has sent nothing holds no slot (it costs a task
-and a socket until its deadline), so a flood of idle connections cannot keep real clients out.
-A partial handshake that finds every slot taken evicts the one that has held its slot the
-longest, if that one is older than ``eviction_age``, and takes over its slot (the token changes
-hands directly, so it does not queue behind other waiters); otherwise it waits for a free slot,
-but only until the oldest grows old enough to evict, and tries again. Slow senders grow old and
-are the ones evicted, while a burst of real clients arriving together never evict each other.
+``max_pending_handshakes`` of them at once (the engine's :class:`~proxyproto._engine.Admission`).
+A connection that has sent nothing holds no slot (it costs a task and a socket until its
+deadline), so a flood of idle connections cannot keep real clients out. A partial handshake that
+finds every slot taken evicts the one that has held its slot the longest, if that one is older
+than ``eviction_age``, and takes over its slot directly (it does not queue behind other
+waiters); otherwise it waits for a free slot, but only until the oldest grows old enough to
+evict, and tries again. Slow senders grow old and are the ones evicted, while a burst of real
+clients arriving together never evict each other.
 
 A refused connection (invalid or missing header, policy, validator, timeout, eviction) is closed
-forcefully, counted, and logged on the ``proxyproto`` logger in one line with the peer's address;
-the handler never sees it and the listener keeps serving. Exceptions from the handler propagate,
-as with anyio's own listeners.
+forcefully, counted, and logged on the ``proxyproto`` logger with the peer's address (the first
+ten refusals in ten seconds one line each, then a summary line per window); the handler never
+sees it and the listener keeps serving. Exceptions from the handler propagate, as with anyio's
+own listeners.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial, wraps
 from typing import Any
@@ -43,18 +45,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSStream
 
 from ._config import ProxyProtocolConfig
-from ._engine import (
-    EMPTY,
-    Admission,
-    Counters,
-    Handshake,
-    ListenerStatistics,
-    Refusal,
-    RefusalKind,
-    RefusalLog,
-    Ticket,
-    validator_timed_out,
-)
+from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
 from ._model import Address, Header, Transport
 from ._policy import Action, PeerAddress, Policy, carries_address
 
@@ -153,13 +144,13 @@ class ProxiedStream(ByteStream):
             be read.
         """
         config = config or _DEFAULT_CONFIG
-        handshake = _Handshake(transport_stream, config)
-        with anyio.move_on_after(config.header_timeout) as scope:
-            await handshake.read()
+        attributes = transport_stream.extra_attributes
+        peer = _peer_of(attributes)
         try:
-            return await handshake.judge(scope)
+            handshake, action = await read_handshake(_ANYIO, config, peer, transport_stream.receive)
         except Refusal as refusal:
             raise refusal.as_error() from refusal.__cause__
+        return _stream(transport_stream, attributes, handshake, action)
 
     def _make_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         use_addresses, policy, peer = self._use_addresses, self._policy, self._peer_address
@@ -224,94 +215,15 @@ class ProxiedStream(ByteStream):
         await self.transport_stream.aclose()
 
 
-class _Handshake:
-    """One connection's handshake over an anyio stream: the engine's
-    (:class:`~proxyproto._engine.Handshake`) decides, this reads for it."""
-
-    __slots__ = (
-        "attributes",
-        "config",
-        "direct",
-        "engine",
-        "peer",
-        "ticket",
-        "transport",
-        "waiting_for_slot",
-    )
-
-    def __init__(self, transport: ByteStream, config: ProxyProtocolConfig) -> None:
-        self.transport = transport
-        self.config = config
-        # Read once: anyio asks the socket each time, and a reset socket no longer knows.
-        self.attributes: Mapping[Any, Callable[[], Any]] = transport.extra_attributes
-        self.peer = _peer_of(self.attributes)
-        #: Made by read(), from the peer: a policy callable is the user's code and may raise.
-        self.engine: Handshake | None = None
-        #: Whether the stream made keeps its real addresses (set by judge()).
-        self.direct = True
-        #: The handshake's place in the listener's admission, once it asked for a slot.
-        self.ticket: Ticket | None = None
-        #: True while waiting for a handshake slot.
-        self.waiting_for_slot = False
-
-    @property
-    def sent_nothing(self) -> bool:
-        return self.engine is None or self.engine.sent_nothing
-
-    async def read(self, take_slot: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Feed the engine until its reading is over. The caller sets the deadline.
-
-        ``take_slot`` is awaited once, when the first bytes did not complete the header: a
-        connection that sent nothing yet holds no slot, and one whose header came whole (the
-        common case: a proxy sends it at once) never needs one.
-        """
-        engine = self.engine = Handshake(self.config, self.peer)
-        if not engine.reads:
-            return
-        receive = self.transport.receive
-        while True:
-            try:
-                data = await receive()
-            except anyio.EndOfStream:
-                data = b""
-            if engine.receive_data(data):
-                return
-            if take_slot is not None and engine.partial:
-                self.waiting_for_slot = True
-                await take_slot()
-                self.waiting_for_slot = False
-                take_slot = None
-
-    async def judge(self, deadline: anyio.CancelScope) -> ProxiedStream:
-        """Decide, run the validator, build the stream; raise :class:`Refusal` to close."""
-        engine = self.engine
-        assert engine is not None
-        timeout = self.config.header_timeout
-        ticket = self.ticket
-        if ticket is not None:
-            if ticket.evicted:
-                raise Refusal(
-                    RefusalKind.EVICTED, "evicted: every handshake slot was taken, this one longest"
-                )
-            if self.waiting_for_slot:
-                raise Refusal(RefusalKind.TIMEOUT, f"no handshake slot within {timeout:g}s")
-        action = engine.judge(timed_out=deadline.cancelled_caught and engine.header is None)
-        self.direct = not engine.uses_addresses(action)
-        pending = engine.validation(action)
-        if pending is not None:
-            with anyio.CancelScope(deadline=deadline.deadline) as scope:
-                await pending
-            if scope.cancelled_caught:
-                raise validator_timed_out(timeout)
-        return ProxiedStream(
-            self.transport,
-            engine.header,
-            leftover=engine.leftover,
-            use_addresses=action is Action.PROXIED,
-            policy=engine.policy,
-            peer_address=self.peer,
-            transport_attributes=self.attributes,
-        )
+def _stream(
+    transport: ByteStream,
+    attributes: Mapping[Any, Callable[[], Any]],
+    handshake: Handshake,
+    action: Action,
+) -> ProxiedStream:
+    """The stream a handshake made: the engine's decisions over ``transport``."""
+    keywords = handshake.stream_keywords(action)
+    return ProxiedStream(transport, handshake.header, transport_attributes=attributes, **keywords)
 
 
 class ProxyProtocolListener(Listener[ProxiedStream]):
@@ -333,9 +245,9 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         self.listener = listener
         #: The configuration in force.
         self.config = config or _DEFAULT_CONFIG
-        self._admission = Admission(self.config.max_pending_handshakes, self.config.eviction_age)
-        self._counters = Counters()
-        self._log = RefusalLog(anyio.current_time)
+        # The engine's: slots and eviction, counters, the refusal log.
+        self._engine = Handshakes(self.config, _ANYIO)
+        self._counters = self._engine.counters
 
     async def serve(
         self, handler: Callable[[ProxiedStream], Any], task_group: TaskGroup | None = None
@@ -398,66 +310,14 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
         counted and logged). For servers that accept connections themselves.
         """
-        counters = self._counters
-        peer: PeerAddress = None
-        handshake: _Handshake | None = None
-        counters.in_flight += 1
-        try:
-            handshake = _Handshake(transport, self.config)
-            peer = handshake.peer
-            with anyio.move_on_after(self.config.header_timeout) as scope:
-                try:
-                    await handshake.read(partial(self._take_slot, handshake, scope))
-                finally:
-                    if handshake.ticket is not None:
-                        self._admission.release(handshake.ticket, anyio.current_time())
-            stream = await handshake.judge(scope)
-        except Refusal as refusal:
-            await self._refuse(transport, peer, refusal.kind, refusal.reason)
-            return None
-        except _PeerGone:
-            # Reset before its address could be read: nothing was read from it either.
-            await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
-            return None
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
-            if handshake is not None and handshake.sent_nothing:
-                await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
-            else:
-                reason = f"{type(error).__name__}: {error}"
-                await self._refuse(transport, peer, RefusalKind.ERROR, reason)
-            return None
-        except Exception:
-            # Not the peer's doing (a policy or validator that raised, say): a traceback helps.
-            await anyio.aclose_forcefully(transport)
-            counters.rejected[RefusalKind.ERROR] += 1
-            self._log.failed(peer)
-            return None
-        except BaseException:
-            await anyio.aclose_forcefully(transport)
-            raise
-        finally:
-            counters.in_flight -= 1
-        counters.accepted += 1
-        if handshake.direct:
-            counters.direct += 1
-        return stream
-
-    async def _take_slot(self, handshake: _Handshake, deadline: anyio.CancelScope) -> None:
-        """Wait for a handshake slot (:class:`~proxyproto._engine.Admission`): woken when one is
-        handed over, asking again when the oldest holder becomes evictable."""
-        admission = self._admission
-        woken = anyio.Event()
-        ticket = handshake.ticket = Ticket(wake=woken.set, evict=deadline.cancel)
-        while not admission.admit(ticket, anyio.current_time()):
-            with anyio.move_on_after(admission.wait_time(anyio.current_time())):
-                await woken.wait()
-
-    async def _refuse(
-        self, transport: ByteStream, peer: PeerAddress, kind: RefusalKind, reason: str
-    ) -> None:
-        await anyio.aclose_forcefully(transport)
-        self._counters.rejected[kind] += 1
-        self._log.refused(kind, peer, reason)
+        # Read once: anyio asks the socket each time, and a reset socket no longer knows.
+        attributes = transport.extra_attributes
+        return await self._engine.run(
+            transport,
+            partial(_peer_of, attributes),
+            transport.receive,
+            partial(_stream, transport, attributes),
+        )
 
     def statistics(self) -> ListenerStatistics:
         """The counters so far."""
@@ -473,6 +333,10 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
 
 class _PeerGone(anyio.BrokenResourceError):
     """The socket was reset before the handshake could read its peer's address."""
+
+
+#: What the engine's handshakes wait with, on anyio.
+_ANYIO = Primitives.of(anyio, end_of_stream=(anyio.EndOfStream,), peer_gone=_PeerGone)
 
 
 def _peer_of(attributes: Mapping[Any, Callable[[], Any]]) -> PeerAddress:

@@ -35,6 +35,7 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 
@@ -51,7 +52,9 @@ __all__ = [
     "Admission",
     "Counters",
     "Handshake",
+    "Handshakes",
     "ListenerStatistics",
+    "Primitives",
     "Refusal",
     "RefusalKind",
     "RefusalLog",
@@ -59,6 +62,8 @@ __all__ = [
     "judge_datagram",
     "judge_header",
     "judge_reading",
+    "read_handshake",
+    "register",
     "registered",
     "show_peer",
     "surface_statistics",
@@ -68,6 +73,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("proxyproto")
+
+_Stream = TypeVar("_Stream")
 
 
 class RefusalKind(str, enum.Enum):
@@ -389,6 +396,16 @@ class Handshake:
             return None
         return validate(validator, header, self.peer)
 
+    def stream_keywords(self, action: Action) -> dict[str, Any]:
+        """What the handshake decided, as the keywords of both ``ProxiedStream`` classes (anyio's
+        and trio's), after the transport and the header."""
+        return {
+            "leftover": self.leftover,
+            "use_addresses": action is Action.PROXIED,
+            "policy": self.policy,
+            "peer_address": self.peer,
+        }
+
     def uses_addresses(self, action: Action) -> bool:
         """Whether the header's addresses replace the connection's (else it is direct)."""
         return action is Action.PROXIED and carries_address(self.header)
@@ -652,3 +669,207 @@ class Admission:
         ticket.admitted = True
         ticket.started = now
         self._holders[ticket] = None
+
+
+# --- running a handshake: the same steps on anyio and trio -------------------------------------
+
+
+@attrs.frozen
+class Primitives:
+    """What a handshake waits with, from the framework that runs it (anyio or trio, whose cancel
+    scopes, events and clocks have the same shape): the engine imports neither."""
+
+    #: ``move_on_after(seconds)``: a cancel scope (``cancel()``, ``cancelled_caught``,
+    #: ``deadline``) as a context manager.
+    move_on_after: Callable[[float], Any]
+    #: ``CancelScope(deadline=...)``.
+    cancel_scope: Callable[..., Any]
+    #: The framework's clock.
+    current_time: Callable[[], float]
+    #: An event: ``set()`` and ``await wait()``.
+    event: Callable[[], Any]
+    #: Closes a stream at once.
+    aclose_forcefully: Callable[[Any], Awaitable[None]]
+    #: What ``receive()`` raises at EOF (nothing, when it returns ``b""``).
+    end_of_stream: tuple[type[BaseException], ...]
+    #: What reading raises when the network fails: the connection is refused as ``error`` (or
+    #: ``empty`` if it sent nothing).
+    network_errors: tuple[type[BaseException], ...]
+    #: What finding the peer's address raises when the peer has reset already (``empty``).
+    peer_gone: type[BaseException]
+
+    @classmethod
+    def of(
+        cls,
+        framework: Any,
+        *,
+        end_of_stream: tuple[type[BaseException], ...],
+        peer_gone: type[BaseException],
+    ) -> Primitives:
+        """The primitives of the ``anyio`` or ``trio`` module, which both name them alike."""
+        return cls(
+            move_on_after=framework.move_on_after,
+            cancel_scope=framework.CancelScope,
+            current_time=framework.current_time,
+            event=framework.Event,
+            aclose_forcefully=framework.aclose_forcefully,
+            end_of_stream=end_of_stream,
+            network_errors=(
+                OSError,
+                framework.BrokenResourceError,
+                framework.ClosedResourceError,
+            ),
+            peer_gone=peer_gone,
+        )
+
+
+class _Reader:
+    """One connection's reading and judging, under ``header_timeout``."""
+
+    __slots__ = ("engine", "io")
+
+    def __init__(self, io: Primitives) -> None:
+        self.io = io
+        self.engine: Handshake | None = None
+
+    @property
+    def sent_nothing(self) -> bool:
+        return self.engine is None or self.engine.sent_nothing
+
+    async def run(
+        self,
+        config: ProxyProtocolConfig,
+        peer: PeerAddress,
+        receive: Callable[[], Awaitable[bytes | bytearray]],
+        admission: Admission | None = None,
+    ) -> Action:
+        """Read until the engine has what it needs, then judge and ask the validator, all under
+        one deadline; raises :class:`Refusal`.
+
+        A connection asks ``admission`` for a slot once its first bytes did not complete the
+        header: one that sent nothing yet holds no slot, and one whose header came whole (a
+        proxy sends it at once) never needs one.
+        """
+        io = self.io
+        ticket: Ticket | None = None
+        waiting = False
+        with io.move_on_after(config.header_timeout) as deadline:
+            engine = self.engine = Handshake(config, peer)
+            try:
+                while engine.reads:
+                    try:
+                        data = await receive()
+                    except io.end_of_stream:
+                        data = b""
+                    if engine.receive_data(bytes(data)):
+                        break
+                    if admission is not None and ticket is None and engine.partial:
+                        woken = io.event()
+                        ticket = Ticket(wake=woken.set, evict=deadline.cancel)
+                        waiting = True
+                        while not admission.admit(ticket, io.current_time()):
+                            with io.move_on_after(admission.wait_time(io.current_time())):
+                                await woken.wait()
+                        waiting = False
+            finally:
+                if ticket is not None:
+                    assert admission is not None
+                    admission.release(ticket, io.current_time())
+        timeout = config.header_timeout
+        if ticket is not None and ticket.evicted:
+            raise Refusal(
+                RefusalKind.EVICTED, "evicted: every handshake slot was taken, this one longest"
+            )
+        if waiting:
+            raise Refusal(RefusalKind.TIMEOUT, f"no handshake slot within {timeout:g}s")
+        action = engine.judge(timed_out=deadline.cancelled_caught and engine.header is None)
+        pending = engine.validation(action)
+        if pending is not None:
+            with io.cancel_scope(deadline=deadline.deadline) as scope:
+                await pending
+            if scope.cancelled_caught:
+                raise validator_timed_out(timeout)
+        return action
+
+
+async def read_handshake(
+    io: Primitives,
+    config: ProxyProtocolConfig,
+    peer: PeerAddress,
+    receive: Callable[[], Awaitable[bytes | bytearray]],
+) -> tuple[Handshake, Action]:
+    """One connection's handshake, for ``ProxiedStream.wrap()`` (no slots, no counters):
+    the engine's handshake and its action; raises :class:`Refusal`."""
+    reader = _Reader(io)
+    action = await reader.run(config, peer, receive)
+    assert reader.engine is not None
+    return reader.engine, action
+
+
+class Handshakes:
+    """A listener's handshakes (anyio's and trio's): its :class:`Admission`, :class:`Counters`
+    and :class:`RefusalLog`, and the steps of each one, whatever the framework."""
+
+    __slots__ = ("admission", "config", "counters", "io", "log")
+
+    def __init__(self, config: ProxyProtocolConfig, io: Primitives) -> None:
+        self.config = config
+        self.io = io
+        self.admission = Admission(config.max_pending_handshakes, config.eviction_age)
+        self.counters = Counters()
+        self.log = RefusalLog(io.current_time)
+
+    async def run(
+        self,
+        transport: Any,
+        find_peer: Callable[[], PeerAddress],
+        receive: Callable[[], Awaitable[bytes | bytearray]],
+        make_stream: Callable[[Handshake, Action], _Stream],
+    ) -> _Stream | None:
+        """Run one connection's handshake: the stream ``make_stream`` makes of it, or ``None``
+        when it was refused (``transport`` is then closed, counted and logged)."""
+        io, counters = self.io, self.counters
+        peer: PeerAddress = None
+        reader = _Reader(io)
+        counters.in_flight += 1
+        try:
+            peer = find_peer()
+            action = await reader.run(self.config, peer, receive, self.admission)
+            assert reader.engine is not None
+            stream = make_stream(reader.engine, action)
+        except Refusal as refusal:
+            await self._refuse(transport, peer, refusal.kind, refusal.reason)
+            return None
+        except io.peer_gone:
+            # Reset before its address could be read: nothing was read from it either.
+            await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
+            return None
+        except io.network_errors as error:
+            if reader.sent_nothing:
+                await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
+            else:
+                reason = f"{type(error).__name__}: {error}"
+                await self._refuse(transport, peer, RefusalKind.ERROR, reason)
+            return None
+        except Exception:
+            # Not the peer's doing (a policy or validator that raised, say): a traceback helps.
+            await io.aclose_forcefully(transport)
+            counters.rejected[RefusalKind.ERROR] += 1
+            self.log.failed(peer)
+            return None
+        except BaseException:
+            await io.aclose_forcefully(transport)
+            raise
+        finally:
+            counters.in_flight -= 1
+        counters.accepted += 1
+        if not reader.engine.uses_addresses(action):
+            counters.direct += 1
+        return stream
+
+    async def _refuse(
+        self, transport: Any, peer: PeerAddress, kind: RefusalKind, reason: str
+    ) -> None:
+        await self.io.aclose_forcefully(transport)
+        self.counters.rejected[kind] += 1
+        self.log.refused(kind, peer, reason)

@@ -37,7 +37,6 @@ import contextvars
 import errno
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -48,18 +47,7 @@ with require("proxyproto.trio"):
 
 from ._address import from_sockaddr, peername, socket_family
 from ._config import ProxyProtocolConfig
-from ._engine import (
-    EMPTY,
-    Admission,
-    Counters,
-    Handshake,
-    ListenerStatistics,
-    Refusal,
-    RefusalKind,
-    RefusalLog,
-    Ticket,
-    validator_timed_out,
-)
+from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
 from ._model import Address, Header
 from ._policy import Action, PeerAddress, Policy, carries_address
 
@@ -175,13 +163,13 @@ class ProxiedStream(trio.abc.HalfCloseableStream):
         :raises TimeoutError: no complete header within ``header_timeout``.
         """
         config = config or _DEFAULT_CONFIG
-        handshake = _Handshake(transport_stream, config, _peer_of(transport_stream))
-        with trio.move_on_after(config.header_timeout) as scope:
-            await handshake.read()
+        peer = _peer_of(transport_stream)
+        receive = partial(transport_stream.receive_some, _RECEIVE_SIZE)
         try:
-            return await handshake.judge(scope)
+            handshake, action = await read_handshake(_TRIO, config, peer, receive)
         except Refusal as refusal:
             raise refusal.as_error() from refusal.__cause__
+        return _stream(transport_stream, handshake, action)
 
     @property
     def socket(self) -> ProxiedSocket:
@@ -266,9 +254,9 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         self.listener = listener
         #: The configuration in force.
         self.config: ProxyProtocolConfig = config or _DEFAULT_CONFIG
-        self._admission = Admission(self.config.max_pending_handshakes, self.config.eviction_age)
-        self._counters = Counters()
-        self._log = RefusalLog(trio.current_time)
+        # The engine's: slots and eviction, counters, the refusal log.
+        self._engine = Handshakes(self.config, _TRIO)
+        self._counters = self._engine.counters
         self._ready: deque[ProxiedStream] = deque()
         # accept() calls waiting for a ready stream (or the acceptor's error).
         self._waiting = trio.lowlevel.ParkingLot()
@@ -393,66 +381,12 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
         counted and logged). ``peer``: the address ``accept()`` gave, if any.
         """
-        counters = self._counters
-        handshake: _Handshake | None = None
-        counters.in_flight += 1
-        try:
-            if peer is None:
-                peer = _peer_of(transport)
-            handshake = _Handshake(transport, self.config, peer)
-            with trio.move_on_after(self.config.header_timeout) as scope:
-                try:
-                    await handshake.read(partial(self._take_slot, handshake, scope))
-                finally:
-                    if handshake.ticket is not None:
-                        self._admission.release(handshake.ticket, trio.current_time())
-            stream = await handshake.judge(scope)
-        except Refusal as refusal:
-            await self._refuse(transport, peer, refusal.kind, refusal.reason)
-            return None
-        except _PeerGone:
-            # Reset before its address could be read: nothing was read from it either.
-            await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
-            return None
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
-            if handshake is not None and handshake.sent_nothing:
-                await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
-            else:
-                reason = f"{type(error).__name__}: {error}"
-                await self._refuse(transport, peer, RefusalKind.ERROR, reason)
-            return None
-        except Exception:
-            # Not the peer's doing (a policy or validator that raised, say): a traceback helps.
-            await trio.aclose_forcefully(transport)
-            counters.rejected[RefusalKind.ERROR] += 1
-            self._log.failed(peer)
-            return None
-        except BaseException:
-            await trio.aclose_forcefully(transport)
-            raise
-        finally:
-            counters.in_flight -= 1
-        counters.accepted += 1
-        if handshake.direct:
-            counters.direct += 1
-        return stream
-
-    async def _take_slot(self, handshake: _Handshake, deadline: trio.CancelScope) -> None:
-        """Wait for a handshake slot (:class:`~proxyproto._engine.Admission`): woken when one is
-        handed over, asking again when the oldest holder becomes evictable."""
-        admission = self._admission
-        woken = trio.Event()
-        ticket = handshake.ticket = Ticket(wake=woken.set, evict=deadline.cancel)
-        while not admission.admit(ticket, trio.current_time()):
-            with trio.move_on_after(admission.wait_time(trio.current_time())):
-                await woken.wait()
-
-    async def _refuse(
-        self, transport: trio.abc.Stream, peer: PeerAddress, kind: RefusalKind, reason: str
-    ) -> None:
-        await trio.aclose_forcefully(transport)
-        self._counters.rejected[kind] += 1
-        self._log.refused(kind, peer, reason)
+        return await self._engine.run(
+            transport,
+            partial(_peer_of, transport) if peer is None else partial(_known, peer),
+            partial(transport.receive_some, _RECEIVE_SIZE),
+            partial(_stream, transport),
+        )
 
     async def _handshake_nursery(self) -> trio.Nursery:
         if self._nursery is None:
@@ -532,79 +466,9 @@ _SKIPPED_ACCEPT_ERRNOS = frozenset(
 )
 
 
-class _Handshake:
-    """One connection's handshake over a trio stream: the engine's
-    (:class:`~proxyproto._engine.Handshake`) decides, this reads for it."""
-
-    __slots__ = ("config", "direct", "engine", "peer", "ticket", "transport", "waiting_for_slot")
-
-    def __init__(
-        self, transport: trio.abc.Stream, config: ProxyProtocolConfig, peer: PeerAddress
-    ) -> None:
-        self.transport = transport
-        self.config = config
-        self.peer = peer
-        #: Made by read(), from the peer: a policy callable is the user's code and may raise.
-        self.engine: Handshake | None = None
-        #: Whether the stream made keeps its real addresses (set by judge()).
-        self.direct = True
-        #: The handshake's place in the listener's admission, once it asked for a slot.
-        self.ticket: Ticket | None = None
-        #: True while waiting for a handshake slot.
-        self.waiting_for_slot = False
-
-    @property
-    def sent_nothing(self) -> bool:
-        return self.engine is None or self.engine.sent_nothing
-
-    async def read(self, take_slot: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Feed the engine until its reading is over. The caller sets the deadline.
-
-        ``take_slot`` is awaited once, when the first bytes did not complete the header (as
-        in the anyio listener: a connection that sent nothing holds no slot).
-        """
-        engine = self.engine = Handshake(self.config, self.peer)
-        if not engine.reads:
-            return
-        receive_some = self.transport.receive_some
-        while True:
-            if engine.receive_data(bytes(await receive_some(_RECEIVE_SIZE))):
-                return
-            if take_slot is not None and engine.partial:
-                self.waiting_for_slot = True
-                await take_slot()
-                self.waiting_for_slot = False
-                take_slot = None
-
-    async def judge(self, deadline: trio.CancelScope) -> ProxiedStream:
-        """Decide, run the validator, build the stream; raise :class:`Refusal` to close."""
-        engine = self.engine
-        assert engine is not None
-        timeout = self.config.header_timeout
-        ticket = self.ticket
-        if ticket is not None:
-            if ticket.evicted:
-                raise Refusal(
-                    RefusalKind.EVICTED, "evicted: every handshake slot was taken, this one longest"
-                )
-            if self.waiting_for_slot:
-                raise Refusal(RefusalKind.TIMEOUT, f"no handshake slot within {timeout:g}s")
-        action = engine.judge(timed_out=deadline.cancelled_caught and engine.header is None)
-        self.direct = not engine.uses_addresses(action)
-        pending = engine.validation(action)
-        if pending is not None:
-            with trio.CancelScope(deadline=deadline.deadline) as scope:
-                await pending
-            if scope.cancelled_caught:
-                raise validator_timed_out(timeout)
-        return ProxiedStream(
-            self.transport,
-            engine.header,
-            leftover=engine.leftover,
-            use_addresses=action is Action.PROXIED,
-            policy=engine.policy,
-            peer_address=self.peer,
-        )
+def _stream(transport: trio.abc.Stream, handshake: Handshake, action: Action) -> ProxiedStream:
+    """The stream a handshake made: the engine's decisions over ``transport``."""
+    return ProxiedStream(transport, handshake.header, **handshake.stream_keywords(action))
 
 
 #: How much one read of a handshake asks for (as anyio's ``receive()``).
@@ -623,6 +487,15 @@ def _peer_of(transport: trio.abc.Stream) -> PeerAddress:
         return _address(transport.socket.getpeername())
     except OSError as error:
         raise _PeerGone(f"the peer's address cannot be read: {error}") from None
+
+
+def _known(peer: PeerAddress) -> PeerAddress:
+    return peer
+
+
+#: What the engine's handshakes wait with, on trio.
+# receive_some() returns b"" at EOF: nothing is raised for it.
+_TRIO = Primitives.of(trio, end_of_stream=(), peer_gone=_PeerGone)
 
 
 def _address(sockaddr: Any) -> PeerAddress:
