@@ -14,15 +14,14 @@ read past the header (or, for a direct connection, every byte read) are served f
 The listener runs each handshake in the connection's own task (the inner listener's ``serve``
 starts one per connection), so a slow client never holds up ``accept()``. A proxy sends its whole
 header at once, so nearly every handshake is over after its first read. The others -- the peer
-has sent part of a header and the rest has not come -- are the ones bounded: at most
-``max_pending_handshakes`` of them at once (the engine's :class:`~proxyproto._engine.Admission`).
-A connection that has sent nothing holds no slot (it costs a task and a socket until its
-deadline), so a flood of idle connections cannot keep real clients out. A partial handshake that
-finds every slot taken evicts the one that has held its slot the longest, if that one is older
-than ``eviction_age``, and takes over its slot directly (it does not queue behind other
-waiters); otherwise it waits for a free slot, but only until the oldest grows old enough to
-evict, and tries again. Slow senders grow old and are the ones evicted, while a burst of real
-clients arriving together never evict each other.
+has sent part of a header and the rest has not come -- are the ones bounded (the engine's
+:class:`~proxyproto._engine.Admission`): when ``max_pending_handshakes`` of them are under way, a
+new one evicts the oldest of those that have been partial for ``eviction_age``, as many as it
+takes, and goes on reading at once -- it never waits for a slot. A connection that has sent
+nothing is not counted (it costs a task and a socket until its deadline), so a flood of idle
+connections cannot keep real clients out; a real header split across segments completes in a
+round trip, while slow senders grow old and are the ones evicted; a burst of real clients
+arriving together is younger than ``eviction_age`` and never evicts itself.
 
 A refused connection (invalid or missing header, policy, validator, timeout, eviction) is closed
 forcefully, counted, and logged on the ``proxyproto`` logger with the peer's address (the first

@@ -21,8 +21,12 @@ everything else, so that no behaviour is decided in two places:
   level; :class:`Counters` counts them (a snapshot is :class:`ListenerStatistics`), and
   :class:`RefusalLog` logs them, one line each for the first ten in a ten-second window and a
   summary line for the rest, so a flood gives periodic summaries, not a line per connection.
-* :class:`Admission` bounds the partial handshakes (``max_pending_handshakes``) and evicts the
-  oldest when every slot is taken (``eviction_age``); each listener waits with its own primitives.
+* :class:`Admission` bounds the partial handshakes (``max_pending_handshakes``): when that many
+  are under way, a new one evicts the oldest of those partial for ``eviction_age``, in a batch
+  if need be, and never waits.
+* :class:`Handshakes` runs those steps for a listener (anyio's or trio's, each passing its
+  :class:`Primitives`: cancel scopes and clock), counting and logging each end;
+  :func:`read_handshake` the same for one stream, without the bound.
 
 The engine imports no I/O framework and never sleeps; a clock, where it needs one, is the
 surface's (passed in as a number or a function).
@@ -579,96 +583,68 @@ class RefusalLog:
 
 @attrs.define(eq=False)
 class Ticket:
-    """One handshake's place in an :class:`Admission`: the surface says how to wake it (when a
-    slot is handed to it) and how to evict it (cancel its reading)."""
+    """One partial handshake's place in an :class:`Admission`; ``evict`` (the surface's: cancel
+    its reading) is called when it loses its place to a newer one."""
 
-    #: Called when this ticket is handed a slot while it waits.
-    wake: Callable[[], None]
-    #: Called when this ticket loses its slot to a newer one.
     evict: Callable[[], None]
-    #: When it took its slot.
+    #: When its handshake became partial.
     started: float = 0.0
-    #: Whether it holds a slot.
-    admitted: bool = False
     #: Whether it was evicted.
     evicted: bool = False
 
 
 class Admission:
-    """At most ``slots`` partial handshakes at once; when every slot is taken, an arriving one
-    evicts the oldest if that one has held its slot longer than ``eviction_age``, and otherwise
-    waits (first come, first served) -- but only until the oldest becomes evictable.
+    """A bound on partial handshakes (some bytes came, not a whole header), by number and age.
 
-    Sans-IO: :meth:`admit` says whether a ticket has a slot now, :meth:`wait_time` how long it may
-    wait before asking again (a release hands the slot over and calls ``wake``), :meth:`release`
-    ends a ticket's hold or wait.
+    When a handshake becomes partial and ``slots`` partial ones are under way already, the
+    oldest ones that have been partial for at least ``eviction_age`` are evicted, as many at once
+    as it takes to make room; the newcomer is admitted whatever happens (it never waits). So:
+
+    * a real header split across segments completes in a round trip: it is never refused, never
+      waits behind a flood, and reads its second segment at once;
+    * slow senders grow old and are evicted, in batches, each at most once per ``eviction_age``
+      (the eviction rate is bounded by what the flood can hold, not by how fast it reconnects);
+    * a burst of real clients arriving together is younger than ``eviction_age`` and never
+      evicts itself: the count may then exceed ``slots`` for a moment, by at most the partial
+      handshakes that arrived within ``eviction_age`` -- each holds at most ``max_header_size``.
+
+    Sans-IO and synchronous: :meth:`admit` when a handshake becomes partial, :meth:`release`
+    when it ends, however it ends.
     """
 
-    __slots__ = ("_free", "_holders", "_waiting", "eviction_age")
+    __slots__ = ("_partial", "eviction_age", "slots")
 
     def __init__(self, slots: int, eviction_age: float) -> None:
-        self._free = slots
+        self.slots = slots
         self.eviction_age = eviction_age
-        # Tickets holding a slot, oldest first.
-        self._holders: OrderedDict[Ticket, None] = OrderedDict()
-        # Tickets waiting for one, first come first.
-        self._waiting: OrderedDict[Ticket, None] = OrderedDict()
+        # The partial handshakes, oldest first.
+        self._partial: OrderedDict[Ticket, None] = OrderedDict()
 
-    def admit(self, ticket: Ticket, now: float) -> bool:
-        """Give ``ticket`` a slot now if one is free or can be had by eviction; ``False``: wait
-        (:meth:`wait_time`), then ask again."""
-        if ticket.admitted:
-            return True
-        if self._free > 0:  # then nobody waits: a release hands its slot to the first waiter
-            self._free -= 1
-            self._hold(ticket, now)
-            return True
-        if self._holders:
-            oldest = next(iter(self._holders))
-            if now - oldest.started >= self.eviction_age:
-                # The slot changes hands directly: it does not queue behind other waiters.
-                del self._holders[oldest]
-                oldest.admitted = False
+    def admit(self, ticket: Ticket, now: float) -> int:
+        """``ticket``'s handshake has just become partial; returns how many were evicted for it."""
+        partial = self._partial
+        evicted = 0
+        if len(partial) >= self.slots:
+            old_enough = now - self.eviction_age
+            while len(partial) >= self.slots:
+                oldest = next(iter(partial))
+                if oldest.started > old_enough:
+                    break
+                del partial[oldest]
                 oldest.evicted = True
-                self._waiting.pop(ticket, None)
-                self._hold(ticket, now)
                 oldest.evict()
-                return True
-        self._waiting[ticket] = None
-        return False
-
-    def wait_time(self, now: float) -> float:
-        """How long a waiting ticket may wait before asking again: until the oldest holder
-        becomes evictable (``inf`` if none holds a slot)."""
-        if not self._holders:
-            return float("inf")
-        oldest = next(iter(self._holders))
-        return max(oldest.started + self.eviction_age - now, 0.0)
-
-    def release(self, ticket: Ticket, now: float) -> None:
-        """``ticket``'s handshake is over (or gave up waiting); its slot goes to the first
-        waiter."""
-        self._waiting.pop(ticket, None)
-        if not ticket.admitted:
-            return
-        ticket.admitted = False
-        del self._holders[ticket]
-        if self._waiting:
-            waiter, _ = self._waiting.popitem(last=False)
-            self._hold(waiter, now)
-            waiter.wake()
-        else:
-            self._free += 1
-
-    @property
-    def holders(self) -> int:
-        """How many tickets hold a slot."""
-        return len(self._holders)
-
-    def _hold(self, ticket: Ticket, now: float) -> None:
-        ticket.admitted = True
+                evicted += 1
         ticket.started = now
-        self._holders[ticket] = None
+        partial[ticket] = None
+        return evicted
+
+    def release(self, ticket: Ticket) -> None:
+        """``ticket``'s handshake is over (or it was evicted)."""
+        self._partial.pop(ticket, None)
+
+    def __len__(self) -> int:
+        """How many partial handshakes are under way."""
+        return len(self._partial)
 
 
 # --- running a handshake: the same steps on anyio and trio -------------------------------------
@@ -686,8 +662,6 @@ class Primitives:
     cancel_scope: Callable[..., Any]
     #: The framework's clock.
     current_time: Callable[[], float]
-    #: An event: ``set()`` and ``await wait()``.
-    event: Callable[[], Any]
     #: Closes a stream at once.
     aclose_forcefully: Callable[[Any], Awaitable[None]]
     #: What ``receive()`` raises at EOF (nothing, when it returns ``b""``).
@@ -711,7 +685,6 @@ class Primitives:
             move_on_after=framework.move_on_after,
             cancel_scope=framework.CancelScope,
             current_time=framework.current_time,
-            event=framework.Event,
             aclose_forcefully=framework.aclose_forcefully,
             end_of_stream=end_of_stream,
             network_errors=(
@@ -746,13 +719,12 @@ class _Reader:
         """Read until the engine has what it needs, then judge and ask the validator, all under
         one deadline; raises :class:`Refusal`.
 
-        A connection asks ``admission`` for a slot once its first bytes did not complete the
-        header: one that sent nothing yet holds no slot, and one whose header came whole (a
-        proxy sends it at once) never needs one.
+        A connection enters ``admission`` once its first bytes did not complete the header: one
+        that sent nothing yet is not counted, and one whose header came whole (a proxy sends it at
+        once) never is.
         """
         io = self.io
         ticket: Ticket | None = None
-        waiting = False
         with io.move_on_after(config.header_timeout) as deadline:
             engine = self.engine = Handshake(config, peer)
             try:
@@ -764,24 +736,17 @@ class _Reader:
                     if engine.receive_data(bytes(data)):
                         break
                     if admission is not None and ticket is None and engine.partial:
-                        woken = io.event()
-                        ticket = Ticket(wake=woken.set, evict=deadline.cancel)
-                        waiting = True
-                        while not admission.admit(ticket, io.current_time()):
-                            with io.move_on_after(admission.wait_time(io.current_time())):
-                                await woken.wait()
-                        waiting = False
+                        ticket = Ticket(evict=deadline.cancel)
+                        admission.admit(ticket, io.current_time())
             finally:
                 if ticket is not None:
                     assert admission is not None
-                    admission.release(ticket, io.current_time())
+                    admission.release(ticket)
         timeout = config.header_timeout
         if ticket is not None and ticket.evicted:
             raise Refusal(
-                RefusalKind.EVICTED, "evicted: every handshake slot was taken, this one longest"
+                RefusalKind.EVICTED, "evicted: too many partial headers, and this one was old"
             )
-        if waiting:
-            raise Refusal(RefusalKind.TIMEOUT, f"no handshake slot within {timeout:g}s")
         action = engine.judge(timed_out=deadline.cancelled_caught and engine.header is None)
         pending = engine.validation(action)
         if pending is not None:
