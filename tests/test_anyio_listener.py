@@ -413,6 +413,13 @@ async def test_idle_flood_holds_no_slot() -> None:
     )
 
 
+async def hold_partial(stream: SocketStream, partial: bytes) -> None:
+    """Send a header's first bytes, then nothing, until the server closes the connection."""
+    async with stream:
+        await stream.send(partial)
+        assert await read_until_closed(stream) == b""
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "together"])
 async def test_partial_header_flood_is_evicted_for_prompt_clients(together: bool) -> None:
@@ -438,16 +445,11 @@ async def test_partial_header_flood_is_evicted_for_prompt_clients(together: bool
     )
     partial = header_bytes(attacker_source(0))[:10]
 
-    async def idle(stream: SocketStream) -> None:
-        async with stream:
-            await stream.send(partial)
-            assert await read_until_closed(stream) == b""
-
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server:
             async with anyio.create_task_group() as flood_group:
                 for _ in range(flood):
-                    flood_group.start_soon(idle, await server.connect())
+                    flood_group.start_soon(hold_partial, await server.connect(), partial)
                 if together:
                     # Every flood connection has reached the server (some may be evicted).
                     await server.wait_until(lambda stats: stats.in_flight + stats.evicted == flood)
@@ -509,10 +511,8 @@ async def test_tenfold_slowloris_flood_that_reconnects(
     async def slow_sender() -> None:
         nonlocal opened
         while True:  # until cancelled: reconnect at once when evicted
-            async with await server.connect() as stream:
-                opened += 1
-                await stream.send(partial)
-                assert await read_until_closed(stream) == b""
+            opened += 1
+            await hold_partial(await server.connect(), partial)
 
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server:

@@ -446,7 +446,7 @@ class ListenerStatistics:
 class Counters:
     """A listener's counters: plain integers, bumped by its handshakes."""
 
-    __slots__ = ("__weakref__", "accepted", "direct", "in_flight", "rejected")
+    __slots__ = ("accepted", "direct", "in_flight", "rejected")
 
     def __init__(self) -> None:
         self.accepted = 0
