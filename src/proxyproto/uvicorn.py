@@ -258,7 +258,8 @@ def statistics() -> ListenerStatistics:
     protocol classes, and servers that have stopped): the same fields as
     :meth:`proxyproto.ProxyProtocolListener.statistics`.
 
-    >>> statistics().rejected.get("missing", 0)
+    >>> import proxyproto.uvicorn
+    >>> proxyproto.uvicorn.statistics().rejected.get("missing", 0)
     0
     """
     return surface_statistics("uvicorn")
