@@ -41,6 +41,7 @@ from anyio.abc import ByteStream, Listener, SocketAttribute, SocketListener, Soc
 from anyio.streams.stapled import MultiListener
 
 import proxyproto as pp
+from proxyproto._engine import RefusalLog
 
 HOST = "127.0.0.1"
 DESTINATION = ("198.51.100.10", 443)
@@ -412,23 +413,28 @@ async def test_idle_flood_holds_no_slot() -> None:
     )
 
 
+async def hold_partial(stream: SocketStream, partial: bytes) -> None:
+    """Send a header's first bytes, then nothing, until the server closes the connection."""
+    async with stream:
+        await stream.send(partial)
+        assert await read_until_closed(stream) == b""
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "together"])
 async def test_partial_header_flood_is_evicted_for_prompt_clients(together: bool) -> None:
     """A flood that sends a header's first bytes and stops holds every slot.
 
-    Prompt clients whose header comes in two segments need a slot too: they evict the flood's
-    oldest handshakes instead of waiting behind them, whether they come one by one or more of
-    them at once than there are slots (the limiter's queue alone would hand freed slots to the
-    flood connections waiting ahead of them).
+    Prompt clients whose header comes in two segments are partial handshakes too: they evict the
+    flood's oldest handshakes and never wait behind them, whether they come one by one or more
+    of them at once than there are slots.
 
     No clock is raced: the flood never times out (``header_timeout`` is beyond the test's
-    deadline), so a prompt client that is served at all was served by eviction, not by waiting
-    for the flood to leave. One by one, ``eviction_age=0`` makes every step exact: the flood
-    evicts its own older connections until it holds the slots and no one waits, then each
-    prompt client finds either a free slot or the oldest to evict. Together, the age is real:
-    prompt clients take the slots of flood connections older than it, never each other's (they
-    hold one for a moment).
+    deadline). One by one, ``eviction_age=0`` makes every step exact: the flood evicts its own
+    older connections until it holds the slots, then each prompt client finds either room or
+    the oldest to evict. Together, the age is real: the flood is left to grow older than it,
+    and the first prompt client evicts it down to one under the bound in one batch; prompt
+    clients, younger, never evict each other.
     """
     max_pending = 8
     flood, prompt = flood_size(max_pending), 2 * max_pending
@@ -439,19 +445,15 @@ async def test_partial_header_flood_is_evicted_for_prompt_clients(together: bool
     )
     partial = header_bytes(attacker_source(0))[:10]
 
-    async def idle(stream: SocketStream) -> None:
-        async with stream:
-            await stream.send(partial)
-            assert await read_until_closed(stream) == b""
-
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server:
             async with anyio.create_task_group() as flood_group:
                 for _ in range(flood):
-                    flood_group.start_soon(idle, await server.connect())
+                    flood_group.start_soon(hold_partial, await server.connect(), partial)
                 if together:
                     # Every flood connection has reached the server (some may be evicted).
                     await server.wait_until(lambda stats: stats.in_flight + stats.evicted == flood)
+                    await anyio.sleep(1.2 * config.eviction_age)  # the flood grows old
                     async with anyio.create_task_group() as clients:
                         for n in range(prompt):
                             client = functools.partial(legit_client, server, n, split_gap=0.01)
@@ -474,12 +476,69 @@ async def test_partial_header_flood_is_evicted_for_prompt_clients(together: bool
     assert (stats.accepted, stats.timed_out, stats.in_flight) == (prompt, 0, 0), stats
     assert set(stats.rejected) <= {"closed"}, stats
     if together:
-        # The flood holds every slot and never leaves by itself: only eviction made room.
-        assert stats.evicted > 0, stats
+        # The first prompt client made room in one batch, down to one under the bound.
+        assert stats.evicted >= flood - max_pending + 1, stats
     else:
         # The first prompt client evicted the oldest and, once served, freed that slot for the
         # next ones: what the flood holds is left alone while a slot is free.
         assert (stats.evicted, left) == (flood - max_pending + 1, max_pending - 1), stats
+
+
+@pytest.mark.anyio
+async def test_tenfold_slowloris_flood_that_reconnects(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten times more slow senders than slots, each sending a header's first bytes and
+    reconnecting as soon as it is evicted, and prompt clients whose header comes in two
+    segments, all at once: every prompt client is served (it never waits for a slot: it is
+    admitted and reads its second segment at once), none is evicted or times out, and the flood's
+    many evictions are logged as ten lines, the rest counted for the window's summary.
+
+    Bounded counts only: the flood never times out, each of its connections ends evicted or
+    closed (at the end), and the log window is longer than the test.
+    """
+    monkeypatch.setattr(RefusalLog, "PERIOD", 3600.0)
+    caplog.set_level(logging.DEBUG, "proxyproto")
+    max_pending = 8
+    flood, prompt = min(10 * max_pending, open_file_limit() // 4), 20
+    config = pp.ProxyProtocolConfig(
+        header_timeout=10 * TEST_DEADLINE, max_pending_handshakes=max_pending, eviction_age=0.5
+    )
+    partial = header_bytes(attacker_source(0))[:10]
+    opened = 0
+    rng = random.Random(11)
+
+    async def slow_sender() -> None:
+        nonlocal opened
+        while True:  # until cancelled: reconnect at once when evicted
+            opened += 1
+            await hold_partial(await server.connect(), partial)
+
+    with anyio.fail_after(TEST_DEADLINE):
+        async with serving(config) as server:
+            async with anyio.create_task_group() as flood_group:
+                for _ in range(flood):
+                    flood_group.start_soon(slow_sender)
+                await server.wait_until(lambda stats: stats.in_flight >= flood)
+                # The flood grows old enough to evict, and evicting it goes on while the
+                # prompt clients come.
+                await anyio.sleep(1.2 * config.eviction_age)
+                async with anyio.create_task_group() as clients:
+                    for n in range(prompt):
+                        delay, gap = rng.uniform(0.0, 0.05), rng.uniform(0.0, 0.02)
+                        client = functools.partial(
+                            legit_client, server, n, delay=delay, split_gap=gap
+                        )
+                        clients.start_soon(client)
+                flood_group.cancel_scope.cancel()
+            stats = await server.settled()
+    assert sorted(server.seen) == sorted(legit_source(n) for n in range(prompt))
+    assert (stats.accepted, stats.timed_out, stats.in_flight) == (prompt, 0, 0), stats
+    assert set(stats.rejected) <= {"closed", "error"}, stats
+    assert stats.evicted + sum(stats.rejected.values()) == opened, (stats, opened)
+    assert stats.evicted >= flood - max_pending + 1, stats
+    refusals = [r for r in caplog.records if r.getMessage().startswith("refused connection")]
+    assert len(refusals) == RefusalLog.BURST, len(refusals)
 
 
 @pytest.mark.anyio

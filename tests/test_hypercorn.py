@@ -455,3 +455,23 @@ async def test_x_forwarded_for_leaves_the_client_alone() -> None:
         await stream.send(V1 + spoof)
         answer = await read_response(stream, bytearray())
     assert (answer["client"], answer["scheme"]) == (list(CLIENT), "http")
+
+
+async def test_a_peer_that_leaves_without_a_byte_is_counted_and_logged_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A health check that connects and leaves: rejected["empty"], one DEBUG line naming it; on
+    # asyncio through the asyncio worker's protocol handshake, on trio through proxyproto.trio.
+    caplog.set_level(logging.DEBUG, "proxyproto")
+    before = proxyproto.hypercorn.statistics().rejected.get("empty", 0)
+    async with running() as port:
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        local_port = stream.extra(SocketAttribute.local_port)
+        await stream.aclose()
+        with anyio.fail_after(10):
+            while proxyproto.hypercorn.statistics().rejected.get("empty", 0) == before:
+                await anyio.sleep(0.01)
+    assert proxyproto.hypercorn.statistics().rejected["empty"] == before + 1
+    [record] = [r for r in caplog.records if f"127.0.0.1:{local_port}" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert "before sending a byte" in record.getMessage()

@@ -10,14 +10,12 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
+from proxyproto._engine import Refusal, judge_header, judge_reading
 from proxyproto._policy import (
     Action,
     Policy,
-    Refusal,
     carries_address,
     decide,
-    judge_header,
-    judge_reading,
     resolve,
 )
 from wire import v2
@@ -274,6 +272,26 @@ def _parser_fed(
     return parser, None
 
 
+def _judge(
+    policy: Policy,
+    parser: pp.HeaderParser,
+    error: pp.ProxyProtocolError | None,
+    *,
+    timed_out: bool,
+) -> Action:
+    # judge_reading takes the facts a parser knows, not the parser.
+    return judge_reading(
+        policy,
+        parser.header,
+        signature_seen=parser.version is not None,
+        closed=parser.closed,
+        sent_nothing=parser.version is None and not parser.trailing_data,
+        error=error,
+        timed_out=timed_out,
+        header_timeout=1,
+    )
+
+
 @pytest.mark.parametrize(
     ("policy", "data", "eof", "timed_out", "outcome"),
     [
@@ -298,12 +316,10 @@ def test_judge_reading(
     # The one decision every adapter (anyio, trio, Uvicorn) takes after reading.
     parser, error = _parser_fed(data, eof=eof)
     if isinstance(outcome, Action):
-        assert (
-            judge_reading(policy, parser, error, timed_out=timed_out, header_timeout=1) is outcome
-        )
+        assert _judge(policy, parser, error, timed_out=timed_out) is outcome
     else:
         with pytest.raises(Refusal) as refusal:
-            judge_reading(policy, parser, error, timed_out=timed_out, header_timeout=1)
+            _judge(policy, parser, error, timed_out=timed_out)
         assert refusal.value.kind == outcome
 
 
@@ -314,9 +330,7 @@ def test_judge_header_is_judge_reading_once_a_header_arrived(policy: Policy) -> 
     header, _ = pp.parse(data)
     parser, _ = _parser_fed(data)
     try:
-        expected: Action | str = judge_reading(
-            policy, parser, None, timed_out=False, header_timeout=1
-        )
+        expected: Action | str = _judge(policy, parser, None, timed_out=False)
     except Refusal as refusal:
         expected = refusal.kind
     try:

@@ -130,7 +130,8 @@ async def test_log_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
             assert (await receive(server)).payload == b"last"
         assert server.statistics().dropped == {"missing": 50}
     assert 1 <= len(caplog.records) <= 10
-    assert all(r.levelno == logging.INFO for r in caplog.records)
+    # A missing header is WARNING on UDP as on TCP (the engine's RefusalKind.MISSING.level).
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
 
 
 async def test_local_header_reports_the_peer() -> None:
@@ -357,3 +358,23 @@ def test_build_datagram_round_trip() -> None:
 def test_build_datagram_refuses_non_dgram_headers(header: pp.Header) -> None:
     with pytest.raises(pp.HeaderEncodingError):
         pp.build_datagram(header, b"payload")
+
+
+async def test_a_validator_past_the_deadline_is_a_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    # As on every TCP surface: a validator still running at header_timeout is "timeout", at INFO.
+    release = anyio.Event()
+
+    async def validator(header: pp.Header, peer: pp.PeerAddress) -> bool:
+        if header.source == ("192.0.2.1", 1):
+            await release.wait()  # never set: slower than any deadline
+        return True
+
+    config = pp.ProxyProtocolConfig(validator=validator, header_timeout=0.1)
+    async with pair(config) as (server, client, to):
+        await pp.send_datagram(client, dgram(("192.0.2.1", 1)), b"slow", to)
+        await pp.send_datagram(client, dgram(("192.0.2.2", 1)), b"quick", to)
+        with caplog.at_level(logging.INFO, logger="proxyproto"):
+            assert (await receive(server)).payload == b"quick"
+    assert server.statistics().dropped == {"timeout": 1}
+    [record] = [r for r in caplog.records if "the validator took more than" in r.getMessage()]
+    assert record.levelno == logging.INFO

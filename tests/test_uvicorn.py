@@ -541,3 +541,25 @@ def test_protocol_class_carries_an_explicit_proxy_headers() -> None:
     assert issubclass(protocol, ppu.ProxyProtocolH11Protocol)
     assert protocol.forwarded_headers is True
     assert protocol.proxy_config is ppu.ENVIRONMENT_CONFIG
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_a_peer_that_leaves_without_a_byte_is_counted_and_logged_at_debug(
+    http: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A health check that connects and leaves: rejected["empty"], one DEBUG line naming it.
+    before = ppu.statistics().rejected.get("empty", 0)
+    with (
+        caplog.at_level(logging.DEBUG, logger="proxyproto"),
+        uvicorn_server(pp.ProxyProtocolConfig(), http) as address,
+    ):
+        with socket.create_connection(address, timeout=10) as sock:
+            port = sock.getsockname()[1]
+        deadline = time.monotonic() + 10
+        while ppu.statistics().rejected.get("empty", 0) == before:
+            assert time.monotonic() < deadline, "the empty connection was not counted"
+            time.sleep(0.01)
+    assert ppu.statistics().rejected["empty"] == before + 1
+    [record] = [r for r in caplog.records if f"127.0.0.1:{port}" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert "before sending a byte" in record.getMessage()

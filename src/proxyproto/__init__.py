@@ -17,6 +17,7 @@ import typing as _typing
 
 from ._config import ProxyProtocolConfig as ProxyProtocolConfig
 from ._config import Validator as Validator
+from ._engine import ListenerStatistics as ListenerStatistics
 from ._errors import HeaderEncodingError as HeaderEncodingError
 from ._errors import HeaderRejected as HeaderRejected
 from ._errors import IncompleteHeader as IncompleteHeader
@@ -47,7 +48,6 @@ from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     # What mypy and readers see; at run time, __getattr__ below imports them on first use.
-    from ._anyio import ListenerStatistics as ListenerStatistics
     from ._anyio import ProxiedStream as ProxiedStream
     from ._anyio import ProxyAttribute as ProxyAttribute
     from ._anyio import ProxyProtocolListener as ProxyProtocolListener
@@ -62,7 +62,6 @@ if _typing.TYPE_CHECKING:
 
 #: The adapters' names -> the module (anyio, UDP) that defines them, imported on first use.
 _LAZY = {
-    "ListenerStatistics": "_anyio",
     "ProxiedStream": "_anyio",
     "ProxyAttribute": "_anyio",
     "ProxyProtocolListener": "_anyio",

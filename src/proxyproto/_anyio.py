@@ -2,68 +2,51 @@
 
 Theory of operation
 -------------------
-A handshake reads bytes from the connection into a :class:`HeaderParser` until it yields a header
-or an error, under one deadline (``header_timeout``) that also covers the wait for a handshake
-slot. The policy layer (:func:`proxyproto._policy.judge_reading`) then says whether the
-connection is handed over with the header's addresses, handed over as a direct connection, or
-closed. Bytes read
-past the header (or, for a direct connection, every byte read) are served first by the
+Nothing here decides anything: the handshake engine (:mod:`proxyproto._engine`) does, as for every
+surface. A handshake (:class:`proxyproto._engine.Handshakes`, run with anyio's cancel scopes,
+events and clock) reads bytes from the connection into the engine's
+:class:`~proxyproto._engine.Handshake` under one deadline (``header_timeout``) that also covers
+the wait for a handshake slot and the validator, and the engine says whether the connection is
+handed over with the header's addresses, handed over as a direct connection, or closed. Bytes
+read past the header (or, for a direct connection, every byte read) are served first by the
 :class:`ProxiedStream`; after them, ``receive()`` goes straight to the transport.
 
 The listener runs each handshake in the connection's own task (the inner listener's ``serve``
 starts one per connection), so a slow client never holds up ``accept()``. A proxy sends its whole
 header at once, so nearly every handshake is over after its first read. The others -- the peer
-has sent part of a header and the rest has not come -- are the ones bounded: at most
-``max_pending_handshakes`` of them at once, with slots from an anyio
-:class:`~anyio.CapacityLimiter`. A connection that has sent nothing holds no slot (it costs a task
-and a socket until its deadline), so a flood of idle connections cannot keep real clients out.
-A partial handshake that finds every slot taken evicts the one that has held its slot the
-longest, if that one is older than ``eviction_age``, and takes over its slot (the token changes
-hands directly, so it does not queue behind other waiters); otherwise it waits for a free slot,
-but only until the oldest grows old enough to evict, and tries again. Slow senders grow old and
-are the ones evicted, while a burst of real clients arriving together never evict each other.
+has sent part of a header and the rest has not come -- are the ones bounded (the engine's
+:class:`~proxyproto._engine.Admission`): when ``max_pending_handshakes`` of them are under way, a
+new one evicts the oldest of those that have been partial for ``eviction_age``, as many as it
+takes, and goes on reading at once -- it never waits for a slot. A connection that has sent
+nothing is not counted (it costs a task and a socket until its deadline), so a flood of idle
+connections cannot keep real clients out; a real header split across segments completes in a
+round trip, while slow senders grow old and are the ones evicted; a burst of real clients
+arriving together is younger than ``eviction_age`` and never evicts itself.
 
 A refused connection (invalid or missing header, policy, validator, timeout, eviction) is closed
-forcefully, counted, and logged on the ``proxyproto`` logger in one line with the peer's address;
-the handler never sees it and the listener keeps serving. Exceptions from the handler propagate,
-as with anyio's own listeners.
+forcefully, counted, and logged on the ``proxyproto`` logger with the peer's address (the first
+ten refusals in ten seconds one line each, then a summary line per window); the handler never
+sees it and the listener keeps serving. Exceptions from the handler propagate, as with anyio's
+own listeners.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial, wraps
 from typing import Any
 
 import anyio
-import attrs
 from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSStream
 
 from ._config import ProxyProtocolConfig
-from ._errors import HeaderRejected, InvalidHeader, ProxyProtocolError
+from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
 from ._model import Address, Header, Transport
-from ._parser import NEED_DATA, HeaderParser
-from ._policy import (
-    EMPTY,
-    Action,
-    PeerAddress,
-    Policy,
-    Refusal,
-    carries_address,
-    judge_reading,
-    refusal_level,
-    resolve,
-    sent_nothing,
-    validator_refusal,
-)
-from ._text import format_address
+from ._policy import Action, PeerAddress, Policy, carries_address
 
 __all__ = [
     "ListenerStatistics",
@@ -160,17 +143,13 @@ class ProxiedStream(ByteStream):
             be read.
         """
         config = config or _DEFAULT_CONFIG
-        handshake = _Handshake(transport_stream, config)
-        with anyio.move_on_after(config.header_timeout) as scope:
-            await handshake.read()
+        attributes = transport_stream.extra_attributes
+        peer = _peer_of(attributes)
         try:
-            return await handshake.judge(scope)
+            handshake, action = await read_handshake(_ANYIO, config, peer, transport_stream.receive)
         except Refusal as refusal:
-            if refusal.kind == "timeout":
-                raise TimeoutError(refusal.reason) from None
-            if refusal.kind in ("policy", "validator"):
-                raise HeaderRejected(refusal.reason) from refusal.__cause__
-            raise InvalidHeader(refusal.reason) from refusal.__cause__
+            raise refusal.as_error() from refusal.__cause__
+        return _stream(transport_stream, attributes, handshake, action)
 
     def _make_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         use_addresses, policy, peer = self._use_addresses, self._policy, self._peer_address
@@ -235,155 +214,15 @@ class ProxiedStream(ByteStream):
         await self.transport_stream.aclose()
 
 
-@attrs.frozen
-class HandshakeOutcome:
-    """What a handshake decided, for an adapter that serves the connection over a transport of its
-    own (``proxyproto.trio``): :func:`take_outcome` hands it over."""
-
-    header: Header | None
-    #: The bytes read past the header, not yet served.
-    leftover: bytes
-    #: Whether the header's addresses replace the connection's.
-    use_addresses: bool
-    policy: Policy
-    peer_address: PeerAddress
-
-
-def take_outcome(stream: ProxiedStream) -> HandshakeOutcome:
-    """The decisions of ``stream``'s handshake, and its unread bytes: they are the caller's now
-    (``stream`` is not read from again)."""
-    leftover, stream._leftover = stream._leftover, b""
-    return HandshakeOutcome(
-        stream.header, leftover, stream._use_addresses, stream._policy, stream._peer_address
-    )
-
-
-class _Handshake:
-    """One connection's handshake: what was read, then what to make of it."""
-
-    def __init__(self, transport: ByteStream, config: ProxyProtocolConfig) -> None:
-        self.transport = transport
-        self.config = config
-        # Read once: anyio asks the socket each time, and a reset socket no longer knows.
-        self.attributes: Mapping[Any, Callable[[], Any]] = transport.extra_attributes
-        self.peer = _peer_of(self.attributes)
-        #: Chosen by read(), from the peer: a policy callable is the user's code and may raise.
-        self.policy = Policy.REQUIRE
-        #: Whether the stream made keeps its real addresses (set by judge()).
-        self.direct = True
-        self.parser = HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
-        self.error: ProxyProtocolError | None = None
-        #: True while waiting for a handshake slot.
-        self.waiting_for_slot = False
-        #: Set when a newer connection took this one's slot.
-        self.evicted = False
-
-    async def read(self, take_slot: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Feed the parser until it has a header or an error. The caller sets the deadline.
-
-        ``take_slot`` is awaited once, when the first bytes did not complete the header: a
-        connection that sent nothing yet holds no slot, and one whose header came whole (the
-        common case: a proxy sends it at once) never needs one.
-        """
-        self.policy = resolve(self.config.policy, self.peer)
-        if self.policy is Policy.SKIP:
-            return
-        parser = self.parser
-        try:
-            while parser.next_event() is NEED_DATA:
-                if take_slot is not None and parser.trailing_data:
-                    self.waiting_for_slot = True
-                    await take_slot()
-                    self.waiting_for_slot = False
-                    take_slot = None
-                try:
-                    data = await self.transport.receive()
-                except anyio.EndOfStream:
-                    data = b""
-                parser.receive_data(data)
-        except ProxyProtocolError as error:
-            self.error = error
-
-    async def judge(self, deadline: anyio.CancelScope) -> ProxiedStream:
-        """Decide, run the validator, build the stream; raise :class:`Refusal` to close."""
-        config, parser, policy = self.config, self.parser, self.policy
-        timeout = config.header_timeout
-        if self.evicted:
-            raise Refusal("evicted", "evicted: every handshake slot was taken, this one longest")
-        if self.waiting_for_slot:
-            raise Refusal("timeout", f"no handshake slot within {timeout:g}s")
-        if policy is Policy.SKIP:
-            return ProxiedStream(
-                self.transport,
-                policy=policy,
-                peer_address=self.peer,
-                transport_attributes=self.attributes,
-            )
-        header = parser.header
-        timed_out = header is None and deadline.cancelled_caught
-        action = judge_reading(
-            policy, parser, self.error, timed_out=timed_out, header_timeout=timeout
-        )
-        self.direct = action is not Action.PROXIED or not carries_address(header)
-        if action is Action.PROXIED and config.validator is not None and header is not None:
-            with anyio.CancelScope(deadline=deadline.deadline) as scope:
-                accepted = await _validate(config, header, self.peer)
-            if scope.cancelled_caught:
-                raise Refusal("timeout", f"the validator took more than {timeout:g}s")
-            if not accepted:
-                raise Refusal("validator", validator_refusal())
-        return ProxiedStream(
-            self.transport,
-            header,
-            leftover=parser.trailing_data,
-            use_addresses=action is Action.PROXIED,
-            policy=policy,
-            peer_address=self.peer,
-            transport_attributes=self.attributes,
-        )
-
-
-async def _validate(config: ProxyProtocolConfig, header: Header, peer: PeerAddress) -> bool:
-    assert config.validator is not None
-    try:
-        verdict = config.validator(header, peer)
-        if inspect.isawaitable(verdict):
-            verdict = await verdict
-    except HeaderRejected as rejection:
-        raise Refusal("validator", validator_refusal(rejection)) from None
-    return bool(verdict)
-
-
-@attrs.frozen
-class ListenerStatistics:
-    """A snapshot of a :class:`ProxyProtocolListener`'s counters, for operators."""
-
-    #: Connections handed to the handler (proxied and direct).
-    accepted: int
-    #: Of those, direct connections (no header used).
-    direct: int
-    #: Connections closed, by reason: ``empty`` (the peer closed or reset before sending a byte:
-    #: a health check, say), ``missing`` (no header where one is required), ``invalid`` (a broken
-    #: header), ``closed`` (the peer closed before its header was complete), ``policy`` (a header
-    #: its policy forbids), ``validator``, ``error`` (a network error).
-    rejected: Mapping[str, int]
-    #: Connections closed because their header did not come within ``header_timeout``.
-    timed_out: int
-    #: Connections closed to make room for a newer one (see ``eviction_age``).
-    evicted: int
-    #: Handshakes under way now (waiting for a slot or reading).
-    in_flight: int
-
-
-@attrs.define(eq=False)
-class _Pending:
-    """One handshake holding (or about to hold) a slot. Its identity is the limiter's borrower."""
-
-    scope: anyio.CancelScope
-    handshake: _Handshake
-    started: float = 0.0
-    #: The borrower object the slot's token is held under: ours, or one taken over by eviction.
-    token: object | None = None
+def _stream(
+    transport: ByteStream,
+    attributes: Mapping[Any, Callable[[], Any]],
+    handshake: Handshake,
+    action: Action,
+) -> ProxiedStream:
+    """The stream a handshake made: the engine's decisions over ``transport``."""
+    keywords = handshake.stream_keywords(action)
+    return ProxiedStream(transport, handshake.header, transport_attributes=attributes, **keywords)
 
 
 class ProxyProtocolListener(Listener[ProxiedStream]):
@@ -405,13 +244,9 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         self.listener = listener
         #: The configuration in force.
         self.config = config or _DEFAULT_CONFIG
-        self._limiter = anyio.CapacityLimiter(self.config.max_pending_handshakes)
-        # Handshakes holding a slot and reading, oldest first.
-        self._reading: OrderedDict[_Pending, None] = OrderedDict()
-        self._accepted = 0
-        self._direct = 0
-        self._rejected: Counter[str] = Counter()
-        self._in_flight = 0
+        # The engine's: slots and eviction, counters, the refusal log.
+        self._engine = Handshakes(self.config, _ANYIO)
+        self._counters = self._engine.counters
 
     async def serve(
         self, handler: Callable[[ProxiedStream], Any], task_group: TaskGroup | None = None
@@ -474,105 +309,18 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
         counted and logged). For servers that accept connections themselves.
         """
-        config = self.config
-        peer: PeerAddress = None
-        handshake: _Handshake | None = None
-        self._in_flight += 1
-        try:
-            handshake = _Handshake(transport, config)
-            peer = handshake.peer
-            with anyio.move_on_after(config.header_timeout) as scope:
-                pending = _Pending(scope, handshake)
-                try:
-                    await handshake.read(partial(self._take_slot, pending))
-                finally:
-                    self._give_slot(pending)
-            stream = await handshake.judge(scope)
-        except Refusal as refusal:
-            await self._refuse(transport, peer, refusal.kind, refusal.reason)
-            return None
-        except _PeerGone:
-            # Reset before its address could be read: nothing was read from it either.
-            await self._refuse(transport, peer, "empty", EMPTY)
-            return None
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
-            if handshake is not None and sent_nothing(handshake.parser):
-                await self._refuse(transport, peer, "empty", EMPTY)
-            else:
-                await self._refuse(transport, peer, "error", f"{type(error).__name__}: {error}")
-            return None
-        except Exception:
-            # Not the peer's doing (a policy or validator that raised, say): a traceback helps.
-            await anyio.aclose_forcefully(transport)
-            self._rejected["error"] += 1
-            logger.exception("PROXY handshake with %s failed", _show(peer))
-            return None
-        except BaseException:
-            await anyio.aclose_forcefully(transport)
-            raise
-        finally:
-            self._in_flight -= 1
-        self._accepted += 1
-        if handshake.direct:
-            self._direct += 1
-        return stream
-
-    async def _take_slot(self, pending: _Pending) -> None:
-        while pending.token is None:
-            wait = math.inf
-            if self._limiter.available_tokens < 1:
-                if self._evict_oldest(pending):
-                    break
-                if self._reading:
-                    # Wait for a slot, but only until the oldest handshake becomes evictable:
-                    # the limiter's queue is first-come-first-served, and in a flood the
-                    # connections ahead are idle ones.
-                    oldest = next(iter(self._reading))
-                    wait = oldest.started + self.config.eviction_age - anyio.current_time()
-            with anyio.move_on_after(max(wait, 0.0)):
-                await self._limiter.acquire_on_behalf_of(pending)
-                pending.token = pending
-        pending.started = anyio.current_time()
-        self._reading[pending] = None
-
-    def _evict_oldest(self, newcomer: _Pending) -> bool:
-        """Give ``newcomer`` the slot of the oldest handshake if that one is old enough."""
-        if not self._reading:
-            return False
-        oldest = next(iter(self._reading))
-        if anyio.current_time() - oldest.started < self.config.eviction_age:
-            return False
-        # The newcomer takes the slot over directly: no await between here and its use.
-        del self._reading[oldest]
-        oldest.handshake.evicted = True
-        newcomer.token, oldest.token = oldest.token, None
-        oldest.scope.cancel()
-        return True
-
-    def _give_slot(self, pending: _Pending) -> None:
-        self._reading.pop(pending, None)
-        if pending.token is not None:
-            self._limiter.release_on_behalf_of(pending.token)
-            pending.token = None
-
-    async def _refuse(
-        self, transport: ByteStream, peer: PeerAddress, kind: str, reason: str
-    ) -> None:
-        await anyio.aclose_forcefully(transport)
-        self._rejected[kind] += 1
-        logger.log(refusal_level(kind), "refused connection from %s: %s", _show(peer), reason)
+        # Read once: anyio asks the socket each time, and a reset socket no longer knows.
+        attributes = transport.extra_attributes
+        return await self._engine.run(
+            transport,
+            partial(_peer_of, attributes),
+            transport.receive,
+            partial(_stream, transport, attributes),
+        )
 
     def statistics(self) -> ListenerStatistics:
         """The counters so far."""
-        rejected = {k: v for k, v in self._rejected.items() if k not in ("timeout", "evicted")}
-        return ListenerStatistics(
-            accepted=self._accepted,
-            direct=self._direct,
-            rejected=rejected,
-            timed_out=self._rejected["timeout"],
-            evicted=self._rejected["evicted"],
-            in_flight=self._in_flight,
-        )
+        return self._counters.snapshot()
 
     async def aclose(self) -> None:
         await self.listener.aclose()
@@ -584,6 +332,10 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
 
 class _PeerGone(anyio.BrokenResourceError):
     """The socket was reset before the handshake could read its peer's address."""
+
+
+#: What the engine's handshakes wait with, on anyio.
+_ANYIO = Primitives.of(anyio, end_of_stream=(anyio.EndOfStream,), peer_gone=_PeerGone)
 
 
 def _peer_of(attributes: Mapping[Any, Callable[[], Any]]) -> PeerAddress:
@@ -599,10 +351,6 @@ def _peer_of(attributes: Mapping[Any, Callable[[], Any]]) -> PeerAddress:
     except OSError as error:
         raise _PeerGone(f"the peer's address cannot be read: {error}") from None
     return peer
-
-
-def _show(peer: PeerAddress) -> str:
-    return format_address(peer) if peer else "an unknown peer"
 
 
 # --- the client side ---------------------------------------------------------------------------

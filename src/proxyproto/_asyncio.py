@@ -4,7 +4,7 @@ Uvicorn, and Hypercorn's asyncio worker, serve connections with :class:`asyncio.
 objects, not tasks. :class:`TransportHandshake` reads a header there: the protocol that owns the
 transport passes on its ``data_received`` / ``eof_received`` / ``connection_lost`` calls until the
 handshake is over, then the connection belongs to the server. No task, no stream layer: while
-the header is read, a connection costs its transport, a :class:`~proxyproto.HeaderParser` and one
+the header is read, a connection costs its transport, the engine's handshake and one
 place on a :class:`HandshakeClock` (``header_timeout``); a proxy's header, which comes whole in the
 first segment, is over in that one ``data_received`` call.
 
@@ -13,45 +13,35 @@ first to run out of time: one :class:`HandshakeClock` per event loop and timeout
 order they started, with a single timer for the oldest, rather than a timer per connection (a
 ``call_later`` and its cancellation cost more than the rest of a connection's bookkeeping).
 
-The decisions are every adapter's: the policy for the peer
-(:func:`~proxyproto._policy.resolve`), what to make of what was read
-(:func:`~proxyproto._policy.judge_reading`), the validator, and one log line on the
-``proxyproto`` logger per refused connection, at the anyio listener's levels. There are no
-handshake slots here: a partial header holds no task and never holds up an accept, so
-``max_pending_handshakes`` and ``eviction_age`` do not apply; ``header_timeout`` bounds how long
-one lasts.
+Nothing is decided here: the handshake engine (:class:`proxyproto._engine.Handshake`) chooses the
+policy for the peer, says what to make of what was read and asks the validator; its counters
+(:class:`~proxyproto._engine.Counters`) and its rate-limited refusal log are the clock's, one per
+server, with the same kinds and levels as every other surface. There are no handshake slots here: a
+partial header holds no task and never holds up an accept, so ``max_pending_handshakes`` and
+``eviction_age`` do not apply; ``header_timeout`` bounds how long one lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
 from collections.abc import Awaitable, Callable
 
 from ._address import from_sockaddr
-from ._anyio import _show
 from ._config import ProxyProtocolConfig
-from ._errors import HeaderRejected, ProxyProtocolError
-from ._model import Header
-from ._parser import NEED_DATA, HeaderParser, parse_whole
-from ._policy import (
+from ._engine import (
     EMPTY,
-    Action,
-    PeerAddress,
-    Policy,
+    Counters,
+    Handshake,
     Refusal,
-    carries_address,
-    judge_header,
-    judge_reading,
-    refusal_level,
-    resolve,
-    validator_refusal,
+    RefusalKind,
+    RefusalLog,
+    register,
+    validator_timed_out,
 )
+from ._model import Header
+from ._policy import Action, PeerAddress
 
 __all__ = ["Accept", "HandshakeClock", "TransportHandshake", "peer_of"]
-
-logger = logging.getLogger("proxyproto")
 
 #: Called once when a connection is accepted: the header whose addresses replace the
 #: connection's (``None`` for a direct connection, or a header without addresses), and the bytes
@@ -70,21 +60,32 @@ def peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
 
 
 class HandshakeClock:
-    """The deadlines of the handshakes under way on one event loop with one ``header_timeout``.
+    """The deadlines of the handshakes under way on one event loop with one ``header_timeout``,
+    and their counters and refusal log.
 
     Handshakes are kept in the order they started, which is the order their time runs out; one
     timer, set for the oldest, times out every handshake whose deadline has passed and is set
-    again for the next. A server has one, made on its event loop with its ``header_timeout``.
+    again for the next. A server has one, made on its event loop with its ``header_timeout``;
+    ``surface`` (``"uvicorn"``, ``"hypercorn"``) counts its connections in that surface's
+    process-wide totals (:func:`proxyproto._engine.surface_statistics`).
     """
 
-    __slots__ = ("_loop", "_pending", "_timeout", "_timer")
+    __slots__ = ("_loop", "_pending", "_timeout", "_timer", "counters", "log")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, timeout: float, surface: str | None = None
+    ) -> None:
         self._loop = loop
         self._timeout = timeout
         #: Each handshake under way and its deadline, oldest first.
         self._pending: dict[TransportHandshake, float] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: The counters of the handshakes timed here.
+        self.counters = Counters()
+        #: Their refusals' log.
+        self.log = RefusalLog(loop.time)
+        if surface is not None:
+            register(surface, self.counters)
 
     def start(self, handshake: TransportHandshake) -> None:
         """Give ``handshake`` its deadline: ``timeout`` seconds from now."""
@@ -119,23 +120,23 @@ class HandshakeClock:
 
 
 class TransportHandshake:
-    """Reads one connection's PROXY header off its asyncio transport.
+    """Reads one connection's PROXY header off its asyncio transport, for the engine
+    (:class:`proxyproto._engine.Handshake`) to decide.
 
     The owning protocol creates it in ``connection_made`` and calls :meth:`start`, then forwards
     ``data_received`` and ``eof_received`` to it until ``accept`` has been called, and
     ``connection_lost`` always. ``accept`` is called at most once, from inside one of those calls
-    (or from the validator's task); a refused connection is closed and logged instead.
+    (or from the validator's task); a refused connection is closed, counted and logged instead.
     """
 
     __slots__ = (
         "_accept",
+        "_action",
         "_clock",
         "_config",
-        "_header",
-        "_leftover",
+        "_engine",
+        "_extra",
         "_loop",
-        "_parser",
-        "_policy",
         "_transport",
         "_validation",
         "accepted",
@@ -155,13 +156,12 @@ class TransportHandshake:
         self._config = config
         self._accept = accept
         self._loop = loop
-        # Made when the first bytes are not a whole header (see _whole_header()).
-        self._parser: HeaderParser | None = None
-        # The header and the bytes after it while a validator decides.
-        self._header: Header | None = None
-        self._leftover = b""
-        self._policy = Policy.SKIP
         self._clock = clock
+        # Made by start(): the policy for the peer is the user's code and may raise.
+        self._engine: Handshake | None = None
+        # While a validator decides: the action, and the bytes that came meanwhile.
+        self._action = Action.DIRECT
+        self._extra = b""
         self._validation: asyncio.Task[None] | None = None
         #: True once the handshake is over: accepted, or the connection closed.
         self.done = False
@@ -172,14 +172,17 @@ class TransportHandshake:
 
     def start(self) -> None:
         """Choose the policy for the peer and start the clock (``SKIP``: accept at once)."""
-        config = self._config
+        self._clock.counters.in_flight += 1
         try:
-            self._policy = resolve(config.policy, self.peer)
+            engine = self._engine = Handshake(self._config, self.peer)
+        except Refusal as refusal:
+            self._refuse(refusal.kind, refusal.reason)
+            return
         except Exception:
             self._fail()
             return
-        if self._policy is Policy.SKIP:
-            self._hand_over(None, b"")
+        if not engine.reads:
+            self._hand_over(Action.DIRECT)
             return
         self._clock.start(self)
 
@@ -187,144 +190,83 @@ class TransportHandshake:
         if self.done:
             return
         if self._validation is not None:  # reading is paused while a validator runs
-            self._leftover += data
+            self._extra += data
             return
-        parser = self._parser
-        if parser is None:
-            if self._whole_header(data):
-                return
-            parser = self._parser = self._new_parser()
-        parser.receive_data(data)
-        self._advance(parser)
+        assert self._engine is not None
+        if self._engine.receive_data(data):
+            self._judge()
 
     def eof_received(self) -> bool:
         """The peer's EOF; returns whether this accepted the connection (then the server's
         protocol should hear of the EOF too)."""
         if self.done or self._validation is not None:
             return False
-        parser = self._parser
-        if parser is None:
-            parser = self._parser = self._new_parser()
-        elif parser.closed:
-            return False
-        parser.receive_data(b"")
-        self._advance(parser)
+        assert self._engine is not None
+        if self._engine.receive_data(b""):
+            self._judge()
         return self.accepted
 
     def connection_lost(self) -> None:
         """The connection is gone: stop the clock and any validator.
 
         A peer that reset the connection before sending a byte (a health check) is refused as
-        ``empty``; one that goes away later is the server's to notice, as before.
+        ``empty``; one that goes away in the middle of its header as ``error``.
         """
-        if not self.done and self._parser is None and self._validation is None:
-            self._refuse("empty", EMPTY)
+        if self.done:
+            self._accept = _accept_nothing
             return
-        self._stop()
-        self.done = True
-        self._accept = _accept_nothing
+        engine = self._engine
+        if engine is None or engine.sent_nothing:
+            self._refuse(RefusalKind.EMPTY, EMPTY)
+        else:
+            self._refuse(RefusalKind.ERROR, "the connection was lost before the handshake ended")
 
     def close(self) -> None:
         """Close a connection whose handshake is not over (a server shutting down)."""
         if not self.done:
-            self._stop()
-            self.done = True
+            self._finish()
             self._transport.close()
 
     # --- the decision ------------------------------------------------------------------------
-
-    def _new_parser(self) -> HeaderParser:
-        config = self._config
-        return HeaderParser(max_header_size=config.max_header_size, versions=config.versions)
-
-    def _whole_header(self, data: bytes) -> bool:
-        """Decide at once if the first bytes hold a whole header (what a proxy sends): one
-        :func:`~proxyproto._parser.parse_whole`, no parser to make. Anything else is the parser's
-        to read, and to say what is wrong with (its own first look repeats that parse)."""
-        config = self._config
-        whole = parse_whole(data, config.max_header_size, config.versions)
-        if whole is None:
-            return False
-        header, size = whole
-        try:
-            action = judge_header(self._policy, header)
-        except Refusal as refusal:
-            self._refuse(refusal.kind, refusal.reason)
-            return True
-        self._decided(action, header, data[size:])
-        return True
-
-    def _advance(self, parser: HeaderParser) -> None:
-        try:
-            if parser.next_event() is NEED_DATA:
-                return
-        except ProxyProtocolError as error:
-            self._judge(parser, error)
-            return
-        self._judge(parser, None)
 
     def time_out(self) -> None:
         """The ``header_timeout`` has passed (called by the :class:`HandshakeClock`)."""
         if self._validation is not None:
             self._validation.cancel()
             self._validation = None
-            timeout = self._config.header_timeout
-            self._refuse("timeout", f"the validator took more than {timeout:g}s")
-            return
-        if not self.done:
-            self._judge(self._parser or self._new_parser(), None, timed_out=True)
-
-    def _judge(
-        self, parser: HeaderParser, error: ProxyProtocolError | None, *, timed_out: bool = False
-    ) -> None:
-        try:
-            action = judge_reading(
-                self._policy,
-                parser,
-                error,
-                timed_out=timed_out,
-                header_timeout=self._config.header_timeout,
-            )
-        except Refusal as refusal:
+            refusal = validator_timed_out(self._config.header_timeout)
             self._refuse(refusal.kind, refusal.reason)
             return
-        self._decided(action, parser.header, parser.trailing_data)
+        if not self.done:
+            self._judge(timed_out=True)
 
-    def _decided(self, action: Action, header: Header | None, leftover: bytes) -> None:
-        """Run the validator on a header whose addresses are to be used, then hand over."""
-        validator = self._config.validator
+    def _judge(self, *, timed_out: bool = False) -> None:
+        """Decide what was read, run the validator on a header whose addresses are to be used,
+        then hand over."""
+        engine = self._engine
+        assert engine is not None
         try:
-            if action is Action.PROXIED and validator is not None and header is not None:
-                verdict = self._call_validator(validator, header)
-                if inspect.isawaitable(verdict):
-                    self._transport.pause_reading()
-                    self._header, self._leftover = header, leftover
-                    self._validation = self._loop.create_task(self._await_validator(verdict))
-                    return
-                if not verdict:
-                    raise Refusal("validator", validator_refusal())
+            action = engine.judge(timed_out=timed_out)
+            pending = engine.validation(action)
         except Refusal as refusal:
             self._refuse(refusal.kind, refusal.reason)
             return
         except Exception:
             self._fail()
             return
-        self._hand_over(header if action is Action.PROXIED else None, leftover)
+        if pending is not None:
+            self._transport.pause_reading()
+            self._action = action
+            self._validation = self._loop.create_task(self._await_validator(pending))
+            return
+        self._hand_over(action)
 
-    def _call_validator(
-        self, validator: Callable[..., bool | Awaitable[bool]], header: Header
-    ) -> bool | Awaitable[bool]:
+    async def _await_validator(self, pending: Awaitable[None]) -> None:
         try:
-            return validator(header, self.peer)
-        except HeaderRejected as rejection:
-            raise Refusal("validator", validator_refusal(rejection)) from None
-
-    async def _await_validator(self, verdict: Awaitable[bool]) -> None:
-        try:
-            accepted = await verdict
-        except HeaderRejected as rejection:
+            await pending
+        except Refusal as refusal:
             self._validation = None
-            self._refuse("validator", validator_refusal(rejection))
+            self._refuse(refusal.kind, refusal.reason)
             return
         except Exception:
             self._validation = None
@@ -333,42 +275,50 @@ class TransportHandshake:
         self._validation = None
         if self.done or self._transport.is_closing():
             return
-        if not accepted:
-            self._refuse("validator", validator_refusal())
-            return
         self._transport.resume_reading()
-        self._hand_over(self._header, self._leftover)
+        self._hand_over(self._action)
 
     # --- the ends ----------------------------------------------------------------------------
 
-    def _stop(self) -> None:
+    def _finish(self) -> None:
+        """The handshake is over, whichever way: out of the clock and the count under way."""
         self._clock.stop(self)
         if self._validation is not None:
             self._validation.cancel()
             self._validation = None
-
-    def _refuse(self, kind: str, reason: str) -> None:
-        self._stop()
         self.done = True
+        self._clock.counters.in_flight -= 1
+        # Let go of the owner's callback: it would hold the owner in a reference cycle, and a
+        # connection's objects are then freed by the garbage collector, not when it closes.
         self._accept = _accept_nothing
+
+    def _refuse(self, kind: RefusalKind, reason: str) -> None:
+        self._finish()
         self._transport.close()
-        logger.log(refusal_level(kind), "refused connection from %s: %s", _show(self.peer), reason)
+        clock = self._clock
+        clock.counters.rejected[kind] += 1
+        clock.log.refused(kind, self.peer, reason)
 
     def _fail(self) -> None:
         # Not the peer's doing (a policy or validator that raised): a traceback helps.
-        self._stop()
-        self.done = True
-        self._accept = _accept_nothing
+        self._finish()
         self._transport.close()
-        logger.exception("PROXY handshake with %s failed", _show(self.peer))
+        clock = self._clock
+        clock.counters.rejected[RefusalKind.ERROR] += 1
+        clock.log.failed(self.peer)
 
-    def _hand_over(self, header: Header | None, leftover: bytes) -> None:
-        self._stop()
-        self.done = self.accepted = True
-        # Let go of the owner's callback: it would hold the owner in a reference cycle, and a
-        # connection's objects are then freed by the garbage collector, not when it closes.
-        accept, self._accept = self._accept, _accept_nothing
-        accept(header if carries_address(header) else None, leftover)
+    def _hand_over(self, action: Action) -> None:
+        engine = self._engine
+        assert engine is not None
+        accept = self._accept
+        self._finish()
+        self.accepted = True
+        counters = self._clock.counters
+        counters.accepted += 1
+        header = engine.header if engine.uses_addresses(action) else None
+        if header is None:
+            counters.direct += 1
+        accept(header, engine.leftover + self._extra if self._extra else engine.leftover)
 
 
 def _accept_nothing(header: Header | None, leftover: bytes) -> None:

@@ -82,11 +82,12 @@ class ProxyProtocolConfig:
     #: The largest header accepted, in bytes (16 to 65551). The default leaves room for every
     #: TLV a balancer sends; raise it if yours forwards large client certificates.
     max_header_size: int = attrs.field(default=4096, validator=_header_size)
-    #: How many connections may hold a partial header at once (a listener's bound): one whose
-    #: first bytes did not complete its header. Connections that sent nothing hold no slot.
+    #: How many partial headers a listener keeps before it evicts old ones (a connection whose
+    #: first bytes did not complete its header). Connections that sent nothing are not counted.
     max_pending_handshakes: int = attrs.field(default=1024, validator=_at_least_one)
-    #: A full listener evicts its oldest partial handshake once that one is older than this
-    #: (seconds); younger ones are left alone, so a burst of real clients never evict each other.
+    #: A full listener evicts the partial handshakes that have been partial this long (seconds),
+    #: oldest first; younger ones are left alone, so a burst of real clients never evict each
+    #: other.
     eviction_age: float = attrs.field(default=0.5, validator=_non_negative)
     #: Which versions to recognise: ``{1, 2}``, ``{1}`` or ``{2}``.
     versions: frozenset[int] = attrs.field(

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from . import trio as pp_trio
+from ._engine import register
 from .hypercorn import _PeerSocket
 
 __all__ = ("HypercornListener",)
@@ -24,6 +25,8 @@ class HypercornListener(trio.abc.Listener["HypercornStream"]):
 
     def __init__(self, listener: pp_trio.ProxyProtocolListener) -> None:
         self.listener = listener
+        # Its connections count in proxyproto.hypercorn.statistics().
+        register("hypercorn", listener._counters)
 
     async def accept(self) -> HypercornStream:
         return HypercornStream(await self.listener.accept())

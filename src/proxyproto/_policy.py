@@ -1,7 +1,7 @@
 """Trust decisions: which peers may send a header, and what to do with what they sent.
 
-Pure functions of values: no I/O, no clock. Every adapter (anyio, trio, the server integrations)
-asks :func:`decide` what to make of a handshake, so the decision lives in one place.
+Pure functions of values: no I/O, no clock. The handshake engine (:mod:`proxyproto._engine`) asks
+:func:`decide` what to make of a handshake, for every adapter, so the decision lives in one place.
 
 Semantics follow go-proxyproto's policies:
 
@@ -21,27 +21,20 @@ SKIP      nothing is read: the bytes, header or not, go to the application
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TypeAlias
 
-from ._errors import HeaderRejected, InvalidSignature, ProxyProtocolError
 from ._model import Command, Header
-from ._parser import HeaderParser, VersionNotAccepted
-from ._text import printable
 
 __all__ = [
     "Action",
     "PeerAddress",
     "Policy",
     "PolicyCallable",
-    "Refusal",
+    "carries_address",
     "decide",
-    "judge_header",
-    "judge_reading",
-    "refusal_level",
-    "sent_nothing",
+    "resolve",
     "trusted_proxies",
 ]
 
@@ -111,100 +104,6 @@ def decide(policy: Policy, header: Header | None, *, signature_seen: bool) -> tu
     if policy is Policy.REQUIRE:
         return Action.CLOSE, "no PROXY header, and its policy (REQUIRE) needs one"
     return Action.DIRECT, ""
-
-
-def validator_refusal(rejection: HeaderRejected | None = None) -> str:
-    """The reason to log when the validator says no, with its own message if it raised one.
-
-    The message may quote the header's fields, which are the peer's text: it is escaped
-    (:func:`~proxyproto._text.printable`), so that it cannot forge a log line.
-    """
-    if rejection is None:
-        return "the validator refused the header"
-    return f"the validator refused the header: {printable(str(rejection))}"
-
-
-class Refusal(Exception):
-    """A handshake that ends with the connection closed.
-
-    ``kind`` is for the counters (``empty``, ``missing``, ``invalid``, ``closed``, ``policy``,
-    ``timeout``, ``validator``, ...), ``reason`` for the log.
-    """
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-
-
-#: The reason logged for a connection closed or reset before it sent a byte (kind ``empty``).
-EMPTY = "closed or reset before sending a byte"
-
-#: Kinds of refusal that are the peer going away, not the peer misbehaving: logged at INFO.
-_GONE = frozenset({"timeout", "evicted", "closed", "error"})
-
-
-def refusal_level(kind: str) -> int:
-    """The log level of a refusal of ``kind``: every adapter logs refusals at these levels.
-
-    A connection that went away without a byte (``empty``: a health check that connects and
-    leaves) is routine: DEBUG. One that went away later (``timeout``, ``evicted``, ``closed``,
-    ``error``) is worth an INFO line; a peer that sent what it must not, a WARNING.
-    """
-    if kind == "empty":
-        return logging.DEBUG
-    return logging.INFO if kind in _GONE else logging.WARNING
-
-
-def sent_nothing(parser: HeaderParser) -> bool:
-    """Whether ``parser`` has not received a single byte."""
-    return parser.header is None and parser.version is None and not parser.trailing_data
-
-
-def judge_reading(
-    policy: Policy,
-    parser: HeaderParser,
-    error: ProxyProtocolError | None,
-    *,
-    timed_out: bool,
-    header_timeout: float,
-) -> Action:
-    """What to make of what a handshake read; raises :class:`Refusal` when it must close.
-
-    Every adapter that reads headers from connections asks this, after its reading stopped:
-    the parser gave a header or ``error``, or the deadline passed (``timed_out``).
-    """
-    header = parser.header
-    if header is not None:
-        return judge_header(policy, header)
-    signature_seen = parser.version is not None
-    if timed_out and (signature_seen or policy is Policy.REQUIRE):
-        raise Refusal("timeout", f"no complete PROXY header within {header_timeout:g}s")
-    if error is not None and not isinstance(error, InvalidSignature):
-        raise Refusal("closed" if parser.closed else "invalid", str(error)) from error
-    action, reason = decide(policy, None, signature_seen=signature_seen)
-    if action is Action.CLOSE:
-        if parser.closed and sent_nothing(parser):
-            raise Refusal("empty", EMPTY)
-        if parser.closed:
-            raise Refusal("closed", f"{reason}: {error}")
-        if isinstance(error, VersionNotAccepted):
-            # A header came, of a version not accepted here: "no PROXY header" would mislead.
-            raise Refusal("missing", f"{error}, and its policy ({policy.name}) needs one")
-        raise Refusal("missing", f"{reason} ({error})" if error is not None else reason)
-    return action
-
-
-def judge_header(policy: Policy, header: Header) -> Action:
-    """What to make of a valid header that arrived; raises :class:`Refusal` when it must close.
-
-    :func:`judge_reading`'s answer once the parser has a header, for an adapter that parsed a
-    header that came whole with :func:`~proxyproto.parse`.
-    """
-    action, reason = decide(policy, header, signature_seen=True)
-    if action is Action.CLOSE:
-        raise Refusal("policy", reason)
-    return action
 
 
 def carries_address(header: Header | None) -> bool:

@@ -9,18 +9,17 @@ remember a header by, so an incomplete header is invalid, never a reason to wait
 :class:`ProxiedUDPSocket` wraps an anyio :class:`~anyio.abc.UDPSocket`. ``receive()`` reads
 datagrams until one is deliverable and returns it as a :class:`ProxiedDatagram`: the payload,
 the client from the header (``source``), and the real sender (``peer``, the proxy), to which
-replies go. Whether a datagram is deliverable is the policy layer's decision
-(:func:`proxyproto._policy.decide`), the same as for a TCP connection, with "close the
-connection" read as "drop the datagram". A dropped datagram is counted and logged (rate-limited:
-a flood of junk must not become a flood of log lines) and never raises: one bad datagram from
-anyone on the network must not stop a server.
+replies go. Whether a datagram is deliverable is the handshake engine's decision
+(:func:`proxyproto._engine.judge_datagram`), the same as for a TCP connection, with "close the
+connection" read as "drop the datagram", the same refusal kinds and log levels. A dropped datagram
+is counted and logged (:class:`~proxyproto._engine.RefusalLog`: a flood of junk must not become a
+flood of log lines) and never raises: one bad datagram from anyone on the network must not stop a
+server.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -28,14 +27,12 @@ import anyio
 import attrs
 from anyio.abc import ConnectedUDPSocket, UDPSocket, UnreliableObjectReceiveStream
 
-from . import _v1, _v2
 from ._address import from_sockaddr
 from ._config import ProxyProtocolConfig
-from ._errors import HeaderEncodingError, HeaderRejected, InvalidHeader
+from ._engine import Refusal, RefusalKind, RefusalLog, judge_datagram, validate, validator_timed_out
+from ._errors import HeaderEncodingError
 from ._model import Address, Command, Header, Transport
-from ._parser import parse_datagram
-from ._policy import Action, Policy, carries_address, decide, resolve, validator_refusal
-from ._text import format_address
+from ._policy import Action, carries_address, resolve
 
 __all__ = [
     "DatagramStatistics",
@@ -48,11 +45,6 @@ __all__ = [
 logger = logging.getLogger("proxyproto")
 
 _DEFAULT_CONFIG = ProxyProtocolConfig()
-
-#: At most this many "dropped datagram" lines per :data:`_LOG_PERIOD` seconds; the rest are
-#: counted and the count is told in the next line logged.
-_LOG_BURST = 10
-_LOG_PERIOD = 1.0
 
 
 @attrs.frozen
@@ -94,13 +86,6 @@ class DatagramStatistics:
     dropped: Mapping[str, int]
 
 
-class _Dropped(Exception):
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-
-
 class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
     """An anyio UDP socket behind a proxy: each datagram's v2 header stripped, its client reported.
 
@@ -132,10 +117,13 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
         self._received = 0
         self._delivered = 0
         self._direct = 0
-        self._dropped: Counter[str] = Counter()
-        self._log_window_start = -_LOG_PERIOD
-        self._logged_in_window = 0
-        self._not_logged = 0
+        self._dropped = dict.fromkeys(RefusalKind, 0)
+        self._log = RefusalLog(
+            anyio.current_time,
+            "dropped datagram from %s: %s",
+            "dropped datagrams",
+            "datagram from %s dropped",
+        )
         self._closed = False
 
     async def __anext__(self) -> ProxiedDatagram:
@@ -161,13 +149,14 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
             self._received += 1
             try:
                 datagram = await self._judge(data, peer)
-            except _Dropped as drop:
-                self._drop(peer, drop.kind, drop.reason)
+            except Refusal as refusal:
+                self._dropped[refusal.kind] += 1
+                self._log.refused(refusal.kind, peer, refusal.reason)
                 continue
             except Exception:
                 # Not the sender's doing (a policy or validator that raised): a traceback helps.
-                self._dropped["error"] += 1
-                logger.exception("datagram from %s dropped", _show(peer))
+                self._dropped[RefusalKind.ERROR] += 1
+                self._log.failed(peer)
                 continue
             self._delivered += 1
             if datagram.header is None or datagram.destination is None:
@@ -177,72 +166,19 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
     async def _judge(self, data: bytes, peer: tuple[str, int]) -> ProxiedDatagram:
         config = self.config
         policy = resolve(config.policy, peer)
-        if policy is Policy.SKIP:
-            return ProxiedDatagram(data, peer, None, peer, None)
-        header: Header | None = None
-        error: InvalidHeader | None = None
-        payload = data
-        try:
-            header, payload = parse_datagram(data)
-        except InvalidHeader as exception:
-            error = exception
-        # A whole signature is a header, broken or not; anything else is a headerless datagram.
-        signature_seen = data.startswith((_v2.SIGNATURE, _v1.PREFIX))
-        if header is not None and len(data) - len(payload) > config.max_header_size:
-            raise _Dropped(
-                "invalid",
-                f"the header is {len(data) - len(payload)} bytes, more than max_header_size "
-                f"({config.max_header_size})",
-            )
-        action, reason = decide(policy, header, signature_seen=signature_seen)
-        if action is Action.CLOSE:
-            if header is not None:
-                raise _Dropped("policy", reason)
-            if signature_seen:
-                raise _Dropped("invalid", f"{reason}: {error}")
-            raise _Dropped("missing", reason)
+        action, header, payload = judge_datagram(policy, data, config.max_header_size)
         if action is Action.DIRECT or header is None:
             return ProxiedDatagram(payload, peer, None, peer, header)
         if config.validator is not None:
-            await self._validate(header, peer)
+            pending = validate(config.validator, header, peer)
+            if pending is not None:
+                with anyio.move_on_after(config.header_timeout) as scope:
+                    await pending
+                if scope.cancelled_caught:
+                    raise validator_timed_out(config.header_timeout)
         if not carries_address(header):
             return ProxiedDatagram(payload, peer, None, peer, header)
         return ProxiedDatagram(payload, header.source, header.destination, peer, header)
-
-    async def _validate(self, header: Header, peer: tuple[str, int]) -> None:
-        assert self.config.validator is not None
-        try:
-            with anyio.fail_after(self.config.header_timeout):
-                verdict = self.config.validator(header, peer)
-                if inspect.isawaitable(verdict):
-                    verdict = await verdict
-        except HeaderRejected as rejection:
-            raise _Dropped("validator", validator_refusal(rejection)) from None
-        except TimeoutError:
-            raise _Dropped(
-                "validator", f"the validator took more than {self.config.header_timeout:g}s"
-            ) from None
-        if not verdict:
-            raise _Dropped("validator", validator_refusal())
-
-    def _drop(self, peer: tuple[str, int], kind: str, reason: str) -> None:
-        self._dropped[kind] += 1
-        now = anyio.current_time()
-        if now - self._log_window_start >= _LOG_PERIOD:
-            self._log_window_start = now
-            self._logged_in_window = 0
-        if self._logged_in_window >= _LOG_BURST:
-            self._not_logged += 1
-            return
-        self._logged_in_window += 1
-        more = ""
-        if self._not_logged:
-            more = f" ({self._not_logged} more dropped datagrams were not logged)"
-            self._not_logged = 0
-        # A header with no address to use is routine under REQUIRE (a stray client, a probe):
-        # INFO. Broken headers and forbidden ones say something is misconfigured or forged.
-        level = logging.INFO if kind == "missing" else logging.WARNING
-        logger.log(level, "dropped datagram from %s: %s%s", _show(peer), reason, more)
 
     def statistics(self) -> DatagramStatistics:
         """The counters so far."""
@@ -250,7 +186,7 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
             received=self._received,
             delivered=self._delivered,
             direct=self._direct,
-            dropped=dict(self._dropped),
+            dropped={kind.value: count for kind, count in self._dropped.items() if count},
         )
 
     async def send(self, payload: bytes, to: tuple[str, int]) -> None:
@@ -293,10 +229,6 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self.transport_socket.extra_attributes
-
-
-def _show(peer: tuple[str, int]) -> str:
-    return format_address(peer)
 
 
 # --- the sending side --------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from . import _anyio
 from ._address import from_sockaddr, socket_family, two_field_peername
 from ._asyncio import HandshakeClock, TransportHandshake
 from ._config import ProxyProtocolConfig
+from ._engine import ListenerStatistics, register, surface_statistics
 from ._model import Header
 from ._policy import PeerAddress
 from ._text import format_address
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
     from hypercorn.config import Config, Sockets
     from hypercorn.typing import AppWrapper, Framework
 
-__all__ = ("serve",)
+__all__ = ("serve", "statistics")
 
 logger = logging.getLogger("proxyproto")
 
@@ -131,6 +132,13 @@ def _bind(family: int, address: Any) -> str:
     from hypercorn.utils import repr_socket_addr
 
     return repr_socket_addr(family, address)
+
+
+def statistics() -> ListenerStatistics:
+    """The PROXY handshake counters of every Hypercorn server :func:`serve` ran in this process,
+    summed over its listeners (both workers, TLS or not, servers that have stopped included):
+    the same fields as :meth:`proxyproto.ProxyProtocolListener.statistics`."""
+    return surface_statistics("hypercorn")
 
 
 # --- trio --------------------------------------------------------------------------------------
@@ -297,6 +305,8 @@ async def _asyncio_worker(
             for listener in listeners:
                 await listener.aclose()
             raise
+        for listener in listeners:
+            register("hypercorn", listener._counters)
 
         async def handle_tls(stream: _anyio.ProxiedStream) -> None:
             assert ssl_context is not None
@@ -373,7 +383,7 @@ class _Cleartext:
         self._proxy = proxy
         self._loop = loop
         #: The handshakes under way, with their deadlines.
-        self.clock = HandshakeClock(loop, proxy.header_timeout)
+        self.clock = HandshakeClock(loop, proxy.header_timeout, "hypercorn")
         #: The connections served.
         self.tasks: set[asyncio.Task[None]] = set()
         #: Connections accepted whose protocol has not had connection_made() yet.

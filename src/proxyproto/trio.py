@@ -2,15 +2,14 @@
 
 Theory of operation
 -------------------
-Nothing here decides anything. A handshake is the anyio adapter's, run as is: anyio runs on trio,
-and :class:`_AnyioView` shows a trio stream to it as an anyio byte stream (``receive()`` for
-``receive_some()``, anyio's exceptions for trio's, the peer address as
-``SocketAttribute.remote_address``). The listener keeps a private anyio
-:class:`proxyproto.ProxyProtocolListener` whose :meth:`~proxyproto.ProxyProtocolListener.handshake`
-runs each connection's handshake: the same config, policy, validator, handshake slots and
-eviction, counters (:meth:`ProxyProtocolListener.statistics`) and log lines on the ``proxyproto``
-logger. The anyio stream it returns is then turned into a trio :class:`ProxiedStream` over the
-same trio transport, carrying the header, the bytes read past it, the policy and the real peer.
+Nothing here decides anything: the handshake engine (:mod:`proxyproto._engine`) does, as for every
+other surface. A handshake reads with trio's ``receive_some()`` under trio's ``move_on_after``
+and feeds :class:`proxyproto._engine.Handshake`, which chooses the policy, judges what was read and
+asks the validator (awaited under the same deadline). The listener keeps the engine's
+:class:`~proxyproto._engine.Admission` (handshake slots and eviction, waited for with a
+:class:`trio.Event`), :class:`~proxyproto._engine.Counters`
+(:meth:`ProxyProtocolListener.statistics`) and :class:`~proxyproto._engine.RefusalLog` (lines on
+the ``proxyproto`` logger), so its behaviour is the anyio listener's by construction.
 
 trio's :meth:`~trio.abc.Listener.accept` returns one connection at a time, but a handshake may
 take up to ``header_timeout``, so handshakes cannot run inside ``accept()``: a silent client would
@@ -38,27 +37,25 @@ import contextvars
 import errno
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
-
-import anyio
-from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
 
 from ._extras import require
 
 with require("proxyproto.trio"):
     import trio
 
-from . import _anyio
 from ._address import from_sockaddr, peername, socket_family
-from ._anyio import ListenerStatistics
 from ._config import ProxyProtocolConfig
+from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
 from ._model import Address, Header
-from ._policy import PeerAddress, Policy, carries_address
+from ._policy import Action, PeerAddress, Policy, carries_address
 
 __all__ = ("ListenerStatistics", "ProxiedSocket", "ProxiedStream", "ProxyProtocolListener")
 
 logger = logging.getLogger("proxyproto")
+
+_DEFAULT_CONFIG = ProxyProtocolConfig()
 
 
 class ProxiedSocket:
@@ -165,26 +162,14 @@ class ProxiedStream(trio.abc.HalfCloseableStream):
         :raises proxyproto.HeaderRejected: the policy or the validator refused the connection.
         :raises TimeoutError: no complete header within ``header_timeout``.
         """
+        config = config or _DEFAULT_CONFIG
+        peer = _peer_of(transport_stream)
+        receive = partial(transport_stream.receive_some, _RECEIVE_SIZE)
         try:
-            proxied = await _anyio.ProxiedStream.wrap(_AnyioView(transport_stream), config)
-        except anyio.BrokenResourceError as error:
-            raise trio.BrokenResourceError(*error.args) from error
-        return cls._from_anyio(transport_stream, proxied)
-
-    @classmethod
-    def _from_anyio(
-        cls, transport: trio.abc.Stream, proxied: _anyio.ProxiedStream
-    ) -> ProxiedStream:
-        # The anyio stream's decisions, over the trio transport; its unread bytes move here.
-        outcome = _anyio.take_outcome(proxied)
-        return cls(
-            transport,
-            outcome.header,
-            leftover=outcome.leftover,
-            use_addresses=outcome.use_addresses,
-            policy=outcome.policy,
-            peer_address=outcome.peer_address,
-        )
+            handshake, action = await read_handshake(_TRIO, config, peer, receive)
+        except Refusal as refusal:
+            raise refusal.as_error() from refusal.__cause__
+        return _stream(transport_stream, handshake, action)
 
     @property
     def socket(self) -> ProxiedSocket:
@@ -240,9 +225,9 @@ class ProxiedStream(trio.abc.HalfCloseableStream):
 class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
     """Wraps any trio listener: :meth:`accept` returns only connections whose handshake is over.
 
-    The handshake is :class:`proxyproto.ProxyProtocolListener`'s, with the same ``config``,
-    bounds, eviction, counters and logging; it runs in the background, so a silent client never
-    holds up ``accept()`` for the others.
+    The handshake is the engine's, as for :class:`proxyproto.ProxyProtocolListener`, with the
+    same ``config``, bounds, eviction, counters and logging; it runs in the background, so a
+    silent client never holds up ``accept()`` for the others.
 
     >>> async def main() -> None:
     ...     listeners = await trio.open_tcp_listeners(8000)
@@ -267,10 +252,11 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
     ) -> None:
         #: The listener whose connections are handshaken.
         self.listener = listener
-        # The anyio listener's handshake, with its slots, counters and logging.
-        self._handshaker = _anyio.ProxyProtocolListener(_NoListener(), config)
         #: The configuration in force.
-        self.config: ProxyProtocolConfig = self._handshaker.config
+        self.config: ProxyProtocolConfig = config or _DEFAULT_CONFIG
+        # The engine's: slots and eviction, counters, the refusal log.
+        self._engine = Handshakes(self.config, _TRIO)
+        self._counters = self._engine.counters
         self._ready: deque[ProxiedStream] = deque()
         # accept() calls waiting for a ready stream (or the acceptor's error).
         self._waiting = trio.lowlevel.ParkingLot()
@@ -366,28 +352,41 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
                 return trio.SocketStream(sock), _address(sockaddr)
 
     async def _handshake(self, transport: trio.abc.Stream, peer: PeerAddress = None) -> None:
-        view = _AnyioView(transport, peer)
         if self._handshakes is None:
-            proxied = await self._handshaker.handshake(view)
+            stream = await self._run_handshake(transport, peer)
         else:
             with trio.CancelScope() as scope:
                 self._handshakes.add(scope)
                 try:
                     if self._closed:
                         scope.cancel()
-                    proxied = await self._handshaker.handshake(view)
+                    stream = await self._run_handshake(transport, peer)
                 finally:
                     self._handshakes.discard(scope)
             if scope.cancelled_caught:
                 return  # the listener was closed: the handshake closed the transport
-        if proxied is None:
+        if stream is None:
             return  # refused: closed, counted and logged by the handshake
-        stream = ProxiedStream._from_anyio(transport, proxied)
         if self._closed:
             await trio.aclose_forcefully(stream)
             return
         self._ready.append(stream)
         self._waiting.unpark()
+
+    async def _run_handshake(
+        self, transport: trio.abc.Stream, peer: PeerAddress = None
+    ) -> ProxiedStream | None:
+        """Run the handshake of one connection, under this listener's bounds.
+
+        Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
+        counted and logged). ``peer``: the address ``accept()`` gave, if any.
+        """
+        return await self._engine.run(
+            transport,
+            partial(_peer_of, transport) if peer is None else partial(_known, peer),
+            partial(transport.receive_some, _RECEIVE_SIZE),
+            partial(_stream, transport),
+        )
 
     async def _handshake_nursery(self) -> trio.Nursery:
         if self._nursery is None:
@@ -417,7 +416,7 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
 
     def statistics(self) -> ListenerStatistics:
         """The counters so far (see :class:`proxyproto.ListenerStatistics`)."""
-        return self._handshaker.statistics()
+        return self._counters.snapshot()
 
     async def aclose(self) -> None:
         """Close the inner listener, end the handshakes under way and the streams not accepted."""
@@ -467,64 +466,36 @@ _SKIPPED_ACCEPT_ERRNOS = frozenset(
 )
 
 
-class _AnyioView(ByteStream):
-    """A trio stream seen as an anyio byte stream, for the anyio adapter's handshake."""
-
-    def __init__(self, stream: trio.abc.Stream, peer: PeerAddress = None) -> None:
-        """``peer``: the address ``accept()`` gave, if any; else the socket is asked for it."""
-        self.stream = stream
-        attributes: dict[Any, Callable[[], Any]] = {}
-        if isinstance(stream, trio.SocketStream):
-            sock = stream.socket
-            if peer is not None:
-                attributes[SocketAttribute.remote_address] = lambda: peer
-            else:
-                attributes[SocketAttribute.remote_address] = lambda: _address(sock.getpeername())
-            attributes[SocketAttribute.local_address] = lambda: _address(sock.getsockname())
-        self._attributes = attributes
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._attributes
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        try:
-            data = await self.stream.receive_some(max_bytes)
-        except trio.BrokenResourceError as error:
-            raise anyio.BrokenResourceError(*error.args) from error
-        except trio.ClosedResourceError as error:
-            raise anyio.ClosedResourceError(*error.args) from error
-        if not data:
-            raise anyio.EndOfStream
-        return bytes(data)
-
-    async def send(self, item: bytes) -> None:
-        try:
-            await self.stream.send_all(item)
-        except trio.BrokenResourceError as error:
-            raise anyio.BrokenResourceError(*error.args) from error
-        except trio.ClosedResourceError as error:
-            raise anyio.ClosedResourceError(*error.args) from error
-
-    async def send_eof(self) -> None:
-        if not isinstance(self.stream, trio.abc.HalfCloseableStream):
-            raise NotImplementedError("the transport stream cannot half-close")
-        await self.stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+def _stream(transport: trio.abc.Stream, handshake: Handshake, action: Action) -> ProxiedStream:
+    """The stream a handshake made: the engine's decisions over ``transport``."""
+    return ProxiedStream(transport, handshake.header, **handshake.stream_keywords(action))
 
 
-class _NoListener(Listener[Any]):
-    """The anyio listener of the handshaker: it only handshakes, connections come from trio."""
+#: How much one read of a handshake asks for (as anyio's ``receive()``).
+_RECEIVE_SIZE = 65536
 
-    async def serve(
-        self, handler: Callable[[Any], Any], task_group: TaskGroup | None = None
-    ) -> None:
-        raise NotImplementedError("connections come from the trio listener")
 
-    async def aclose(self) -> None:
-        pass
+class _PeerGone(trio.BrokenResourceError):
+    """The socket was reset before the handshake could read its peer's address."""
+
+
+def _peer_of(transport: trio.abc.Stream) -> PeerAddress:
+    """The real peer's address; ``None`` for a transport that is not a socket stream."""
+    if not isinstance(transport, trio.SocketStream):
+        return None
+    try:
+        return _address(transport.socket.getpeername())
+    except OSError as error:
+        raise _PeerGone(f"the peer's address cannot be read: {error}") from None
+
+
+def _known(peer: PeerAddress) -> PeerAddress:
+    return peer
+
+
+#: What the engine's handshakes wait with, on trio.
+# receive_some() returns b"" at EOF: nothing is raised for it.
+_TRIO = Primitives.of(trio, end_of_stream=(), peer_gone=_PeerGone)
 
 
 def _address(sockaddr: Any) -> PeerAddress:

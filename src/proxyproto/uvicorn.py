@@ -8,8 +8,8 @@ Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake i
   Hypercorn's asyncio worker); Uvicorn's HTTP machinery does not see the connection yet.
 * ``data_received`` goes to the handshake until it has a header (or knows there is none): a
   header that came whole is read with one :func:`~proxyproto.parse`, anything else by a
-  :class:`~proxyproto.HeaderParser`, and the decision is every adapter's
-  (:mod:`proxyproto._policy`).
+  :class:`~proxyproto.HeaderParser`, and the decision is the handshake
+  engine's (:mod:`proxyproto._engine`), as on every surface.
 * When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, and the
   client it keeps for the scope and its log lines (``self.client``) becomes the header's source
   when the header's addresses are used. On a WebSocket upgrade, Uvicorn's WebSocket protocol is
@@ -54,6 +54,7 @@ with require("proxyproto.uvicorn"):
 from ._address import asgi_client
 from ._asyncio import HandshakeClock, TransportHandshake, peer_of
 from ._config import ProxyProtocolConfig
+from ._engine import ListenerStatistics, surface_statistics
 from ._model import Address, Header
 from ._policy import Policy, trusted_proxies
 
@@ -68,6 +69,7 @@ __all__ = [
     "ProxyProtocolHttpToolsProtocol",
     "config_from_environ",
     "run",
+    "statistics",
 ]
 
 _POLICIES = {policy.value: policy for policy in Policy}
@@ -251,6 +253,18 @@ class _ProxiedTransport(asyncio.Transport):
         self.transport.abort()
 
 
+def statistics() -> ListenerStatistics:
+    """The PROXY handshake counters of every Uvicorn server in this process, summed (over its
+    protocol classes, and servers that have stopped): the same fields as
+    :meth:`proxyproto.ProxyProtocolListener.statistics`.
+
+    >>> import proxyproto.uvicorn
+    >>> proxyproto.uvicorn.statistics().rejected.get("missing", 0)
+    0
+    """
+    return surface_statistics("uvicorn")
+
+
 #: Each Uvicorn server's handshake clock, by the state its protocols share.
 _CLOCKS: weakref.WeakKeyDictionary[ServerState, HandshakeClock] = weakref.WeakKeyDictionary()
 
@@ -308,7 +322,7 @@ class _ProxyProtocolMixin(_Base):
         clock = _CLOCKS.get(self.server_state)
         if clock is None:
             clock = _CLOCKS[self.server_state] = HandshakeClock(
-                self.loop, self.proxy_config.header_timeout
+                self.loop, self.proxy_config.header_timeout, "uvicorn"
             )
         return clock
 

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import attrs
 
 from proxyproto._config import ProxyProtocolConfig
+from proxyproto._engine import Refusal
 from proxyproto._model import Header, TLVs, Transport
-from proxyproto._policy import PeerAddress, Policy, PolicyCallable, Refusal, trusted_proxies
+from proxyproto._policy import PeerAddress, Policy, PolicyCallable, trusted_proxies
 
 if TYPE_CHECKING:
     from typing import TypeAlias
