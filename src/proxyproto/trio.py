@@ -45,6 +45,7 @@ from ._extras import require
 with require("proxyproto.trio"):
     import trio
 
+from . import _accept
 from ._address import from_sockaddr, peername, socket_family
 from ._config import ProxyProtocolConfig
 from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
@@ -336,19 +337,26 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         A :class:`trio.SocketListener`'s socket is accepted here, as its own ``accept()`` does
         (the same errors raised, the same ones skipped), to keep the address ``accept()``
         returns: a peer that resets at once (a health check) has none to ask for afterwards.
+        Running out of descriptors (``EMFILE`` and the like) is waited out, as
+        :func:`trio.serve_listeners` does, and logged rate-limited (:mod:`proxyproto._accept`).
         """
         listener = self.listener
         if not isinstance(listener, trio.SocketListener):
-            return await listener.accept(), None
+            return await _accept.accept_retrying(listener.accept, repr(listener)), None
         while True:
             try:
                 sock, sockaddr = await listener.socket.accept()
             except OSError as error:
                 if error.errno in _CLOSED_ERRNOS:
                     raise trio.ClosedResourceError from None
-                if error.errno not in _SKIPPED_ACCEPT_ERRNOS:
+                if error.errno in _accept.EXHAUSTION_ERRNOS:
+                    where = partial(_accept.describe_socket, listener.socket)
+                    await _accept.wait_out(error, where, sleep=trio.sleep)
+                elif error.errno not in _SKIPPED_ACCEPT_ERRNOS:
                     raise
             else:
+                if _accept.exhaustion.in_streak:
+                    _accept.exhaustion.succeeded()
                 return trio.SocketStream(sock), _address(sockaddr)
 
     async def _handshake(self, transport: trio.abc.Stream, peer: PeerAddress = None) -> None:
