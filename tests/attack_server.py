@@ -15,12 +15,14 @@ logs the ``proxyproto`` and ``asyncio`` loggers to stderr, and serves on 127.0.0
   Each answers every request ``200 ok``.
 
 Headers may take a minute (``header_timeout=60``), so that idle connections stay open as long as
-a test holds them.
+a test holds them; ``ATTACK_HEADER_TIMEOUT`` and ``ATTACK_MAX_PENDING`` in the environment set
+``header_timeout`` and ``max_pending_handshakes`` instead (the flood benchmark's server).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import socket
 import sys
@@ -61,8 +63,11 @@ def main() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
     import proxyproto as pp
 
-    config = pp.ProxyProtocolConfig(header_timeout=60.0)
-    if KIND in ("anyio-asyncio", "anyio-trio", "plain-asyncio", "plain-trio"):
+    config = pp.ProxyProtocolConfig(
+        header_timeout=float(os.environ.get("ATTACK_HEADER_TIMEOUT", 60.0)),
+        max_pending_handshakes=int(os.environ.get("ATTACK_MAX_PENDING", 1024)),
+    )
+    if KIND.partition("-")[0] in ("anyio", "plain"):
         import anyio
         from anyio.abc import SocketAttribute
 

@@ -250,7 +250,7 @@ def exhaust(server: CliProcess, warning: str) -> list[socket.socket]:
     try:
         for _ in range(NOFILE * 4):
             held.append(socket.create_connection(server.address, timeout=TIMEOUT))
-            if saw(server, warning, wait=0.02 if len(held) < NOFILE // 2 else 0.2):
+            if saw(server, warning, wait=0.005 if len(held) < NOFILE else 0.5):
                 return held
         raise AssertionError(f"never ran out of descriptors: {server.drain()}")
     except BaseException:
