@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -38,7 +39,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 import proxyproto as pp
 from cli_process import PROXYPROTO, TIMEOUT, Address, CliProcess
 from proxyproto import _accept
-from proxyproto._backpressure import bound_reading
+from proxyproto._backpressure import HIGH_WATER, LOW_WATER, _BoundedQueue, bound_reading
 
 HOST = "127.0.0.1"
 HEADER = pp.Header.proxy(("192.0.2.1", 56324), ("198.51.100.7", 443)).to_bytes()
@@ -555,7 +556,7 @@ def test_bound_reading_leaves_other_streams_alone() -> None:
 
 @pytest.mark.anyio
 async def test_bound_reading_pauses_an_accepted_asyncio_stream(anyio_backend: str) -> None:
-    """After the handshake, the transport is paused on asyncio (nothing to do on trio), and a
+    """After the handshake, the read queue is bounded on asyncio (nothing to do on trio), and a
     receive() still gets every byte."""
     with anyio.fail_after(TIMEOUT):
         async with await socket_listener() as inner:
@@ -565,13 +566,46 @@ async def test_bound_reading_pauses_an_accepted_asyncio_stream(anyio_backend: st
                 transport = await inner.accept()
                 proxied = await pp.ProxiedStream.wrap(transport)
                 async with proxied:
-                    asyncio_transport = getattr(transport, "_transport", None)
+                    protocol: Any = getattr(transport, "_protocol", None)
                     if anyio_backend == "asyncio":
-                        assert asyncio_transport is not None
-                        assert not asyncio_transport.is_reading()
+                        assert isinstance(protocol.read_queue, _BoundedQueue)
                     got = b""
                     while len(got) < len(b"firstsecond"):
                         if got == b"first":
                             await client.send(b"second")
                         got += await proxied.receive()
                     assert got == b"firstsecond"
+
+
+def test_the_bounded_queue_pauses_above_high_water_and_resumes_at_low_water() -> None:
+    calls: list[str] = []
+    reading = [True]
+
+    def pause() -> None:
+        calls.append("pause")
+        reading[0] = False
+
+    def resume() -> None:
+        calls.append("resume")
+        reading[0] = True
+
+    protocol = type("Protocol", (), {"is_at_eof": False})()
+    queue = _BoundedQueue(deque([b"x" * 10]), protocol, lambda: reading[0], pause)
+    queue.resume_reading = resume
+    chunk = b"y" * (HIGH_WATER // 4)
+    while reading[0]:
+        queue.append(chunk)  # what data_received() does
+    assert calls == ["pause"]
+    assert HIGH_WATER < queue.size <= HIGH_WATER + len(chunk)
+    while queue.size > LOW_WATER:
+        assert calls == ["pause"]
+        queue.popleft()  # what receive() does
+    assert calls == ["pause", "resume"]
+    taken = queue.popleft()
+    queue.appendleft(taken[:5])  # receive() giving back what max_bytes left over
+    assert queue.size == sum(map(len, queue))
+    protocol.is_at_eof = True
+    reading[0] = False
+    while queue:
+        queue.popleft()
+    assert calls == ["pause", "resume"]  # never resumed at EOF
