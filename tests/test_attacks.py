@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import resource
+import signal
 import socket
 import ssl
 import subprocess
@@ -27,7 +28,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -222,21 +223,31 @@ def limited(nofile: int) -> Callable[[], None]:
 
 
 @contextmanager
-def launch(command: list[str], *, nofile: int = 0) -> Iterator[CliProcess]:
-    """Run ``command`` (under ``RLIMIT_NOFILE`` ``nofile``), wait for its listening line."""
+def launch(command: list[str], *, nofile: int = 0, group: bool = False) -> Iterator[CliProcess]:
+    """Run ``command`` (under ``RLIMIT_NOFILE`` ``nofile``), wait for its listening line.
+
+    With ``group``, in a session of its own, killed whole at the end (a server with workers).
+    """
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tests = str(Path(__file__).parent)  # asgi_client_app, for proxyproto hypercorn
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=limited(nofile) if nofile else None,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=environment,
+        start_new_session=group,
     )
     running = CliProcess(process)
     try:
         running.start()
         yield running
     finally:
+        if group:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         running.kill()
 
 
@@ -609,3 +620,24 @@ def test_the_bounded_queue_pauses_above_high_water_and_resumes_at_low_water() ->
     while queue:
         queue.popleft()
     assert calls == ["pause", "resume"]  # never resumed at EOF
+
+
+def test_hypercorn_workers_survive_running_out_of_descriptors(
+    certificates: tuple[ssl.SSLContext, str, str],
+) -> None:
+    """``proxyproto hypercorn --workers 2`` on asyncio with TLS: a worker that ran out of
+    descriptors used to die, and the supervisor then stopped the whole server."""
+    pytest.importorskip("hypercorn")
+    context, certfile, keyfile = certificates
+    command = [*PROXYPROTO, "hypercorn", "asgi_client_app:app", "--bind", f"{HOST}:0"]
+    command += ["--workers", "2", "--worker-class", "asyncio"]
+    command += ["--certfile", certfile, "--keyfile", keyfile]
+
+    def ask(sock: socket.socket) -> bytes:
+        sock.sendall(HEADER)
+        with context.wrap_socket(sock, server_hostname="localhost") as secure:
+            secure.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            return read_some(secure, b"}")
+
+    with launch(command, nofile=NOFILE, group=True) as server:
+        survives_exhaustion(server, ask, b"200", OUR_WARNING)
