@@ -23,9 +23,10 @@ One background task, the acceptor, takes connections from the inner listener and
 one's handshake in the nursery; a handshake that ends with a ready stream queues it and wakes one
 ``accept()`` parked on a :class:`trio.lowlevel.ParkingLot`. The acceptor starts with the first
 ``accept()`` and stops while :data:`_READY_AHEAD` handshaken streams wait (so connections stay in
-the kernel's backlog when nobody accepts), starting again when one is taken. An error from the
-inner listener's ``accept()`` (``EMFILE`` and the like) stops it and is raised by the next
-``accept()``, as it would be without us, and the call after that starts it again. So a silent
+the kernel's backlog when nobody accepts), starting again when one is taken. Running out of
+descriptors (``EMFILE`` and the like) is waited out there, as :func:`trio.serve_listeners` does
+(:mod:`proxyproto._accept`); another error from the inner listener's ``accept()`` stops it and
+is raised by the next ``accept()``, and the call after that starts it again. So a silent
 client costs a task and a socket until its deadline, never anyone else's ``accept()``, and a
 connection costs one wake-up of ``accept()``, not the cancellation of a pending inner
 ``accept()``.
@@ -278,8 +279,8 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         """The next connection whose handshake is over.
 
         :raises trio.ClosedResourceError: the listener was closed.
-        :raises OSError: the inner listener's ``accept()`` failed (``EMFILE``, say); the next call
-            accepts again.
+        :raises OSError: the inner listener's ``accept()`` failed (``EIO``, say: ``EMFILE`` and
+            the like are waited out); the next call accepts again.
         """
         if self._ready:
             await trio.lowlevel.checkpoint()
