@@ -118,16 +118,20 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Parse/build timings beside the Python peers, the anyio adapter against plain anyio,
-    Hypercorn/Uvicorn with vs without proxyproto, and ``proxyproto relay`` against HAProxy.
+    Hypercorn/Uvicorn with vs without proxyproto, ``proxyproto relay`` against HAProxy, and the
+    servers under attack (a peer that never reads, no descriptors left, a slowloris flood).
 
     Arguments go to every script (``nox -s bench -- --quick``).
     """
-    session.install(".[hypercorn,uvicorn]", "proxy-protocol", "gunicorn", "twisted", "trio")
+    session.install(
+        ".[hypercorn,uvicorn]", "proxy-protocol", "gunicorn", "twisted", "trio", "trustme"
+    )
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_anyio.py", "--json-merge", *session.posargs)
     session.run("python", "bench/bench_asgi.py", "--json-merge", *session.posargs)
     # needs haproxy on PATH (or /usr/sbin); without it the script says so and exits 0
     session.run("python", "bench/bench_relay.py", "--json-merge", *session.posargs)
+    session.run("python", "bench/bench_attacks.py", "--json-merge", *session.posargs)
 
 
 @nox.session(python=FUZZ_PYTHON)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import errno
 import logging
 import socket
 import ssl
@@ -16,6 +17,7 @@ import trio.testing
 import trustme
 
 import proxyproto as pp
+from proxyproto import _accept
 from proxyproto.trio import ProxiedSocket, ProxiedStream, ProxyProtocolListener
 
 pytestmark = pytest.mark.anyio
@@ -274,17 +276,18 @@ async def test_accept_directly_and_aclose() -> None:
 
 
 class _FailingOnce(trio.abc.Listener[trio.abc.Stream]):
-    """A listener whose first accept() fails (too many open files), then serves ``streams``."""
+    """A listener whose first accept() fails (with ``error``), then serves ``streams``."""
 
-    def __init__(self, streams: list[trio.abc.Stream]) -> None:
+    def __init__(self, streams: list[trio.abc.Stream], error: OSError) -> None:
         self.streams = streams
+        self.error = error
         self.failed = False
 
     async def accept(self) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
         if not self.failed:
             self.failed = True
-            raise OSError(24, "Too many open files")
+            raise self.error
         if not self.streams:
             await trio.sleep_forever()
         return self.streams.pop(0)
@@ -297,12 +300,33 @@ async def test_an_inner_accept_error_reaches_the_caller_then_accepting_goes_on()
     client, server = trio.testing.memory_stream_pair()
     await client.send_all(HEADER.to_bytes() + b"after")
     with trio.fail_after(TIME_LIMIT):
-        async with ProxyProtocolListener(_FailingOnce([server])) as listener:
-            with pytest.raises(OSError, match="Too many open files"):
-                await listener.accept()  # as trio.serve_listeners expects: it waits and retries
+        failing = _FailingOnce([server], OSError(errno.EIO, "Input/output error"))
+        async with ProxyProtocolListener(failing) as listener:
+            with pytest.raises(OSError, match="Input/output error"):
+                await listener.accept()
             stream = await listener.accept()
             assert stream.header == HEADER
             assert await stream.receive_some() == b"after"
+
+
+async def test_running_out_of_descriptors_is_waited_out(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EMFILE from the inner listener is retried, as trio.serve_listeners would, and logged."""
+    monkeypatch.setattr(_accept, "exhaustion", _accept.Exhaustion())  # a fresh rate limit
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(HEADER.to_bytes() + b"after")
+    caplog.set_level(logging.INFO, logger="proxyproto")
+    with trio.fail_after(TIME_LIMIT):
+        failing = _FailingOnce([server], OSError(errno.EMFILE, "Too many open files"))
+        async with ProxyProtocolListener(failing) as listener:
+            stream = await listener.accept()
+            assert stream.header == HEADER
+            assert await stream.receive_some() == b"after"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "EMFILE" in warnings[0].getMessage()
+    assert any("works again" in r.getMessage() for r in caplog.records)
 
 
 async def test_connections_are_taken_only_a_few_ahead_of_accept() -> None:

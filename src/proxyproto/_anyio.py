@@ -43,6 +43,8 @@ from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSStream
 
+from . import _accept
+from ._backpressure import bound_reading
 from ._config import ProxyProtocolConfig
 from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
 from ._model import Address, Header, Transport
@@ -105,7 +107,7 @@ class ProxiedStream(ByteStream):
         transport_attributes: Mapping[Any, Callable[[], Any]] | None = None,
     ) -> None:
         #: The stream the header was read from.
-        self.transport_stream = transport_stream
+        self.transport_stream = bound_reading(transport_stream)
         #: The header, or ``None`` for a direct connection.
         self.header = header
         self._leftover = leftover
@@ -263,7 +265,8 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
             if stream is not None:
                 await handler(stream)
 
-        await self.listener.serve(handle, task_group)
+        # Ours, not the inner listener's serve(): it survives EMFILE and bounds reading.
+        await _accept.serve(self.listener, handle, task_group)
 
     @asynccontextmanager
     async def ready_streams(

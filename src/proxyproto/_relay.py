@@ -49,7 +49,9 @@ import anyio
 import attrs
 from anyio.abc import ByteStream, SocketAttribute
 
+from . import _accept
 from ._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, header_for
+from ._backpressure import bound_reading
 from ._cli.args import connect_address, listen_address, network, proxy_config, seconds
 from ._cli.output import format_address
 from ._cli.output import os_error_text as _os_error_text
@@ -200,7 +202,7 @@ class Relay:
                     async with listener:
                         task_status.started()
                         with self._accepting:
-                            await inner.serve(handle, connections)
+                            await _accept.serve(inner, handle, connections)
                 finally:
                     self.closed.set()
                 # Not accepting any more, and the listening socket is closed.
@@ -259,7 +261,7 @@ class Relay:
         for target in target_order(settings.targets, settings.balance, client):
             try:
                 with anyio.fail_after(settings.connect_timeout):
-                    return target, await anyio.connect_tcp(*target)
+                    return target, bound_reading(await anyio.connect_tcp(*target))
             except TimeoutError:
                 errors.append(f"{format_address(target)}: no answer")
             except OSError as error:

@@ -23,9 +23,10 @@ One background task, the acceptor, takes connections from the inner listener and
 one's handshake in the nursery; a handshake that ends with a ready stream queues it and wakes one
 ``accept()`` parked on a :class:`trio.lowlevel.ParkingLot`. The acceptor starts with the first
 ``accept()`` and stops while :data:`_READY_AHEAD` handshaken streams wait (so connections stay in
-the kernel's backlog when nobody accepts), starting again when one is taken. An error from the
-inner listener's ``accept()`` (``EMFILE`` and the like) stops it and is raised by the next
-``accept()``, as it would be without us, and the call after that starts it again. So a silent
+the kernel's backlog when nobody accepts), starting again when one is taken. Running out of
+descriptors (``EMFILE`` and the like) is waited out there, as :func:`trio.serve_listeners` does
+(:mod:`proxyproto._accept`); another error from the inner listener's ``accept()`` stops it and
+is raised by the next ``accept()``, and the call after that starts it again. So a silent
 client costs a task and a socket until its deadline, never anyone else's ``accept()``, and a
 connection costs one wake-up of ``accept()``, not the cancellation of a pending inner
 ``accept()``.
@@ -45,6 +46,7 @@ from ._extras import require
 with require("proxyproto.trio"):
     import trio
 
+from . import _accept
 from ._address import from_sockaddr, peername, socket_family
 from ._config import ProxyProtocolConfig
 from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
@@ -277,8 +279,8 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         """The next connection whose handshake is over.
 
         :raises trio.ClosedResourceError: the listener was closed.
-        :raises OSError: the inner listener's ``accept()`` failed (``EMFILE``, say); the next call
-            accepts again.
+        :raises OSError: the inner listener's ``accept()`` failed (``EIO``, say: ``EMFILE`` and
+            the like are waited out); the next call accepts again.
         """
         if self._ready:
             await trio.lowlevel.checkpoint()
@@ -336,19 +338,26 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         A :class:`trio.SocketListener`'s socket is accepted here, as its own ``accept()`` does
         (the same errors raised, the same ones skipped), to keep the address ``accept()``
         returns: a peer that resets at once (a health check) has none to ask for afterwards.
+        Running out of descriptors (``EMFILE`` and the like) is waited out, as
+        :func:`trio.serve_listeners` does, and logged rate-limited (:mod:`proxyproto._accept`).
         """
         listener = self.listener
         if not isinstance(listener, trio.SocketListener):
-            return await listener.accept(), None
+            return await _accept.accept_retrying(listener.accept, repr(listener)), None
         while True:
             try:
                 sock, sockaddr = await listener.socket.accept()
             except OSError as error:
                 if error.errno in _CLOSED_ERRNOS:
                     raise trio.ClosedResourceError from None
-                if error.errno not in _SKIPPED_ACCEPT_ERRNOS:
+                if error.errno in _accept.EXHAUSTION_ERRNOS:
+                    where = partial(_accept.describe_socket, listener.socket)
+                    await _accept.wait_out(error, where, sleep=trio.sleep)
+                elif error.errno not in _SKIPPED_ACCEPT_ERRNOS:
                     raise
             else:
+                if _accept.exhaustion.in_streak:
+                    _accept.exhaustion.succeeded()
                 return trio.SocketStream(sock), _address(sockaddr)
 
     async def _handshake(self, transport: trio.abc.Stream, peer: PeerAddress = None) -> None:

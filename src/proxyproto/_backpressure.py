@@ -1,0 +1,185 @@
+"""Read backpressure for anyio's asyncio socket streams: :func:`bound_reading`.
+
+Theory of operation
+-------------------
+anyio (4.16) serves a socket stream on asyncio with a protocol that queues every chunk the
+transport reads (``read_queue``, a deque). Its ``receive()`` pops the queue; only when the queue is
+empty does it resume the transport, wait for data, and pause the transport again. A stream from
+:func:`anyio.connect_tcp` starts paused, so it reads only while someone waits in ``receive()``.
+An *accepted* stream starts reading and is only paused after a ``receive()`` that had to wait:
+one whose reader always finds data queued -- a peer that sends faster than the application
+reads, or that never reads what the application sends back, so the application stops reading --
+never pauses, and the queue grows without bound (gigabytes in seconds on loopback). Behind a
+proxy this is every connection: the header and the first bytes come in one segment, so the
+handshake's first ``receive()`` finds data.
+
+:func:`bound_reading` gives the stream the flow control of asyncio's own ``StreamReader``: its
+protocol's queue becomes a :class:`_BoundedQueue`, which counts the bytes it holds, pauses the
+transport when they pass :data:`HIGH_WATER` and resumes it when ``receive()`` has taken them
+down to :data:`LOW_WATER` -- also after anyio's own pause at the end of a ``receive()`` that
+waited, so the transport keeps reading ahead of the application as it does today (pausing
+after every such ``receive()`` instead halves bulk throughput: a ``receive()`` would then get
+one read's worth per trip through the event loop). What a connection holds is then at most
+:data:`HIGH_WATER` plus one read of the event loop (256 KiB) beyond the kernel's buffers.
+
+Where the queue cannot be replaced, the transport is only paused, once: anyio's ``receive()``
+then reads while it waits, as on its connected streams -- bounded, slower for bulk.
+
+A :class:`~proxyproto.ProxiedStream` calls it on its transport when it is made, that is once the
+handshake is over (the handshake's first ``receive()`` stays a fast path; what comes in during a
+handshake is bounded by its deadline). So every stream handed to an application by a
+:class:`~proxyproto.ProxyProtocolListener` (Hypercorn's TLS binds, ``proxyproto echo``) or by
+:meth:`ProxiedStream.wrap` is bounded, and every stream the relay reads from: its inbound ones
+are ProxiedStreams, and it bounds its connections to targets itself.
+
+This reaches into anyio's private attributes (``SocketStream._transport`` and ``._protocol``,
+``StreamProtocol.read_queue``), so every step is guarded: it acts only on a class whose
+``receive()`` itself resumes and pauses the transport and pops ``read_queue`` (read from its
+code object, once per class), and replaces the queue only if it is a plain deque that the
+protocol's ``data_received()`` appends to. An anyio that renames or reworks any of it makes
+:func:`bound_reading` do less or nothing -- at worst today's unbounded behaviour, never an error
+and never a transport paused that nobody would resume. trio's streams read the socket only when
+asked and need nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, TypeVar
+
+__all__ = ["bound_reading"]
+
+T = TypeVar("T")
+
+#: Per stream class: whether its instances are anyio asyncio socket streams we know how to bound.
+_BOUNDABLE: dict[type, bool] = {}
+
+#: Bytes queued past which the transport is paused (asyncio's StreamReader pauses at 2 x 64 KiB;
+#: larger here, so that bulk transfers pause seldom).
+HIGH_WATER = 1 << 20
+
+#: Bytes queued at or below which a paused transport is resumed.
+LOW_WATER = HIGH_WATER // 2
+
+#: How deep to look through wrappers (``transport_stream`` of ProxiedStream, TLSStream, ...).
+_MAX_DEPTH = 4
+
+
+def bound_reading(stream: T) -> T:
+    """Pause ``stream``'s asyncio transport until a ``receive()`` waits; return ``stream``.
+
+    Looks through wrappers that have a ``transport_stream`` (a ProxiedStream, a TLSStream) to the
+    socket stream. Does nothing on trio, on streams that are not anyio's asyncio socket streams,
+    on a transport already paused or closing, and on an anyio whose internals are not the ones
+    this was written for.
+    """
+    target: Any = stream
+    for _ in range(_MAX_DEPTH):
+        kind = type(target)
+        boundable = _BOUNDABLE.get(kind)
+        if boundable is None:
+            boundable = _BOUNDABLE[kind] = _is_boundable(kind)
+        if boundable:
+            _pause(target)
+            break
+        target = getattr(target, "transport_stream", None)
+        if target is None:
+            break
+    return stream
+
+
+def _is_boundable(kind: type) -> bool:
+    """Whether ``kind`` is an anyio asyncio socket stream whose ``receive()`` resumes reading.
+
+    A pause is only safe where ``receive()`` resumes the transport when it finds nothing queued
+    (and pauses it after): that is what anyio's ``connect_tcp`` streams rely on. The names it uses
+    are read from the method's code object, so a ``receive()`` that no longer does is left alone.
+    """
+    if not kind.__module__.startswith("anyio._backends._asyncio"):
+        return False
+    code = getattr(getattr(kind, "receive", None), "__code__", None)
+    if code is None:
+        return False
+    names = set(code.co_names)
+    return {"_transport", "_protocol", "resume_reading", "pause_reading"} <= names
+
+
+def _pause(stream: Any) -> None:
+    transport = getattr(stream, "_transport", None)
+    is_reading = getattr(transport, "is_reading", None)
+    pause_reading = getattr(transport, "pause_reading", None)
+    resume_reading = getattr(transport, "resume_reading", None)
+    if is_reading is None or pause_reading is None or resume_reading is None:
+        return
+    protocol: Any = getattr(stream, "_protocol", None)
+    try:
+        if _queue_replaceable(type(stream), protocol):
+            queue = _BoundedQueue(protocol.read_queue, protocol, is_reading, pause_reading)
+            queue.resume_reading = resume_reading
+            protocol.read_queue = queue
+            if queue.size > HIGH_WATER:
+                queue.pause()
+        elif is_reading():
+            pause_reading()
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        # A transport that cannot pause (or is closing in a way we did not foresee): as before.
+        pass
+
+
+#: Per protocol class: whether its read_queue can be replaced (its data_received() appends).
+_QUEUE_REPLACEABLE: dict[type, bool] = {}
+
+
+def _queue_replaceable(kind: Any, protocol: Any) -> bool:
+    queue = getattr(protocol, "read_queue", None)
+    if type(queue) is not deque:  # a _BoundedQueue already, or not what we know
+        return False
+    if not {"read_queue", "popleft"} <= set(kind.receive.__code__.co_names):
+        return False
+    if not isinstance(getattr(protocol, "is_at_eof", None), bool):
+        return False
+    protocol_kind = type(protocol)
+    replaceable = _QUEUE_REPLACEABLE.get(protocol_kind)
+    if replaceable is None:
+        code = getattr(getattr(protocol_kind, "data_received", None), "__code__", None)
+        replaceable = code is not None and {"read_queue", "append"} <= set(code.co_names)
+        _QUEUE_REPLACEABLE[protocol_kind] = replaceable
+    return replaceable
+
+
+class _BoundedQueue(deque[bytes]):
+    """anyio's read queue, counting its bytes: pauses the transport above :data:`HIGH_WATER`,
+    resumes it at :data:`LOW_WATER` or below when ``receive()`` takes a chunk."""
+
+    def __init__(
+        self, chunks: deque[bytes], protocol: Any, is_reading: Any, pause_reading: Any
+    ) -> None:
+        super().__init__(chunks)
+        self.size = sum(map(len, chunks))
+        self.protocol = protocol
+        self.is_reading = is_reading
+        self.pause_reading = pause_reading
+        self.resume_reading: Any = None
+
+    def pause(self) -> None:
+        if self.is_reading():
+            self.pause_reading()
+
+    def append(self, chunk: bytes) -> None:  # data_received()
+        super().append(chunk)
+        self.size += len(chunk)
+        if self.size > HIGH_WATER:
+            self.pause()
+
+    def appendleft(self, chunk: bytes) -> None:  # receive() gives back what max_bytes left
+        super().appendleft(chunk)
+        self.size += len(chunk)
+
+    def popleft(self) -> bytes:  # receive()
+        chunk = super().popleft()
+        self.size -= len(chunk)
+        # Paused by us above the high-water mark, or by anyio's receive() after it waited: read
+        # ahead again (not at EOF: a resumed transport would report it a second time).
+        if self.size <= LOW_WATER and not self.is_reading() and not self.protocol.is_at_eof:
+            self.resume_reading()
+        return chunk
