@@ -108,8 +108,9 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Sphinx, warnings as errors, then every example in the docs run as a doctest."""
-    # The integrations are documented from their docstrings: autodoc imports them.
-    session.install(".[docs,trio,hypercorn,uvicorn,testing]")
+    # The integrations are documented from their docstrings: autodoc imports them (and the
+    # pytest plugin, pytest).
+    session.install(".[docs,test,trio,hypercorn,uvicorn,testing]")
     common = ["-W", "--keep-going", "-E", "docs"]
     session.run("sphinx-build", "-b", "html", *common, "docs/_build/html")
     session.run("sphinx-build", "-b", "doctest", *common, "docs/_build/doctest")
