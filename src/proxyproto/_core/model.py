@@ -271,7 +271,9 @@ class Header:
         >>> Header.proxy(("2001:db8::1", 1234), ("2001:db8::2", 443), version=1).to_bytes()
         b'PROXY TCP6 2001:db8::1 2001:db8::2 1234 443\\r\\n'
         """
-        return _builder.proxy_header(cls, source, destination, version, transport, tlvs)
+        from . import builder  # call time: the codec imports this module
+
+        return builder.proxy_header(cls, source, destination, version, transport, tlvs)
 
     @classmethod
     def local(cls, *, tlvs: TLVs | None = None) -> Header:
@@ -286,7 +288,9 @@ class Header:
     @staticmethod
     def parse(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
         """Same as :func:`proxyproto.parse`."""
-        return _parser.parse(data)
+        from . import parser  # call time: the codec imports this module
+
+        return parser.parse(data)
 
     def to_bytes(self, *, crc32c: bool = False, pad_to: int | None = None) -> bytes:
         """Encode as v1 or v2, per :attr:`version`.
@@ -294,7 +298,9 @@ class Header:
         v2 only: ``crc32c=True`` appends a CRC32C TLV computed over the whole header;
         ``pad_to=N`` appends a NOOP TLV so that the header is exactly N bytes long.
         """
-        return _builder.encode(self, crc32c, pad_to)
+        from . import builder  # call time: the codec imports this module
+
+        return builder.encode(self, crc32c, pad_to)
 
 
 # --- the parser's constructors ----------------------------------------------------------------
@@ -450,7 +456,3 @@ def _make_ssl(
     _s_client_cert(ssl, client_cert)
     _s_raw(ssl, raw)
     return ssl
-
-
-# At the bottom: these import the names above.
-from . import _builder, _parser  # noqa: E402
