@@ -15,6 +15,12 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    # Header's codec methods call the builder and the parser, which build Headers, so this module
+    # cannot import them: proxyproto._core (the package, always imported before any module of it)
+    # imports them after this one and binds them here, as these two names.
+    from . import builder as _builder
+    from . import parser as _parser
+
 __all__ = [
     "Address",
     "Command",
@@ -271,9 +277,7 @@ class Header:
         >>> Header.proxy(("2001:db8::1", 1234), ("2001:db8::2", 443), version=1).to_bytes()
         b'PROXY TCP6 2001:db8::1 2001:db8::2 1234 443\\r\\n'
         """
-        from . import builder  # call time: the codec imports this module
-
-        return builder.proxy_header(cls, source, destination, version, transport, tlvs)
+        return _builder.proxy_header(cls, source, destination, version, transport, tlvs)
 
     @classmethod
     def local(cls, *, tlvs: TLVs | None = None) -> Header:
@@ -288,9 +292,7 @@ class Header:
     @staticmethod
     def parse(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
         """Same as :func:`proxyproto.parse`."""
-        from . import parser  # call time: the codec imports this module
-
-        return parser.parse(data)
+        return _parser.parse(data)
 
     def to_bytes(self, *, crc32c: bool = False, pad_to: int | None = None) -> bytes:
         """Encode as v1 or v2, per :attr:`version`.
@@ -298,9 +300,7 @@ class Header:
         v2 only: ``crc32c=True`` appends a CRC32C TLV computed over the whole header;
         ``pad_to=N`` appends a NOOP TLV so that the header is exactly N bytes long.
         """
-        from . import builder  # call time: the codec imports this module
-
-        return builder.encode(self, crc32c, pad_to)
+        return _builder.encode(self, crc32c, pad_to)
 
 
 # --- the parser's constructors ----------------------------------------------------------------
