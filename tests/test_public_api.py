@@ -79,7 +79,13 @@ ADAPTER_MODULES = (
 
 
 @pytest.mark.parametrize(
-    "module", ["proxyproto", "proxyproto._core.parser", "proxyproto._core.builder"]
+    "module",
+    [
+        "proxyproto",
+        "proxyproto._core.parser",
+        "proxyproto._core.builder",
+        "proxyproto._handshake.engine",
+    ],
 )
 def test_importing_the_core_imports_no_io_library(module: str) -> None:
     # A fresh interpreter: this one has imported everything already.
