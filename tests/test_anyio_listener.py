@@ -41,7 +41,7 @@ from anyio.abc import ByteStream, Listener, SocketAttribute, SocketListener, Soc
 from anyio.streams.stapled import MultiListener
 
 import proxyproto as pp
-from proxyproto._engine import RefusalLog
+from proxyproto._handshake.engine import RefusalLog
 
 HOST = "127.0.0.1"
 DESTINATION = ("198.51.100.10", 443)
