@@ -221,7 +221,7 @@ class UvicornServer(Server):
     def statistics(self) -> Any:
         import proxyproto.uvicorn
 
-        return proxyproto.uvicorn.statistics()  # type: ignore[attr-defined]
+        return proxyproto.uvicorn.statistics()
 
 
 class HypercornServer(Server):
@@ -230,7 +230,7 @@ class HypercornServer(Server):
     def statistics(self) -> Any:
         import proxyproto.hypercorn
 
-        return proxyproto.hypercorn.statistics()  # type: ignore[attr-defined]
+        return proxyproto.hypercorn.statistics()
 
 
 class RelayServer(Server):

@@ -524,8 +524,10 @@ def show_peer(peer: object) -> str:
 
 
 class RefusalLog:
-    """Logs one listener's refusals: the first :attr:`BURST` in each :attr:`PERIOD` seconds one
-    line each, the rest counted and told in one summary line per window, by kind.
+    """Logs one listener's refusals: the first :attr:`BURST` of each kind in each :attr:`PERIOD`
+    seconds one line each, the rest counted and told in one summary line per window, by kind.
+    The budget is per kind, so that a flood of one kind (health checks that connect and leave,
+    say) never hides the first refusals of another.
 
     ``message`` is the line's format, with the peer and the reason; ``clock`` the surface's
     (seconds, monotonic). The summary of a window is logged by the first refusal after it.
@@ -548,7 +550,7 @@ class RefusalLog:
         self._what = what
         self._failure = failure
         self._start: float | None = None
-        self._logged = 0
+        self._logged: dict[RefusalKind, int] = {}
         self._not_logged: dict[RefusalKind, int] = {}
 
     def refused(self, kind: RefusalKind, peer: object, reason: str) -> None:
@@ -569,9 +571,10 @@ class RefusalLog:
             if self._not_logged:
                 self._summarise()
             self._start = now
-            self._logged = 0
-        if self._logged < self.BURST:
-            self._logged += 1
+            self._logged = {}
+        logged = self._logged.get(kind, 0)
+        if logged < self.BURST:
+            self._logged[kind] = logged + 1
             return True
         self._not_logged[kind] = self._not_logged.get(kind, 0) + 1
         return False
