@@ -20,7 +20,8 @@ everything else, so that no behaviour is decided in two places:
 * :class:`RefusalKind` names every way a handshake ends without a connection, with its log
   level; :class:`Counters` counts them (a snapshot is :class:`ListenerStatistics`), and
   :class:`RefusalLog` logs them, one line each for the first ten of each kind in a ten-second
-  window and a summary line for the rest, so a flood gives periodic summaries, not a line per connection.
+  window and a summary line for the rest, so a flood gives periodic summaries, not a line per
+  connection.
 * :class:`Admission` bounds the partial handshakes (``max_pending_handshakes``): when that many
   are under way, a new one evicts the oldest of those partial for ``eviction_age``, in a batch
   if need be, and never waits.
