@@ -57,6 +57,7 @@ from ._config import ProxyProtocolConfig
 from ._engine import ListenerStatistics, surface_statistics
 from ._model import Address, Header
 from ._policy import Policy, trusted_proxies
+from ._servers.asgi_scope import AsgiConnectionApp
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -361,6 +362,9 @@ class _ProxyProtocolMixin(_Base):
 
     def _pp_accept(self, header: Header | None, leftover: bytes) -> None:
         super().connection_made(self._pp_transport)
+        # scope["extensions"]["proxy_protocol"] on every request of the connection.
+        handshake = self._pp_handshake
+        self.app = AsgiConnectionApp(self.app, handshake.header, handshake.peer)
         if header is not None:
             # Where Uvicorn keeps the client for the scope and its log lines: what it would have
             # made of a transport whose peer is the header's source (get_remote_addr()).
@@ -382,15 +386,21 @@ class _ProxyProtocolMixin(_Base):
         # Uvicorn's WebSocket protocols take the client from the transport they are given: a
         # transport whose peer is the header's source (a direct peer's, its scope id kept).
         source = self._pp_source
+        transport = self.transport
         if source is None:
             super().handle_websocket_upgrade(*args)
-            return
-        transport = self.transport
-        self.transport = _ProxiedTransport(transport, source)
-        try:
-            super().handle_websocket_upgrade(*args)
-        finally:
-            self.transport = transport
+        else:
+            self.transport = _ProxiedTransport(transport, source)
+            try:
+                super().handle_websocket_upgrade(*args)
+            finally:
+                self.transport = transport
+        # The WebSocket protocol took the app from the config, and calls it from a task that has
+        # not run yet: its scope gets the extension too.
+        protocol = transport.get_protocol()
+        if protocol is not self and hasattr(protocol, "app"):
+            handshake = self._pp_handshake
+            protocol.app = AsgiConnectionApp(protocol.app, handshake.header, handshake.peer)
 
 
 class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):

@@ -1,0 +1,1 @@
+"""What the ASGI server integrations share, and each server's internals we depend on."""
