@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from anyio.abc import ByteStream
 
 import proxyproto as pp
 from asgi_helpers import hypercorn_task, read_response, serve_lifespan, uvicorn_thread
+from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
+from interop import listen, require_haproxy
+from require_peer import ci_is_set
 
 pytest.importorskip("wsproto")
 
@@ -329,3 +334,92 @@ def test_uvicorn_untrusted_or_no_header_is_none(policy: pp.Policy, send: bytes) 
     uvicorn_protocols()
     me, answer = uvicorn_exchange("h11", send + REQUEST, pp.ProxyProtocolConfig(policy=policy))
     assert answer == {"type": "http", "client": me, "peer": me, "header": None}
+
+
+# --- behind a real HAProxy: TLS ends there, the SSL and unique-id TLVs come here -------------
+
+
+@contextmanager
+def haproxy_tls_front(
+    ca: trustme.CA, tmp_path: Path, backend: tuple[str, int]
+) -> Iterator[tuple[str, int]]:
+    """HAProxy terminating TLS (client certificates verified by ``ca``) in HTTP mode, relaying
+    to ``backend`` with ``send-proxy-v2`` and the SSL, CN and unique-id TLVs."""
+    haproxy = require_haproxy(find_haproxy(), ci=ci_is_set())
+    combined = tmp_path / "haproxy.pem"
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(combined)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(ca_file)
+    front = ("127.0.0.1", free_port())
+    config = listen(
+        f"{hostport(*front)} ssl crt {combined} ca-file {ca_file} verify optional",
+        f"{hostport(*backend)} send-proxy-v2 proxy-v2-options ssl,cert-cn,unique-id",
+        "mode http",
+        "unique-id-format req-%rt",
+    )
+    with HAProxy(config, binary=haproxy):
+        yield front
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    ca.issue_cert("alice@example.org", common_name="alice").configure_cert(context)
+    return context
+
+
+def haproxy_expected(peer_host: str) -> dict[str, Any]:
+    return {
+        "source_host": "127.0.0.1",
+        "peer_host": peer_host,
+        "vpce": None,
+        "cn": "alice",
+        "verified": True,
+        "unique_id": "req-0",
+    }
+
+
+def summary(answer: dict[str, Any]) -> dict[str, Any]:
+    header = answer["header"]
+    return {
+        "source_host": header["source"][0],
+        "peer_host": answer["peer"][0],
+        "vpce": header["vpce"],
+        "cn": header["cn"],
+        "verified": header["verified"],
+        "unique_id": header["unique_id"],
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.haproxy
+async def test_hypercorn_behind_haproxy_with_ssl_and_unique_id_tlvs(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    async with hypercorn_task(app) as port:
+        with haproxy_tls_front(ca, tmp_path, ("127.0.0.1", port)) as front:
+            stream = await anyio.connect_tcp(
+                *front, ssl_context=client_context(ca), tls_hostname="localhost"
+            )
+            async with stream:
+                await stream.send(REQUEST)
+                answer = await http1_answer(stream)
+    assert summary(answer) == haproxy_expected("127.0.0.1")
+
+
+@pytest.mark.haproxy
+def test_uvicorn_behind_haproxy_with_ssl_and_unique_id_tlvs(ca: trustme.CA, tmp_path: Path) -> None:
+    import proxyproto.uvicorn as ppu
+
+    protocol = ppu._protocol_class("h11", pp.ProxyProtocolConfig())
+    with (
+        uvicorn_thread(app, http=protocol) as (address, _, _),
+        haproxy_tls_front(ca, tmp_path, address) as front,
+        socket.create_connection(front, timeout=10) as raw,
+        client_context(ca).wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(REQUEST)
+        status, answer = read_response(sock, bytearray())
+    assert status == 200
+    assert summary(answer) == haproxy_expected("127.0.0.1")
