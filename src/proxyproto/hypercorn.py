@@ -6,7 +6,9 @@ Hypercorn builds its listeners inside its worker function, with no hook for wrap
 :func:`serve` runs a worker of its own: the same steps as Hypercorn's ``worker_serve`` (lifespan,
 ``config.create_sockets()``, a :class:`~hypercorn.asyncio.tcp_server.TCPServer` per connection,
 graceful shutdown under ``graceful_timeout``) with the listeners wrapped. It uses Hypercorn's own
-classes for everything after the handshake, which is why the extra pins Hypercorn's minor version.
+classes for everything after the handshake: each Hypercorn object the copy mirrors or calls is
+listed, with its fingerprint in each release checked, in
+:mod:`proxyproto._servers.hypercorn_compat`, and a drift test names any that a release changes.
 
 Nothing here decides anything: each handshake is a :class:`proxyproto.ProxyProtocolListener`'s
 (trio: :class:`proxyproto.trio.ProxyProtocolListener`, which runs that same handshake) or, on

@@ -46,10 +46,6 @@ from ._extras import install_command, require
 
 with require("proxyproto.uvicorn"):
     import uvicorn
-    from uvicorn.config import Config
-    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-    from uvicorn.server import ServerState
 
 from ._address import asgi_client
 from ._asyncio import HandshakeClock, TransportHandshake, peer_of
@@ -59,10 +55,14 @@ from ._model import Address, Header
 from ._policy import Policy, trusted_proxies
 from ._servers.asgi_scope import AsgiConnectionApp
 
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools is not installed
-    HttpToolsProtocol = None  # type: ignore[assignment, misc]
+# Every use of Uvicorn's internals is there, with the drift test's fingerprints.
+from ._servers.uvicorn_compat import (
+    Config,
+    H11Protocol,
+    HttpToolsProtocol,
+    ProxyHeadersMiddleware,
+    ServerState,
+)
 
 __all__ = [
     "ENVIRONMENT_CONFIG",
