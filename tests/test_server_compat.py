@@ -41,7 +41,7 @@ def test_uvicorn_every_use_is_recorded_and_every_override_is_a_use() -> None:
     overridden = {
         name
         for name, value in vars(ppu._ProxyProtocolMixin).items()
-        if inspect.isfunction(value) and hasattr(ppu.H11Protocol, name)
+        if inspect.isfunction(value) and hasattr(uvicorn_compat.H11Protocol, name)
     }
     path = "uvicorn.protocols.http.h11_impl.H11Protocol"
     assert {f"{path}.{name}" for name in overridden} <= set(uvicorn_compat.USES)
