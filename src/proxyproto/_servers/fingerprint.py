@@ -1,9 +1,11 @@
 """Fingerprints of a server's code that we mirror or override, for the drift tests.
 
-A fingerprint is the SHA-256 (first 16 hex digits) of the syntax tree of a function or class as
-the installed server's source file defines it: comments, blank lines and formatting do not count;
-any change of code, signature or docstring does. The source is read, not imported, so that code
-needing an optional dependency (Uvicorn's ``websockets`` protocols) is checked too.
+A fingerprint is the SHA-256 (first 16 hex digits) of the source text of a function or class as
+the installed server's file has it, without blank lines, whole-line comments, indentation of the
+whole and trailing spaces: any other change, of code, signature, docstring or layout, counts. (The
+syntax tree would ignore layout too, but its dump differs between Python versions.) The source
+is read, not imported, so that code needing an optional dependency (Uvicorn's ``websockets``
+protocols) is checked too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import textwrap
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -23,8 +26,9 @@ MISSING = "missing"
 _DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def _definition(name: str) -> ast.AST | None:
-    """The syntax tree of ``package.module.Class.method`` (or a function) in its source file."""
+def _definition(name: str) -> str | None:
+    """The source lines of ``package.module.Class.method`` (or a function, with its decorators)
+    as its module's file has them."""
     parts = name.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         try:
@@ -35,22 +39,28 @@ def _definition(name: str) -> ast.AST | None:
             break
     else:
         return None
-    node: ast.AST = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    node: ast.AST = ast.parse(source)
     for attribute in parts[cut:]:
         body = getattr(node, "body", [])
         found = [n for n in body if isinstance(n, _DEFINITIONS) and n.name == attribute]
         if not found:
             return None
         node = found[-1]  # the last definition wins, as at run time
-    return node
+    assert isinstance(node, _DEFINITIONS)
+    start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return "\n".join(source.splitlines()[start - 1 : node.end_lineno])
 
 
 def fingerprint(name: str) -> str:
     """The fingerprint of the installed ``name``, or :data:`MISSING`."""
-    node = _definition(name)
-    if node is None:
+    source = _definition(name)
+    if source is None:
         return MISSING
-    return hashlib.sha256(ast.dump(node).encode()).hexdigest()[:16]
+    # Line numbers and the syntax tree's shape depend on the Python version; the text does not.
+    lines = [line.rstrip() for line in textwrap.dedent(source).splitlines()]
+    kept = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
 
 
 def fingerprints(names: list[str]) -> dict[str, str]:

@@ -45,45 +45,45 @@ USES: dict[str, str] = {
 #: Each object's fingerprints, and the Hypercorn releases checked that have each.
 KNOWN: dict[str, dict[str, str]] = {
     "hypercorn.trio.run.worker_serve": {
-        "5989fc6677b1ede8": "0.17.0 0.17.3",
-        "91a2dd8f7e7c82fb": "0.18.0",
+        "3135653c35b54ba0": "0.17.0 0.17.3",
+        "faa7517d9ac9212c": "0.18.0",
     },
     "hypercorn.asyncio.run.worker_serve": {
-        "7afd08f2168e97f2": "0.17.0 0.17.3",
-        "be69cf8d002a9f84": "0.18.0",
+        "0e74c5138082bc45": "0.17.0 0.17.3",
+        "89a5d0d2713b2117": "0.18.0",
     },
     "hypercorn.trio.tcp_server.TCPServer.__init__": {
-        "b6d47970de237da4": "0.17.0 0.17.3",
-        "82bea8eb4854d91f": "0.18.0",
+        "ba9078bf1eda3521": "0.17.0 0.17.3",
+        "501e8d9bd3f7db21": "0.18.0",
     },
     "hypercorn.trio.tcp_server.TCPServer.run": {
-        "6829aff6eb3a4a94": "0.17.0 0.17.3",
-        "30cfbec0b62c2e20": "0.18.0",
+        "2219efa1034b9d07": "0.17.0 0.17.3",
+        "39a9dde15a196fa7": "0.18.0",
     },
-    "hypercorn.asyncio.tcp_server.TCPServer.__init__": {"762f7f9c1fd1439f": "0.17.0 0.17.3 0.18.0"},
+    "hypercorn.asyncio.tcp_server.TCPServer.__init__": {"84bd70ebd3f10028": "0.17.0 0.17.3 0.18.0"},
     "hypercorn.asyncio.tcp_server.TCPServer.run": {
-        "7d9b5953c5ce88bc": "0.17.0 0.17.3",
-        "bae4df0e7b11f956": "0.18.0",
+        "9ddf35b581711532": "0.17.0 0.17.3",
+        "20ca014d86834f51": "0.18.0",
     },
     "hypercorn.trio.lifespan.Lifespan.__init__": {
-        "709662982496b31a": "0.17.0 0.17.3",
-        "d98b8eb276afe426": "0.18.0",
+        "e9d3169b101c9e9e": "0.17.0 0.17.3",
+        "36d11925ed42b18c": "0.18.0",
     },
-    "hypercorn.asyncio.lifespan.Lifespan.__init__": {"214ba20a4d84a432": "0.17.0 0.17.3 0.18.0"},
+    "hypercorn.asyncio.lifespan.Lifespan.__init__": {"b2fcd69f617e11a2": "0.17.0 0.17.3 0.18.0"},
     "hypercorn.trio.worker_context.WorkerContext.__init__": {
-        "a30ff311492525aa": "0.17.0 0.17.3",
-        "4404b6eb656a10a0": "0.18.0",
+        "44a6e3f5fdcdaa3b": "0.17.0 0.17.3",
+        "b7912f7abc3ed26c": "0.18.0",
     },
     "hypercorn.asyncio.worker_context.WorkerContext.__init__": {
-        "a30ff311492525aa": "0.17.0 0.17.3",
-        "4404b6eb656a10a0": "0.18.0",
+        "44a6e3f5fdcdaa3b": "0.17.0 0.17.3",
+        "b7912f7abc3ed26c": "0.18.0",
     },
-    "hypercorn.utils.wrap_app": {"676d9a162456c2da": "0.17.0 0.17.3", "6d5023f27d0911a8": "0.18.0"},
-    "hypercorn.utils.repr_socket_addr": {"bef4bf9e4b72cf37": "0.17.0 0.17.3 0.18.0"},
-    "hypercorn.config.Config.create_sockets": {"9992605c4bd6849e": "0.17.0 0.17.3 0.18.0"},
+    "hypercorn.utils.wrap_app": {"f8758eababb1035e": "0.17.0 0.17.3", "a90be8b983e2b02b": "0.18.0"},
+    "hypercorn.utils.repr_socket_addr": {"fa8bc3213e19d88c": "0.17.0 0.17.3 0.18.0"},
+    "hypercorn.config.Config.create_sockets": {"8d43601463a117f2": "0.17.0 0.17.3 0.18.0"},
     "hypercorn.config.Config.create_ssl_context": {
-        "427ea7b6651f3f1e": "0.17.0 0.17.3",
-        "38ddef61ae9277d5": "0.18.0",
+        "abe310609b9d1c85": "0.17.0 0.17.3",
+        "4e083291afb1f281": "0.18.0",
     },
 }
 

@@ -82,93 +82,95 @@ USES: dict[str, str] = {
 #: Each object's fingerprints, and the Uvicorn releases checked that have each.
 KNOWN: dict[str, dict[str, str]] = {
     "uvicorn.protocols.http.h11_impl.H11Protocol.__init__": {
-        "7aaa741097e46944": "0.36.0 0.40.0",
-        "e653567bc8024f38": "0.45.0",
-        "5ea1fd1e10d71b4f": "0.50.0 0.53.0 0.54.0 0.55.0",
+        "99607c77811dca9f": "0.36.0 0.40.0",
+        "07a582424b43d53c": "0.45.0",
+        "1abb7a78eca551d2": "0.50.0 0.53.0 0.54.0 0.55.0",
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.connection_made": {
-        "86b5f415d0f6f71d": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "d73c844ad25bfcfa": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.data_received": {
-        "54d47d5a8f55a657": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "fdbe8f1922cd7673": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.eof_received": {
-        "52c13f019c5c40f3": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "463e2d67aaf510f8": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.connection_lost": {
-        "f30f4d50d3893906": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "d1c833d52d724543": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.shutdown": {
-        "03c7eee5b8586995": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "1515cc41c7b9a0e6": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.pause_writing": {
-        "555d3061cdd8bfed": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "a3b3f38f0844f42a": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.resume_writing": {
-        "423c4cce9cd09863": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "4f7f57923e12709e": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.h11_impl.H11Protocol.handle_websocket_upgrade": {
-        "864eaea6ea700e05": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0",
-        "cf3d075d180259c0": "0.55.0",
+        "fb4fad34a6d69da7": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0",
+        "43598a3d0af99519": "0.55.0",
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.__init__": {
-        "dde99ed525863de4": "0.36.0 0.40.0",
-        "4900317813a0a844": "0.45.0",
-        "80bc5e98d525c9f5": "0.50.0 0.53.0 0.54.0 0.55.0",
+        "f0d08996e2c606e7": "0.36.0 0.40.0",
+        "a231b4fd1f4b7d88": "0.45.0",
+        "fcb8cf9a66b39003": "0.50.0 0.53.0 0.54.0 0.55.0",
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.connection_made": {
-        "86b5f415d0f6f71d": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "d73c844ad25bfcfa": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.data_received": {
-        "cfb48d758978bf71": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "bcda1a3a703b0a70": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.eof_received": {
-        "52c13f019c5c40f3": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "463e2d67aaf510f8": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.connection_lost": {
-        "b376accd2bad0c64": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "f3757183d8484706": "0.36.0 0.40.0 0.45.0",
+        "8da12f8c453a23cd": "0.50.0 0.53.0 0.54.0 0.55.0",
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.shutdown": {
-        "8d4d4fff92a24447": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "4372fe9ca7a194c2": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.pause_writing": {
-        "555d3061cdd8bfed": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "a3b3f38f0844f42a": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.resume_writing": {
-        "423c4cce9cd09863": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "4f7f57923e12709e": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.handle_websocket_upgrade": {
-        "335f26f7331bfa18": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0",
-        "16288acfe5146502": "0.55.0",
+        "ddfead7ed2206eac": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0",
+        "c6b1adec3da787aa": "0.55.0",
     },
     "uvicorn.protocols.websockets.wsproto_impl.WSProtocol.__init__": {
-        "f5b2af185dec4381": "0.36.0 0.40.0",
-        "9cdcfadda1b564d8": "0.45.0",
-        "c55a3aa60c1225dc": "0.50.0",
-        "4ebceeec34b6a562": "0.53.0 0.54.0 0.55.0",
+        "8e9e9023342a610c": "0.36.0 0.40.0",
+        "9be1f572d3f69af9": "0.45.0",
+        "8e6061b56086881d": "0.50.0",
+        "689999c4b1594d60": "0.53.0 0.54.0 0.55.0",
     },
     "uvicorn.protocols.websockets.wsproto_impl.WSProtocol.connection_made": {
-        "048a89ddf7eee1ad": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "da7bcbb17c063c2a": "0.36.0 0.40.0 0.45.0",
+        "cf147f381824a442": "0.50.0 0.53.0 0.54.0 0.55.0",
     },
     "uvicorn.protocols.websockets.websockets_impl.WebSocketProtocol.__init__": {
-        "65d6d6d8b6118521": "0.36.0 0.40.0",
-        "ba9a327823337909": "0.45.0",
-        "ae8bb4cfa66179d8": "0.50.0 0.53.0 0.54.0 0.55.0",
+        "bfa6b1a05cdf82c4": "0.36.0 0.40.0",
+        "69a761094cceda7a": "0.45.0",
+        "9af6b9d8035355df": "0.50.0 0.53.0 0.54.0 0.55.0",
     },
     "uvicorn.protocols.websockets.websockets_impl.WebSocketProtocol.connection_made": {
-        "343ce8ed86bb5ff7": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "e31c803e9fe563cb": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol.__init__": {
-        "eb2e7517aadaebcb": "0.36.0 0.40.0",
-        "ae4c9ae3494394c9": "0.45.0",
-        "4a4ffb53b1ac87a4": "0.50.0",
-        "4c8d8e503e1ec924": "0.53.0 0.54.0 0.55.0",
+        "0e85423c552624b1": "0.36.0 0.40.0",
+        "a936ea7446d0cd38": "0.45.0",
+        "5848792150cba8b0": "0.50.0",
+        "634801d9575ea2f7": "0.53.0 0.54.0 0.55.0",
     },
     "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol.connection_made": {  # noqa: E501
-        "781fdd3e771927bc": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "fda7d91fa45ce4b6": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
     "uvicorn.middleware.proxy_headers.ProxyHeadersMiddleware.__init__": {
-        "e34dc067daacaae7": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
+        "8cfe897e3c901fcc": "0.36.0 0.40.0 0.45.0 0.50.0 0.53.0 0.54.0 0.55.0"
     },
 }
 
