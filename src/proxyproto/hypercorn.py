@@ -229,6 +229,11 @@ async def _trio_worker(
                             handler_nursery=server_nursery,
                         )
                     )
+            except BaseException as error:
+                # Ctrl-C is a graceful shutdown and a quiet return, as in Hypercorn's own
+                # worker_serve (which splits KeyboardInterrupt off the nursery's group).
+                if not _only_keyboard_interrupts(error):
+                    raise
             finally:
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
@@ -248,6 +253,14 @@ async def _trio_connection(
         app, trusted_header(proxied.header, proxied.policy), proxied.peer_address
     )
     await server(connection_app, config, context, state, stream)
+
+
+def _only_keyboard_interrupts(error: BaseException) -> bool:
+    """Whether ``error`` is a :exc:`KeyboardInterrupt`, or a group of nothing else."""
+    if isinstance(error, KeyboardInterrupt):
+        return True
+    nested = getattr(error, "exceptions", None)  # a BaseExceptionGroup (exceptiongroup on 3.10)
+    return bool(nested) and all(_only_keyboard_interrupts(e) for e in nested)  # type: ignore[union-attr]
 
 
 # --- asyncio -----------------------------------------------------------------------------------
