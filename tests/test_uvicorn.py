@@ -579,7 +579,13 @@ def uvicorn_certs(tmp_path: Path) -> tuple[Any, Path, Path]:
     return ca, certfile, keyfile
 
 
-def test_run_refuses_uvicorn_tls_at_startup(uvicorn_certs: tuple[Any, Path, Path]) -> None:
+def test_run_refuses_uvicorn_tls_at_startup(
+    uvicorn_certs: tuple[Any, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def started(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("uvicorn.run() was called")
+
+    monkeypatch.setattr("uvicorn.run", started)
     _, certfile, keyfile = uvicorn_certs
     with pytest.raises(ValueError, match=r"^ssl_keyfile: Uvicorn's TLS .* cannot run behind"):
         ppu.run(app, ssl_keyfile=str(keyfile), ssl_certfile=str(certfile))
