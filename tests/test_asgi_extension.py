@@ -423,3 +423,14 @@ def test_uvicorn_behind_haproxy_with_ssl_and_unique_id_tlvs(ca: trustme.CA, tmp_
         status, answer = read_response(sock, bytearray())
     assert status == 200
     assert summary(answer) == haproxy_expected("127.0.0.1")
+
+
+def test_uvicorn_local_header_is_there() -> None:
+    uvicorn_protocols()
+    local = pp.Header.local(tlvs=pp.TLVs(aws_vpce_id="vpce-1"))
+    proxy = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
+    me, answer = uvicorn_exchange("h11", local.to_bytes() + REQUEST, proxy)
+    assert answer["client"] == me
+    assert answer["peer"] == me
+    assert answer["header"]["source"] is None
+    assert answer["header"]["vpce"] == "vpce-1"
