@@ -25,6 +25,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # Tools are pinned so that a new release cannot turn a green tree red overnight; bump on purpose.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
+IMPORT_LINTER = "import-linter==2.17"
 # atheris ships wheels for each of our Pythons; 3.12 has the newest atheris release built for it.
 FUZZ_PYTHON = "3.12"
 
@@ -114,10 +115,13 @@ def servers(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint rules and formatting, checked, never rewritten."""
-    session.install(RUFF)
+    """ruff: lint rules and formatting, checked, never rewritten; then the import contract (the
+    layers, the sans-IO core, no cycles: ``[tool.importlinter]`` in pyproject.toml)."""
+    session.install(RUFF, IMPORT_LINTER)
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
+    # import-linter reads the source, it imports nothing: the package need only be findable.
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 # The oldest supported Python: pyproject's mypy ``python_version`` is 3.10, and the backports that
@@ -132,8 +136,9 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Sphinx, warnings as errors, then every example in the docs run as a doctest."""
-    # The integrations are documented from their docstrings: autodoc imports them.
-    session.install(".[docs,trio,hypercorn,uvicorn,testing]")
+    # The integrations are documented from their docstrings: autodoc imports them (and the
+    # pytest plugin, pytest).
+    session.install(".[docs,test,trio,hypercorn,uvicorn,testing]")
     common = ["-W", "--keep-going", "-E", "docs"]
     session.run("sphinx-build", "-b", "html", *common, "docs/_build/html")
     session.run("sphinx-build", "-b", "doctest", *common, "docs/_build/doctest")

@@ -1,4 +1,4 @@
-"""One rule for addresses on every surface (proxyproto._address).
+"""One rule for addresses on every surface (proxyproto._core.address).
 
 A UNIX client is ``None`` in ASGI's ``scope["client"]`` (Uvicorn, Hypercorn on both workers) and
 the app that unpacks it still answers; an IPv6 scope id, which only a real link-local peer has
@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 import proxyproto as pp
-from proxyproto._address import (
+from proxyproto._core.address import (
     asgi_client,
     from_sockaddr,
     peername,
@@ -155,7 +155,7 @@ def test_uvicorn_websocket_upgrade_of_a_direct_link_local_client_keeps_the_scope
     # drops the scope id; an upgrade is given the transport with the client the HTTP scope had.
     from uvicorn.protocols.utils import get_remote_addr
 
-    from proxyproto._asyncio import peer_of
+    from proxyproto._adapters.asyncio import peer_of
 
     transport = LinkLocalTransport()
     assert get_remote_addr(transport) == ("fe80::1", 51234)  # type: ignore[arg-type]

@@ -520,9 +520,10 @@ SCENARIOS: dict[str, tuple[bytes, bool]] = {
 
 POLICIES = (REQUIRE, USE, IGNORE, REJECT, SKIP)
 INVALID, REFUSED, TIMED_OUT = pp.InvalidHeader, pp.HeaderRejected, TimeoutError
-# The table at the top of _policy.py, with the wire cases spelled out: what ``wrap`` raises, or
-# what the stream it returns reports (PROXIED: the header's addresses; STRIPPED: the header is
-# there but the real addresses are kept; DIRECT: no header, every byte the client sent served).
+# The table at the top of _handshake/policy.py, with the wire cases spelled out: what ``wrap``
+# raises, or what the stream it returns reports (PROXIED: the header's addresses; STRIPPED: the
+# header is there but the real addresses are kept; DIRECT: no header, every byte the client sent
+# served).
 TABLE: dict[str, tuple[Outcome, Outcome, Outcome, Outcome, Outcome]] = {
     #                         REQUIRE     USE         IGNORE      REJECT      SKIP
     "header":                (PROXIED,   PROXIED,    STRIPPED,   REFUSED,    DIRECT),

@@ -1,4 +1,5 @@
-"""proxyproto._asyncio: the handshake that asyncio protocol servers (Uvicorn, Hypercorn) run.
+"""proxyproto._adapters.asyncio: the handshake that asyncio protocol servers (Uvicorn, Hypercorn)
+run.
 
 It lives in asyncio protocols, so these tests run an asyncio event loop themselves, with real
 loopback sockets: a server made by ``loop.create_server`` whose protocol runs a
@@ -15,7 +16,7 @@ import struct
 import pytest
 
 import proxyproto as pp
-from proxyproto._asyncio import HandshakeClock, TransportHandshake
+from proxyproto._adapters.asyncio import HandshakeClock, TransportHandshake
 
 CLIENT = ("203.0.113.7", 51234)
 V2 = pp.Header.proxy(CLIENT, ("198.51.100.10", 443)).to_bytes()

@@ -39,8 +39,8 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 
 import proxyproto as pp
 from cli_process import PROXYPROTO, TIMEOUT, Address, CliProcess
-from proxyproto import _accept
-from proxyproto._backpressure import HIGH_WATER, LOW_WATER, _BoundedQueue, bound_reading
+from proxyproto._adapters import accept
+from proxyproto._adapters.backpressure import HIGH_WATER, LOW_WATER, _BoundedQueue, bound_reading
 
 HOST = "127.0.0.1"
 HEADER = pp.Header.proxy(("192.0.2.1", 56324), ("198.51.100.7", 443)).to_bytes()
@@ -481,8 +481,8 @@ async def test_serve_waits_out_exhaustion_and_logs_it_once(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_accept, "exhaustion", _accept.Exhaustion())
-    monkeypatch.setattr(_accept, "RETRY_DELAY", 0.001)
+    monkeypatch.setattr(accept, "exhaustion", accept.Exhaustion())
+    monkeypatch.setattr(accept, "RETRY_DELAY", 0.001)
     caplog.set_level(logging.INFO, logger="proxyproto")
     inner = await socket_listener()
     listener = pp.ProxyProtocolListener(FailingListener(inner, 50, error()))
@@ -517,12 +517,12 @@ async def test_other_accept_errors_still_propagate() -> None:
     )
     with anyio.fail_after(TIMEOUT), raises:
         async with failing:
-            await _accept.serve(failing, echo)
+            await accept.serve(failing, echo)
 
 
 def test_exhaustion_is_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    log = _accept.Exhaustion(interval=10.0, clock=lambda: now[0])
+    log = accept.Exhaustion(interval=10.0, clock=lambda: now[0])
     caplog.set_level(logging.INFO, logger="proxyproto")
     for step in range(1000):  # 100 s of failures every 0.1 s, an accept working now and then
         now[0] = step * 0.1

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from proxyproto import _engine
-from proxyproto._engine import (
+from proxyproto._handshake import engine
+from proxyproto._handshake.engine import (
     Admission,
     Counters,
     Handshake,
@@ -21,7 +21,7 @@ from proxyproto._engine import (
     Ticket,
     validate,
 )
-from proxyproto._policy import Action
+from proxyproto._handshake.policy import Action
 
 HEADER = pp.Header.proxy(("203.0.113.7", 51234), ("198.51.100.10", 443))
 PEER = ("192.0.2.1", 40000)
@@ -168,7 +168,7 @@ async def test_the_validator_verdicts(make: Any) -> None:
 
 
 def test_a_validator_past_the_deadline_is_a_timeout() -> None:
-    assert _engine.validator_timed_out(2).kind is RefusalKind.TIMEOUT
+    assert engine.validator_timed_out(2).kind is RefusalKind.TIMEOUT
 
 
 def test_counters_snapshot_and_surface_totals() -> None:
@@ -181,17 +181,17 @@ def test_counters_snapshot_and_surface_totals() -> None:
         accepted=3, direct=1, rejected={"empty": 2}, timed_out=1, evicted=4, in_flight=2
     )
     surface = "test_engine"
-    _engine.register(surface, counters)
-    _engine.register(surface, counters)  # counted once
-    other = _engine.register(surface, Counters())
+    engine.register(surface, counters)
+    engine.register(surface, counters)  # counted once
+    other = engine.register(surface, Counters())
     other.accepted = 1
     other.rejected[RefusalKind.EMPTY] = 1
-    total = _engine.surface_statistics(surface)
+    total = engine.surface_statistics(surface)
     assert (total.accepted, total.rejected, total.evicted) == (4, {"empty": 3}, 4)
-    assert _engine.surface_statistics("nothing registered").accepted == 0
+    assert engine.surface_statistics("nothing registered").accepted == 0
 
 
-def test_refusals_are_logged_ten_a_window_then_summarised(
+def test_refusals_are_logged_ten_of_each_kind_a_window_then_summarised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = [0.0]
@@ -206,14 +206,15 @@ def test_refusals_are_logged_ten_a_window_then_summarised(
     log.refused(RefusalKind.EMPTY, None, "last")
     lines = [r for r in caplog.records if r.name == "proxyproto"]
     summaries = [r for r in lines if "were not logged" in r.getMessage()]
-    # Three windows of 10 s: ten lines each, a summary each, and the last refusal's line.
-    assert len(lines) == 3 * 11 + 1
+    # Three windows of 10 s: ten lines of each kind, a summary each, and the last refusal's line.
+    assert len(lines) == 3 * (2 * 10 + 1) + 1
     assert len(summaries) == 3
     assert summaries[0].getMessage() == (
-        "990 more refused connections were not logged in 10s: 495 missing, 495 timeout"
+        "980 more refused connections were not logged in 10s: 490 missing, 490 timeout"
     )
     assert summaries[0].levelno == logging.WARNING  # the highest of the kinds it counts
     first = lines[0]
+    assert [r.levelno for r in lines[:20]].count(logging.INFO) == 10  # the first ten timeouts
     assert first.levelno == logging.WARNING
     assert first.getMessage() == "refused connection from 192.0.2.9:0: reason"
     assert lines[-1].getMessage() == "refused connection from an unknown peer: last"
@@ -256,7 +257,7 @@ def test_admission_with_room_evicts_nothing() -> None:
 
 def test_the_engine_imports_no_io_framework() -> None:
     # Checked on the module's source: the engine is sans-IO.
-    with open(_engine.__file__, encoding="utf-8") as file:
+    with open(engine.__file__, encoding="utf-8") as file:
         source = file.read()
     for name in ("anyio", "trio", "asyncio"):
         assert f"import {name}" not in source

@@ -161,18 +161,18 @@ class LinkLocalSocket:
 
 
 def test_hypercorn_keeps_the_scope_id_of_a_direct_link_local_client() -> None:
-    # Hypercorn keeps two fields of an AF_INET6 address; both workers hand it a _PeerSocket
+    # Hypercorn keeps two fields of an AF_INET6 address; both workers hand it a PeerSocket
     # (the trio worker over proxyproto.trio's socket), whose host keeps the scope id, as
     # scope["client"] is on every other surface.
     from hypercorn.utils import parse_socket_addr
 
     import proxyproto.trio as pp_trio
-    from proxyproto.hypercorn import _PeerSocket
+    from proxyproto._servers.peer_socket import PeerSocket
 
     for sock in (LinkLocalSocket(), pp_trio.ProxiedSocket(LinkLocalSocket(), None)):  # type: ignore[arg-type]
-        facade = _PeerSocket(sock)
+        facade = PeerSocket(sock)
         assert parse_socket_addr(facade.family, facade.getpeername()) == ("fe80::1%2", 51234)
-    proxied = _PeerSocket(LinkLocalSocket(), ("2001:db8::7", 443))
+    proxied = PeerSocket(LinkLocalSocket(), ("2001:db8::7", 443))
     assert parse_socket_addr(proxied.family, proxied.getpeername()) == ("2001:db8::7", 443)
 
 

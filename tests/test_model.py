@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 import proxyproto as pp
-from proxyproto import _model
+from proxyproto._core import model
 
 
 def test_values_are_frozen_and_hashable() -> None:
@@ -23,13 +23,13 @@ def test_the_parsers_constructors_fill_every_field() -> None:
     # A field added to a class must be added to its fast constructor too; a wrong order would
     # put values into the wrong fields.
     values = {a.name: object() for a in attrs.fields(pp.Header)}
-    header = _model._make_header(*values.values())  # type: ignore[arg-type]
+    header = model._make_header(*values.values())  # type: ignore[arg-type]
     assert all(getattr(header, name) is value for name, value in values.items())
     values = {a.name: object() for a in attrs.fields(pp.TLVs)}
-    tlvs = _model._make_tlvs(*values.values())  # type: ignore[arg-type]
+    tlvs = model._make_tlvs(*values.values())  # type: ignore[arg-type]
     assert all(getattr(tlvs, name) is value for name, value in values.items())
     values = {a.name: object() for a in attrs.fields(pp.SSLInfo)}
-    ssl = _model._make_ssl(*values.values())  # type: ignore[arg-type]
+    ssl = model._make_ssl(*values.values())  # type: ignore[arg-type]
     assert all(getattr(ssl, name) is value for name, value in values.items())
 
 

@@ -1,4 +1,5 @@
-"""Header fields that are not plain text, shown to people: ``proxyproto._text``, ``parse``, logs.
+"""Header fields that are not plain text, shown to people: ``proxyproto._core.text``, ``parse``,
+logs.
 
 The headers are :data:`odd_headers.ODD_HEADERS`; ``echo`` and the relay get them in
 test_cli_net.py and test_relay.py, as real processes.
@@ -16,10 +17,10 @@ import pytest
 from anyio.abc import SocketAttribute
 
 import proxyproto as pp
-import proxyproto._text
+import proxyproto._core.text
 from odd_headers import ANSI, FORGED_LINE, ODD_HEADERS
 from proxyproto._cli import main
-from proxyproto._text import format_address, json_text, printable
+from proxyproto._core.text import format_address, json_text, printable
 
 ODD = pytest.mark.parametrize("data", list(ODD_HEADERS.values()), ids=list(ODD_HEADERS))
 
@@ -54,7 +55,7 @@ def test_json_text_keeps_text_and_escapes_bytes() -> None:
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(proxyproto._text).failed == 0
+    assert doctest.testmod(proxyproto._core.text).failed == 0
 
 
 def test_format_address() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from proxyproto._engine import Refusal, judge_header, judge_reading
-from proxyproto._policy import (
+from proxyproto._handshake.engine import Refusal, judge_header, judge_reading
+from proxyproto._handshake.policy import (
     Action,
     Policy,
     carries_address,
@@ -55,7 +55,7 @@ WITH_ADDRESSES = {"v2 PROXY TCP4", "v1 TCP4", "v2 PROXY TCP6", "v2 PROXY UNIX"}
 
 # ================================================================================ decide
 
-#: The table at the top of _policy.py. Columns: what arrived.
+#: The table at the top of proxyproto/_handshake/policy.py. Columns: what arrived.
 #:   header   a valid header (whatever its command: LOCAL is a header too)
 #:   broken   no header, but a whole signature arrived (invalid, cut short, or silent after it)
 #:   none     no header and no whole signature (other bytes, EOF, silence)

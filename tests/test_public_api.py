@@ -69,10 +69,24 @@ def test_the_trio_module_exports_its_names() -> None:
 
 
 # The I/O libraries and our modules that use them: importing the core must not bring any in.
-ADAPTER_MODULES = ("anyio", "trio", "sniffio", "proxyproto._anyio", "proxyproto._udp")
+ADAPTER_MODULES = (
+    "anyio",
+    "trio",
+    "sniffio",
+    "proxyproto._adapters.anyio",
+    "proxyproto._adapters.udp",
+)
 
 
-@pytest.mark.parametrize("module", ["proxyproto", "proxyproto._parser", "proxyproto._builder"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "proxyproto",
+        "proxyproto._core.parser",
+        "proxyproto._core.builder",
+        "proxyproto._handshake.engine",
+    ],
+)
 def test_importing_the_core_imports_no_io_library(module: str) -> None:
     # A fresh interpreter: this one has imported everything already.
     code = (
@@ -87,9 +101,9 @@ def test_adapter_names_are_imported_on_first_use() -> None:
     code = (
         "import sys\n"
         "from proxyproto import ProxyProtocolListener, ProxiedUDPSocket\n"
-        "import proxyproto._anyio, proxyproto._udp\n"
-        "assert ProxyProtocolListener is proxyproto._anyio.ProxyProtocolListener\n"
-        "assert ProxiedUDPSocket is proxyproto._udp.ProxiedUDPSocket\n"
+        "import proxyproto._adapters.anyio, proxyproto._adapters.udp\n"
+        "assert ProxyProtocolListener is proxyproto._adapters.anyio.ProxyProtocolListener\n"
+        "assert ProxiedUDPSocket is proxyproto._adapters.udp.ProxiedUDPSocket\n"
         "assert 'anyio' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -97,6 +111,6 @@ def test_adapter_names_are_imported_on_first_use() -> None:
 
 def test_lazy_names_are_listed_and_unknown_names_are_not_invented() -> None:
     assert {"ProxyProtocolListener", "ProxiedStream", "send_datagram"} <= set(dir(pp))
-    assert pp.ProxiedStream.__module__ == "proxyproto._anyio"
+    assert pp.ProxiedStream.__module__ == "proxyproto._adapters.anyio"
     with pytest.raises(AttributeError, match="no_such_name"):
         pp.no_such_name  # type: ignore[attr-defined]  # noqa: B018

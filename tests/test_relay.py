@@ -25,7 +25,7 @@ from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
 from odd_headers import ODD_HEADERS
 from proxyproto._cli import main
-from proxyproto._relay import target_order
+from proxyproto._cli.relay_server import target_order
 from require_peer import ci_is_set
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -472,7 +472,7 @@ def test_plugin_imports_nothing_heavy() -> None:
     neither anyio nor httpx nor proxyproto's adapters."""
     code = (
         "import sys, proxyproto.pytest_plugin; "
-        "print(sorted(m for m in ('anyio', 'httpx', 'httpcore', 'proxyproto._anyio', "
+        "print(sorted(m for m in ('anyio', 'httpx', 'httpcore', 'proxyproto._adapters.anyio', "
         "'proxyproto.testing') if m in sys.modules))"
     )
     import subprocess

@@ -17,7 +17,7 @@ import trio.testing
 import trustme
 
 import proxyproto as pp
-from proxyproto import _accept
+from proxyproto._adapters import accept
 from proxyproto.trio import ProxiedSocket, ProxiedStream, ProxyProtocolListener
 
 pytestmark = pytest.mark.anyio
@@ -313,7 +313,7 @@ async def test_running_out_of_descriptors_is_waited_out(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """EMFILE from the inner listener is retried, as trio.serve_listeners would, and logged."""
-    monkeypatch.setattr(_accept, "exhaustion", _accept.Exhaustion())  # a fresh rate limit
+    monkeypatch.setattr(accept, "exhaustion", accept.Exhaustion())  # a fresh rate limit
     client, server = trio.testing.memory_stream_pair()
     await client.send_all(HEADER.to_bytes() + b"after")
     caplog.set_level(logging.INFO, logger="proxyproto")

@@ -15,64 +15,64 @@ or build headers does not import anyio.
 
 import typing as _typing
 
-from ._config import ProxyProtocolConfig as ProxyProtocolConfig
-from ._config import Validator as Validator
-from ._engine import ListenerStatistics as ListenerStatistics
-from ._errors import HeaderEncodingError as HeaderEncodingError
-from ._errors import HeaderRejected as HeaderRejected
-from ._errors import IncompleteHeader as IncompleteHeader
-from ._errors import InvalidHeader as InvalidHeader
-from ._errors import InvalidSignature as InvalidSignature
-from ._errors import ProxyProtocolError as ProxyProtocolError
-from ._model import Address as Address
-from ._model import Command as Command
-from ._model import Family as Family
-from ._model import Header as Header
-from ._model import SSLClient as SSLClient
-from ._model import SSLInfo as SSLInfo
-from ._model import SSLSubType as SSLSubType
-from ._model import TLVs as TLVs
-from ._model import TLVType as TLVType
-from ._model import Transport as Transport
-from ._parser import MAX_HEADER_SIZE as MAX_HEADER_SIZE
-from ._parser import NEED_DATA as NEED_DATA
-from ._parser import HeaderParser as HeaderParser
-from ._parser import NeedData as NeedData
-from ._parser import parse as parse
-from ._parser import parse_datagram as parse_datagram
-from ._policy import PeerAddress as PeerAddress
-from ._policy import Policy as Policy
-from ._policy import PolicyCallable as PolicyCallable
-from ._policy import trusted_proxies as trusted_proxies
+from ._core.errors import HeaderEncodingError as HeaderEncodingError
+from ._core.errors import HeaderRejected as HeaderRejected
+from ._core.errors import IncompleteHeader as IncompleteHeader
+from ._core.errors import InvalidHeader as InvalidHeader
+from ._core.errors import InvalidSignature as InvalidSignature
+from ._core.errors import ProxyProtocolError as ProxyProtocolError
+from ._core.model import Address as Address
+from ._core.model import Command as Command
+from ._core.model import Family as Family
+from ._core.model import Header as Header
+from ._core.model import SSLClient as SSLClient
+from ._core.model import SSLInfo as SSLInfo
+from ._core.model import SSLSubType as SSLSubType
+from ._core.model import TLVs as TLVs
+from ._core.model import TLVType as TLVType
+from ._core.model import Transport as Transport
+from ._core.parser import MAX_HEADER_SIZE as MAX_HEADER_SIZE
+from ._core.parser import NEED_DATA as NEED_DATA
+from ._core.parser import HeaderParser as HeaderParser
+from ._core.parser import NeedData as NeedData
+from ._core.parser import parse as parse
+from ._core.parser import parse_datagram as parse_datagram
+from ._handshake.config import ProxyProtocolConfig as ProxyProtocolConfig
+from ._handshake.config import Validator as Validator
+from ._handshake.engine import ListenerStatistics as ListenerStatistics
+from ._handshake.policy import PeerAddress as PeerAddress
+from ._handshake.policy import Policy as Policy
+from ._handshake.policy import PolicyCallable as PolicyCallable
+from ._handshake.policy import trusted_proxies as trusted_proxies
 from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     # What mypy and readers see; at run time, __getattr__ below imports them on first use.
-    from ._anyio import ProxiedStream as ProxiedStream
-    from ._anyio import ProxyAttribute as ProxyAttribute
-    from ._anyio import ProxyProtocolListener as ProxyProtocolListener
-    from ._anyio import connect_tcp as connect_tcp
-    from ._anyio import header_for as header_for
-    from ._anyio import send_header as send_header
-    from ._udp import DatagramStatistics as DatagramStatistics
-    from ._udp import ProxiedDatagram as ProxiedDatagram
-    from ._udp import ProxiedUDPSocket as ProxiedUDPSocket
-    from ._udp import build_datagram as build_datagram
-    from ._udp import send_datagram as send_datagram
+    from ._adapters.anyio import ProxiedStream as ProxiedStream
+    from ._adapters.anyio import ProxyAttribute as ProxyAttribute
+    from ._adapters.anyio import ProxyProtocolListener as ProxyProtocolListener
+    from ._adapters.anyio import connect_tcp as connect_tcp
+    from ._adapters.anyio import header_for as header_for
+    from ._adapters.anyio import send_header as send_header
+    from ._adapters.udp import DatagramStatistics as DatagramStatistics
+    from ._adapters.udp import ProxiedDatagram as ProxiedDatagram
+    from ._adapters.udp import ProxiedUDPSocket as ProxiedUDPSocket
+    from ._adapters.udp import build_datagram as build_datagram
+    from ._adapters.udp import send_datagram as send_datagram
 
 #: The adapters' names -> the module (anyio, UDP) that defines them, imported on first use.
 _LAZY = {
-    "ProxiedStream": "_anyio",
-    "ProxyAttribute": "_anyio",
-    "ProxyProtocolListener": "_anyio",
-    "connect_tcp": "_anyio",
-    "header_for": "_anyio",
-    "send_header": "_anyio",
-    "DatagramStatistics": "_udp",
-    "ProxiedDatagram": "_udp",
-    "ProxiedUDPSocket": "_udp",
-    "build_datagram": "_udp",
-    "send_datagram": "_udp",
+    "ProxiedStream": "_adapters.anyio",
+    "ProxyAttribute": "_adapters.anyio",
+    "ProxyProtocolListener": "_adapters.anyio",
+    "connect_tcp": "_adapters.anyio",
+    "header_for": "_adapters.anyio",
+    "send_header": "_adapters.anyio",
+    "DatagramStatistics": "_adapters.udp",
+    "ProxiedDatagram": "_adapters.udp",
+    "ProxiedUDPSocket": "_adapters.udp",
+    "build_datagram": "_adapters.udp",
+    "send_datagram": "_adapters.udp",
 }
 
 if not _typing.TYPE_CHECKING:  # mypy: the names are the imports above, not __getattr__'s

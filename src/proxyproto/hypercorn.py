@@ -12,7 +12,7 @@ listed, with its fingerprint in each release checked, in
 
 Nothing here decides anything: each handshake is a :class:`proxyproto.ProxyProtocolListener`'s
 (trio: :class:`proxyproto.trio.ProxyProtocolListener`, which runs that same handshake) or, on
-asyncio in cleartext, a :class:`proxyproto._asyncio.TransportHandshake`, with the ``proxy``
+asyncio in cleartext, a :class:`proxyproto._adapters.asyncio.TransportHandshake`, with the ``proxy``
 config's policy, validator, timeout and log lines, through the same decision functions.
 
 On **trio**, Hypercorn's ``TCPServer`` takes a trio stream and asks ``stream.socket.getpeername()``
@@ -25,7 +25,7 @@ On **asyncio**, Hypercorn runs ``asyncio.start_server``, whose ``TCPServer`` wan
 ``asyncio.StreamReader`` / ``StreamWriter`` pair; with TLS in the transport, which would start
 TLS on the header's bytes. Cleartext sockets are served by ``loop.create_server`` with a
 :class:`_HandshakeProtocol`, which reads the header off the transport
-(:class:`proxyproto._asyncio.TransportHandshake`, as for Uvicorn); once the connection is
+(:class:`proxyproto._adapters.asyncio.TransportHandshake`, as for Uvicorn); once the connection is
 accepted it gets the pair ``start_server`` would have made, the bytes after the header fed to
 the reader first, and a writer whose ``get_extra_info("socket")`` answers ``getpeername()`` with
 the header's client. TLS sockets are anyio listeners instead
@@ -57,21 +57,21 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from ._extras import require
+from ._core.extras import require
 
 with require("proxyproto.hypercorn"):
     import hypercorn  # noqa: F401  # only to say early, and in one line, that it is missing
     import sniffio
 
-from . import _anyio
-from ._address import from_sockaddr, socket_family, two_field_peername
-from ._asyncio import HandshakeClock, TransportHandshake
-from ._config import ProxyProtocolConfig
-from ._engine import ListenerStatistics, register, surface_statistics
-from ._model import Header
-from ._policy import PeerAddress
+from ._adapters.anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener
+from ._adapters.asyncio import HandshakeClock, TransportHandshake
+from ._core.model import Header
+from ._core.text import format_address
+from ._handshake.config import ProxyProtocolConfig
+from ._handshake.engine import ListenerStatistics, register, surface_statistics
+from ._handshake.policy import PeerAddress
 from ._servers.asgi_scope import HypercornConnectionApp, trusted_header
-from ._text import format_address
+from ._servers.peer_socket import PeerSocket
 
 if TYPE_CHECKING:
     from hypercorn.config import Config, Sockets
@@ -164,7 +164,7 @@ async def _trio_worker(
     from hypercorn.typing import ConnectionState, LifespanState
 
     from . import trio as pp_trio
-    from ._hypercorn_trio import HypercornListener
+    from ._servers.hypercorn_trio import HypercornListener
 
     config.set_statsd_logger_class(StatsdLogger)
     lifespan_state: LifespanState = {}
@@ -314,7 +314,7 @@ async def _asyncio_worker(
 
         cleartext = _Cleartext(app, config, proxy, context, lifespan_state, loop)
         servers: list[asyncio.Server] = []
-        listeners: list[_anyio.ProxyProtocolListener] = []
+        listeners: list[ProxyProtocolListener] = []
         try:
             for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
@@ -326,7 +326,7 @@ async def _asyncio_worker(
             for sock in sockets.secure_sockets:
                 sock.listen(config.backlog)
                 inner = await SocketListener.from_socket(sock)
-                listeners.append(_anyio.ProxyProtocolListener(inner, proxy))
+                listeners.append(ProxyProtocolListener(inner, proxy))
                 bind = _bind(sock.family, sock.getsockname())
                 await config.log.info(f"Running on https://{bind} (PROXY protocol)")
         except BaseException:
@@ -338,7 +338,7 @@ async def _asyncio_worker(
         for listener in listeners:
             register("hypercorn", listener._counters)
 
-        async def handle_tls(stream: _anyio.ProxiedStream) -> None:
+        async def handle_tls(stream: ProxiedStream) -> None:
             assert ssl_context is not None
             peer = stream.extra(SocketAttribute.remote_address, None)
             raw_socket = stream.extra(SocketAttribute.raw_socket, None)
@@ -389,11 +389,11 @@ async def _asyncio_worker(
                 await lifespan_task
 
 
-def _anyio_connection_app(app: AppWrapper, stream: _anyio.ProxiedStream) -> Any:
+def _anyio_connection_app(app: AppWrapper, stream: ProxiedStream) -> Any:
     """``app`` for one TLS connection of the asyncio worker, with the scope extension."""
-    header = stream.extra(_anyio.ProxyAttribute.header, None)
-    policy = stream.extra(_anyio.ProxyAttribute.policy)
-    peer = stream.extra(_anyio.ProxyAttribute.peer_address, None)
+    header = stream.extra(ProxyAttribute.header, None)
+    policy = stream.extra(ProxyAttribute.policy)
+    peer = stream.extra(ProxyAttribute.peer_address, None)
     return HypercornConnectionApp(app, trusted_header(header, policy), peer)
 
 
@@ -401,9 +401,9 @@ class _Cleartext:
     """Hypercorn's asyncio ``TCPServer`` on cleartext connections, each after its handshake.
 
     Each connection's protocol is first a :class:`_HandshakeProtocol` running a
-    :class:`~proxyproto._asyncio.TransportHandshake`. Once it is accepted, the transport gets the
-    protocol and stream pair that :func:`asyncio.start_server` would have made (Hypercorn's own
-    server uses those), the bytes after the header are fed to the reader first, and
+    :class:`~proxyproto._adapters.asyncio.TransportHandshake`. Once it is accepted, the transport
+    gets the protocol and stream pair that :func:`asyncio.start_server` would have made (Hypercorn's
+    own server uses those), the bytes after the header are fed to the reader first, and
     ``TCPServer`` runs in a task, as under Hypercorn's ``asyncio.start_server``.
     """
 
@@ -558,7 +558,7 @@ class _HandshakeProtocol(asyncio.Protocol):
 
 
 class _ProxiedStreamWriter(asyncio.StreamWriter):
-    """asyncio's ``StreamWriter``, whose socket is a :class:`_PeerSocket` and whose
+    """asyncio's ``StreamWriter``, whose socket is a :class:`PeerSocket` and whose
     ``peername`` is the header's client (the real peer's for a direct connection)."""
 
     def __init__(
@@ -571,7 +571,7 @@ class _ProxiedStreamWriter(asyncio.StreamWriter):
     ) -> None:
         super().__init__(transport, protocol, reader, loop)
         self._pp_source = header.source if header is not None else None
-        self._pp_socket = _PeerSocket(transport.get_extra_info("socket"), self._pp_source)
+        self._pp_socket = PeerSocket(transport.get_extra_info("socket"), self._pp_source)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "socket":
@@ -618,7 +618,7 @@ class _StreamWriter:
     """What Hypercorn's asyncio ``TCPServer`` writes with, over an anyio byte stream (TLS).
 
     ``write()`` buffers and ``drain()`` sends (Hypercorn always drains after writing, under a
-    lock); ``get_extra_info("socket")`` is a :class:`_PeerSocket` answering ``getpeername()``
+    lock); ``get_extra_info("socket")`` is a :class:`PeerSocket` answering ``getpeername()``
     with the client from the header.
     """
 
@@ -634,7 +634,7 @@ class _StreamWriter:
         self._buffer = bytearray()
         self._closing = False
         self._closed = False
-        self._socket = _PeerSocket(raw_socket, peer) if raw_socket is not None else None
+        self._socket = PeerSocket(raw_socket, peer) if raw_socket is not None else None
         self._peer = peer
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -689,33 +689,3 @@ class _StreamWriter:
             pass
         finally:
             await anyio.aclose_forcefully(self._stream)
-
-
-class _PeerSocket:
-    """The connection's socket as Hypercorn reads it: ``getpeername()`` is the client from the
-    header (the real peer when there is none), with an IPv6 scope id kept in the host, since
-    Hypercorn keeps only two fields of an AF_INET6 address (see :mod:`proxyproto._address`).
-
-    Every connection goes through one, direct ones too, so that ``scope["client"]`` has the
-    same shape on both workers, with or without a header.
-    """
-
-    def __init__(self, socket: Any, peer: PeerAddress = None) -> None:
-        self._socket = socket
-        self._peer = peer
-
-    @property
-    def family(self) -> int:
-        # Hypercorn reads the family to decide what getpeername() is: a UNIX client must show
-        # AF_UNIX, or scope["client"] would be the bare path (ASGI allows a pair or None).
-        return socket_family(self._peer, self._socket.family)
-
-    def getpeername(self) -> Any:
-        peer = self._peer if self._peer is not None else from_sockaddr(self._socket.getpeername())
-        return two_field_peername(peer, self._socket.family)
-
-    def getsockname(self) -> Any:
-        return self._socket.getsockname()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._socket, name)

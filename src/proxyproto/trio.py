@@ -2,14 +2,14 @@
 
 Theory of operation
 -------------------
-Nothing here decides anything: the handshake engine (:mod:`proxyproto._engine`) does, as for every
-other surface. A handshake reads with trio's ``receive_some()`` under trio's ``move_on_after``
-and feeds :class:`proxyproto._engine.Handshake`, which chooses the policy, judges what was read and
-asks the validator (awaited under the same deadline). The listener keeps the engine's
-:class:`~proxyproto._engine.Admission` (handshake slots and eviction, waited for with a
-:class:`trio.Event`), :class:`~proxyproto._engine.Counters`
-(:meth:`ProxyProtocolListener.statistics`) and :class:`~proxyproto._engine.RefusalLog` (lines on
-the ``proxyproto`` logger), so its behaviour is the anyio listener's by construction.
+Nothing here decides anything: the handshake engine (:mod:`proxyproto._handshake.engine`) does, as
+for every other surface. A handshake reads with trio's ``receive_some()`` under trio's
+``move_on_after`` and feeds :class:`proxyproto._handshake.engine.Handshake`, which chooses the
+policy, judges what was read and asks the validator (awaited under the same deadline). The listener
+keeps the engine's :class:`~proxyproto._handshake.engine.Admission` (handshake slots and eviction,
+waited for with a :class:`trio.Event`), :class:`~proxyproto._handshake.engine.Counters`
+(:meth:`ProxyProtocolListener.statistics`) and :class:`~proxyproto._handshake.engine.RefusalLog`
+(lines on the ``proxyproto`` logger), so its behaviour is the anyio listener's by construction.
 
 trio's :meth:`~trio.abc.Listener.accept` returns one connection at a time, but a handshake may
 take up to ``header_timeout``, so handshakes cannot run inside ``accept()``: a silent client would
@@ -25,8 +25,8 @@ one's handshake in the nursery; a handshake that ends with a ready stream queues
 ``accept()`` and stops while :data:`_READY_AHEAD` handshaken streams wait (so connections stay in
 the kernel's backlog when nobody accepts), starting again when one is taken. Running out of
 descriptors (``EMFILE`` and the like) is waited out there, as :func:`trio.serve_listeners` does
-(:mod:`proxyproto._accept`); another error from the inner listener's ``accept()`` stops it and
-is raised by the next ``accept()``, and the call after that starts it again. So a silent
+(:mod:`proxyproto._adapters.accept`); another error from the inner listener's ``accept()`` stops it
+and is raised by the next ``accept()``, and the call after that starts it again. So a silent
 client costs a task and a socket until its deadline, never anyone else's ``accept()``, and a
 connection costs one wake-up of ``accept()``, not the cancellation of a pending inner
 ``accept()``.
@@ -41,17 +41,24 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-from ._extras import require
+from ._core.extras import require
 
 with require("proxyproto.trio"):
     import trio
 
-from . import _accept
-from ._address import from_sockaddr, peername, socket_family
-from ._config import ProxyProtocolConfig
-from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
-from ._model import Address, Header
-from ._policy import Action, PeerAddress, Policy, carries_address
+from ._adapters import accept
+from ._core.address import from_sockaddr, peername, socket_family
+from ._core.model import Address, Header
+from ._handshake.config import ProxyProtocolConfig
+from ._handshake.engine import (
+    Handshake,
+    Handshakes,
+    ListenerStatistics,
+    Primitives,
+    Refusal,
+    read_handshake,
+)
+from ._handshake.policy import Action, PeerAddress, Policy, carries_address
 
 __all__ = ("ListenerStatistics", "ProxiedSocket", "ProxiedStream", "ProxyProtocolListener")
 
@@ -339,25 +346,26 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         (the same errors raised, the same ones skipped), to keep the address ``accept()``
         returns: a peer that resets at once (a health check) has none to ask for afterwards.
         Running out of descriptors (``EMFILE`` and the like) is waited out, as
-        :func:`trio.serve_listeners` does, and logged rate-limited (:mod:`proxyproto._accept`).
+        :func:`trio.serve_listeners` does, and logged rate-limited
+        (:mod:`proxyproto._adapters.accept`).
         """
         listener = self.listener
         if not isinstance(listener, trio.SocketListener):
-            return await _accept.accept_retrying(listener.accept, repr(listener)), None
+            return await accept.accept_retrying(listener.accept, repr(listener)), None
         while True:
             try:
                 sock, sockaddr = await listener.socket.accept()
             except OSError as error:
                 if error.errno in _CLOSED_ERRNOS:
                     raise trio.ClosedResourceError from None
-                if error.errno in _accept.EXHAUSTION_ERRNOS:
-                    where = partial(_accept.describe_socket, listener.socket)
-                    await _accept.wait_out(error, where, sleep=trio.sleep)
+                if error.errno in accept.EXHAUSTION_ERRNOS:
+                    where = partial(accept.describe_socket, listener.socket)
+                    await accept.wait_out(error, where, sleep=trio.sleep)
                 elif error.errno not in _SKIPPED_ACCEPT_ERRNOS:
                     raise
             else:
-                if _accept.exhaustion.in_streak:
-                    _accept.exhaustion.succeeded()
+                if accept.exhaustion.in_streak:
+                    accept.exhaustion.succeeded()
                 return trio.SocketStream(sock), _address(sockaddr)
 
     async def _handshake(self, transport: trio.abc.Stream, peer: PeerAddress = None) -> None:

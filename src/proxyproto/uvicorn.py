@@ -4,12 +4,12 @@ Uvicorn has no hook between accepting a connection and parsing HTTP, but it lets
 implementation be any asyncio protocol class (``--http module:Class``). The classes here are
 Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake in front:
 
-* ``connection_made`` starts a :class:`proxyproto._asyncio.TransportHandshake` (shared with
+* ``connection_made`` starts a :class:`proxyproto._adapters.asyncio.TransportHandshake` (shared with
   Hypercorn's asyncio worker); Uvicorn's HTTP machinery does not see the connection yet.
 * ``data_received`` goes to the handshake until it has a header (or knows there is none): a
   header that came whole is read with one :func:`~proxyproto.parse`, anything else by a
   :class:`~proxyproto.HeaderParser`, and the decision is the handshake
-  engine's (:mod:`proxyproto._engine`), as on every surface.
+  engine's (:mod:`proxyproto._handshake.engine`), as on every surface.
 * When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, and the
   client it keeps for the scope and its log lines (``self.client``) becomes the header's source
   when the header's addresses are used. On a WebSocket upgrade, Uvicorn's WebSocket protocol is
@@ -44,17 +44,17 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._extras import install_command, require
+from ._core.extras import install_command, require
 
 with require("proxyproto.uvicorn"):
     import uvicorn
 
-from ._address import asgi_client
-from ._asyncio import HandshakeClock, TransportHandshake, peer_of
-from ._config import ProxyProtocolConfig
-from ._engine import ListenerStatistics, surface_statistics
-from ._model import Address, Header
-from ._policy import Policy, trusted_proxies
+from ._adapters.asyncio import HandshakeClock, TransportHandshake, peer_of
+from ._core.address import asgi_client
+from ._core.model import Address, Header
+from ._handshake.config import ProxyProtocolConfig
+from ._handshake.engine import ListenerStatistics, surface_statistics
+from ._handshake.policy import Policy, trusted_proxies
 from ._servers.asgi_scope import AsgiConnectionApp
 
 # Every use of Uvicorn's internals is there, with the drift test's fingerprints.
@@ -330,8 +330,8 @@ else:
 
 
 class _ProxyProtocolMixin(_Base):
-    """The PROXY handshake (:class:`proxyproto._asyncio.TransportHandshake`) in front of one of
-    Uvicorn's HTTP protocols."""
+    """The PROXY handshake (:class:`proxyproto._adapters.asyncio.TransportHandshake`) in front of
+    one of Uvicorn's HTTP protocols."""
 
     #: The configuration; a subclass (what :func:`run` makes) may carry its own.
     proxy_config: ClassVar[ProxyProtocolConfig] = ENVIRONMENT_CONFIG

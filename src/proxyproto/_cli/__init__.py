@@ -20,8 +20,8 @@ Addresses on the command line are ``HOST:PORT`` for IPv4, ``[HOST]:PORT`` for IP
 ``build``.
 
 The subcommand modules are imported when the parser is built, not with this package: the relay
-(:mod:`proxyproto._relay`) imports :mod:`.args` and :mod:`.output`, and :mod:`.relay` imports the
-relay.
+(:mod:`proxyproto._cli.relay_server`) imports :mod:`.args` and :mod:`.output`, and :mod:`.relay`
+imports the relay.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 from collections.abc import Sequence
 
 import proxyproto as pp
-from proxyproto._extras import missing
+from proxyproto._core.extras import missing
 
 from .args import PROG
 from .output import fail
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit status: 0 ok, 1 invalid or incomplete header, 2 usage error (argparse's
     exits, for ``--help`` and ``--version`` too, become return values).
     """
-    # Header fields are printed escaped (proxyproto._text), but a printable non-ASCII character
+    # Header fields are printed escaped (proxyproto._core.text), but a printable non-ASCII character
     # still cannot be written to an ASCII-only stdout: escape it there rather than die.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")

@@ -6,9 +6,10 @@ Addresses on the command line are ``HOST:PORT`` for IPv4, ``[HOST]:PORT`` for IP
 back to ``build``.
 
 The ``type=`` functions raise :class:`argparse.ArgumentTypeError` with a message for the user;
-the relay's configuration file (:mod:`proxyproto._relay`) checks its values with the same ones.
-:func:`proxy_config` is the one place where ``--trusted``, ``--policy`` and ``--header-timeout``
-become a :class:`~proxyproto.ProxyProtocolConfig` (``echo``, ``relay``, ``hypercorn``).
+the relay's configuration file (:mod:`proxyproto._cli.relay_server`) checks its values with the same
+ones. :func:`proxy_config` is the one place where ``--trusted``, ``--policy`` and
+``--header-timeout`` become a :class:`~proxyproto.ProxyProtocolConfig` (``echo``, ``relay``,
+``hypercorn``).
 
 This module imports no I/O library (and not the relay), so that anything may import it.
 """
@@ -24,10 +25,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from proxyproto._config import ProxyProtocolConfig
-from proxyproto._engine import Refusal
-from proxyproto._model import Header, TLVs, Transport
-from proxyproto._policy import PeerAddress, Policy, PolicyCallable, trusted_proxies
+from proxyproto._core.model import Header, TLVs, Transport
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.engine import Refusal
+from proxyproto._handshake.policy import PeerAddress, Policy, PolicyCallable, trusted_proxies
 
 if TYPE_CHECKING:
     from typing import TypeAlias

@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import SocketAttribute
 
-from proxyproto._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, connect_tcp
-from proxyproto._config import ProxyProtocolConfig
-from proxyproto._model import Header, SSLClient, SSLInfo, TLVs
-from proxyproto._policy import trusted_proxies
+from proxyproto._adapters.anyio import (
+    ProxiedStream,
+    ProxyAttribute,
+    ProxyProtocolListener,
+    connect_tcp,
+)
+from proxyproto._core.model import Header, SSLClient, SSLInfo, TLVs
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.policy import trusted_proxies
 
 from .args import add_backend_option, add_command
 from .output import fail

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from proxyproto._config import ProxyProtocolConfig
-from proxyproto._extras import require
-from proxyproto._policy import Policy
+from proxyproto._core.extras import require
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.policy import Policy
 
 from .args import network, positive_int, seconds
 from .output import log_to_stderr

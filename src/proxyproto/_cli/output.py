@@ -11,8 +11,8 @@ from collections import Counter
 from typing import Any
 
 import proxyproto as pp
-from proxyproto import _text
-from proxyproto._text import json_text, printable
+from proxyproto._core import text
+from proxyproto._core.text import json_text, printable
 
 from .args import PROG, UNIX_PREFIX
 
@@ -37,10 +37,10 @@ def format_address(address: pp.Address) -> str:
     """The inverse of :func:`proxyproto._cli.args.split_address`; ``-`` for no address.
 
     Printable whatever the address holds (a UNIX path from a header can hold any byte): what is
-    not is escaped as :func:`proxyproto._text.printable` says, and then only the escaped form
+    not is escaped as :func:`proxyproto._core.text.printable` says, and then only the escaped form
     reads back.
     """
-    return _text.format_address(address, unix_prefix=UNIX_PREFIX)
+    return text.format_address(address, unix_prefix=UNIX_PREFIX)
 
 
 _FAMILY_NAMES = {

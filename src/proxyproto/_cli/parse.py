@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import proxyproto as pp
-from proxyproto._extras import missing
+from proxyproto._core.extras import missing
 
 from .args import add_command, decode_hex, hex_bytes, hex_digits
 from .output import fail, header_json, header_rows, os_error_text, print_rows

@@ -1,4 +1,4 @@
-"""``proxyproto relay``: the command line of the L4 relay (:mod:`proxyproto._relay`)."""
+"""``proxyproto relay``: the command line of the L4 relay (:mod:`proxyproto._cli.relay_server`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from proxyproto._relay import BALANCE_MODES, ConfigError, RelayConfig, RelaySettings, serve_relay
+from proxyproto._cli.relay_server import (
+    BALANCE_MODES,
+    ConfigError,
+    RelayConfig,
+    RelaySettings,
+    serve_relay,
+)
 
 from .args import (
     PROG,

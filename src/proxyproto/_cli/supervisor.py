@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from proxyproto._config import ProxyProtocolConfig
-from proxyproto._policy import Policy
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.policy import Policy
 from proxyproto.hypercorn import ShutdownTrigger, _asyncio_worker, _trio_worker
 
 from .args import proxy_config

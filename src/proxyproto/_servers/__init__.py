@@ -1,1 +1,3 @@
-"""What the ASGI server integrations share, and each server's internals we depend on."""
+"""What the server integrations (:mod:`proxyproto.hypercorn`, :mod:`proxyproto.uvicorn`) use of
+each server's internals, kept out of the public modules.
+"""

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from proxyproto._model import Header
-from proxyproto._policy import PeerAddress, Policy
+from proxyproto._core.model import Header
+from proxyproto._handshake.policy import PeerAddress, Policy
 
 __all__ = ("EXTENSION", "AsgiConnectionApp", "HypercornConnectionApp", "trusted_header")
 

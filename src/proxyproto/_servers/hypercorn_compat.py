@@ -24,7 +24,7 @@ USES: dict[str, str] = {
     "hypercorn.asyncio.run.worker_serve": "proxyproto.hypercorn._asyncio_worker (a copy of it)",
     "hypercorn.trio.tcp_server.TCPServer.__init__": "proxyproto.hypercorn._trio_connection",
     "hypercorn.trio.tcp_server.TCPServer.run": (
-        "proxyproto._hypercorn_trio.HypercornStream (stream.socket gives scope['client'])"
+        "proxyproto._servers.hypercorn_trio.HypercornStream (stream.socket gives scope['client'])"
     ),
     "hypercorn.asyncio.tcp_server.TCPServer.__init__": "proxyproto.hypercorn._asyncio_tcp_server",
     "hypercorn.asyncio.tcp_server.TCPServer.run": (

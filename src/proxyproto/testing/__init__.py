@@ -42,7 +42,7 @@ if not _typing.TYPE_CHECKING:
         """The httpx transports, imported on first use: a missing httpx names the extra."""
         if name not in _LAZY:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        from proxyproto._extras import require
+        from proxyproto._core.extras import require
 
         with require(f"proxyproto.testing.{name}"):
             from . import _httpx

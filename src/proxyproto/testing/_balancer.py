@@ -17,8 +17,8 @@ from typing import Any, TypeAlias
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 
-from proxyproto._anyio import connect_tcp, header_for
-from proxyproto._model import Header
+from proxyproto._adapters.anyio import connect_tcp, header_for
+from proxyproto._core.model import Header
 
 from ._wire import HeaderSpec, header_bytes, segments
 

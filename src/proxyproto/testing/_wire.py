@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import TypeAlias
 
-from proxyproto._model import Header
+from proxyproto._core.model import Header
 
 __all__ = ["HeaderSpec", "header_bytes", "segments"]
 

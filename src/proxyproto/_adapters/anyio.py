@@ -2,12 +2,12 @@
 
 Theory of operation
 -------------------
-Nothing here decides anything: the handshake engine (:mod:`proxyproto._engine`) does, as for every
-surface. A handshake (:class:`proxyproto._engine.Handshakes`, run with anyio's cancel scopes,
-events and clock) reads bytes from the connection into the engine's
-:class:`~proxyproto._engine.Handshake` under one deadline (``header_timeout``) that also covers
-the wait for a handshake slot and the validator, and the engine says whether the connection is
-handed over with the header's addresses, handed over as a direct connection, or closed. Bytes
+Nothing here decides anything: the handshake engine (:mod:`proxyproto._handshake.engine`) does, as
+for every surface. A handshake (:class:`proxyproto._handshake.engine.Handshakes`, run with anyio's
+cancel scopes, events and clock) reads bytes from the connection into the engine's
+:class:`~proxyproto._handshake.engine.Handshake` under one deadline (``header_timeout``) that also
+covers the wait for a handshake slot and the validator, and the engine says whether the connection
+is handed over with the header's addresses, handed over as a direct connection, or closed. Bytes
 read past the header (or, for a direct connection, every byte read) are served first by the
 :class:`ProxiedStream`; after them, ``receive()`` goes straight to the transport.
 
@@ -15,8 +15,8 @@ The listener runs each handshake in the connection's own task (the inner listene
 starts one per connection), so a slow client never holds up ``accept()``. A proxy sends its whole
 header at once, so nearly every handshake is over after its first read. The others -- the peer
 has sent part of a header and the rest has not come -- are the ones bounded (the engine's
-:class:`~proxyproto._engine.Admission`): when ``max_pending_handshakes`` of them are under way, a
-new one evicts the oldest of those that have been partial for ``eviction_age``, as many as it
+:class:`~proxyproto._handshake.engine.Admission`): when ``max_pending_handshakes`` of them are under
+way, a new one evicts the oldest of those that have been partial for ``eviction_age``, as many as it
 takes, and goes on reading at once -- it never waits for a slot. A connection that has sent
 nothing is not counted (it costs a task and a socket until its deadline), so a flood of idle
 connections cannot keep real clients out; a real header split across segments completes in a
@@ -25,7 +25,7 @@ arriving together is younger than ``eviction_age`` and never evicts itself.
 
 A refused connection (invalid or missing header, policy, validator, timeout, eviction) is closed
 forcefully, counted, and logged on the ``proxyproto`` logger with the peer's address (the first
-ten refusals in ten seconds one line each, then a summary line per window); the handler never
+ten refusals of each kind in ten seconds one line each, then a summary line per window); the handler never
 sees it and the listener keeps serving. Exceptions from the handler propagate, as with anyio's
 own listeners.
 """
@@ -43,12 +43,20 @@ from anyio.abc import ByteStream, Listener, SocketAttribute, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSStream
 
-from . import _accept
-from ._backpressure import bound_reading
-from ._config import ProxyProtocolConfig
-from ._engine import Handshake, Handshakes, ListenerStatistics, Primitives, Refusal, read_handshake
-from ._model import Address, Header, Transport
-from ._policy import Action, PeerAddress, Policy, carries_address
+from proxyproto._core.model import Address, Header, Transport
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.engine import (
+    Handshake,
+    Handshakes,
+    ListenerStatistics,
+    Primitives,
+    Refusal,
+    read_handshake,
+)
+from proxyproto._handshake.policy import Action, PeerAddress, Policy, carries_address
+
+from . import accept
+from .backpressure import bound_reading
 
 __all__ = [
     "ListenerStatistics",
@@ -266,7 +274,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
                 await handler(stream)
 
         # Ours, not the inner listener's serve(): it survives EMFILE and bounds reading.
-        await _accept.serve(self.listener, handle, task_group)
+        await accept.serve(self.listener, handle, task_group)
 
     @asynccontextmanager
     async def ready_streams(

@@ -227,7 +227,7 @@ def _describe(listener: Listener[Any]) -> str:
 
 def describe_socket(sock: Any) -> str:
     """A listening socket's address for the log (``sock`` is a stdlib or trio socket)."""
-    from ._text import format_address
+    from proxyproto._core.text import format_address
 
     try:
         address = sock.getsockname()

@@ -12,9 +12,9 @@ import struct
 from collections.abc import Mapping
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 
-from . import _tlv, _v2
-from ._errors import HeaderEncodingError
-from ._model import _NO_TLVS, Command, Family, Header, TLVs, TLVType, Transport, _make_header
+from . import tlv, v2
+from .errors import HeaderEncodingError
+from .model import _NO_TLVS, Command, Family, Header, TLVs, TLVType, Transport, _make_header
 
 __all__ = ["encode", "proxy_header"]
 
@@ -70,7 +70,7 @@ def proxy_header(
             "source and destination must both be (host, port) tuples or both be UNIX paths"
         )
     if cls is Header:
-        # Every value is checked above: fill the slots without attrs' __init__ (see _model).
+        # Every value is checked above: fill the slots without attrs' __init__ (see model).
         header = _make_header(version, Command.PROXY, family, transport, source, destination, tlvs)
     else:
         header = cls(version, Command.PROXY, family, transport, source, destination, tlvs)
@@ -154,9 +154,9 @@ def encode(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
 def _encode_v2(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
     parts = [_address_block(header)]
     if header.tlvs is not _NO_TLVS:
-        parts += _tlv.encode_tlvs(header.tlvs)
+        parts += tlv.encode_tlvs(header.tlvs)
     body = b"".join(parts)
-    size = _v2.FIXED_SIZE + len(body) + (_CRC32C_TLV.size if crc32c else 0)
+    size = v2.FIXED_SIZE + len(body) + (_CRC32C_TLV.size if crc32c else 0)
     if pad_to is not None:
         padding = pad_to - size
         if padding < 0:
@@ -166,17 +166,17 @@ def _encode_v2(header: Header, crc32c: bool, pad_to: int | None) -> bytes:
                 f"pad_to={pad_to} leaves {padding} byte(s): a NOOP TLV takes at least 3"
             )
         if padding:
-            body += _tlv.encode_tlv(TLVType.NOOP, bytes(padding - _TLV_HEAD_SIZE))
+            body += tlv.encode_tlv(TLVType.NOOP, bytes(padding - _TLV_HEAD_SIZE))
             size = pad_to
-    length = size - _v2.FIXED_SIZE
+    length = size - v2.FIXED_SIZE
     if length > 0xFFFF:
         raise HeaderEncodingError(f"the header would be {size} bytes; v2 allows 16 + 65535")
     fixed = _FIXED_TAIL.pack(0x20 | header.command, (header.family << 4) | header.transport, length)
     if not crc32c:
-        return _v2.SIGNATURE + fixed + body
+        return v2.SIGNATURE + fixed + body
     # Spec 2.2.3: the checksum covers the whole header with the checksum field zero.
-    unchecked = _v2.SIGNATURE + fixed + body + _CRC32C_TLV.pack(TLVType.CRC32C, 4, 0)
-    return unchecked[:-4] + _tlv.crc32c_of(unchecked).to_bytes(4, "big")
+    unchecked = v2.SIGNATURE + fixed + body + _CRC32C_TLV.pack(TLVType.CRC32C, 4, 0)
+    return unchecked[:-4] + tlv.crc32c_of(unchecked).to_bytes(4, "big")
 
 
 def _address_block(header: Header) -> bytes:

@@ -15,6 +15,12 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    # Header's codec methods call the builder and the parser, which build Headers, so this module
+    # cannot import them: proxyproto._core (the package, always imported before any module of it)
+    # imports them after this one and binds them here, as these two names.
+    from . import builder as _builder
+    from . import parser as _parser
+
 __all__ = [
     "Address",
     "Command",
@@ -450,7 +456,3 @@ def _make_ssl(
     _s_client_cert(ssl, client_cert)
     _s_raw(ssl, raw)
     return ssl
-
-
-# At the bottom: these import the names above.
-from . import _builder, _parser  # noqa: E402

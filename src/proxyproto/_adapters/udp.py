@@ -10,11 +10,11 @@ remember a header by, so an incomplete header is invalid, never a reason to wait
 datagrams until one is deliverable and returns it as a :class:`ProxiedDatagram`: the payload,
 the client from the header (``source``), and the real sender (``peer``, the proxy), to which
 replies go. Whether a datagram is deliverable is the handshake engine's decision
-(:func:`proxyproto._engine.judge_datagram`), the same as for a TCP connection, with "close the
-connection" read as "drop the datagram", the same refusal kinds and log levels. A dropped datagram
-is counted and logged (:class:`~proxyproto._engine.RefusalLog`: a flood of junk must not become a
-flood of log lines) and never raises: one bad datagram from anyone on the network must not stop a
-server.
+(:func:`proxyproto._handshake.engine.judge_datagram`), the same as for a TCP connection, with "close
+the connection" read as "drop the datagram", the same refusal kinds and log levels. A dropped
+datagram is counted and logged (:class:`~proxyproto._handshake.engine.RefusalLog`: a flood of junk
+must not become a flood of log lines) and never raises: one bad datagram from anyone on the network
+must not stop a server.
 """
 
 from __future__ import annotations
@@ -27,12 +27,19 @@ import anyio
 import attrs
 from anyio.abc import ConnectedUDPSocket, UDPSocket, UnreliableObjectReceiveStream
 
-from ._address import from_sockaddr
-from ._config import ProxyProtocolConfig
-from ._engine import Refusal, RefusalKind, RefusalLog, judge_datagram, validate, validator_timed_out
-from ._errors import HeaderEncodingError
-from ._model import Address, Command, Header, Transport
-from ._policy import Action, carries_address, resolve
+from proxyproto._core.address import from_sockaddr
+from proxyproto._core.errors import HeaderEncodingError
+from proxyproto._core.model import Address, Command, Header, Transport
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.engine import (
+    Refusal,
+    RefusalKind,
+    RefusalLog,
+    judge_datagram,
+    validate,
+    validator_timed_out,
+)
+from proxyproto._handshake.policy import Action, carries_address, resolve
 
 __all__ = [
     "DatagramStatistics",
@@ -144,7 +151,7 @@ class ProxiedUDPSocket(UnreliableObjectReceiveStream[ProxiedDatagram]):
         while True:
             data, address = await self.transport_socket.receive()
             # asyncio reports IPv6 senders as 4-tuples; anyio's addresses are (host, port), with
-            # a link-local sender's scope id kept as host%scope_id (proxyproto._address).
+            # a link-local sender's scope id kept as host%scope_id (proxyproto._core.address).
             peer = cast("tuple[str, int]", from_sockaddr(address))
             self._received += 1
             try:

@@ -13,12 +13,13 @@ first to run out of time: one :class:`HandshakeClock` per event loop and timeout
 order they started, with a single timer for the oldest, rather than a timer per connection (a
 ``call_later`` and its cancellation cost more than the rest of a connection's bookkeeping).
 
-Nothing is decided here: the handshake engine (:class:`proxyproto._engine.Handshake`) chooses the
-policy for the peer, says what to make of what was read and asks the validator; its counters
-(:class:`~proxyproto._engine.Counters`) and its rate-limited refusal log are the clock's, one per
-server, with the same kinds and levels as every other surface. There are no handshake slots here: a
-partial header holds no task and never holds up an accept, so ``max_pending_handshakes`` and
-``eviction_age`` do not apply; ``header_timeout`` bounds how long one lasts.
+Nothing is decided here: the handshake engine (:class:`proxyproto._handshake.engine.Handshake`)
+chooses the policy for the peer, says what to make of what was read and asks the validator; its
+counters (:class:`~proxyproto._handshake.engine.Counters`) and its rate-limited refusal log are the
+clock's, one per server, with the same kinds and levels as every other surface. There are no
+handshake slots here: a partial header holds no task and never holds up an accept, so
+``max_pending_handshakes`` and ``eviction_age`` do not apply; ``header_timeout`` bounds how long one
+lasts.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ._address import from_sockaddr
-from ._config import ProxyProtocolConfig
-from ._engine import (
+from proxyproto._core.address import from_sockaddr
+from proxyproto._core.model import Header
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.engine import (
     EMPTY,
     Counters,
     Handshake,
@@ -38,8 +40,7 @@ from ._engine import (
     register,
     validator_timed_out,
 )
-from ._model import Header
-from ._policy import Action, PeerAddress
+from proxyproto._handshake.policy import Action, PeerAddress
 
 __all__ = ["Accept", "HandshakeClock", "TransportHandshake", "peer_of"]
 
@@ -55,7 +56,7 @@ def peer_of(transport: asyncio.BaseTransport) -> PeerAddress:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, list):
         peer = tuple(peer)
-    # A link-local IPv6 peer keeps its scope id, as host%scope_id (proxyproto._address).
+    # A link-local IPv6 peer keeps its scope id, as host%scope_id (proxyproto._core.address).
     return from_sockaddr(peer) or None
 
 
@@ -67,7 +68,7 @@ class HandshakeClock:
     timer, set for the oldest, times out every handshake whose deadline has passed and is set
     again for the next. A server has one, made on its event loop with its ``header_timeout``;
     ``surface`` (``"uvicorn"``, ``"hypercorn"``) counts its connections in that surface's
-    process-wide totals (:func:`proxyproto._engine.surface_statistics`).
+    process-wide totals (:func:`proxyproto._handshake.engine.surface_statistics`).
     """
 
     __slots__ = ("_loop", "_pending", "_timeout", "_timer", "counters", "log")
@@ -121,7 +122,7 @@ class HandshakeClock:
 
 class TransportHandshake:
     """Reads one connection's PROXY header off its asyncio transport, for the engine
-    (:class:`proxyproto._engine.Handshake`) to decide.
+    (:class:`proxyproto._handshake.engine.Handshake`) to decide.
 
     The owning protocol creates it in ``connection_made`` and calls :meth:`start`, then forwards
     ``data_received`` and ``eof_received`` to it until ``accept`` has been called, and

@@ -1,7 +1,8 @@
 """Trust decisions: which peers may send a header, and what to do with what they sent.
 
-Pure functions of values: no I/O, no clock. The handshake engine (:mod:`proxyproto._engine`) asks
-:func:`decide` what to make of a handshake, for every adapter, so the decision lives in one place.
+Pure functions of values: no I/O, no clock. The handshake engine
+(:mod:`proxyproto._handshake.engine`) asks :func:`decide` what to make of a handshake, for every
+adapter, so the decision lives in one place.
 
 Semantics follow go-proxyproto's policies:
 
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TypeAlias
 
-from ._model import Command, Header
+from proxyproto._core.model import Command, Header
 
 __all__ = [
     "Action",

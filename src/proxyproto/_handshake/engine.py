@@ -8,8 +8,8 @@ everything else, so that no behaviour is decided in two places:
 
 * :class:`Handshake` is one connection's handshake: the policy for its peer, the bytes fed to it
   (``receive_data(b"")`` is the peer's EOF), and :meth:`Handshake.judge` once reading is over,
-  which returns the :class:`~proxyproto._policy.Action` or raises a :class:`Refusal`. A header
-  that comes whole in the first segment (what a proxy sends) is parsed once, with no
+  which returns the :class:`~proxyproto._handshake.policy.Action` or raises a :class:`Refusal`. A
+  header that comes whole in the first segment (what a proxy sends) is parsed once, with no
   :class:`~proxyproto.HeaderParser` made.
 * :func:`judge_reading` is that decision as a pure function of facts (a header or none, whether
   a signature came, whether the peer closed or sent nothing, the parser's error, the deadline);
@@ -19,8 +19,8 @@ everything else, so that no behaviour is decided in two places:
   running at the deadline is :func:`validator_timed_out` -- kind ``timeout`` -- everywhere.
 * :class:`RefusalKind` names every way a handshake ends without a connection, with its log
   level; :class:`Counters` counts them (a snapshot is :class:`ListenerStatistics`), and
-  :class:`RefusalLog` logs them, one line each for the first ten in a ten-second window and a
-  summary line for the rest, so a flood gives periodic summaries, not a line per connection.
+  :class:`RefusalLog` logs them, one line each for the first ten of each kind in a ten-second
+  window and a summary line for the rest, so a flood gives periodic summaries, not a line per connection.
 * :class:`Admission` bounds the partial handshakes (``max_pending_handshakes``): when that many
   are under way, a new one evicts the oldest of those partial for ``eviction_age``, in a batch
   if need be, and never waits.
@@ -43,13 +43,25 @@ from typing import Any, TypeVar
 
 import attrs
 
-from . import _v1, _v2
-from ._config import ProxyProtocolConfig, Validator
-from ._errors import HeaderRejected, InvalidHeader, InvalidSignature, ProxyProtocolError
-from ._model import Header
-from ._parser import NEED_DATA, HeaderParser, VersionNotAccepted, parse_datagram, parse_whole
-from ._policy import Action, PeerAddress, Policy, carries_address, decide, resolve
-from ._text import format_address, printable
+from proxyproto._core import v1, v2
+from proxyproto._core.errors import (
+    HeaderRejected,
+    InvalidHeader,
+    InvalidSignature,
+    ProxyProtocolError,
+)
+from proxyproto._core.model import Header
+from proxyproto._core.parser import (
+    NEED_DATA,
+    HeaderParser,
+    VersionNotAccepted,
+    parse_datagram,
+    parse_whole,
+)
+from proxyproto._core.text import format_address, printable
+
+from .config import ProxyProtocolConfig, Validator
+from .policy import Action, PeerAddress, Policy, carries_address, decide, resolve
 
 __all__ = [
     "EMPTY",
@@ -220,7 +232,7 @@ def judge_datagram(
     except InvalidHeader as exception:
         error = exception
     # A whole signature is a header, broken or not; anything else is a headerless datagram.
-    signature_seen = data.startswith((_v2.SIGNATURE, _v1.PREFIX))
+    signature_seen = data.startswith((v2.SIGNATURE, v1.PREFIX))
     if header is not None and len(data) - len(payload) > max_header_size:
         raise Refusal(
             RefusalKind.INVALID,
@@ -244,7 +256,7 @@ def validator_refusal(rejection: HeaderRejected | None = None) -> str:
     """The reason to log when the validator says no, with its own message if it raised one.
 
     The message may quote the header's fields, which are the peer's text: it is escaped
-    (:func:`~proxyproto._text.printable`), so that it cannot forge a log line.
+    (:func:`~proxyproto._core.text.printable`), so that it cannot forge a log line.
     """
     if rejection is None:
         return "the validator refused the header"
@@ -512,8 +524,10 @@ def show_peer(peer: object) -> str:
 
 
 class RefusalLog:
-    """Logs one listener's refusals: the first :attr:`BURST` in each :attr:`PERIOD` seconds one
-    line each, the rest counted and told in one summary line per window, by kind.
+    """Logs one listener's refusals: the first :attr:`BURST` of each kind in each :attr:`PERIOD`
+    seconds one line each, the rest counted and told in one summary line per window, by kind.
+    The budget is per kind, so that a flood of one kind (health checks that connect and leave,
+    say) never hides the first refusals of another.
 
     ``message`` is the line's format, with the peer and the reason; ``clock`` the surface's
     (seconds, monotonic). The summary of a window is logged by the first refusal after it.
@@ -536,7 +550,7 @@ class RefusalLog:
         self._what = what
         self._failure = failure
         self._start: float | None = None
-        self._logged = 0
+        self._logged: dict[RefusalKind, int] = {}
         self._not_logged: dict[RefusalKind, int] = {}
 
     def refused(self, kind: RefusalKind, peer: object, reason: str) -> None:
@@ -557,9 +571,10 @@ class RefusalLog:
             if self._not_logged:
                 self._summarise()
             self._start = now
-            self._logged = 0
-        if self._logged < self.BURST:
-            self._logged += 1
+            self._logged = {}
+        logged = self._logged.get(kind, 0)
+        if logged < self.BURST:
+            self._logged[kind] = logged + 1
             return True
         self._not_logged[kind] = self._not_logged.get(kind, 0) + 1
         return False

@@ -8,9 +8,10 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ._model import Header
-from ._parser import MAX_HEADER_SIZE
-from ._policy import PeerAddress, Policy, PolicyCallable
+from proxyproto._core.model import Header
+from proxyproto._core.parser import MAX_HEADER_SIZE
+
+from .policy import PeerAddress, Policy, PolicyCallable
 
 __all__ = ["ProxyProtocolConfig", "Validator"]
 

@@ -1,6 +1,6 @@
 """One place that turns an address into what each surface expects (sans-IO).
 
-Addresses are kept in anyio's shape (:data:`proxyproto._model.Address`): ``(host, port)`` for
+Addresses are kept in anyio's shape (:data:`proxyproto._core.model.Address`): ``(host, port)`` for
 INET and INET6, a path for UNIX, ``None`` for none. A header never carries an IPv6 scope id
 (v1 text has no room for one, v2's INET6 block has none), but the real peer of a link-local
 connection does: ``socket.getpeername()`` gives ``(host, port, flowinfo, scope_id)`` with the
@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ._model import Address
+from .model import Address
 
 __all__ = ("asgi_client", "from_sockaddr", "peername", "socket_family", "two_field_peername")
 

@@ -22,10 +22,10 @@ import struct
 
 from crc32c import crc32c as _crc32c
 
-from ._errors import HeaderEncodingError, InvalidHeader
-from ._model import SSLInfo, SSLSubType, TLVs, TLVType
-from ._model import _make_ssl as make_ssl
-from ._model import _make_tlvs as make_tlvs
+from .errors import HeaderEncodingError, InvalidHeader
+from .model import SSLInfo, SSLSubType, TLVs, TLVType
+from .model import _make_ssl as make_ssl
+from .model import _make_tlvs as make_tlvs
 
 __all__ = [
     "MAX_UNIQUE_ID",

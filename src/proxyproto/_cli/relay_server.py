@@ -49,15 +49,21 @@ import anyio
 import attrs
 from anyio.abc import ByteStream, SocketAttribute
 
-from . import _accept
-from ._anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener, header_for
-from ._backpressure import bound_reading
-from ._cli.args import connect_address, listen_address, network, proxy_config, seconds
-from ._cli.output import format_address
-from ._cli.output import os_error_text as _os_error_text
-from ._cli.output import pair as _pair
-from ._config import ProxyProtocolConfig
-from ._policy import Policy
+from proxyproto._adapters import accept
+from proxyproto._adapters.anyio import (
+    ProxiedStream,
+    ProxyAttribute,
+    ProxyProtocolListener,
+    header_for,
+)
+from proxyproto._adapters.backpressure import bound_reading
+from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.policy import Policy
+
+from .args import connect_address, listen_address, network, proxy_config, seconds
+from .output import format_address
+from .output import os_error_text as _os_error_text
+from .output import pair as _pair
 
 __all__ = [
     "BALANCE_MODES",
@@ -202,7 +208,7 @@ class Relay:
                     async with listener:
                         task_status.started()
                         with self._accepting:
-                            await _accept.serve(inner, handle, connections)
+                            await accept.serve(inner, handle, connections)
                 finally:
                     self.closed.set()
                 # Not accepting any more, and the listening socket is closed.

@@ -37,11 +37,11 @@ import struct
 from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import Final
 
-from ._errors import InvalidHeader
-from ._model import _NO_TLVS as NO_TLVS
-from ._model import Address, Command, Family, Header, Transport
-from ._model import _make_header as make_header
-from ._tlv import decode_tlvs_untrusted
+from .errors import InvalidHeader
+from .model import _NO_TLVS as NO_TLVS
+from .model import Address, Command, Family, Header, Transport
+from .model import _make_header as make_header
+from .tlv import decode_tlvs_untrusted
 
 __all__ = [
     "FIXED_SIZE",

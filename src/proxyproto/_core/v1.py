@@ -23,10 +23,10 @@ import re
 from socket import AF_INET6, inet_ntop, inet_pton
 from typing import Final
 
-from ._errors import InvalidHeader
-from ._model import _NO_TLVS as NO_TLVS
-from ._model import Command, Family, Header, Transport
-from ._model import _make_header as make_header
+from .errors import InvalidHeader
+from .model import _NO_TLVS as NO_TLVS
+from .model import Command, Family, Header, Transport
+from .model import _make_header as make_header
 
 __all__ = [
     "MAX_LENGTH",

@@ -28,18 +28,18 @@ import enum
 from collections.abc import Iterable
 from typing import Final, Literal
 
-from . import _v1, _v2
-from ._errors import IncompleteHeader, InvalidHeader, InvalidSignature, ProxyProtocolError
-from ._model import Command, Header, Transport
+from . import v1, v2
+from .errors import IncompleteHeader, InvalidHeader, InvalidSignature, ProxyProtocolError
+from .model import Command, Header, Transport
 
 __all__ = ["MAX_HEADER_SIZE", "NEED_DATA", "HeaderParser", "NeedData", "parse", "parse_datagram"]
 
 #: The largest header the spec allows: a v2 fixed part and a 16-bit length.
-MAX_HEADER_SIZE: Final = _v2.FIXED_SIZE + 0xFFFF
+MAX_HEADER_SIZE: Final = v2.FIXED_SIZE + 0xFFFF
 
-_V1_START = _v1.PREFIX[0]
-_V2_START = _v2.SIGNATURE[0]
-_V2_FIRST = _v2.SIGNATURE[:1]
+_V1_START = v1.PREFIX[0]
+_V2_START = v2.SIGNATURE[0]
+_V2_FIRST = v2.SIGNATURE[:1]
 
 
 class NeedData(enum.Enum):
@@ -64,13 +64,13 @@ def _signature_untrusted(data: bytes | bytearray, versions: frozenset[int]) -> i
     """The version whose signature ``data`` starts with; ``None`` while it is still a prefix."""
     first = data[0]
     if first == _V2_START and 2 in versions:
-        signature = _v2.SIGNATURE
+        signature = v2.SIGNATURE
     elif first == _V1_START and 1 in versions:
-        signature = _v1.PREFIX
+        signature = v1.PREFIX
     else:
         # A whole signature of the version not accepted says what came; anything shorter may
         # be the start of something else ("P" of "PUT"), refused at once all the same.
-        for version, other in ((1, _v1.PREFIX), (2, _v2.SIGNATURE)):
+        for version, other in ((1, v1.PREFIX), (2, v2.SIGNATURE)):
             if version not in versions and data.startswith(other):
                 (only,) = versions
                 raise VersionNotAccepted(f"a PROXY v{version} header, but only v{only} is accepted")
@@ -142,7 +142,7 @@ class HeaderParser:
     def __init__(
         self, *, max_header_size: int = MAX_HEADER_SIZE, versions: Iterable[int] = (1, 2)
     ) -> None:
-        if max_header_size < _v2.FIXED_SIZE:
+        if max_header_size < v2.FIXED_SIZE:
             raise ValueError(f"max_header_size must be at least 16, not {max_header_size}")
         self._max_header_size = max_header_size
         self._versions = _check_versions(versions)
@@ -228,7 +228,7 @@ class HeaderParser:
                 if self._closed:
                     raise InvalidSignature("the peer closed before sending any byte")
                 return NEED_DATA
-            if len(buffer) >= _v2.FIXED_SIZE:
+            if len(buffer) >= v2.FIXED_SIZE:
                 # What a proxy sends: the whole header at once, read in one go. Anything else
                 # goes the careful way below, which says what is wrong.
                 whole = parse_whole(buffer, self._max_header_size, self._versions)
@@ -249,9 +249,9 @@ class HeaderParser:
     def _next_v2(self, buffer: bytes | bytearray) -> Header | Literal[NeedData.NEED_DATA]:
         total = self._total
         if total is None:
-            total = _v2.check_fixed_untrusted(buffer)
+            total = v2.check_fixed_untrusted(buffer)
             if total is None:
-                self._check_open(buffer, _v2.FIXED_SIZE)
+                self._check_open(buffer, v2.FIXED_SIZE)
                 return NEED_DATA
             if total > self._max_header_size:
                 raise InvalidHeader(
@@ -262,21 +262,21 @@ class HeaderParser:
         if len(buffer) < total:
             self._check_open(buffer, total)
             return NEED_DATA
-        decoded = _v2.decode_untrusted(bytes(buffer[:total]))
+        decoded = v2.decode_untrusted(bytes(buffer[:total]))
         assert decoded is not None, "check_fixed_untrusted accepted these bytes"
         return self._complete(*decoded)
 
     def _next_v1(self, buffer: bytes | bytearray) -> Header | Literal[NeedData.NEED_DATA]:
-        limit = min(_v1.MAX_LENGTH, self._max_header_size)
+        limit = min(v1.MAX_LENGTH, self._max_header_size)
         end = buffer.find(b"\n", self._searched, limit)
         if end < 0:
             self._searched = min(len(buffer), limit)
             if len(buffer) >= limit:
                 raise InvalidHeader(f"v1: no CRLF within the first {limit} bytes")
-            _v1.check_partial_untrusted(bytes(buffer))
+            v1.check_partial_untrusted(bytes(buffer))
             self._check_open(buffer, None)
             return NEED_DATA
-        return self._complete(_v1.decode_line_untrusted(bytes(buffer[: end + 1])), end + 1)
+        return self._complete(v1.decode_line_untrusted(bytes(buffer[: end + 1])), end + 1)
 
     def _check_open(self, buffer: bytes | bytearray, needed: int | None) -> None:
         if self._closed:
@@ -305,24 +305,24 @@ def parse(data: bytes | bytearray | memoryview) -> tuple[Header, int]:
     if type(data) is not bytes:
         data = bytes(data[:MAX_HEADER_SIZE])
     if data.startswith(_V2_FIRST):
-        decoded = _v2.decode_untrusted(data)
+        decoded = v2.decode_untrusted(data)
         if decoded is not None:
             return decoded
-        if data.startswith(_v2.SIGNATURE):
+        if data.startswith(v2.SIGNATURE):
             # Incomplete or invalid: this says which.
-            total = _v2.check_fixed_untrusted(data)
-            raise IncompleteHeader(f"v2: {len(data)} of {total or _v2.FIXED_SIZE} bytes")
+            total = v2.check_fixed_untrusted(data)
+            raise IncompleteHeader(f"v2: {len(data)} of {total or v2.FIXED_SIZE} bytes")
     else:
-        decoded = _v1.decode_tcp4_untrusted(data)
+        decoded = v1.decode_tcp4_untrusted(data)
         if decoded is not None:
             return decoded
-    if data.startswith(_v1.PREFIX):
-        end = data.find(b"\n", 0, _v1.MAX_LENGTH)
+    if data.startswith(v1.PREFIX):
+        end = data.find(b"\n", 0, v1.MAX_LENGTH)
         if end >= 0:
-            return _v1.decode_line_untrusted(data[: end + 1]), end + 1
-        if len(data) >= _v1.MAX_LENGTH:
-            raise InvalidHeader(f"v1: no CRLF within the first {_v1.MAX_LENGTH} bytes")
-        _v1.check_partial_untrusted(data)
+            return v1.decode_line_untrusted(data[: end + 1]), end + 1
+        if len(data) >= v1.MAX_LENGTH:
+            raise InvalidHeader(f"v1: no CRLF within the first {v1.MAX_LENGTH} bytes")
+        v1.check_partial_untrusted(data)
         raise IncompleteHeader(f"v1: {len(data)} bytes and no CRLF yet")
     if not data:
         raise IncompleteHeader("no data")

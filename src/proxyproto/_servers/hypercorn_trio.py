@@ -3,7 +3,7 @@
 Hypercorn's trio ``TCPServer`` reads ``stream.socket`` (``stream.transport_stream.socket``
 under TLS) for ``scope["client"]`` and keeps two fields of an AF_INET6 address; the socket of
 these streams keeps an IPv6 scope id in the host, on direct connections too (see
-:mod:`proxyproto._address`).
+:mod:`proxyproto._core.address`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 
 import trio
 
-from . import trio as pp_trio
-from ._engine import register
-from .hypercorn import _PeerSocket
+from proxyproto import trio as pp_trio
+from proxyproto._handshake.engine import register
+
+from .peer_socket import PeerSocket
 
 __all__ = ("HypercornListener",)
 
@@ -40,7 +41,7 @@ class HypercornStream(trio.abc.HalfCloseableStream):
 
     def __init__(self, stream: pp_trio.ProxiedStream) -> None:
         self.stream = stream
-        self.socket: Any = _PeerSocket(stream.socket)
+        self.socket: Any = PeerSocket(stream.socket)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         return await self.stream.receive_some(max_bytes)
