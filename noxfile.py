@@ -1,5 +1,5 @@
 """Developer tasks. ``nox`` alone runs lint, typing, docs, the tests on CPython 3.10-3.13 and the
-Uvicorn tests on the oldest Uvicorn minor supported.
+server integration tests on the oldest, one middle and the newest Uvicorn and Hypercorn.
 
 ``nox -s bench`` and ``nox -s fuzz -- 600`` are run by hand: they take a while and print numbers
 rather than pass or fail.
@@ -36,13 +36,26 @@ LINT_PATHS = ["src", "tests", "bench", "examples", "docs", "fuzz", "noxfile.py"]
 TYPED_PATHS = ["src", "tests", "examples", "fuzz"]
 
 nox.needs_version = ">=2024.3.2"
-nox.options.sessions = ["lint", "typing", "docs", "tests", "uvicorn_oldest"]
+nox.options.sessions = ["lint", "typing", "docs", "tests", "servers"]
 
-# The Uvicorn minors the ``uvicorn`` extra admits: ``tests`` gets the newest, ``uvicorn_oldest`` the
-# oldest, so both ends of the range are tested on every run.
-UVICORN_OLDEST = "uvicorn==0.54.*"
-# The test files that start Uvicorn.
-UVICORN_TESTS = ["tests/test_uvicorn.py", "tests/test_asgi_websocket.py", "tests/test_examples.py"]
+# The releases of each server ``servers`` tests: the oldest the extra admits, one between, and the
+# newest on the registry (the bare name: pip's newest). Raise the oldest with the extra's lower
+# bound in pyproject.toml; the drift test records each version's fingerprints.
+SERVER_RELEASES = {
+    "uvicorn": ["uvicorn==0.36.0", "uvicorn==0.45.0", "uvicorn"],
+    "hypercorn": ["hypercorn==0.17.0", "hypercorn==0.17.3", "hypercorn"],
+}
+# The test files that start the servers; ``-k <server>`` picks each server's tests in the shared
+# files (and every test of the server's own files, whose names hold it).
+SERVER_TESTS = [
+    "tests/test_uvicorn.py",
+    "tests/test_hypercorn.py",
+    "tests/test_hypercorn_cli.py",
+    "tests/test_asgi_websocket.py",
+    "tests/test_asgi_extension.py",
+    "tests/test_addresses.py",
+    "tests/test_server_compat.py",
+]
 
 
 def _expose_pyenv_interpreters() -> None:
@@ -83,10 +96,21 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[-1])
-def uvicorn_oldest(session: nox.Session) -> None:
-    """The Uvicorn tests again on the oldest Uvicorn minor the ``uvicorn`` extra admits."""
-    session.install(f".[{TEST_EXTRAS}]", UVICORN_OLDEST)
-    session.run("pytest", *(session.posargs or UVICORN_TESTS))
+def servers(session: nox.Session) -> None:
+    """The Uvicorn and Hypercorn integration tests on each release in :data:`SERVER_RELEASES`, in
+    turn, on one Python (arguments after ``--`` go to each pytest run)."""
+    session.install(f".[{TEST_EXTRAS}]")
+    for server, releases in SERVER_RELEASES.items():
+        for release in releases:
+            session.install("--upgrade", release)
+            session.run(
+                "python",
+                "-c",
+                f"import importlib.metadata as m; print('{server}', m.version('{server}'))",
+            )
+            session.run(
+                "pytest", "-p", "no:cacheprovider", "-k", server, *SERVER_TESTS, *session.posargs
+            )
 
 
 @nox.session

@@ -72,6 +72,9 @@ EXPECTED: dict[str, list[str]] = {
         "no header: refused",
         "Uvicorn stopped",
     ],
+    "asgi_extension.py": [
+        "client ('203.0.113.7', 51234) via 127.0.0.1, endpoint vpce-0123456789abcdef0, cn alice",
+    ],
     "hypercorn_app.py": [
         "asyncio: hello 203.0.113.7:51234",
         "asyncio: hello 203.0.113.7:51234",

@@ -563,3 +563,107 @@ def test_a_peer_that_leaves_without_a_byte_is_counted_and_logged_at_debug(
     [record] = [r for r in caplog.records if f"127.0.0.1:{port}" in r.getMessage()]
     assert record.levelno == logging.DEBUG
     assert "before sending a byte" in record.getMessage()
+
+
+# --- Uvicorn's TLS, and our log lines under Uvicorn's logging ---------------------------------
+
+
+@pytest.fixture
+def uvicorn_certs(tmp_path: Path) -> tuple[Any, Path, Path]:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(certfile)
+    cert.private_key_pem.write_to_path(keyfile)
+    return ca, certfile, keyfile
+
+
+def test_run_refuses_uvicorn_tls_at_startup(
+    uvicorn_certs: tuple[Any, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def started(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("uvicorn.run() was called")
+
+    monkeypatch.setattr("uvicorn.run", started)
+    _, certfile, keyfile = uvicorn_certs
+    with pytest.raises(ValueError, match=r"^ssl_keyfile: Uvicorn's TLS .* cannot run behind"):
+        ppu.run(app, ssl_keyfile=str(keyfile), ssl_certfile=str(certfile))
+
+
+def handshake_over_tls(context: Any, sock: socket.socket) -> None:
+    with context.wrap_socket(sock, server_hostname="localhost") as tls:
+        tls.sendall(REQUEST)
+        tls.recv(65536)
+
+
+def test_uvicorn_tls_logs_one_clear_error_line(
+    uvicorn_certs: tuple[Any, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-made Config (or the command line) with --ssl-*: the first connection fails, as it
+    must, and one ERROR line says why and what to do instead."""
+    import ssl
+
+    ca, certfile, keyfile = uvicorn_certs
+    protocol = ppu._protocol_class("h11", pp.ProxyProtocolConfig())
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    options: dict[str, Any] = {"ssl_keyfile": str(keyfile), "ssl_certfile": str(certfile)}
+    with (
+        caplog.at_level(logging.INFO, logger="proxyproto"),
+        uvicorn_thread(app, http=protocol, **options) as (address, _, _),
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        sock.sendall(V1)
+        with pytest.raises((ssl.SSLError, OSError)):
+            handshake_over_tls(context, sock)
+    errors = [r for r in caplog.records if r.name == "proxyproto" and r.levelno == logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    assert "cannot run behind the PROXY protocol" in errors[0].getMessage()
+    assert "proxyproto.hypercorn" in errors[0].getMessage()
+
+
+def test_uvicorn_command_line_shows_our_info_lines(tmp_path: Path) -> None:
+    """Uvicorn's command line configures its own loggers only: ours get its handler and level,
+    so an INFO refusal (a peer that closed in the middle of its header) is on its stderr."""
+    env = {"PROXYPROTO_TRUSTED": "127.0.0.1"}
+    (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "uvicorn_test_app:app",
+        "--app-dir",
+        str(tmp_path),
+        "--port",
+        str(port),
+        "--http",
+        "proxyproto.uvicorn:ProxyProtocolH11Protocol",
+        "--lifespan",
+        "off",
+    ]
+    process = subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.communicate()[0].decode()
+            try:
+                exchange(("127.0.0.1", port), V1 + REQUEST)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "uvicorn did not answer within 20s"
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(V2[:20])  # half a header, then close: refused, "closed", INFO
+        # One more request answered: the close before it has been seen.
+        exchange(("127.0.0.1", port), V1 + REQUEST)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=15)[0].decode()
+    lines = [line for line in output.splitlines() if "refused connection from 127.0.0.1" in line]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("INFO:"), lines[0]  # Uvicorn's handler and format
+    assert "the peer closed after 20 of" in lines[0]

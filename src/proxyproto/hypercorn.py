@@ -6,7 +6,9 @@ Hypercorn builds its listeners inside its worker function, with no hook for wrap
 :func:`serve` runs a worker of its own: the same steps as Hypercorn's ``worker_serve`` (lifespan,
 ``config.create_sockets()``, a :class:`~hypercorn.asyncio.tcp_server.TCPServer` per connection,
 graceful shutdown under ``graceful_timeout``) with the listeners wrapped. It uses Hypercorn's own
-classes for everything after the handshake, which is why the extra pins Hypercorn's minor version.
+classes for everything after the handshake: each Hypercorn object the copy mirrors or calls is
+listed, with its fingerprint in each release checked, in
+:mod:`proxyproto._servers.hypercorn_compat`, and a drift test names any that a release changes.
 
 Nothing here decides anything: each handshake is a :class:`proxyproto.ProxyProtocolListener`'s
 (trio: :class:`proxyproto.trio.ProxyProtocolListener`, which runs that same handshake) or, on
@@ -61,13 +63,14 @@ with require("proxyproto.hypercorn"):
     import hypercorn  # noqa: F401  # only to say early, and in one line, that it is missing
     import sniffio
 
-from ._adapters.anyio import ProxiedStream, ProxyProtocolListener
+from ._adapters.anyio import ProxiedStream, ProxyAttribute, ProxyProtocolListener
 from ._adapters.asyncio import HandshakeClock, TransportHandshake
 from ._core.model import Header
 from ._core.text import format_address
 from ._handshake.config import ProxyProtocolConfig
 from ._handshake.engine import ListenerStatistics, register, surface_statistics
 from ._handshake.policy import PeerAddress
+from ._servers.asgi_scope import HypercornConnectionApp, trusted_header
 from ._servers.peer_socket import PeerSocket
 
 if TYPE_CHECKING:
@@ -215,6 +218,7 @@ async def _trio_worker(
                         partial(
                             trio.serve_listeners,
                             partial(
+                                _trio_connection,
                                 TCPServer,
                                 app,
                                 config,
@@ -225,12 +229,38 @@ async def _trio_worker(
                             handler_nursery=server_nursery,
                         )
                     )
+            except BaseException as error:
+                # Ctrl-C is a graceful shutdown and a quiet return, as in Hypercorn's own
+                # worker_serve (which splits KeyboardInterrupt off the nursery's group).
+                if not _only_keyboard_interrupts(error):
+                    raise
             finally:
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
 
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
+
+
+async def _trio_connection(
+    server: Any, app: AppWrapper, config: Config, context: Any, state: Any, stream: Any
+) -> None:
+    """Hypercorn's trio ``TCPServer`` on one connection, its app giving every scope the
+    ``proxy_protocol`` extension. ``stream`` is a ``HypercornStream``, or a ``trio.SSLStream``
+    over one."""
+    proxied = getattr(stream, "transport_stream", stream).stream
+    connection_app = HypercornConnectionApp(
+        app, trusted_header(proxied.header, proxied.policy), proxied.peer_address
+    )
+    await server(connection_app, config, context, state, stream)
+
+
+def _only_keyboard_interrupts(error: BaseException) -> bool:
+    """Whether ``error`` is a :exc:`KeyboardInterrupt`, or a group of nothing else."""
+    if isinstance(error, KeyboardInterrupt):
+        return True
+    nested = getattr(error, "exceptions", None)  # a BaseExceptionGroup (exceptiongroup on 3.10)
+    return bool(nested) and all(_only_keyboard_interrupts(e) for e in nested)  # type: ignore[union-attr]
 
 
 # --- asyncio -----------------------------------------------------------------------------------
@@ -320,7 +350,8 @@ async def _asyncio_worker(
                     )
                 reader = _StreamReader(served)
                 writer = _StreamWriter(served, reader, raw_socket, peer)
-                await TCPServer(app, loop, config, context, lifespan_state, reader, writer)  # type: ignore[arg-type]
+                app_ = _anyio_connection_app(app, stream)
+                await TCPServer(app_, loop, config, context, lifespan_state, reader, writer)  # type: ignore[arg-type]
             except (TimeoutError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
                 logger.debug("TLS handshake with %s failed", format_address(peer), exc_info=True)
             finally:
@@ -358,6 +389,14 @@ async def _asyncio_worker(
                 await lifespan_task
 
 
+def _anyio_connection_app(app: AppWrapper, stream: ProxiedStream) -> Any:
+    """``app`` for one TLS connection of the asyncio worker, with the scope extension."""
+    header = stream.extra(ProxyAttribute.header, None)
+    policy = stream.extra(ProxyAttribute.policy)
+    peer = stream.extra(ProxyAttribute.peer_address, None)
+    return HypercornConnectionApp(app, trusted_header(header, policy), peer)
+
+
 class _Cleartext:
     """Hypercorn's asyncio ``TCPServer`` on cleartext connections, each after its handshake.
 
@@ -379,7 +418,10 @@ class _Cleartext:
     ) -> None:
         from hypercorn.asyncio.tcp_server import TCPServer
 
-        self._server = partial(TCPServer, app, loop, config, context, lifespan_state)
+        self._app = app
+        self._server = partial(
+            _asyncio_tcp_server, TCPServer, loop, config, context, lifespan_state
+        )
         self._proxy = proxy
         self._loop = loop
         #: The handshakes under way, with their deadlines.
@@ -394,10 +436,19 @@ class _Cleartext:
         return _HandshakeProtocol(self)
 
     def handshake(self, transport: asyncio.Transport) -> TransportHandshake:
-        accept = partial(self._serve, transport)
-        return TransportHandshake(transport, self._proxy, accept, self._loop, self.clock)
+        def accept(header: Header | None, leftover: bytes) -> None:
+            self._serve(transport, handshake, header, leftover)
 
-    def _serve(self, transport: asyncio.Transport, header: Header | None, leftover: bytes) -> None:
+        handshake = TransportHandshake(transport, self._proxy, accept, self._loop, self.clock)
+        return handshake
+
+    def _serve(
+        self,
+        transport: asyncio.Transport,
+        handshake: TransportHandshake,
+        header: Header | None,
+        leftover: bytes,
+    ) -> None:
         loop = self._loop
         reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -406,12 +457,18 @@ class _Cleartext:
         if leftover:
             protocol.data_received(leftover)
         writer = _ProxiedStreamWriter(transport, protocol, reader, loop, header)
-        task = loop.create_task(self._run(reader, writer))
+        task = loop.create_task(self._run(reader, writer, handshake))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._server(reader, writer)
+    async def _run(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handshake: TransportHandshake,
+    ) -> None:
+        app = HypercornConnectionApp(self._app, handshake.header, handshake.peer)
+        await self._server(app, reader, writer)
 
     async def stop_accepting(self, servers: list[asyncio.Server], deadline: float) -> None:
         """Stop ``servers`` accepting, then close them once the connections they accepted have
@@ -451,6 +508,13 @@ class _Cleartext:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _asyncio_tcp_server(
+    server: Any, loop: Any, config: Config, context: Any, state: Any, app: Any, *streams: Any
+) -> Any:
+    """Hypercorn's asyncio ``TCPServer`` with this connection's app."""
+    return server(app, loop, config, context, state, *streams)
 
 
 #: How often a shutdown looks whether the handshakes under way have ended, in seconds.

@@ -37,6 +37,8 @@ use :mod:`proxyproto.hypercorn`). See ``docs/uvicorn.rst``.
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import os
 import weakref
 from collections.abc import Mapping
@@ -46,10 +48,6 @@ from ._core.extras import install_command, require
 
 with require("proxyproto.uvicorn"):
     import uvicorn
-    from uvicorn.config import Config
-    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-    from uvicorn.server import ServerState
 
 from ._adapters.asyncio import HandshakeClock, TransportHandshake, peer_of
 from ._core.address import asgi_client
@@ -57,14 +55,20 @@ from ._core.model import Address, Header
 from ._handshake.config import ProxyProtocolConfig
 from ._handshake.engine import ListenerStatistics, surface_statistics
 from ._handshake.policy import Policy, trusted_proxies
+from ._servers.asgi_scope import AsgiConnectionApp
 
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools is not installed
-    HttpToolsProtocol = None  # type: ignore[assignment, misc]
+# Every use of Uvicorn's internals is there, with the drift test's fingerprints.
+from ._servers.uvicorn_compat import (
+    Config,
+    H11Protocol,
+    HttpToolsProtocol,
+    ProxyHeadersMiddleware,
+    ServerState,
+)
 
 __all__ = [
     "ENVIRONMENT_CONFIG",
+    "LOGGING_CONFIG",
     "ProxyProtocolH11Protocol",
     "ProxyProtocolHttpToolsProtocol",
     "config_from_environ",
@@ -253,6 +257,55 @@ class _ProxiedTransport(asyncio.Transport):
         self.transport.abort()
 
 
+logger = logging.getLogger("proxyproto")
+
+#: Uvicorn's default logging configuration (``uvicorn.config.LOGGING_CONFIG``) with the
+#: ``proxyproto`` logger on Uvicorn's handler, at INFO: what :func:`run` uses unless given a
+#: ``log_config``. Without it, the refusal lines would reach only Python's last-resort handler,
+#: which drops everything below WARNING.
+LOGGING_CONFIG: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+LOGGING_CONFIG["loggers"]["proxyproto"] = {
+    "handlers": ["default"],
+    "level": "INFO",
+    "propagate": False,
+}
+
+_TLS_REFUSED = (
+    "Uvicorn's TLS (--ssl-keyfile/--ssl-certfile) cannot run behind the PROXY protocol: the "
+    "header comes before TLS, and Uvicorn starts TLS on the first byte, so every connection "
+    "would fail. Terminate TLS on the balancer (its SSL TLVs then say what the client used), or "
+    "serve with proxyproto.hypercorn, which reads the header first"
+)
+
+#: The Uvicorn configs whose first connection has been seen.
+_SEEN: weakref.WeakSet[Config] = weakref.WeakSet()
+
+
+def _logging_configured() -> bool:
+    """Whether the application configured where our lines go (a handler on our logger or on
+    the root logger): then Uvicorn's logging is not imposed on them."""
+    return bool(logger.handlers or logging.getLogger().handlers)
+
+
+def _first_connection(config: Config) -> None:
+    """What is checked once per Uvicorn config, at its first connection (the first moment our
+    code sees the config under Uvicorn's command line)."""
+    _SEEN.add(config)
+    if not _logging_configured():
+        # Nobody configured our logger (Uvicorn's command line configures its own only): our
+        # lines go where Uvicorn's go, at Uvicorn's level.
+        source = logging.getLogger("uvicorn")
+        if source.handlers:
+            for handler in source.handlers:
+                logger.addHandler(handler)
+            logger.setLevel(
+                min(logging.INFO, logging.getLogger("uvicorn.error").getEffectiveLevel())
+            )
+            logger.propagate = False
+    if config.is_ssl:
+        logger.error("proxyproto: %s.", _TLS_REFUSED)
+
+
 def statistics() -> ListenerStatistics:
     """The PROXY handshake counters of every Uvicorn server in this process, summed (over its
     protocol classes, and servers that have stopped): the same fields as
@@ -305,6 +358,8 @@ class _ProxyProtocolMixin(_Base):
         ):
             config.loaded_app = config.loaded_app.app
             config.proxy_headers = False
+        if config not in _SEEN:
+            _first_connection(config)
         super().__init__(config, *args, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -361,6 +416,9 @@ class _ProxyProtocolMixin(_Base):
 
     def _pp_accept(self, header: Header | None, leftover: bytes) -> None:
         super().connection_made(self._pp_transport)
+        # scope["extensions"]["proxy_protocol"] on every request of the connection.
+        handshake = self._pp_handshake
+        self.app = AsgiConnectionApp(self.app, handshake.header, handshake.peer)
         if header is not None:
             # Where Uvicorn keeps the client for the scope and its log lines: what it would have
             # made of a transport whose peer is the header's source (get_remote_addr()).
@@ -382,15 +440,21 @@ class _ProxyProtocolMixin(_Base):
         # Uvicorn's WebSocket protocols take the client from the transport they are given: a
         # transport whose peer is the header's source (a direct peer's, its scope id kept).
         source = self._pp_source
+        transport = self.transport
         if source is None:
             super().handle_websocket_upgrade(*args)
-            return
-        transport = self.transport
-        self.transport = _ProxiedTransport(transport, source)
-        try:
-            super().handle_websocket_upgrade(*args)
-        finally:
-            self.transport = transport
+        else:
+            self.transport = _ProxiedTransport(transport, source)
+            try:
+                super().handle_websocket_upgrade(*args)
+            finally:
+                self.transport = transport
+        # The WebSocket protocol took the app from the config, and calls it from a task that has
+        # not run yet: its scope gets the extension too.
+        protocol = transport.get_protocol()
+        if protocol is not self and hasattr(protocol, "app"):
+            handshake = self._pp_handshake
+            protocol.app = AsgiConnectionApp(protocol.app, handshake.header, handshake.peer)
 
 
 class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):
@@ -457,6 +521,12 @@ def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs:
             proxy=pp.ProxyProtocolConfig(policy=pp.trusted_proxies(["10.0.0.0/8"])),
         )
     """
+    for option in ("ssl_keyfile", "ssl_certfile", "ssl_context_factory"):
+        if uvicorn_kwargs.get(option):
+            raise ValueError(f"{option}: {_TLS_REFUSED}")
+    if "log_config" not in uvicorn_kwargs and not _logging_configured():
+        # Our lines on Uvicorn's handler. A copy: Uvicorn writes its use_colors into it.
+        uvicorn_kwargs["log_config"] = copy.deepcopy(LOGGING_CONFIG)
     http = uvicorn_kwargs.pop("http", "auto")
     if not isinstance(http, str):
         raise TypeError("http must be 'auto', 'h11' or 'httptools' with proxyproto")

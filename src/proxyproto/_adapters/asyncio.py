@@ -142,6 +142,7 @@ class TransportHandshake:
         "_validation",
         "accepted",
         "done",
+        "header",
         "peer",
     )
 
@@ -170,6 +171,9 @@ class TransportHandshake:
         self.accepted = False
         #: The real peer (the proxy, or a direct client).
         self.peer = peer_of(transport)
+        #: Once accepted: the header, when one was received and trusted (not under ``IGNORE``),
+        #: LOCAL ones too; else ``None``. What the ASGI scope extension shows the app.
+        self.header: Header | None = None
 
     def start(self) -> None:
         """Choose the policy for the peer and start the clock (``SKIP``: accept at once)."""
@@ -316,6 +320,8 @@ class TransportHandshake:
         self.accepted = True
         counters = self._clock.counters
         counters.accepted += 1
+        if action is Action.PROXIED:
+            self.header = engine.header
         header = engine.header if engine.uses_addresses(action) else None
         if header is None:
             counters.direct += 1

@@ -1,0 +1,436 @@
+"""``scope["extensions"]["proxy_protocol"]`` on real Hypercorn and Uvicorn servers.
+
+The app answers every HTTP request (and every WebSocket, with one text message) with what the
+extension holds: the header's source and TLVs (AWS VPC endpoint id, the client certificate's
+CN, the unique id) and the real peer. Hypercorn runs on both anyio backends (its trio worker and
+its asyncio worker), in cleartext (HTTP/1.1, HTTP/2 prior knowledge) and over TLS after the
+header (HTTP/1.1, HTTP/2 by ALPN); Uvicorn with each of its HTTP protocols and wsproto.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import trustme
+from anyio.abc import ByteStream
+
+import proxyproto as pp
+from asgi_helpers import hypercorn_task, read_response, serve_lifespan, uvicorn_thread
+from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
+from interop import listen, require_haproxy
+from require_peer import ci_is_set
+
+pytest.importorskip("wsproto")
+
+CLIENT = ("203.0.113.7", 51234)
+SERVER = ("198.51.100.10", 443)
+TLVS = pp.TLVs(
+    aws_vpce_id="vpce-0123456789abcdef0",
+    unique_id=b"req-42",
+    ssl=pp.SSLInfo(client=pp.SSLClient.SSL | pp.SSLClient.CERT_CONN, verify=0, cn="alice"),
+)
+HEADER = pp.Header.proxy(CLIENT, SERVER, tlvs=TLVS)
+REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def describe(scope: dict[str, Any]) -> dict[str, Any]:
+    """What an app can read of the extension, as JSON."""
+    info = scope["extensions"]["proxy_protocol"]
+    header = info["header"]
+    peer = info["peer_address"]
+    described: dict[str, Any] = {
+        "type": scope["type"],
+        "client": list(scope["client"]),
+        "peer": list(peer) if isinstance(peer, tuple) else peer,
+        "header": None,
+    }
+    if header is not None:
+        tlvs = header.tlvs
+        described["header"] = {
+            "source": list(header.source) if header.source is not None else None,
+            "vpce": tlvs.aws_vpce_id,
+            "cn": tlvs.ssl.cn if tlvs.ssl is not None else None,
+            "verified": tlvs.ssl.verified_cert if tlvs.ssl is not None else None,
+            "unique_id": tlvs.unique_id.decode() if tlvs.unique_id is not None else None,
+        }
+    return described
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await serve_lifespan(receive, send)
+        return
+    body = json.dumps(describe(scope)).encode()
+    if scope["type"] == "websocket":
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": body.decode()})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def expected(kind: str, peer: Any) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "client": list(CLIENT),
+        "peer": list(peer),
+        "header": {
+            "source": list(CLIENT),
+            "vpce": "vpce-0123456789abcdef0",
+            "cn": "alice",
+            "verified": True,
+            "unique_id": "req-42",
+        },
+    }
+
+
+WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + WS_KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def first_text_frame(data: bytes) -> dict[str, Any]:
+    """The JSON of the first (unmasked, unfragmented) text frame after the 101 head."""
+    head, _, frames = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert frames[0] == 0x81, frames[:2]
+    length = frames[1] & 0x7F
+    offset = 2
+    if length == 126:
+        length, offset = int.from_bytes(frames[2:4], "big"), 4
+    return json.loads(frames[offset : offset + length])  # type: ignore[no-any-return]
+
+
+def ws_frame_complete(data: bytes) -> bool:
+    _, sep, frames = data.partition(b"\r\n\r\n")
+    if not sep or len(frames) < 2:
+        return False
+    length = frames[1] & 0x7F
+    if length == 126:
+        return len(frames) >= 4 and len(frames) >= 4 + int.from_bytes(frames[2:4], "big")
+    return len(frames) >= 2 + length
+
+
+# --- Hypercorn -------------------------------------------------------------------------------
+
+
+async def http1_answer(stream: ByteStream) -> dict[str, Any]:
+    buffer = bytearray()
+    while b"\r\n\r\n" not in buffer:
+        buffer += await stream.receive()
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += await stream.receive()
+    return json.loads(rest[:length])  # type: ignore[no-any-return]
+
+
+async def h2_answer(stream: ByteStream) -> dict[str, Any]:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "t")]
+    connection.send_headers(1, headers, end_stream=True)
+    await stream.send(connection.data_to_send())
+    body = b""
+    while True:
+        for event in connection.receive_data(await stream.receive()):
+            if isinstance(event, h2.events.DataReceived):
+                body += event.data
+                connection.acknowledge_received_data(event.flow_controlled_length, 1)
+            elif isinstance(event, h2.events.StreamEnded):
+                return json.loads(body)  # type: ignore[no-any-return]
+        await stream.send(connection.data_to_send())
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_certs(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(certfile)
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(certfile, append=True)
+    cert.private_key_pem.write_to_path(keyfile)
+    return certfile, keyfile
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("http", ["h11", "h2"])
+async def test_hypercorn_cleartext(http: str) -> None:
+    async with hypercorn_task(app) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        peer = stream.extra(anyio.abc.SocketAttribute.local_address)
+        await stream.send(HEADER.to_bytes() + (REQUEST if http == "h11" else b""))
+        answer = await (http1_answer(stream) if http == "h11" else h2_answer(stream))
+    assert answer == expected("http", peer)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("alpn", ["http/1.1", "h2"])
+async def test_hypercorn_tls(alpn: str, ca: trustme.CA, server_certs: tuple[Path, Path]) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.set_alpn_protocols([alpn])
+    async with hypercorn_task(app, certs=server_certs) as port:
+        stream = await pp.connect_tcp(
+            "127.0.0.1",
+            port,
+            header=HEADER,
+            ssl_context=context,
+            tls_hostname="localhost",
+            tls_standard_compatible=False,
+        )
+        async with stream:
+            peer = stream.extra(anyio.abc.SocketAttribute.local_address)
+            if alpn == "h2":
+                answer = await h2_answer(stream)
+            else:
+                await stream.send(REQUEST)
+                answer = await http1_answer(stream)
+    assert answer == expected("http", peer)
+
+
+@pytest.mark.anyio
+async def test_hypercorn_websocket() -> None:
+    async with hypercorn_task(app) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        peer = stream.extra(anyio.abc.SocketAttribute.local_address)
+        await stream.send(HEADER.to_bytes() + UPGRADE)
+        data = b""
+        while not ws_frame_complete(data):
+            data += await stream.receive()
+    assert first_text_frame(data) == expected("websocket", peer)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("policy", "send"),
+    [
+        pytest.param(pp.Policy.USE, b"", id="direct"),
+        pytest.param(pp.Policy.IGNORE, HEADER.to_bytes(), id="ignored"),
+    ],
+)
+async def test_hypercorn_untrusted_or_no_header_is_none(policy: pp.Policy, send: bytes) -> None:
+    proxy = pp.ProxyProtocolConfig(policy=policy)
+    async with (
+        hypercorn_task(app, proxy) as port,
+        await anyio.connect_tcp("127.0.0.1", port) as stream,
+    ):
+        me = list(stream.extra(anyio.abc.SocketAttribute.local_address))
+        await stream.send(send + REQUEST)
+        answer = await http1_answer(stream)
+    assert answer == {"type": "http", "client": me, "peer": me, "header": None}
+
+
+@pytest.mark.anyio
+async def test_hypercorn_local_header_is_there() -> None:
+    proxy = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
+    local = pp.Header.local(tlvs=pp.TLVs(aws_vpce_id="vpce-1"))
+    async with (
+        hypercorn_task(app, proxy) as port,
+        await anyio.connect_tcp("127.0.0.1", port) as stream,
+    ):
+        me = list(stream.extra(anyio.abc.SocketAttribute.local_address))
+        await stream.send(local.to_bytes() + REQUEST)
+        answer = await http1_answer(stream)
+    assert answer["client"] == me
+    assert answer["header"]["source"] is None
+    assert answer["header"]["vpce"] == "vpce-1"
+
+
+# --- Uvicorn ---------------------------------------------------------------------------------
+
+
+def uvicorn_protocols() -> list[Any]:
+    pytest.importorskip("uvicorn")
+    import proxyproto.uvicorn as ppu
+
+    names = ["h11"]
+    if ppu.ProxyProtocolHttpToolsProtocol is not None:
+        names.append("httptools")
+    return names
+
+
+def uvicorn_exchange(
+    http: str, data: bytes, proxy: pp.ProxyProtocolConfig | None = None, *, websocket: bool = False
+) -> tuple[list[Any], dict[str, Any]]:
+    import proxyproto.uvicorn as ppu
+
+    protocol = ppu._protocol_class(http, proxy or pp.ProxyProtocolConfig())
+    with (
+        uvicorn_thread(app, http=protocol, ws="wsproto") as (address, _, _),
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        me = list(sock.getsockname()[:2])
+        sock.sendall(data)
+        if not websocket:
+            status, body = read_response(sock, bytearray())
+            assert status == 200
+            return me, body
+        received = b""
+        while not ws_frame_complete(received):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        return me, first_text_frame(received)
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_uvicorn_http(http: str) -> None:
+    if http not in uvicorn_protocols():
+        pytest.skip(f"{http} is not installed")
+    me, answer = uvicorn_exchange(http, HEADER.to_bytes() + REQUEST)
+    assert answer == expected("http", me)
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_uvicorn_websocket(http: str) -> None:
+    if http not in uvicorn_protocols():
+        pytest.skip(f"{http} is not installed")
+    me, answer = uvicorn_exchange(http, HEADER.to_bytes() + UPGRADE, websocket=True)
+    assert answer == expected("websocket", me)
+
+
+@pytest.mark.parametrize(
+    ("policy", "send"),
+    [
+        pytest.param(pp.Policy.USE, b"", id="direct"),
+        pytest.param(pp.Policy.IGNORE, HEADER.to_bytes(), id="ignored"),
+    ],
+)
+def test_uvicorn_untrusted_or_no_header_is_none(policy: pp.Policy, send: bytes) -> None:
+    uvicorn_protocols()
+    me, answer = uvicorn_exchange("h11", send + REQUEST, pp.ProxyProtocolConfig(policy=policy))
+    assert answer == {"type": "http", "client": me, "peer": me, "header": None}
+
+
+# --- behind a real HAProxy: TLS ends there, the SSL and unique-id TLVs come here -------------
+
+
+@contextmanager
+def haproxy_tls_front(
+    ca: trustme.CA, tmp_path: Path, backend: tuple[str, int]
+) -> Iterator[tuple[str, int]]:
+    """HAProxy terminating TLS (client certificates verified by ``ca``) in HTTP mode, relaying
+    to ``backend`` with ``send-proxy-v2`` and the SSL, CN and unique-id TLVs."""
+    haproxy = require_haproxy(find_haproxy(), ci=ci_is_set())
+    combined = tmp_path / "haproxy.pem"
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(combined)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(ca_file)
+    front = ("127.0.0.1", free_port())
+    config = listen(
+        f"{hostport(*front)} ssl crt {combined} ca-file {ca_file} verify optional",
+        f"{hostport(*backend)} send-proxy-v2 proxy-v2-options ssl,cert-cn,unique-id",
+        "mode http",
+        "unique-id-format req-%rt",
+    )
+    with HAProxy(config, binary=haproxy):
+        yield front
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    ca.issue_cert("alice@example.org", common_name="alice").configure_cert(context)
+    return context
+
+
+def haproxy_expected(peer_host: str) -> dict[str, Any]:
+    return {
+        "source_host": "127.0.0.1",
+        "peer_host": peer_host,
+        "vpce": None,
+        "cn": "alice",
+        "verified": True,
+        "unique_id": "req-0",
+    }
+
+
+def summary(answer: dict[str, Any]) -> dict[str, Any]:
+    header = answer["header"]
+    return {
+        "source_host": header["source"][0],
+        "peer_host": answer["peer"][0],
+        "vpce": header["vpce"],
+        "cn": header["cn"],
+        "verified": header["verified"],
+        "unique_id": header["unique_id"],
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.haproxy
+async def test_hypercorn_behind_haproxy_with_ssl_and_unique_id_tlvs(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    async with hypercorn_task(app) as port:
+        with haproxy_tls_front(ca, tmp_path, ("127.0.0.1", port)) as front:
+            stream = await anyio.connect_tcp(
+                *front, ssl_context=client_context(ca), tls_hostname="localhost"
+            )
+            async with stream:
+                await stream.send(REQUEST)
+                answer = await http1_answer(stream)
+    assert summary(answer) == haproxy_expected("127.0.0.1")
+
+
+@pytest.mark.haproxy
+def test_uvicorn_behind_haproxy_with_ssl_and_unique_id_tlvs(ca: trustme.CA, tmp_path: Path) -> None:
+    import proxyproto.uvicorn as ppu
+
+    protocol = ppu._protocol_class("h11", pp.ProxyProtocolConfig())
+    with (
+        uvicorn_thread(app, http=protocol) as (address, _, _),
+        haproxy_tls_front(ca, tmp_path, address) as front,
+        socket.create_connection(front, timeout=10) as raw,
+        client_context(ca).wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(REQUEST)
+        status, answer = read_response(sock, bytearray())
+    assert status == 200
+    assert summary(answer) == haproxy_expected("127.0.0.1")
+
+
+def test_uvicorn_local_header_is_there() -> None:
+    uvicorn_protocols()
+    local = pp.Header.local(tlvs=pp.TLVs(aws_vpce_id="vpce-1"))
+    proxy = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
+    me, answer = uvicorn_exchange("h11", local.to_bytes() + REQUEST, proxy)
+    assert answer["client"] == me
+    assert answer["peer"] == me
+    assert answer["header"]["source"] is None
+    assert answer["header"]["vpce"] == "vpce-1"
