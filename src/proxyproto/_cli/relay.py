@@ -11,7 +11,10 @@ from proxyproto._cli.relay_server import (
     ConfigError,
     RelayConfig,
     RelaySettings,
+    idle_seconds,
     serve_relay,
+    tlv_item,
+    tlv_types,
 )
 
 from .args import (
@@ -130,6 +133,42 @@ def add(subparsers: Subparsers) -> None:
         help="seconds open connections get to finish after SIGINT/SIGTERM"
         f" (default: {defaults.grace:g})",
     )
+    parser.add_argument(
+        "--keep-tlvs",
+        type=tlv_types,
+        metavar="all|none|TYPE,...",
+        help="with --accept-proxy and --send-proxy v2: the inbound header's TLVs to copy onto"
+        " the outbound one, by name (alpn, authority, ssl, ...) or number (0xE1)"
+        " (default: none)",
+    )
+    parser.add_argument(
+        "--add-tlv",
+        action="append",
+        dest="add_tlvs",
+        type=tlv_item,
+        metavar="TYPE=VALUE",
+        help="with --send-proxy v2: a fixed TLV on every header, e.g. authority=example.com"
+        " (text for alpn, authority, netns) or 0xE1=c0ffee (hex); repeat for more",
+    )
+    parser.add_argument(
+        "--unique-id",
+        action="store_true",
+        default=None,
+        help="with --send-proxy v2: a fresh UNIQUE_ID TLV (a UUID) on every header",
+    )
+    parser.add_argument(
+        "--send-proxy-crc32c",
+        action="store_true",
+        default=None,
+        help="with --send-proxy v2: append a CRC32C TLV to every header",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=idle_seconds,
+        metavar="S",
+        help="close a connection after S seconds without a byte either way"
+        f" (default: {defaults.idle_timeout:g}, never)",
+    )
     add_backend_option(parser)
 
 
@@ -146,6 +185,11 @@ def _relay(args: argparse.Namespace) -> int:
         "header_timeout": args.header_timeout,
         "connect_timeout": args.connect_timeout,
         "grace": args.grace,
+        "keep_tlvs": args.keep_tlvs,
+        "add_tlvs": tuple(args.add_tlvs) if args.add_tlvs else None,
+        "unique_id": args.unique_id,
+        "crc32c": args.send_proxy_crc32c,
+        "idle_timeout": args.idle_timeout,
     }
     overrides = {name: value for name, value in given.items() if value is not None}
     config = None
@@ -168,5 +212,11 @@ def _relay(args: argparse.Namespace) -> int:
         if args.trusted and not args.accept_proxy:
             args.parser.error("--trusted needs --accept-proxy")
         routes = (RelaySettings(**overrides),)
+        problem = routes[0].problem()
+        if problem is not None:
+            option = {"add_tlv": "--add-tlv", "send_proxy_crc32c": "--send-proxy-crc32c"}.get(
+                problem[0], "--" + problem[0].replace("_", "-")
+            )
+            args.parser.error(f"{option}: {problem[1].replace('send_proxy', '--send-proxy')}")
     log_to_stderr()
     return run(args.backend, serve_relay, routes, config)

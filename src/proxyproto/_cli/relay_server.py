@@ -30,12 +30,14 @@ one is opened. An invalid file is logged and the settings in force stay.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 import random
 import signal
 import sys
 import time
+import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,6 +59,8 @@ from proxyproto._adapters.anyio import (
     header_for,
 )
 from proxyproto._adapters.backpressure import bound_reading
+from proxyproto._core.errors import HeaderEncodingError
+from proxyproto._core.model import Command, Family, Header, TLVs, TLVType
 from proxyproto._handshake.config import ProxyProtocolConfig
 from proxyproto._handshake.policy import Policy
 
@@ -107,6 +111,37 @@ class RelaySettings:
     #: A configuration file's ``name`` for the route: what identifies it across reloads
     #: (default: its ``listen`` address).
     name: str = ""
+    #: The inbound header's TLVs copied onto the outbound v2 header: ``"none"``, ``"all"``, or
+    #: the TLV types to copy (CRC32C and NOOP never are: see ``crc32c``).
+    keep_tlvs: str | tuple[int, ...] = "none"
+    #: Fixed TLVs ``(type, value)`` added to every outbound v2 header; they replace kept ones
+    #: of the same type.
+    add_tlvs: tuple[tuple[int, bytes], ...] = ()
+    #: Add a fresh UNIQUE_ID TLV (a UUID4 as text) to every outbound v2 header.
+    unique_id: bool = False
+    #: Append a CRC32C TLV to every outbound v2 header.
+    crc32c: bool = False
+    #: Seconds without a byte either way after which an established connection is closed
+    #: (0: never).
+    idle_timeout: float = 0.0
+
+    def problem(self) -> tuple[str, str] | None:
+        """What makes the header settings unusable together: ``(config key, why)``, or ``None``.
+
+        (``trusted`` without ``accept_proxy`` is checked where each surface words it.)
+        """
+        if self.send_proxy != 2:
+            for name, used in (
+                ("keep_tlvs", self.keep_tlvs != "none"),
+                ("add_tlv", bool(self.add_tlvs)),
+                ("unique_id", self.unique_id),
+                ("send_proxy_crc32c", self.crc32c),
+            ):
+                if used:
+                    return name, "needs send_proxy v2 (only v2 headers carry TLVs)"
+        if self.unique_id and any(kind == TLVType.UNIQUE_ID for kind, _ in self.add_tlvs):
+            return "add_tlv", "a fixed unique_id and a generated one (unique_id) exclude each other"
+        return None
 
     @property
     def key(self) -> str:
@@ -146,6 +181,64 @@ def target_order(
     key = str(client[0]) if balance == "source-ip" else f"{client[0]}|{client[1]}"
     start = zlib.crc32(key.encode()) % len(order)
     return order[start:] + order[:start]
+
+
+def outbound_header(client: ByteStream, settings: RelaySettings) -> Header:
+    """The header sent to the target for ``client``, a connection through the handshake.
+
+    It describes the client (the inbound header's, when one was accepted); an inbound header
+    without a client address (LOCAL, v1 UNKNOWN, v2 UNSPEC) gives a LOCAL one (v1: UNKNOWN), so
+    the target too uses the real endpoints. An IPv4-mapped IPv6 pair (``::ffff:a.b.c.d``, a
+    dual-stack listener's IPv4 client) is sent as IPv4. v2 carries the TLVs of
+    :func:`outbound_tlvs`.
+    """
+    version = settings.send_proxy
+    inbound = client.extra(ProxyAttribute.header, None)
+    tlvs = outbound_tlvs(inbound, settings) if version == 2 else None
+    if inbound is not None and (inbound.command is Command.LOCAL or inbound.source is None):
+        return Header.local(tlvs=tlvs) if version == 2 else Header.unknown()
+    header = header_for(client, version=version, tlvs=tlvs)
+    if header.command is Command.LOCAL:
+        return Header.local(tlvs=tlvs)
+    if header.family is Family.INET6:
+        source, destination = _ipv4_mapped(header.source), _ipv4_mapped(header.destination)
+        if source is not None and destination is not None:
+            return Header.proxy(source, destination, version=version, tlvs=tlvs)
+    return header
+
+
+def _ipv4_mapped(address: Any) -> tuple[str, int] | None:
+    """``(a.b.c.d, port)`` for an IPv4-mapped ``(::ffff:a.b.c.d, port)``, else ``None``."""
+    mapped = ipaddress.IPv6Address(address[0]).ipv4_mapped
+    return None if mapped is None else (str(mapped), address[1])
+
+
+#: TLVs never copied from an inbound header: the builder makes them itself (``crc32c``,
+#: ``pad_to``), and a copied checksum would be wrong.
+_NEVER_KEPT = (TLVType.CRC32C, TLVType.NOOP)
+
+
+def outbound_tlvs(inbound: Header | None, settings: RelaySettings) -> TLVs | None:
+    """The TLVs of the outbound v2 header: the kept inbound ones (in wire order), then the added.
+
+    Kept and added TLVs are copied as raw ``(type, value)`` entries, so the builder encodes them
+    unchanged; an added type replaces every kept TLV of that type.
+    """
+    added = list(settings.add_tlvs)
+    if settings.unique_id:
+        added.append((TLVType.UNIQUE_ID, str(uuid.uuid4()).encode("ascii")))
+    kept: list[tuple[int, bytes]] = []
+    if inbound is not None and settings.keep_tlvs != "none":
+        replaced = {kind for kind, _ in added}
+        kept = [
+            (kind, value)
+            for kind, value in inbound.tlvs.raw
+            if kind not in _NEVER_KEPT
+            and kind not in replaced
+            and (settings.keep_tlvs == "all" or kind in settings.keep_tlvs)
+        ]
+    raw = tuple(kept + added)
+    return TLVs(raw=raw) if raw else None
 
 
 class Relay:
@@ -244,8 +337,9 @@ class Relay:
                     return
                 async with upstream:
                     if settings.send_proxy:
-                        header = header_for(client, version=settings.send_proxy)
-                        await upstream.send(header.to_bytes())
+                        await upstream.send(
+                            outbound_header(client, settings).to_bytes(crc32c=settings.crc32c)
+                        )
                     end = await _splice(client, upstream, counts)
         except _FAILURES as error:
             end = f"error ({_os_error_text(error)})"
@@ -345,6 +439,11 @@ CONFIG_KEYS = {
     "header_timeout": "header_timeout",
     "connect_timeout": "connect_timeout",
     "grace": "grace",
+    "keep_tlvs": "keep_tlvs",
+    "add_tlv": "add_tlvs",
+    "unique_id": "unique_id",
+    "send_proxy_crc32c": "crc32c",
+    "idle_timeout": "idle_timeout",
 }
 _SEND_PROXY = {"none": 0, "v1": 1, "v2": 2}
 
@@ -431,6 +530,9 @@ def routes_from(
         settings = RelaySettings(**values)
         if settings.trusted and not settings.accept_proxy:
             raise ConfigError(f"{source}: [{where}] trusted: needs accept_proxy = true")
+        problem = settings.problem()
+        if problem is not None:
+            raise ConfigError(f"{source}: [{where}] {problem[0]}: {problem[1]}")
         if settings.key in seen:
             raise ConfigError(
                 f"{source}: [{where}] listen: {settings.key} is also {seen[settings.key]}'s"
@@ -474,7 +576,17 @@ def _check(key: str, value: Any) -> Any:
         if value not in _SEND_PROXY:
             raise _BadValue(f"{value!r} is not one of 'none', 'v1', 'v2'")
         return _SEND_PROXY[value]
-    if key == "accept_proxy":
+    if key == "keep_tlvs":
+        if isinstance(value, list):
+            return _argument(tlv_types, ",".join(str(item) for item in value))
+        return _argument(tlv_types, _string(value))
+    if key == "add_tlv":
+        return tuple(_argument(tlv_item, item) for item in _strings(value))
+    if key == "idle_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _BadValue(f"expected a number of seconds (0: none), not {value!r}")
+        return _argument(idle_seconds, str(value))
+    if key in ("accept_proxy", "unique_id", "send_proxy_crc32c"):
         if not isinstance(value, bool):
             raise _BadValue(f"expected true or false, not {value!r}")
         return value
@@ -486,6 +598,92 @@ def _check(key: str, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _BadValue(f"expected a number of seconds, not {value!r}")
     return _argument(seconds, str(value))
+
+
+#: The TLV names ``keep_tlvs`` and ``add_tlv`` take, besides numbers (``0xE1``, ``225``).
+TLV_NAMES = {kind.name.lower(): int(kind) for kind in TLVType}
+#: The TLVs whose ``add_tlv`` value is text (UTF-8); the others take hexadecimal bytes.
+_TEXT_TLVS = (TLVType.ALPN, TLVType.AUTHORITY, TLVType.NETNS)
+
+
+def _tlv_type(text: str) -> int:
+    import argparse
+
+    name = text.strip().lower()
+    if name in TLV_NAMES:
+        return TLV_NAMES[name]
+    try:
+        kind = int(name, 0)
+    except ValueError:
+        kind = -1
+    if not 0 <= kind <= 0xFF:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a TLV type: a number from 0 to 255 (0xE1) or one of"
+            f" {', '.join(TLV_NAMES)}"
+        )
+    return kind
+
+
+def tlv_types(text: str) -> str | tuple[int, ...]:
+    """argparse ``type=`` of ``--keep-tlvs``: ``all``, ``none`` or a comma-separated list of types.
+
+    >>> tlv_types("alpn,authority,0xE1")
+    (1, 2, 225)
+    """
+    import argparse
+
+    if text in ("all", "none"):
+        return text
+    kinds = tuple(_tlv_type(item) for item in text.split(","))
+    for kind in kinds:
+        if kind in _NEVER_KEPT:
+            raise argparse.ArgumentTypeError(
+                f"{TLVType(kind).name.lower()} is never kept (--send-proxy-crc32c adds a checksum)"
+            )
+    return kinds
+
+
+def tlv_item(text: str) -> tuple[int, bytes]:
+    """argparse ``type=`` of ``--add-tlv``: ``TYPE=VALUE``, text for alpn, authority and netns,
+    hexadecimal bytes for the others.
+
+    >>> tlv_item("authority=example.com"), tlv_item("0xE1=c0ffee")
+    ((2, b'example.com'), (225, b'\\xc0\\xff\\xee'))
+    """
+    import argparse
+
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not TYPE=VALUE (authority=example.com)")
+    kind = _tlv_type(name)
+    if kind in _NEVER_KEPT:
+        raise argparse.ArgumentTypeError(
+            f"{name} cannot be added: --send-proxy-crc32c adds a checksum"
+        )
+    if kind in _TEXT_TLVS:
+        data = value.encode("utf-8", "surrogateescape")
+    else:
+        try:
+            data = bytes.fromhex(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: the value of TLV {name} is hexadecimal bytes (c0ffee)"
+            ) from None
+    try:
+        Header.local(tlvs=TLVs(raw=((kind, data),))).to_bytes()
+    except HeaderEncodingError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    return kind, data
+
+
+def idle_seconds(text: str) -> float:
+    """argparse ``type=`` of ``--idle-timeout``: seconds, or 0 for none."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return seconds(text)
 
 
 def _string(value: Any) -> str:
