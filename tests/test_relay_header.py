@@ -7,16 +7,20 @@ target records the header it got, parsed by ``proxyproto``'s own parser (which v
 from __future__ import annotations
 
 import os
+import signal
+import socket
+from pathlib import Path
 
 import pytest
 
 import proxyproto as pp
+from cli_process import TIMEOUT, launch
 from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
 from proxyproto._cli import main
 from proxyproto._cli.relay_server import routes_from
 from require_peer import ci_is_set
-from test_relay import BACKENDS, exchange, relay, target_server
+from test_relay import BACKENDS, Relay, exchange, relay, target_server
 
 ACCEPT = ("--accept-proxy", "--trusted", "127.0.0.1", "--send-proxy", "v2")
 
@@ -209,3 +213,67 @@ def test_haproxy_tlvs_pass_through_the_relay() -> None:
             assert header.source == own
             assert header.tlvs.unique_id == f"haproxy-127.0.0.1-{own[1]}".encode()
             assert header.tlvs.crc32c is None  # HAProxy's checksum is not copied
+
+
+# =============================================================================== access log, idle
+
+
+@BACKENDS
+def test_access_log_names_the_route(backend: str, tmp_path: Path) -> None:
+    with target_server() as target:
+        config = tmp_path / "relay.toml"
+        config.write_text(
+            f'to = "127.0.0.1:{target.port}"\n'
+            '[[route]]\nname = "web"\nlisten = "127.0.0.1:0"\n'
+            '[[route]]\nlisten = "127.0.0.1:0"\n'
+        )
+        with launch(Relay, "relay", "--config", str(config), "--backend", backend) as proxy:
+            second = proxy.next_listening()
+            assert exchange(proxy.address, b"a")[0] == b"a"
+            assert proxy.access_log()["route"] == "web"
+            assert exchange(second, b"b")[0] == b"b"
+            assert proxy.access_log()["route"] == "127.0.0.1:0"  # no name: its listen
+
+
+@BACKENDS
+def test_grace_period_end_reports_the_bytes_that_flowed(backend: str) -> None:
+    with (
+        target_server() as target,
+        relay(backend, target.address, options=("--grace", "0.5")) as proxy,
+    ):
+        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"12345")
+            assert sock.recv(100) == b"12345"
+            assert proxy.stop(signal.SIGINT) == 0
+        log = proxy.access_log()
+        assert log["end"] == "cancelled"
+        assert (log["up"], log["down"]) == ("5", "5")
+
+
+@BACKENDS
+def test_idle_connection_is_closed(backend: str) -> None:
+    with (
+        target_server() as target,
+        relay(backend, target.address, options=("--idle-timeout", "0.3")) as proxy,
+    ):
+        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"hi")
+            assert sock.recv(100) == b"hi"
+            # Then nothing either way: the relay closes both sides (before the recv timeout).
+            assert sock.recv(100) == b""
+        log = proxy.access_log()
+        assert log["end"] == "idle"
+        assert (log["up"], log["down"]) == ("2", "2")
+        assert proxy.process.poll() is None  # only that connection ended
+
+
+@BACKENDS
+def test_idle_timeout_leaves_a_flowing_connection_alone(backend: str) -> None:
+    with (
+        target_server() as target,
+        relay(backend, target.address, options=("--idle-timeout", "2")) as proxy,
+    ):
+        payload = os.urandom(4 * 1024 * 1024)
+        reply, _ = exchange(proxy.address, payload)
+        assert reply == payload
+        assert proxy.access_log()["end"] == "done"

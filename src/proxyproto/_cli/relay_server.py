@@ -340,7 +340,7 @@ class Relay:
                         await upstream.send(
                             outbound_header(client, settings).to_bytes(crc32c=settings.crc32c)
                         )
-                    end = await _splice(client, upstream, counts)
+                    end = await _splice(client, upstream, counts, settings.idle_timeout)
         except _FAILURES as error:
             end = f"error ({_os_error_text(error)})"
         except anyio.get_cancelled_exc_class():
@@ -351,7 +351,7 @@ class Relay:
             logger.exception("client %s: unexpected error", format_address(source))
             end = f"error ({type(error).__name__})"
         finally:
-            self._log(peer, source, target, counts, time.monotonic() - started, end)
+            self._log(settings.key, peer, source, target, counts, time.monotonic() - started, end)
 
     async def _connect(
         self, settings: RelaySettings, client: Any
@@ -373,6 +373,7 @@ class Relay:
 
     def _log(
         self,
+        route: str,
         peer: Any,
         client: Any,
         target: _Target | None,
@@ -381,10 +382,12 @@ class Relay:
         end: str,
     ) -> None:
         logger.info(
-            "peer=%s client=%s target=%s up=%d down=%d duration=%.3f end=%s",
+            # The line starts with peer= (log readers rely on it), the route after the target.
+            "peer=%s client=%s target=%s route=%s up=%d down=%d duration=%.3f end=%s",
             format_address(peer),
             format_address(client),
             format_address(target),
+            route.replace(" ", "_"),
             counts[0],
             counts[1],
             duration,
@@ -392,32 +395,61 @@ class Relay:
         )
 
 
-async def _splice(client: ByteStream, upstream: ByteStream, counts: list[int]) -> str:
-    """Copy both ways until both ends are done or one fails; ``"done"`` or what failed."""
+async def _splice(
+    client: ByteStream, upstream: ByteStream, counts: list[int], idle_timeout: float = 0.0
+) -> str:
+    """Copy both ways until both ends are done or one fails; ``"done"`` or what ended it.
+
+    ``counts`` grows as bytes flow, so a connection cancelled midway (the grace period) reports
+    what it carried. With ``idle_timeout``, a watchdog ends the connection (``"idle"``) once no
+    byte came either way for that long.
+    """
     failures: list[str] = []
+    # When a byte last moved, either way; read by the watchdog only.
+    last = [time.monotonic()]
+    done = [0]
     async with anyio.create_task_group() as task_group:
+        watchdog = anyio.CancelScope()
 
         async def copy(source: ByteStream, sink: ByteStream, index: int) -> None:
             receive, send = source.receive, sink.send
-            total = 0
             try:
                 while True:
                     try:
                         data = await receive(CHUNK_SIZE)
                     except anyio.EndOfStream:
                         break
+                    if idle_timeout:
+                        last[0] = time.monotonic()
                     await send(data)
-                    total += len(data)
-                counts[index] = total
+                    counts[index] += len(data)
+                    if idle_timeout:
+                        last[0] = time.monotonic()  # a slow reader is not idle
                 # The half-close goes on: the other direction keeps flowing.
                 await sink.send_eof()
             except _FAILURES as error:
-                counts[index] = total
                 failures.append(f"{'up' if index == 0 else 'down'}: {_os_error_text(error)}")
                 task_group.cancel_scope.cancel()
+            done[0] += 1
+            if done[0] == 2:
+                watchdog.cancel()
+
+        async def watch() -> None:
+            with watchdog:
+                while True:
+                    left = last[0] + idle_timeout - time.monotonic()
+                    if left <= 0:
+                        failures.append("idle")
+                        task_group.cancel_scope.cancel()
+                        return
+                    await anyio.sleep(left)
 
         task_group.start_soon(copy, client, upstream, 0)
         task_group.start_soon(copy, upstream, client, 1)
+        if idle_timeout:
+            task_group.start_soon(watch)
+    if failures and failures[0] == "idle":
+        return "idle"
     return f"reset ({failures[0]})" if failures else "done"
 
 
