@@ -6,9 +6,12 @@ code path). Each accepted connection runs in its own task: the handshake (bounde
 timeout), then a connection to a target chosen by the balancing rule -- a target that refuses or
 does not answer within the connect timeout is skipped for the next, each tried at most once --
 then, with ``send_proxy``, a header that describes the client (the header's client when one was
-accepted, so a chain keeps the original address), and two copying tasks, one per direction. The
-end of one direction is passed on as a half-close (``send_eof``); when both directions are done,
-or one fails, both sides are closed and one access-log line is written.
+accepted, so a chain keeps the original address; LOCAL for an inbound LOCAL; IPv4 for an
+IPv4-mapped pair), with the TLVs kept from the inbound header and those added
+(:func:`outbound_header`), and two copying tasks, one per direction. The end of one direction is
+passed on as a half-close (``send_eof``); when both directions are done, or one fails, or (with
+``idle_timeout``) no byte moved either way for that long, both sides are closed and one
+access-log line is written, with the bytes counted as they flowed.
 
 Shutdown (:meth:`Relay.stop`, which SIGINT / SIGTERM call) stops accepting and closes the
 listener at once, lets the open connections finish for up to ``grace`` seconds, then cancels
