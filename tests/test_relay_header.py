@@ -181,6 +181,17 @@ def test_config_file_errors(changes: dict[str, object], message: str) -> None:
         (["--send-proxy", "v2", "--add-tlv", "authority"], "TYPE=VALUE"),
         (["--send-proxy", "v2", "--keep-tlvs", "256"], "not a TLV type"),
         (["--idle-timeout", "-1"], "seconds"),
+        (
+            [
+                "--send-proxy",
+                "v2",
+                "--add-tlv",
+                "0xE1=" + "00" * 40000,
+                "--add-tlv",
+                "0xE2=" + "00" * 40000,
+            ],
+            "--add-tlv: the header would be",
+        ),
     ],
 )
 def test_usage_errors(options: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -277,3 +288,28 @@ def test_idle_timeout_leaves_a_flowing_connection_alone(backend: str) -> None:
         reply, _ = exchange(proxy.address, payload)
         assert reply == payload
         assert proxy.access_log()["end"] == "done"
+
+
+@BACKENDS
+def test_a_header_too_long_to_send_ends_that_connection_only(backend: str) -> None:
+    # Added TLVs that fit (checked at the start), plus kept ones: more than a header can hold.
+    inbound = pp.Header.proxy(
+        ("203.0.113.7", 51234), ("198.51.100.10", 443), tlvs=pp.TLVs(raw=((0xE1, b"x" * 2000),))
+    )
+    big = "00" * 32000
+    options = (
+        *ACCEPT,
+        "--keep-tlvs",
+        "all",
+        "--add-tlv",
+        f"0xE2={big}",
+        "--add-tlv",
+        f"0xE3={big}",
+    )
+    with target_server(header=True) as target, relay(backend, target.address, options=options) as r:
+        reply, _ = exchange(r.address, b"payload", prefix=inbound.to_bytes())
+        assert reply == b""
+        assert "cannot send a header" in r.log_line("cannot send")
+        assert r.access_log()["end"] == "error_(header)"
+        reply, _ = exchange(r.address, b"again", prefix=INBOUND.to_bytes())
+        assert reply == b"again"  # the relay goes on

@@ -144,6 +144,11 @@ class RelaySettings:
                     return name, "needs send_proxy v2 (only v2 headers carry TLVs)"
         if self.unique_id and any(kind == TLVType.UNIQUE_ID for kind, _ in self.add_tlvs):
             return "add_tlv", "a fixed unique_id and a generated one (unique_id) exclude each other"
+        try:
+            # Together, the added TLVs must still make a header (each one alone was checked).
+            Header.local(tlvs=TLVs(raw=self.add_tlvs)).to_bytes(crc32c=self.crc32c)
+        except HeaderEncodingError as error:
+            return "add_tlv", str(error)
         return None
 
     @property
@@ -346,6 +351,10 @@ class Relay:
                     end = await _splice(client, upstream, counts, settings.idle_timeout)
         except _FAILURES as error:
             end = f"error ({_os_error_text(error)})"
+        except HeaderEncodingError as error:
+            # Kept and added TLVs over the v2 length limit, say: this connection only.
+            logger.warning("client %s: cannot send a header: %s", format_address(source), error)
+            end = "error (header)"
         except anyio.get_cancelled_exc_class():
             end = "cancelled"
             raise
