@@ -173,6 +173,38 @@ async def test_collector_counts_an_anyio_listener() -> None:
     assert listener.statistics().accepted == 5
 
 
+@pytest.mark.anyio
+async def test_collector_counts_a_udp_socket() -> None:
+    name = f"udp-{uuid.uuid4()}"
+    config = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
+    header = pp.Header.proxy(
+        ("203.0.113.9", 5353), ("198.51.100.10", 53), transport=pp.Transport.DGRAM
+    )
+    server_udp = await anyio.create_udp_socket(local_host="127.0.0.1", local_port=0)
+    client = await anyio.create_udp_socket(local_host="127.0.0.1", local_port=0)
+    port = server_udp.extra(anyio.abc.SocketAttribute.local_port)
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(proxyproto.prometheus.ProxyProtocolCollector())
+    async with pp.ProxiedUDPSocket(server_udp, config) as server, client:
+        proxyproto.prometheus.track(server, name)
+        for datagram in (header.to_bytes() + b"a", b"direct", INVALID, header.to_bytes() + b"b"):
+            await client.sendto(datagram, "127.0.0.1", port)
+        with anyio.fail_after(TIMEOUT):
+            for _ in range(3):  # the invalid one is dropped on the way
+                await server.receive()
+    page = values(prometheus_client.generate_latest(registry).decode())
+    where = {"surface": "udp", "listener": name}
+
+    def value(metric: str, **labels: str) -> float:
+        return page[metric, frozenset({**where, **labels}.items())]
+
+    assert value("proxyproto_datagrams_received_total") == 4
+    assert value("proxyproto_datagrams_delivered_total", mode="proxied") == 2
+    assert value("proxyproto_datagrams_delivered_total", mode="direct") == 1
+    assert value("proxyproto_datagrams_dropped_total", reason="invalid") == 1
+    assert value("proxyproto_datagrams_dropped_total", reason="missing") == 0
+
+
 def test_shared_samples_are_summed(tmp_path: Path) -> None:
     """What several processes wrote sums by listener (here: one process written twice, under
     two names, so the sum is twice its counts)."""
@@ -298,6 +330,19 @@ def test_hypercorn_workers_metrics_are_summed(tmp_path: Path, worker_class: str)
             timed_out=1,
         )
         assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
+
+
+def test_metrics_address_in_use_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [*PROXYPROTO, "echo", "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in line
 
 
 def test_metrics_without_prometheus_client_is_one_line(tmp_path: Path) -> None:
