@@ -123,13 +123,19 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Parse/build timings beside the Python peers, the anyio adapter against plain anyio,
-    Hypercorn/Uvicorn with vs without proxyproto, ``proxyproto relay`` against HAProxy, and the
-    servers under attack (a peer that never reads, no descriptors left, a slowloris flood).
+    Hypercorn/Uvicorn with vs without proxyproto, ``proxyproto relay`` against HAProxy, the
+    servers under attack (a peer that never reads, no descriptors left, a slowloris flood), and
+    the listener with vs without the Prometheus exporter.
 
     Arguments go to every script (``nox -s bench -- --quick``).
     """
     session.install(
-        ".[hypercorn,uvicorn]", "proxy-protocol", "gunicorn", "twisted", "trio", "trustme"
+        ".[hypercorn,uvicorn,prometheus]",
+        "proxy-protocol",
+        "gunicorn",
+        "twisted",
+        "trio",
+        "trustme",
     )
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_anyio.py", "--json-merge", *session.posargs)
@@ -137,6 +143,8 @@ def bench(session: nox.Session) -> None:
     # needs haproxy on PATH (or /usr/sbin); without it the script says so and exits 0
     session.run("python", "bench/bench_relay.py", "--json-merge", *session.posargs)
     session.run("python", "bench/bench_attacks.py", "--json-merge", *session.posargs)
+    # connections/s with and without proxyproto.prometheus (prints only; no --json yet)
+    session.run("python", "bench/bench_metrics.py")
 
 
 @nox.session(python=FUZZ_PYTHON)

@@ -5,8 +5,10 @@ counting (``Counters.accept``) in nanoseconds.
 Run ``python bench/bench_metrics.py`` (``--seconds``, ``--rounds``, ``--backend``). A server
 subprocess (one anyio event loop) serves ``plain`` (the listener alone) or ``exporter`` (the
 listener tracked by the collector, ``/metrics`` served by prometheus_client's thread and scraped
-by the client once a second); a client subprocess opens connections from threads (a v2 header
-and 100 bytes, 100 bytes back) for ``--seconds``. Rounds alternate plain and exporter; the
+by the client once a second) -- and with ``--baseline-src DIR``, ``before``: the plain listener
+of another checkout (main's, before the engine counted versions and durations); a client
+subprocess opens connections from threads (a v2 header
+and 100 bytes, 100 bytes back) for ``--seconds``. Rounds interleave the modes; the
 figures are medians and the ratio exporter / plain. It only prints: no timing is asserted.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import socket
 import statistics
 import subprocess
@@ -31,8 +34,8 @@ REQUEST = b"q" * 100
 REPLY = b"r" * 100
 
 
-def serve(mode: str, backend: str) -> None:
-    sys.path.insert(0, str(SRC))
+def serve(mode: str, backend: str, src: str) -> None:
+    sys.path.insert(0, src)
     import anyio
 
     import proxyproto as pp
@@ -104,8 +107,10 @@ def client(port: int, metrics_port: int, seconds: float, concurrency: int) -> No
 
 
 def one_round(mode: str, args: argparse.Namespace) -> float:
+    src = args.baseline_src if mode == "before" else str(SRC)
+    serve_as = "plain" if mode == "before" else mode
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", mode, "--backend", args.backend],
+        [sys.executable, __file__, "--serve", serve_as, "--backend", args.backend, "--src", src],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -162,23 +167,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=1, help="the order of the modes per round")
+    parser.add_argument("--src", default=str(SRC), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="also serve 'before': the plain listener from another checkout's src (e.g. main's,"
+        " before the engine counted versions and durations)",
+    )
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.backend)
+        serve(args.serve, args.backend, args.src)
         return 0
     if args.client:
         client(*args.client, args.seconds, args.concurrency)
         return 0
-    results: dict[str, list[float]] = {"plain": [], "exporter": []}
+    modes = ("before", "plain", "exporter") if args.baseline_src else ("plain", "exporter")
+    results: dict[str, list[float]] = {mode: [] for mode in modes}
+    rng = random.Random(args.seed)
     for _ in range(args.rounds):
-        for mode in ("plain", "exporter"):
+        # A new order each round, so that no mode always runs right after another.
+        for mode in rng.sample(modes, len(modes)):
             results[mode].append(one_round(mode, args))
-    plain = statistics.median(results["plain"])
-    exporter = statistics.median(results["exporter"])
-    print(f"backend {args.backend}, {args.rounds} rounds of {args.seconds:g}s, alternating")
-    print(f"  plain     {plain:8.0f} conn/s  {[round(x) for x in results['plain']]}")
-    print(f"  exporter  {exporter:8.0f} conn/s  {[round(x) for x in results['exporter']]}")
-    print(f"  ratio exporter/plain: {exporter / plain:.3f}")
+    medians = {mode: statistics.median(results[mode]) for mode in modes}
+    print(f"backend {args.backend}, {args.rounds} rounds of {args.seconds:g}s, interleaved")
+    for mode in modes:
+        print(f"  {mode:9} {medians[mode]:8.0f} conn/s  {[round(x) for x in results[mode]]}")
+    print(f"  ratio exporter/plain: {medians['exporter'] / medians['plain']:.3f}")
+    if args.baseline_src:
+        print(f"  ratio plain/before:   {medians['plain'] / medians['before']:.3f}")
     old, new = counting_ns()
     print(f"  counting per accepted connection: {old:.0f} ns before, {new:.0f} ns with metrics")
     return 0
