@@ -361,3 +361,34 @@ def test_metrics_without_prometheus_client_is_one_line(tmp_path: Path) -> None:
     [line] = done.stderr.splitlines()
     assert "prometheus_client" in line
     assert "'.[prometheus]'" in line
+
+
+# --- OpenTelemetry attributes ----------------------------------------------------------------
+
+
+def test_opentelemetry_attributes() -> None:
+    from proxyproto.opentelemetry import connection_attributes
+
+    balancer = ("10.0.0.2", 40000)
+    header = pp.Header.proxy(("2001:db8::7", 51234), ("2001:db8::10", 443))
+    assert connection_attributes(header, balancer) == {
+        "client.address": "2001:db8::7",
+        "client.port": 51234,
+        "server.address": "2001:db8::10",
+        "server.port": 443,
+        "network.peer.address": "10.0.0.2",
+        "network.peer.port": 40000,
+        "network.transport": "tcp",
+        "network.type": "ipv6",
+    }
+    as_peer = {
+        "client.address": "10.0.0.2",
+        "client.port": 40000,
+        "network.peer.address": "10.0.0.2",
+        "network.peer.port": 40000,
+    }
+    assert connection_attributes(None, balancer) == as_peer
+    assert connection_attributes(pp.Header.local(), balancer) == as_peer
+    assert connection_attributes(header, balancer, use_header=False) == as_peer
+    dgram = pp.Header.proxy(("192.0.2.1", 53), ("192.0.2.2", 53), transport=pp.Transport.DGRAM)
+    assert connection_attributes(dgram, balancer)["network.transport"] == "udp"
