@@ -392,3 +392,13 @@ def test_opentelemetry_attributes() -> None:
     assert connection_attributes(header, balancer, use_header=False) == as_peer
     dgram = pp.Header.proxy(("192.0.2.1", 53), ("192.0.2.2", 53), transport=pp.Transport.DGRAM)
     assert connection_attributes(dgram, balancer)["network.transport"] == "udp"
+
+
+def test_hypercorn_one_worker_in_process_metrics(tmp_path: Path) -> None:
+    pytest.importorskip("hypercorn")
+    args = ["hypercorn", "asgi_client_app:app", "--bind", "127.0.0.1:0", "--header-timeout", "5"]
+    with running(tmp_path, *args) as server:
+        assert exchange(server.port, V2 + REQUEST).startswith(b"HTTP/1.1 200")
+        assert exchange(server.port, INVALID) == b""
+        wanted = expected("hypercorn", "", proxied_v2=1, refused_invalid=1)
+        assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
