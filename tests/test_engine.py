@@ -191,7 +191,7 @@ def test_counters_snapshot_and_surface_totals() -> None:
     assert engine.surface_statistics("nothing registered").accepted == 0
 
 
-def test_refusals_are_logged_ten_a_window_then_summarised(
+def test_refusals_are_logged_ten_of_each_kind_a_window_then_summarised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = [0.0]
@@ -206,14 +206,15 @@ def test_refusals_are_logged_ten_a_window_then_summarised(
     log.refused(RefusalKind.EMPTY, None, "last")
     lines = [r for r in caplog.records if r.name == "proxyproto"]
     summaries = [r for r in lines if "were not logged" in r.getMessage()]
-    # Three windows of 10 s: ten lines each, a summary each, and the last refusal's line.
-    assert len(lines) == 3 * 11 + 1
+    # Three windows of 10 s: ten lines of each kind, a summary each, and the last refusal's line.
+    assert len(lines) == 3 * (2 * 10 + 1) + 1
     assert len(summaries) == 3
     assert summaries[0].getMessage() == (
-        "990 more refused connections were not logged in 10s: 495 missing, 495 timeout"
+        "980 more refused connections were not logged in 10s: 490 missing, 490 timeout"
     )
     assert summaries[0].levelno == logging.WARNING  # the highest of the kinds it counts
     first = lines[0]
+    assert [r.levelno for r in lines[:20]].count(logging.INFO) == 10  # the first ten timeouts
     assert first.levelno == logging.WARNING
     assert first.getMessage() == "refused connection from 192.0.2.9:0: reason"
     assert lines[-1].getMessage() == "refused connection from an unknown peer: last"

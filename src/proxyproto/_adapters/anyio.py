@@ -25,9 +25,9 @@ arriving together is younger than ``eviction_age`` and never evicts itself.
 
 A refused connection (invalid or missing header, policy, validator, timeout, eviction) is closed
 forcefully, counted, and logged on the ``proxyproto`` logger with the peer's address (the first
-ten refusals in ten seconds one line each, then a summary line per window); the handler never
-sees it and the listener keeps serving. Exceptions from the handler propagate, as with anyio's
-own listeners.
+ten refusals of each kind in ten seconds one line each, then a summary line per window); the
+handler never sees it and the listener keeps serving. Exceptions from the handler propagate, as
+with anyio's own listeners.
 """
 
 from __future__ import annotations

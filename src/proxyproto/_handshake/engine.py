@@ -19,8 +19,9 @@ everything else, so that no behaviour is decided in two places:
   running at the deadline is :func:`validator_timed_out` -- kind ``timeout`` -- everywhere.
 * :class:`RefusalKind` names every way a handshake ends without a connection, with its log
   level; :class:`Counters` counts them (a snapshot is :class:`ListenerStatistics`), and
-  :class:`RefusalLog` logs them, one line each for the first ten in a ten-second window and a
-  summary line for the rest, so a flood gives periodic summaries, not a line per connection.
+  :class:`RefusalLog` logs them, one line each for the first ten of each kind in a ten-second
+  window and a summary line for the rest, so a flood gives periodic summaries, not a line per
+  connection.
 * :class:`Admission` bounds the partial handshakes (``max_pending_handshakes``): when that many
   are under way, a new one evicts the oldest of those partial for ``eviction_age``, in a batch
   if need be, and never waits.
@@ -595,8 +596,10 @@ def show_peer(peer: object) -> str:
 
 
 class RefusalLog:
-    """Logs one listener's refusals: the first :attr:`BURST` in each :attr:`PERIOD` seconds one
-    line each, the rest counted and told in one summary line per window, by kind.
+    """Logs one listener's refusals: the first :attr:`BURST` of each kind in each :attr:`PERIOD`
+    seconds one line each, the rest counted and told in one summary line per window, by kind.
+    The budget is per kind, so that a flood of one kind (health checks that connect and leave,
+    say) never hides the first refusals of another.
 
     ``message`` is the line's format, with the peer and the reason; ``clock`` the surface's
     (seconds, monotonic). The summary of a window is logged by the first refusal after it.
@@ -619,7 +622,7 @@ class RefusalLog:
         self._what = what
         self._failure = failure
         self._start: float | None = None
-        self._logged = 0
+        self._logged: dict[RefusalKind, int] = {}
         self._not_logged: dict[RefusalKind, int] = {}
 
     def refused(self, kind: RefusalKind, peer: object, reason: str) -> None:
@@ -640,9 +643,10 @@ class RefusalLog:
             if self._not_logged:
                 self._summarise()
             self._start = now
-            self._logged = 0
-        if self._logged < self.BURST:
-            self._logged += 1
+            self._logged = {}
+        logged = self._logged.get(kind, 0)
+        if logged < self.BURST:
+            self._logged[kind] = logged + 1
             return True
         self._not_logged[kind] = self._not_logged.get(kind, 0) + 1
         return False
