@@ -30,7 +30,7 @@ IMPORT_LINTER = "import-linter==2.17"
 FUZZ_PYTHON = "3.12"
 
 # The extras the test suite needs; later issues add the adapters' extras here.
-TEST_EXTRAS = "test,hypercorn,uvicorn,testing,pcap,prometheus"
+TEST_EXTRAS = "test,hypercorn,uvicorn,testing,pcap,prometheus,opentelemetry"
 
 LINT_PATHS = ["src", "tests", "bench", "examples", "docs", "fuzz", "noxfile.py"]
 TYPED_PATHS = ["src", "tests", "examples", "fuzz"]
@@ -114,7 +114,7 @@ def docs(session: nox.Session) -> None:
     """Sphinx, warnings as errors, then every example in the docs run as a doctest."""
     # The integrations are documented from their docstrings: autodoc imports them (and the
     # pytest plugin, pytest).
-    session.install(".[docs,test,trio,hypercorn,uvicorn,testing,prometheus]")
+    session.install(".[docs,test,trio,hypercorn,uvicorn,testing,prometheus,opentelemetry]")
     common = ["-W", "--keep-going", "-E", "docs"]
     session.run("sphinx-build", "-b", "html", *common, "docs/_build/html")
     session.run("sphinx-build", "-b", "doctest", *common, "docs/_build/doctest")

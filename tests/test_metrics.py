@@ -20,8 +20,9 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -402,3 +403,76 @@ def test_hypercorn_one_worker_in_process_metrics(tmp_path: Path) -> None:
         assert exchange(server.port, INVALID) == b""
         wanted = expected("hypercorn", "", proxied_v2=1, refused_invalid=1)
         assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
+
+
+class FakeMeter:
+    """What ``instrument()`` asks of a meter: its observable instruments, by name."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, list[Callable[[Any], Iterable[Any]]]] = {}
+
+    def create_observable_counter(
+        self, name: str, callbacks: list[Callable[[Any], Iterable[Any]]], **_: str
+    ) -> None:
+        self.callbacks[name] = callbacks
+
+    create_observable_up_down_counter = create_observable_counter
+
+    def observe(self, name: str, **attributes: str) -> float:
+        from opentelemetry.metrics import CallbackOptions
+
+        found = [
+            observation.value
+            for callback in self.callbacks[name]
+            for observation in callback(CallbackOptions())
+            if dict(observation.attributes or {}) == attributes
+        ]
+        assert len(found) == 1, (name, attributes, found)
+        return float(found[0])
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.meter = FakeMeter()
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> FakeMeter:
+        return self.meter
+
+
+def test_opentelemetry_instruments_read_the_counters() -> None:
+    pytest.importorskip("opentelemetry.metrics")
+    from proxyproto._handshake.engine import Counters, RefusalKind, register
+    from proxyproto.opentelemetry import instrument
+
+    name = f"otel-{uuid.uuid4()}"
+    counters = register("anyio", Counters(), name)
+    counters.accept(1, False, 0.001)
+    counters.accept(2, True, 0.001)
+    counters.rejected[RefusalKind.INVALID] += 2
+    counters.rejected[RefusalKind.TIMEOUT] += 1
+    provider = FakeProvider()
+    instrument(provider)
+    meter = provider.meter
+    where = {"proxyproto.surface": "anyio", "proxyproto.listener": name}
+    accepted = "proxyproto.connections.accepted"
+    assert (
+        meter.observe(
+            accepted, **where, **{"proxyproto.mode": "proxied", "proxyproto.version": "1"}
+        )
+        == 1
+    )
+    assert (
+        meter.observe(accepted, **where, **{"proxyproto.mode": "direct", "proxyproto.version": "2"})
+        == 1
+    )
+    assert (
+        meter.observe(
+            accepted, **where, **{"proxyproto.mode": "proxied", "proxyproto.version": "2"}
+        )
+        == 0
+    )
+    refused = "proxyproto.connections.refused"
+    assert meter.observe(refused, **where, **{"proxyproto.reason": "invalid"}) == 2
+    assert meter.observe("proxyproto.handshakes.timed_out", **where) == 1
+    assert meter.observe("proxyproto.handshakes.evicted", **where) == 0
+    assert meter.observe("proxyproto.handshakes.in_flight", **where) == 0

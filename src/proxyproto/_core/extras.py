@@ -25,6 +25,7 @@ _EXTRA_OF = {
     "httpcore": "testing",
     "scapy": "pcap",
     "prometheus_client": "prometheus",
+    "opentelemetry": "opentelemetry",
 }
 
 
