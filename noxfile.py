@@ -30,7 +30,7 @@ IMPORT_LINTER = "import-linter==2.17"
 FUZZ_PYTHON = "3.12"
 
 # The extras the test suite needs; later issues add the adapters' extras here.
-TEST_EXTRAS = "test,hypercorn,uvicorn,testing,pcap"
+TEST_EXTRAS = "test,hypercorn,uvicorn,testing,pcap,prometheus,opentelemetry"
 
 LINT_PATHS = ["src", "tests", "bench", "examples", "docs", "fuzz", "noxfile.py"]
 TYPED_PATHS = ["src", "tests", "examples", "fuzz"]
@@ -138,7 +138,7 @@ def docs(session: nox.Session) -> None:
     """Sphinx, warnings as errors, then every example in the docs run as a doctest."""
     # The integrations are documented from their docstrings: autodoc imports them (and the
     # pytest plugin, pytest).
-    session.install(".[docs,test,trio,hypercorn,uvicorn,testing]")
+    session.install(".[docs,test,trio,hypercorn,uvicorn,testing,prometheus,opentelemetry]")
     common = ["-W", "--keep-going", "-E", "docs"]
     session.run("sphinx-build", "-b", "html", *common, "docs/_build/html")
     session.run("sphinx-build", "-b", "doctest", *common, "docs/_build/doctest")
@@ -147,13 +147,19 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Parse/build timings beside the Python peers, the anyio adapter against plain anyio,
-    Hypercorn/Uvicorn with vs without proxyproto, ``proxyproto relay`` against HAProxy, and the
-    servers under attack (a peer that never reads, no descriptors left, a slowloris flood).
+    Hypercorn/Uvicorn with vs without proxyproto, ``proxyproto relay`` against HAProxy, the
+    servers under attack (a peer that never reads, no descriptors left, a slowloris flood), and
+    the listener with vs without the Prometheus exporter.
 
     Arguments go to every script (``nox -s bench -- --quick``).
     """
     session.install(
-        ".[hypercorn,uvicorn]", "proxy-protocol", "gunicorn", "twisted", "trio", "trustme"
+        ".[hypercorn,uvicorn,prometheus]",
+        "proxy-protocol",
+        "gunicorn",
+        "twisted",
+        "trio",
+        "trustme",
     )
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_anyio.py", "--json-merge", *session.posargs)
@@ -161,6 +167,8 @@ def bench(session: nox.Session) -> None:
     # needs haproxy on PATH (or /usr/sbin); without it the script says so and exits 0
     session.run("python", "bench/bench_relay.py", "--json-merge", *session.posargs)
     session.run("python", "bench/bench_attacks.py", "--json-merge", *session.posargs)
+    # connections/s with and without proxyproto.prometheus (prints only; no --json yet)
+    session.run("python", "bench/bench_metrics.py")
 
 
 @nox.session(python=FUZZ_PYTHON)

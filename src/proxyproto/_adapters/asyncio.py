@@ -88,12 +88,14 @@ class HandshakeClock:
         if surface is not None:
             register(surface, self.counters)
 
-    def start(self, handshake: TransportHandshake) -> None:
-        """Give ``handshake`` its deadline: ``timeout`` seconds from now."""
-        deadline = self._loop.time() + self._timeout
+    def start(self, handshake: TransportHandshake) -> float:
+        """Give ``handshake`` its deadline: ``timeout`` seconds from now; returns now."""
+        now = self._loop.time()
+        deadline = now + self._timeout
         self._pending[handshake] = deadline
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._expire)
+        return now
 
     def stop(self, handshake: TransportHandshake) -> None:
         """``handshake`` is over: it has no deadline any more."""
@@ -138,6 +140,7 @@ class TransportHandshake:
         "_engine",
         "_extra",
         "_loop",
+        "_started",
         "_transport",
         "_validation",
         "accepted",
@@ -165,6 +168,8 @@ class TransportHandshake:
         self._action = Action.DIRECT
         self._extra = b""
         self._validation: asyncio.Task[None] | None = None
+        # When its clock started (the loop's time); 0 under SKIP, which reads nothing.
+        self._started = 0.0
         #: True once the handshake is over: accepted, or the connection closed.
         self.done = False
         #: True once ``accept`` was called: the connection is the server's.
@@ -189,7 +194,7 @@ class TransportHandshake:
         if not engine.reads:
             self._hand_over(Action.DIRECT)
             return
-        self._clock.start(self)
+        self._started = self._clock.start(self)
 
     def data_received(self, data: bytes) -> None:
         if self.done:
@@ -318,13 +323,15 @@ class TransportHandshake:
         accept = self._accept
         self._finish()
         self.accepted = True
-        counters = self._clock.counters
-        counters.accepted += 1
+        received = engine.header
         if action is Action.PROXIED:
-            self.header = engine.header
-        header = engine.header if engine.uses_addresses(action) else None
-        if header is None:
-            counters.direct += 1
+            self.header = received
+        header = received if engine.uses_addresses(action) else None
+        self._clock.counters.accept(
+            0 if received is None else received.version,
+            header is None,
+            self._loop.time() - self._started if self._started else 0.0,
+        )
         accept(header, engine.leftover + self._extra if self._extra else engine.leftover)
 
 

@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import SocketAttribute
 
 import proxyproto as pp
+from proxyproto._handshake.engine import register
 
 from .args import (
     add_backend_option,
@@ -22,6 +23,7 @@ from .args import (
     run,
     seconds,
 )
+from .metrics import add_metrics_option, start_metrics
 from .output import (
     Row,
     address_json,
@@ -63,6 +65,7 @@ def add(subparsers: Subparsers) -> None:
         "  proxyproto echo --listen 127.0.0.1:8000\n"
         "  proxyproto echo --listen [::]:8000 --trusted 10.0.0.0/8 --trusted fd00::/8 --json\n"
         "  proxyproto echo --listen 0.0.0.0:8000 --policy use --header-timeout 2\n"
+        "  proxyproto echo --listen 127.0.0.1:8000 --metrics 127.0.0.1:9100\n"
         "  # then, from another terminal:\n"
         "  proxyproto send 127.0.0.1:8000 --source 192.0.2.1:56324 </dev/null",
     )
@@ -95,6 +98,7 @@ def add(subparsers: Subparsers) -> None:
         help="seconds a connection gets to send its header (default: %(default)g)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_metrics_option(parser)
     add_backend_option(parser)
 
 
@@ -103,7 +107,15 @@ def _echo(args: argparse.Namespace) -> int:
         trusted=args.trusted or (), policy=args.policy, header_timeout=args.header_timeout
     )
     log_to_stderr()
-    return run(args.backend, _serve_echo, args, config)
+    if args.metrics is None:
+        return run(args.backend, _serve_echo, args, config)
+    stop = start_metrics(args.metrics, "echo")
+    if isinstance(stop, int):
+        return stop
+    try:
+        return run(args.backend, _serve_echo, args, config)
+    finally:
+        stop()
 
 
 async def _serve_echo(args: argparse.Namespace, config: pp.ProxyProtocolConfig) -> int:
@@ -116,6 +128,8 @@ async def _serve_echo(args: argparse.Namespace, config: pp.ProxyProtocolConfig) 
     addresses = [
         format_address(pair(sub.extra(SocketAttribute.local_address))) for sub in inner.listeners
     ]
+    # Counted in --metrics (proxyproto.prometheus).
+    register("echo", listener._counters, ", ".join(addresses))
     async with listener, anyio.create_task_group() as task_group:
         await task_group.start(_stop_on_signal, task_group.cancel_scope)
         print(f"listening on {', '.join(addresses)}", flush=True)

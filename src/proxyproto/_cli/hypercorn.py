@@ -13,15 +13,20 @@ The proxy options cross the process boundary as plain data
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import attrs
 
 from proxyproto._core.extras import require
 from proxyproto._handshake.config import ProxyProtocolConfig
 from proxyproto._handshake.policy import Policy
 
 from .args import network, positive_int, seconds
+from .metrics import add_metrics_option, check_metrics, start_metrics
 from .output import log_to_stderr
 
 if TYPE_CHECKING:
@@ -89,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         header_timeout=args.header_timeout,
     )
     options.config()  # argparse checked each part; nothing left to refuse
+    if args.metrics is not None and check_metrics("hypercorn"):
+        return 1
 
     log_to_stderr()
     try:
@@ -105,16 +112,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Listening before the workers start: a connection made now waits in the backlog.
         sock.listen(config.backlog)
     bound = [repr_socket_addr(sock.family, sock.getsockname()) for sock in listening]
-    print(f"listening on {', '.join(bound)}", flush=True)
+    # A worker that has served --max-requests exits, and only a parent can replace it: then
+    # even one worker gets a process of its own, as with Hypercorn's own command line.
+    in_process = config.workers <= 1 and config.max_requests is None
+    stop_metrics = None
+    directory = None
     try:
-        # A worker that has served --max-requests exits, and only a parent can replace it: then
-        # even one worker gets a process of its own, as with Hypercorn's own command line.
-        if config.workers <= 1 and config.max_requests is None:
+        if args.metrics is not None:
+            if not in_process:
+                # The workers write their counts here; /metrics serves their sums.
+                directory = tempfile.mkdtemp(prefix="proxyproto-metrics-")
+                options = attrs.evolve(options, metrics_dir=directory)
+            started = start_metrics(args.metrics, "hypercorn", directory)
+            if isinstance(started, int):
+                return started
+            stop_metrics = started
+        print(f"listening on {', '.join(bound)}", flush=True)
+        if in_process:
             return run_in_process(app, config, options, sockets)
         return supervise(config, options, sockets)
     finally:
         for sock in listening:
             sock.close()
+        if stop_metrics is not None:
+            stop_metrics()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _make_parser() -> argparse.ArgumentParser:
@@ -126,6 +149,8 @@ def _make_parser() -> argparse.ArgumentParser:
             "Hypercorn's options as on its own command line (a --config file first, then the\n"
             "options given here), plus the PROXY options. --workers N runs N processes sharing\n"
             "the bound sockets; SIGINT or SIGTERM stops them gracefully (--graceful-timeout).\n"
+            "--metrics HOST:PORT serves Prometheus metrics of the handshakes, summed across the\n"
+            "workers (each writes its counts to a temporary directory every 0.5 s).\n"
             "Exit status 0 when stopped by a signal, 1 when it cannot start or a worker failed."
         ),
         epilog=(
@@ -195,6 +220,7 @@ def _make_parser() -> argparse.ArgumentParser:
         help="seconds a client gets to send its header"
         f" (default {ProxyProtocolConfig().header_timeout:g})",
     )
+    add_metrics_option(proxy)
     return parser
 
 

@@ -27,6 +27,7 @@ from .args import (
     run,
     seconds,
 )
+from .metrics import add_metrics_option, start_metrics
 from .output import log_to_stderr
 
 if TYPE_CHECKING:
@@ -66,7 +67,9 @@ def add(subparsers: Subparsers) -> None:
         "more listener each, inheriting the top-level settings. Options given on the command\n"
         "line replace the file's top-level values. The file is re-read when it changes: new\n"
         "connections get the new settings, open ones keep theirs; an invalid file is logged\n"
-        "and ignored.\n"
+        "and ignored.\n\n"
+        "--metrics HOST:PORT serves Prometheus metrics of the handshakes at /metrics there\n"
+        "(needs the prometheus extra); each route is a listener label, named by its address.\n"
         "Exit status 0 when stopped by a signal, 1 when it cannot listen, 2 for a bad option\n"
         "or configuration file.",
         "examples:\n"
@@ -74,7 +77,8 @@ def add(subparsers: Subparsers) -> None:
         "  proxyproto relay --listen [::]:443 --to 10.0.0.5:443 --to 10.0.0.6:443 \\\n"
         "      --balance source-ip --accept-proxy --trusted 10.0.0.0/8 --send-proxy v2\n"
         "  proxyproto relay --listen 127.0.0.1:0 --to 127.0.0.1:8000 --grace 2\n"
-        "  proxyproto relay --config /etc/proxyproto/relay.toml --grace 30",
+        "  proxyproto relay --config /etc/proxyproto/relay.toml --grace 30\n"
+        "  proxyproto relay --listen 0.0.0.0:8080 --to 10.0.0.5:80 --metrics 127.0.0.1:9100",
     )
     parser.add_argument(
         "--config",
@@ -176,6 +180,7 @@ def add(subparsers: Subparsers) -> None:
         help="close a connection after S seconds without a byte either way"
         f" (default: {defaults.idle_timeout:g}, never)",
     )
+    add_metrics_option(parser)
     add_backend_option(parser)
 
 
@@ -226,4 +231,12 @@ def _relay(args: argparse.Namespace) -> int:
             )
             args.parser.error(f"{option}: {problem[1].replace('send_proxy', '--send-proxy')}")
     log_to_stderr()
-    return run(args.backend, serve_relay, routes, config)
+    if args.metrics is None:
+        return run(args.backend, serve_relay, routes, config)
+    stop = start_metrics(args.metrics, "relay")
+    if isinstance(stop, int):
+        return stop
+    try:
+        return run(args.backend, serve_relay, routes, config)
+    finally:
+        stop()

@@ -65,6 +65,7 @@ from proxyproto._adapters.backpressure import bound_reading
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Command, Family, Header, TLVs, TLVType
 from proxyproto._handshake.config import ProxyProtocolConfig
+from proxyproto._handshake.engine import register
 from proxyproto._handshake.policy import Policy
 
 from .args import connect_address, listen_address, network, proxy_config, seconds
@@ -291,6 +292,8 @@ class Relay:
             format_address(_pair(sub.extra(SocketAttribute.local_address)))
             for sub in inner.listeners
         ]
+        # Counted in --metrics (proxyproto.prometheus), one listener label per route.
+        register("relay", listener._counters, ", ".join(self.addresses))
 
         async def handle(transport: ByteStream) -> None:
             self._active += 1

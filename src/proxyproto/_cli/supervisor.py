@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
+from proxyproto._adapters.metrics import SnapshotWriter
 from proxyproto._handshake.config import ProxyProtocolConfig
 from proxyproto._handshake.policy import Policy
 from proxyproto.hypercorn import ShutdownTrigger, _asyncio_worker, _trio_worker
@@ -39,6 +40,9 @@ __all__ = ["ProxyOptions", "run_in_process", "supervise"]
 
 logger = logging.getLogger("proxyproto")
 
+#: How often a worker writes its counts for ``--metrics`` (seconds).
+_METRICS_INTERVAL = 0.5
+
 
 @attrs.frozen
 class ProxyOptions:
@@ -47,6 +51,8 @@ class ProxyOptions:
     trusted: tuple[str, ...] = ()
     policy: Policy | None = None
     header_timeout: float | None = None
+    #: With ``--metrics`` and worker processes: where each worker writes its counts.
+    metrics_dir: str | None = None
 
     def config(self) -> ProxyProtocolConfig:
         """The config: :func:`proxyproto._cli.args.proxy_config` of these options."""
@@ -127,7 +133,14 @@ def _worker_process(
     # a SIGTERM sent to a worker directly stops it gracefully too.
     signal.signal(signal.SIGTERM, stop.on_signal)
     app = load_application(config.application_path, config.wsgi_max_body_size)
-    _run_worker(app, config, options.config(), sockets, stop.wait)
+    if options.metrics_dir is None:
+        _run_worker(app, config, options.config(), sockets, stop.wait)
+        return
+    writer = SnapshotWriter(options.metrics_dir, _METRICS_INTERVAL).start()
+    try:
+        _run_worker(app, config, options.config(), sockets, stop.wait)
+    finally:
+        writer.stop()
 
 
 def supervise(config: Config, options: ProxyOptions, sockets: Sockets) -> int:

@@ -24,6 +24,8 @@ _EXTRA_OF = {
     "httpx": "testing",
     "httpcore": "testing",
     "scapy": "pcap",
+    "prometheus_client": "prometheus",
+    "opentelemetry": "opentelemetry",
 }
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -65,6 +66,7 @@ from .config import ProxyProtocolConfig, Validator
 from .policy import Action, PeerAddress, Policy, carries_address, decide, resolve
 
 __all__ = [
+    "DURATION_BUCKETS",
     "EMPTY",
     "Admission",
     "Counters",
@@ -456,10 +458,49 @@ class ListenerStatistics:
     in_flight: int
 
 
-class Counters:
-    """A listener's counters: plain integers, bumped by its handshakes."""
+#: The upper bounds (seconds) of the buckets of the handshake duration histogram
+#: (:attr:`Counters.durations`), after Prometheus's default buckets shifted down: a proxy's header
+#: comes in the first segment, so most handshakes take well under a millisecond.
+DURATION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
-    __slots__ = ("accepted", "direct", "in_flight", "rejected")
+
+class Counters:
+    """A listener's counters: plain integers, bumped by its handshakes.
+
+    Besides what :class:`ListenerStatistics` shows, for a metrics exporter: the accepted
+    connections by whether they are proxied or direct and by the header's version
+    (:attr:`by_version`), and how long accepted handshakes took (:attr:`durations`,
+    :attr:`duration_sum`), each bumped once per accepted connection by :meth:`accept`. ``name``
+    is the listener's name in the registry (:func:`register`).
+    """
+
+    __slots__ = (
+        "accepted",
+        "by_version",
+        "direct",
+        "duration_sum",
+        "durations",
+        "in_flight",
+        "name",
+        "rejected",
+    )
 
     def __init__(self) -> None:
         self.accepted = 0
@@ -467,6 +508,29 @@ class Counters:
         self.in_flight = 0
         #: Refusals by kind.
         self.rejected = dict.fromkeys(RefusalKind, 0)
+        #: Accepted connections, at ``version + 3 * direct``: version 0 for no header, so
+        #: ``[_, proxied v1, proxied v2, direct without a header, direct v1, direct v2]`` (a
+        #: direct connection may have had a header: LOCAL, UNKNOWN, ``IGNORE``).
+        self.by_version = [0] * 6
+        #: Accepted handshakes by duration: one count per :data:`DURATION_BUCKETS` bound (not
+        #: cumulative), and a last one for longer ones.
+        self.durations = [0] * (len(DURATION_BUCKETS) + 1)
+        #: The sum of those durations, in seconds.
+        self.duration_sum = 0.0
+        #: The listener's name in the registry; ``None`` when it was given none.
+        self.name: str | None = None
+
+    def accept(self, version: int, direct: bool, duration: float) -> None:
+        """Count one accepted connection: its header's version (0 when it had none), whether it
+        is direct (no header's addresses used), and how long its handshake took."""
+        self.accepted += 1
+        if direct:
+            self.direct += 1
+            self.by_version[version + 3] += 1
+        else:
+            self.by_version[version] += 1
+        self.durations[bisect_left(DURATION_BUCKETS, duration)] += 1
+        self.duration_sum += duration
 
     def snapshot(self) -> ListenerStatistics:
         """The counters now, as :class:`ListenerStatistics`."""
@@ -485,14 +549,21 @@ class Counters:
         )
 
 
-#: The counters of the servers of this process, by surface (``"uvicorn"``, ``"hypercorn"``): what
-#: their ``statistics()`` sum, and what a metrics exporter reads. A process runs few servers, so
-#: they are kept for its lifetime (the totals include servers that have stopped).
+#: The counters of the servers of this process, by surface (``"uvicorn"``, ``"hypercorn"``,
+#: ``"relay"``, ...): what their ``statistics()`` sum, and what a metrics exporter reads
+#: (:mod:`proxyproto.prometheus`). A process runs few servers, so they are kept for its lifetime
+#: (the totals include servers that have stopped).
 _REGISTRY: dict[str, list[Counters]] = {}
 
 
-def register(surface: str, counters: Counters) -> Counters:
-    """Count ``counters`` in ``surface``'s totals (once); returns them."""
+def register(surface: str, counters: Counters, name: str | None = None) -> Counters:
+    """Count ``counters`` in ``surface``'s totals (once); returns them.
+
+    ``name`` names the listener in metrics (its bound address, say); without one it keeps the
+    name it had (if any). Counters of the same surface and name are summed by exporters.
+    """
+    if name is not None:
+        counters.name = name
     kept = _REGISTRY.setdefault(surface, [])
     if not any(c is counters for c in kept):
         kept.append(counters)
@@ -715,11 +786,13 @@ class Primitives:
 class _Reader:
     """One connection's reading and judging, under ``header_timeout``."""
 
-    __slots__ = ("engine", "io")
+    __slots__ = ("engine", "io", "started")
 
     def __init__(self, io: Primitives) -> None:
         self.io = io
         self.engine: Handshake | None = None
+        #: When the handshake started (the framework's clock).
+        self.started = 0.0
 
     @property
     def sent_nothing(self) -> bool:
@@ -742,6 +815,9 @@ class _Reader:
         io = self.io
         ticket: Ticket | None = None
         with io.move_on_after(config.header_timeout) as deadline:
+            # Its deadline is the clock read that made it, plus the timeout: the start, for the
+            # duration histogram, without reading the clock again (anyio's costs a microsecond).
+            self.started = deadline.deadline - config.header_timeout
             engine = self.engine = Handshake(config, peer)
             try:
                 while engine.reads:
@@ -843,9 +919,13 @@ class Handshakes:
             raise
         finally:
             counters.in_flight -= 1
-        counters.accepted += 1
-        if not reader.engine.uses_addresses(action):
-            counters.direct += 1
+        engine = reader.engine
+        header = engine.header
+        counters.accept(
+            0 if header is None else header.version,
+            not engine.uses_addresses(action),
+            io.current_time() - reader.started,
+        )
         return stream
 
     async def _refuse(

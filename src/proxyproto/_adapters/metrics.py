@@ -1,0 +1,214 @@
+"""The counters of a process as plain data, summed by listener, and shared between processes.
+
+Theory of operation
+-------------------
+Metrics cost nothing per connection: the handshakes bump their plain integers
+(:class:`~proxyproto._handshake.engine.Counters`), and an exporter reads them when it is
+scraped. :func:`samples` is that reading: every registered surface's counters (the engine's
+registry) and every tracked UDP socket's (:func:`track_datagrams`), summed by ``(surface,
+listener)``, as JSON-ready dictionaries (:class:`Samples`). Reading from another thread (an HTTP
+server's) is safe: the counters are ints and lists and dicts of fixed size, copied whole.
+
+Worker processes (``proxyproto hypercorn --workers N``, Uvicorn's ``--workers``) each count
+alone. Each one runs a :class:`SnapshotWriter`, a thread that writes the process's samples to
+``DIRECTORY/PID.json`` every ``interval`` seconds and once more when it stops (written to a
+temporary file, then renamed: a reader never sees half a file); :func:`read_shared` sums the
+files of a directory. Counters of a worker that has exited stay in the sum (its last file stays),
+so totals never go down when a worker is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from proxyproto._handshake.engine import DURATION_BUCKETS, RefusalKind, registered
+
+if TYPE_CHECKING:
+    from .udp import ProxiedUDPSocket
+
+__all__ = [
+    "Samples",
+    "SnapshotWriter",
+    "merge",
+    "read_shared",
+    "samples",
+    "track_datagrams",
+]
+
+
+class Samples(TypedDict):
+    """A process's counters (or several processes' sums), by listener."""
+
+    #: One dictionary per ``(surface, listener)`` of TCP handshakes: ``surface``, ``listener``,
+    #: ``by_version`` (``Counters.by_version``), ``rejected`` (by kind, every kind),
+    #: ``in_flight``, ``durations`` (``Counters.durations``) and ``duration_sum``.
+    tcp: list[dict[str, Any]]
+    #: One per ``(surface, listener)`` of UDP sockets: ``received``, ``delivered``, ``direct``
+    #: and ``dropped`` (by kind, every kind).
+    udp: list[dict[str, Any]]
+
+
+# The UDP sockets counted in samples(): (listener name, socket). Kept for the process's lifetime,
+# as the engine's registry keeps its counters.
+_DATAGRAMS: list[tuple[str, ProxiedUDPSocket]] = []
+
+
+def track_datagrams(sock: ProxiedUDPSocket, name: str) -> None:
+    """Count ``sock``'s datagrams in :func:`samples` (once), as listener ``name``."""
+    if not any(kept is sock for _, kept in _DATAGRAMS):
+        _DATAGRAMS.append((name, sock))
+
+
+def _empty_tcp(surface: str, listener: str) -> dict[str, Any]:
+    return {
+        "surface": surface,
+        "listener": listener,
+        "by_version": [0] * 6,
+        "rejected": dict.fromkeys((kind.value for kind in RefusalKind), 0),
+        "in_flight": 0,
+        "durations": [0] * (len(DURATION_BUCKETS) + 1),
+        "duration_sum": 0.0,
+    }
+
+
+def _empty_udp(surface: str, listener: str) -> dict[str, Any]:
+    return {
+        "surface": surface,
+        "listener": listener,
+        "received": 0,
+        "delivered": 0,
+        "direct": 0,
+        "dropped": dict.fromkeys((kind.value for kind in RefusalKind), 0),
+    }
+
+
+def _add(total: dict[str, Any], more: dict[str, Any]) -> None:
+    """Add ``more``'s counts into ``total`` (both of one kind)."""
+    for key, value in more.items():
+        if key in ("surface", "listener"):
+            continue
+        if isinstance(value, dict):
+            counts = total[key]
+            for kind, count in value.items():
+                counts[kind] = counts.get(kind, 0) + count
+        elif isinstance(value, list):
+            total[key] = [a + b for a, b in zip(total[key], value, strict=True)]
+        else:
+            total[key] += value
+
+
+def samples() -> Samples:
+    """This process's counters now, summed by ``(surface, listener)``."""
+    tcp: dict[tuple[str, str], dict[str, Any]] = {}
+    for surface, kept in list(registered().items()):
+        for counters in list(kept):
+            listener = counters.name or ""
+            entry = tcp.get((surface, listener))
+            if entry is None:
+                entry = tcp[surface, listener] = _empty_tcp(surface, listener)
+            _add(
+                entry,
+                {
+                    "by_version": list(counters.by_version),
+                    "rejected": {kind.value: n for kind, n in dict(counters.rejected).items()},
+                    "in_flight": counters.in_flight,
+                    "durations": list(counters.durations),
+                    "duration_sum": counters.duration_sum,
+                },
+            )
+    udp: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, sock in list(_DATAGRAMS):
+        statistics = sock.statistics()
+        entry = udp.get(("udp", name))
+        if entry is None:
+            entry = udp["udp", name] = _empty_udp("udp", name)
+        _add(
+            entry,
+            {
+                "received": statistics.received,
+                "delivered": statistics.delivered,
+                "direct": statistics.direct,
+                "dropped": dict(statistics.dropped),
+            },
+        )
+    return {"tcp": list(tcp.values()), "udp": list(udp.values())}
+
+
+def merge(parts: Iterable[Samples]) -> Samples:
+    """The sum of several processes' samples, by ``(surface, listener)``."""
+    tcp: dict[tuple[str, str], dict[str, Any]] = {}
+    udp: dict[tuple[str, str], dict[str, Any]] = {}
+    for part in parts:
+        for kind, table, empty in (("tcp", tcp, _empty_tcp), ("udp", udp, _empty_udp)):
+            for entry in part[kind]:  # type: ignore[literal-required]
+                key = (entry["surface"], entry["listener"])
+                total = table.get(key)
+                if total is None:
+                    total = table[key] = empty(*key)
+                _add(total, entry)
+    return {"tcp": list(tcp.values()), "udp": list(udp.values())}
+
+
+def read_shared(directory: str | os.PathLike[str]) -> Samples:
+    """The sum of the samples the processes sharing ``directory`` wrote (:class:`SnapshotWriter`).
+
+    A file that cannot be read or parsed (a process writing its first one, a stray file) is
+    skipped.
+    """
+    parts: list[Samples] = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "tcp" in data and "udp" in data:
+            parts.append(data)  # type: ignore[arg-type]
+    return merge(parts)
+
+
+class SnapshotWriter:
+    """Writes this process's :func:`samples` to ``directory/PID.json`` every ``interval``
+    seconds, from a daemon thread, and once more on :meth:`stop`.
+
+    >>> writer = SnapshotWriter("/run/proxyproto-metrics")  # doctest: +SKIP
+    >>> writer.start()  # doctest: +SKIP
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], interval: float = 1.0) -> None:
+        self.path = Path(directory) / f"{os.getpid()}.json"
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="proxyproto-metrics-writer", daemon=True
+        )
+
+    def start(self) -> SnapshotWriter:
+        """Write now, then every ``interval`` seconds; returns itself."""
+        self.write()
+        self._thread.start()
+        return self
+
+    def write(self) -> None:
+        """Write the samples now (to a temporary file, renamed over the last one)."""
+        temporary = self.path.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(samples()), encoding="utf-8")
+            os.replace(temporary, self.path)
+        except OSError:
+            pass  # the directory is gone (the supervisor cleaned it up): nothing to tell
+
+    def stop(self) -> None:
+        """Stop the thread and write a last time."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.write()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.write()

@@ -1,0 +1,478 @@
+"""Prometheus metrics (``proxyproto.prometheus``, ``--metrics``): every counter's exact value.
+
+The collector is checked against an anyio listener in this process (both backends); then
+``/metrics`` is scraped from a real ``proxyproto relay`` and a real ``proxyproto hypercorn
+--workers 2`` after a known mix of connections: proxied v1 and v2, direct (no header under
+``use``, or LOCAL), invalid, missing, timed out, empty. Each connection is over (the server
+closed it) before the next starts; counters are read in a loop until they settle or a deadline
+passes, then compared exactly -- no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import proxyproto as pp
+from cli_process import PROXYPROTO, TIMEOUT, listening_addresses, reader, without
+
+prometheus_client = pytest.importorskip("prometheus_client")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+import proxyproto.prometheus  # noqa: E402
+from proxyproto._adapters.metrics import SnapshotWriter, merge, read_shared, samples  # noqa: E402
+
+TESTS = Path(__file__).parent
+V1 = b"PROXY TCP4 203.0.113.9 198.51.100.10 51234 443\r\n"
+V2 = pp.Header.proxy(("203.0.113.9", 51234), ("198.51.100.10", 443)).to_bytes()
+LOCAL = pp.Header.local().to_bytes()
+INVALID = b"PROXY XX\r\n"
+PARTIAL = b"PROXY TCP4 203.0.113.9 "
+REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+Key = tuple[str, frozenset[tuple[str, str]]]
+
+
+def values(text: str) -> dict[Key, float]:
+    """Every sample of a ``/metrics`` page, by name and labels."""
+    found: dict[Key, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[sample.name, frozenset(sample.labels.items())] = sample.value
+    return found
+
+
+def expected(surface: str, listener: str, **counts: float) -> dict[Key, float]:
+    """The samples for ``counts``: ``proxied_v1``, ``refused_invalid``, ``timed_out``, ..."""
+    where = {"surface": surface, "listener": listener}
+    wanted: dict[Key, float] = {}
+    for mode, version in (("proxied", "1"), ("proxied", "2"), ("direct", "none")):
+        count = counts.pop(f"{mode}_v{version}", 0)
+        labels = {**where, "mode": mode, "version": version}
+        wanted["proxyproto_connections_accepted_total", frozenset(labels.items())] = count
+    for version in ("1", "2"):
+        labels = {**where, "mode": "direct", "version": version}
+        count = counts.pop(f"direct_v{version}", 0)
+        wanted["proxyproto_connections_accepted_total", frozenset(labels.items())] = count
+    for reason in ("empty", "missing", "invalid", "closed", "policy", "validator", "error"):
+        labels = {**where, "reason": reason}
+        count = counts.pop(f"refused_{reason}", 0)
+        wanted["proxyproto_connections_refused_total", frozenset(labels.items())] = count
+    for name in ("timed_out", "evicted"):
+        key = (f"proxyproto_handshakes_{name}_total", frozenset(where.items()))
+        wanted[key] = counts.pop(name, 0)
+    wanted["proxyproto_handshakes_in_flight", frozenset(where.items())] = 0
+    assert not counts, counts
+    return wanted
+
+
+def settled(read: Callable[[], dict[Key, float]], wanted: dict[Key, float]) -> dict[Key, float]:
+    """What ``read()`` gives for ``wanted``'s keys once they equal it, or at the deadline."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        got = read()
+        seen = {key: got.get(key) for key in wanted}
+        if seen == wanted or time.monotonic() > deadline:
+            return seen  # type: ignore[return-value]
+        time.sleep(0.1)
+
+
+def scrape(port: int) -> dict[Key, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        return values(answer.read().decode())
+
+
+def exchange(port: int, data: bytes, *, reset: bool = False) -> bytes:
+    """Connect, send ``data``, read until the server closes; what it answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        if reset:
+            # A connect-and-reset, as a health check may do: nothing sent.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return b""
+        if data:
+            sock.sendall(data)
+        else:
+            sock.shutdown(socket.SHUT_WR)  # a connect-and-close
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+# --- the collector, in this process --------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_collector_counts_an_anyio_listener() -> None:
+    name = f"test-{uuid.uuid4()}"
+    config = pp.ProxyProtocolConfig(policy=pp.Policy.USE, header_timeout=0.5)
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    listener = pp.ProxyProtocolListener(inner, config)
+    proxyproto.prometheus.track(listener, name)
+    port = inner.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def handle(stream: pp.ProxiedStream) -> None:
+        async with stream:
+            await stream.send(b"ok")
+
+    async def connect(data: bytes) -> None:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(data)
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while await stream.receive():
+                    pass
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(proxyproto.prometheus.ProxyProtocolCollector())
+    async with listener, anyio.create_task_group() as task_group:
+        task_group.start_soon(listener.serve, handle, task_group)
+        for data in (V1, V2, V2, LOCAL, b"hello", INVALID, PARTIAL):
+            await connect(data)
+        wanted = expected(
+            "anyio",
+            name,
+            proxied_v1=1,
+            proxied_v2=2,
+            direct_v2=1,
+            direct_vnone=1,
+            refused_invalid=1,
+            timed_out=1,
+        )
+        got: dict[Key, float | None] = {}
+        with anyio.move_on_after(TIMEOUT):
+            while True:
+                page = values(prometheus_client.generate_latest(registry).decode())
+                got = {key: page.get(key) for key in wanted}
+                if got == wanted:
+                    break
+                await anyio.sleep(0.05)
+        task_group.cancel_scope.cancel()
+    assert got == wanted
+    where = frozenset({"surface": "anyio", "listener": name}.items())
+    page = values(prometheus_client.generate_latest(registry).decode())
+    # Five handshakes accepted, each in one of the duration buckets.
+    assert page["proxyproto_handshake_duration_seconds_count", where] == 5
+    assert page["proxyproto_handshake_duration_seconds_bucket", where | {("le", "+Inf")}] == 5
+    assert listener.statistics().accepted == 5
+
+
+@pytest.mark.anyio
+async def test_collector_counts_a_udp_socket() -> None:
+    name = f"udp-{uuid.uuid4()}"
+    config = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
+    header = pp.Header.proxy(
+        ("203.0.113.9", 5353), ("198.51.100.10", 53), transport=pp.Transport.DGRAM
+    )
+    server_udp = await anyio.create_udp_socket(local_host="127.0.0.1", local_port=0)
+    client = await anyio.create_udp_socket(local_host="127.0.0.1", local_port=0)
+    port = server_udp.extra(anyio.abc.SocketAttribute.local_port)
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(proxyproto.prometheus.ProxyProtocolCollector())
+    async with pp.ProxiedUDPSocket(server_udp, config) as server, client:
+        proxyproto.prometheus.track(server, name)
+        for datagram in (header.to_bytes() + b"a", b"direct", INVALID, header.to_bytes() + b"b"):
+            await client.sendto(datagram, "127.0.0.1", port)
+        with anyio.fail_after(TIMEOUT):
+            for _ in range(3):  # the invalid one is dropped on the way
+                await server.receive()
+    page = values(prometheus_client.generate_latest(registry).decode())
+    where = {"surface": "udp", "listener": name}
+
+    def value(metric: str, **labels: str) -> float:
+        return page[metric, frozenset({**where, **labels}.items())]
+
+    assert value("proxyproto_datagrams_received_total") == 4
+    assert value("proxyproto_datagrams_delivered_total", mode="proxied") == 2
+    assert value("proxyproto_datagrams_delivered_total", mode="direct") == 1
+    assert value("proxyproto_datagrams_dropped_total", reason="invalid") == 1
+    assert value("proxyproto_datagrams_dropped_total", reason="missing") == 0
+
+
+def test_shared_samples_are_summed(tmp_path: Path) -> None:
+    """What several processes wrote sums by listener (here: one process written twice, under
+    two names, so the sum is twice its counts)."""
+    mine = samples()
+    SnapshotWriter(tmp_path).write()
+    (tmp_path / "other.json").write_text((tmp_path / f"{os.getpid()}.json").read_text())
+    (tmp_path / "broken.json").write_text("{")
+    assert read_shared(tmp_path) == merge([mine, mine])
+
+
+def test_track_refuses_other_objects() -> None:
+    with pytest.raises(TypeError):
+        proxyproto.prometheus.track(object(), "x")
+
+
+# --- proxyproto relay --metrics ----------------------------------------------------------------
+
+
+class Running:
+    """A ``proxyproto`` command started with ``--metrics 127.0.0.1:0``: its ports."""
+
+    def __init__(self, args: list[str], stderr: Path) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        self._stderr = stderr.open("w")
+        self.stderr_path = stderr
+        self.process = subprocess.Popen(
+            [*PROXYPROTO, *args, "--metrics", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert self.process.stdout is not None
+        self._reader = reader(self.process.stdout, self.lines)
+        first = self.next_line()
+        assert first.startswith("metrics on http://127.0.0.1:"), first
+        self.metrics_port = int(first.rsplit(":", 1)[1].split("/")[0])
+        self.addresses = listening_addresses(self.next_line())
+        self.port = self.addresses[0][1]
+
+    def next_line(self) -> str:
+        try:
+            return self.lines.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise AssertionError(f"no output; stderr: {self.stderr_path.read_text()}") from None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._reader.join(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self._stderr.close()
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, *args: str) -> Iterator[Running]:
+    server = Running(list(args), tmp_path / "stderr.txt")
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (the relay's target: every relayed client is closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_relay_metrics(tmp_path: Path, backend: str) -> None:
+    args = ["relay", "--listen", "127.0.0.1:0", "--to", f"127.0.0.1:{closed_port()}"]
+    args += ["--accept-proxy", "--header-timeout", "0.5", "--backend", backend]
+    with running(tmp_path, *args) as relay:
+        for data in (V1, V1, V2, V2, V2, LOCAL, INVALID, INVALID, REQUEST, PARTIAL):
+            exchange(relay.port, data)
+        exchange(relay.port, b"", reset=True)
+        exchange(relay.port, b"")
+        wanted = expected(
+            "relay",
+            f"127.0.0.1:{relay.port}",
+            proxied_v1=2,
+            proxied_v2=3,
+            direct_v2=1,
+            refused_invalid=2,
+            refused_missing=1,
+            refused_empty=2,
+            timed_out=1,
+        )
+        assert settled(lambda: scrape(relay.metrics_port), wanted) == wanted
+
+
+# --- proxyproto hypercorn --workers 2 --metrics -----------------------------------------------
+
+
+@pytest.mark.parametrize("worker_class", ["asyncio", "trio"])
+def test_hypercorn_workers_metrics_are_summed(tmp_path: Path, worker_class: str) -> None:
+    pytest.importorskip("hypercorn")
+    args = ["hypercorn", "asgi_client_app:app", "--bind", "127.0.0.1:0", "--workers", "2"]
+    args += ["--worker-class", worker_class, "--trusted", "127.0.0.1", "--policy", "use"]
+    args += ["--header-timeout", "0.5"]
+    with running(tmp_path, *args) as server:
+        for header in (V1, V1, V2, V2, V2, LOCAL, b"", b""):
+            assert exchange(server.port, header + REQUEST).startswith(b"HTTP/1.1 200")
+        for data in (INVALID, INVALID, PARTIAL):
+            assert exchange(server.port, data) == b""
+        # Summed across the workers: each connection went to one of them.
+        wanted = expected(
+            "hypercorn",
+            "",
+            proxied_v1=2,
+            proxied_v2=3,
+            direct_v2=1,
+            direct_vnone=2,
+            refused_invalid=2,
+            timed_out=1,
+        )
+        assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
+
+
+def test_metrics_address_in_use_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [*PROXYPROTO, "echo", "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in line
+
+
+def test_metrics_without_prometheus_client_is_one_line(tmp_path: Path) -> None:
+    command = without(
+        "prometheus_client",
+        "proxyproto",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert "prometheus_client" in line
+    assert "'.[prometheus]'" in line
+
+
+# --- OpenTelemetry attributes ----------------------------------------------------------------
+
+
+def test_opentelemetry_attributes() -> None:
+    from proxyproto.opentelemetry import connection_attributes
+
+    balancer = ("10.0.0.2", 40000)
+    header = pp.Header.proxy(("2001:db8::7", 51234), ("2001:db8::10", 443))
+    assert connection_attributes(header, balancer) == {
+        "client.address": "2001:db8::7",
+        "client.port": 51234,
+        "server.address": "2001:db8::10",
+        "server.port": 443,
+        "network.peer.address": "10.0.0.2",
+        "network.peer.port": 40000,
+        "network.transport": "tcp",
+        "network.type": "ipv6",
+    }
+    as_peer = {
+        "client.address": "10.0.0.2",
+        "client.port": 40000,
+        "network.peer.address": "10.0.0.2",
+        "network.peer.port": 40000,
+    }
+    assert connection_attributes(None, balancer) == as_peer
+    assert connection_attributes(pp.Header.local(), balancer) == as_peer
+    assert connection_attributes(header, balancer, use_header=False) == as_peer
+    dgram = pp.Header.proxy(("192.0.2.1", 53), ("192.0.2.2", 53), transport=pp.Transport.DGRAM)
+    assert connection_attributes(dgram, balancer)["network.transport"] == "udp"
+
+
+def test_hypercorn_one_worker_in_process_metrics(tmp_path: Path) -> None:
+    pytest.importorskip("hypercorn")
+    args = ["hypercorn", "asgi_client_app:app", "--bind", "127.0.0.1:0", "--header-timeout", "5"]
+    with running(tmp_path, *args) as server:
+        assert exchange(server.port, V2 + REQUEST).startswith(b"HTTP/1.1 200")
+        assert exchange(server.port, INVALID) == b""
+        wanted = expected("hypercorn", "", proxied_v2=1, refused_invalid=1)
+        assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
+
+
+class FakeMeter:
+    """What ``instrument()`` asks of a meter: its observable instruments, by name."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, list[Callable[[Any], Iterable[Any]]]] = {}
+
+    def create_observable_counter(
+        self, name: str, callbacks: list[Callable[[Any], Iterable[Any]]], **_: str
+    ) -> None:
+        self.callbacks[name] = callbacks
+
+    create_observable_up_down_counter = create_observable_counter
+
+    def observe(self, name: str, **attributes: str) -> float:
+        from opentelemetry.metrics import CallbackOptions
+
+        found = [
+            observation.value
+            for callback in self.callbacks[name]
+            for observation in callback(CallbackOptions())
+            if dict(observation.attributes or {}) == attributes
+        ]
+        assert len(found) == 1, (name, attributes, found)
+        return float(found[0])
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.meter = FakeMeter()
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> FakeMeter:
+        return self.meter
+
+
+def test_opentelemetry_instruments_read_the_counters() -> None:
+    pytest.importorskip("opentelemetry.metrics")
+    from proxyproto._handshake.engine import Counters, RefusalKind, register
+    from proxyproto.opentelemetry import instrument
+
+    name = f"otel-{uuid.uuid4()}"
+    counters = register("anyio", Counters(), name)
+    counters.accept(1, False, 0.001)
+    counters.accept(2, True, 0.001)
+    counters.rejected[RefusalKind.INVALID] += 2
+    counters.rejected[RefusalKind.TIMEOUT] += 1
+    provider = FakeProvider()
+    instrument(provider)
+    meter = provider.meter
+    where = {"proxyproto.surface": "anyio", "proxyproto.listener": name}
+    accepted = "proxyproto.connections.accepted"
+    assert (
+        meter.observe(
+            accepted, **where, **{"proxyproto.mode": "proxied", "proxyproto.version": "1"}
+        )
+        == 1
+    )
+    assert (
+        meter.observe(accepted, **where, **{"proxyproto.mode": "direct", "proxyproto.version": "2"})
+        == 1
+    )
+    assert (
+        meter.observe(
+            accepted, **where, **{"proxyproto.mode": "proxied", "proxyproto.version": "2"}
+        )
+        == 0
+    )
+    refused = "proxyproto.connections.refused"
+    assert meter.observe(refused, **where, **{"proxyproto.reason": "invalid"}) == 2
+    assert meter.observe("proxyproto.handshakes.timed_out", **where) == 1
+    assert meter.observe("proxyproto.handshakes.evicted", **where) == 0
+    assert meter.observe("proxyproto.handshakes.in_flight", **where) == 0
