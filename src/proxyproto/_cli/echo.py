@@ -23,7 +23,7 @@ from .args import (
     run,
     seconds,
 )
-from .metrics import add_metrics_option, start_metrics
+from .metrics import add_metrics_option, run_with_metrics
 from .output import (
     Row,
     address_json,
@@ -107,15 +107,9 @@ def _echo(args: argparse.Namespace) -> int:
         trusted=args.trusted or (), policy=args.policy, header_timeout=args.header_timeout
     )
     log_to_stderr()
-    if args.metrics is None:
-        return run(args.backend, _serve_echo, args, config)
-    stop = start_metrics(args.metrics, "echo")
-    if isinstance(stop, int):
-        return stop
-    try:
-        return run(args.backend, _serve_echo, args, config)
-    finally:
-        stop()
+    return run_with_metrics(
+        args.metrics, "echo", lambda: run(args.backend, _serve_echo, args, config)
+    )
 
 
 async def _serve_echo(args: argparse.Namespace, config: pp.ProxyProtocolConfig) -> int:

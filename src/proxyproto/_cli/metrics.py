@@ -18,7 +18,7 @@ from proxyproto._core.extras import missing
 from .args import PROG, listen_address
 from .output import fail, format_address, os_error_text
 
-__all__ = ["add_metrics_option", "check_metrics", "start_metrics"]
+__all__ = ["add_metrics_option", "check_metrics", "run_with_metrics", "start_metrics"]
 
 
 def add_metrics_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -72,3 +72,17 @@ def start_metrics(
         thread.join(5)
 
     return stop
+
+
+def run_with_metrics(address: tuple[str, int] | None, command: str, main: Callable[[], int]) -> int:
+    """``main()``, with ``/metrics`` served on ``address`` meanwhile (none when ``None``); the
+    exit status is ``main``'s, or 1 when the metrics cannot be served (one line said why)."""
+    if address is None:
+        return main()
+    stop = start_metrics(address, command)
+    if isinstance(stop, int):
+        return stop
+    try:
+        return main()
+    finally:
+        stop()

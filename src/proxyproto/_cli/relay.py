@@ -27,7 +27,7 @@ from .args import (
     run,
     seconds,
 )
-from .metrics import add_metrics_option, start_metrics
+from .metrics import add_metrics_option, run_with_metrics
 from .output import log_to_stderr
 
 if TYPE_CHECKING:
@@ -231,12 +231,6 @@ def _relay(args: argparse.Namespace) -> int:
             )
             args.parser.error(f"{option}: {problem[1].replace('send_proxy', '--send-proxy')}")
     log_to_stderr()
-    if args.metrics is None:
-        return run(args.backend, serve_relay, routes, config)
-    stop = start_metrics(args.metrics, "relay")
-    if isinstance(stop, int):
-        return stop
-    try:
-        return run(args.backend, serve_relay, routes, config)
-    finally:
-        stop()
+    return run_with_metrics(
+        args.metrics, "relay", lambda: run(args.backend, serve_relay, routes, config)
+    )
