@@ -289,12 +289,11 @@ def test_behind_haproxy_send_proxy_v2(http: str) -> None:
 # --- Uvicorn's own command line --------------------------------------------------------------
 
 
-@contextmanager
-def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[int]:
-    """``python -m uvicorn app:app --http proxyproto.uvicorn:... ARGS`` in a subprocess."""
+def uvicorn_command_line(tmp_path: Path, port: int, *args: str) -> list[str]:
+    """``python -m uvicorn app:app --http proxyproto.uvicorn:... ARGS`` on ``port``, with the test
+    app written into ``tmp_path``."""
     (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
-    port = free_port()
-    command = [
+    return [
         sys.executable,
         "-m",
         "uvicorn",
@@ -309,6 +308,13 @@ def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator
         "off",
         *args,
     ]
+
+
+@contextmanager
+def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[int]:
+    """``python -m uvicorn app:app --http proxyproto.uvicorn:... ARGS`` in a subprocess."""
+    port = free_port()
+    command = uvicorn_command_line(tmp_path, port, *args)
     with serving(command, env, port):
         yield port
 
@@ -627,22 +633,8 @@ def test_uvicorn_command_line_shows_our_info_lines(tmp_path: Path) -> None:
     """Uvicorn's command line configures its own loggers only: ours get its handler and level,
     so an INFO refusal (a peer that closed in the middle of its header) is on its stderr."""
     env = {"PROXYPROTO_TRUSTED": "127.0.0.1"}
-    (tmp_path / "uvicorn_test_app.py").write_text(textwrap.dedent(APP_SOURCE))
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "uvicorn_test_app:app",
-        "--app-dir",
-        str(tmp_path),
-        "--port",
-        str(port),
-        "--http",
-        "proxyproto.uvicorn:ProxyProtocolH11Protocol",
-        "--lifespan",
-        "off",
-    ]
+    command = uvicorn_command_line(tmp_path, port)
     process = subprocess.Popen(
         command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
