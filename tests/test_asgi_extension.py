@@ -172,22 +172,6 @@ async def h2_answer(stream: ByteStream) -> dict[str, Any]:
         await stream.send(connection.data_to_send())
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_certs(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(certfile)
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(certfile, append=True)
-    cert.private_key_pem.write_to_path(keyfile)
-    return certfile, keyfile
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("http", ["h11", "h2"])
 async def test_hypercorn_cleartext(http: str) -> None:

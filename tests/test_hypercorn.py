@@ -281,22 +281,6 @@ async def test_a_handshake_under_way_at_shutdown(anyio_backend: str) -> None:
                     assert await closed_without_response(stream)
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_certs(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(certfile)
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(certfile, append=True)
-    cert.private_key_pem.write_to_path(keyfile)
-    return certfile, keyfile
-
-
 async def test_tls_after_the_header(ca: trustme.CA, server_certs: tuple[Path, Path]) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
