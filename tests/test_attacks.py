@@ -631,6 +631,9 @@ def test_hypercorn_workers_survive_running_out_of_descriptors(
     context, certfile, keyfile = certificates
     command = [*PROXYPROTO, "hypercorn", "asgi_client_app:app", "--bind", f"{HOST}:0"]
     command += ["--workers", "2", "--worker-class", "asyncio"]
+    # The idle connections must outlive the time it takes to run the workers out of descriptors
+    # on a loaded machine (as the echo test's): a 5 s header timeout refused them first.
+    command += ["--header-timeout", "60"]
     command += ["--certfile", certfile, "--keyfile", keyfile]
 
     def ask(sock: socket.socket) -> bytes:
