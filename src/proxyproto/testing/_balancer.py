@@ -275,6 +275,22 @@ async def fake_balancer(
             tg.cancel_scope.cancel()
 
 
+def _cut(
+    header: HeaderSpec,
+    crc32c: bool,
+    split_at: Sequence[int],
+    byte_at_a_time: bool,
+    coalesce: bool,
+) -> tuple[list[bytes], bytes]:
+    """The header's writes, checked before connecting, and (with ``coalesce``) the last one
+    apart, to go with the payload: ``(pieces, last)``."""
+    pieces = segments(
+        header_bytes(header, crc32c=crc32c), split_at=split_at, byte_at_a_time=byte_at_a_time
+    )
+    last = pieces.pop() if coalesce and pieces else b""
+    return pieces, last
+
+
 async def open_connection(
     host: str,
     port: int,
@@ -323,9 +339,7 @@ async def open_connection(
         )
         rest = payload
     else:
-        data = header_bytes(header, crc32c=crc32c)
-        pieces = segments(data, split_at=split_at, byte_at_a_time=byte_at_a_time)  # checked first
-        last = pieces.pop() if coalesce and pieces else b""
+        pieces, last = _cut(header, crc32c, split_at, byte_at_a_time, coalesce)
         stream = await anyio.connect_tcp(host, port, **kwargs)
         try:
             await _send_pieces(stream, pieces, pause)
@@ -380,9 +394,7 @@ def open_socket(
     ...     with open_socket("127.0.0.1", port, header, b"ping\\n", coalesce=True) as sock:
     ...         return sock.recv(65536)
     """
-    data = header_bytes(header, crc32c=crc32c)
-    pieces = segments(data, split_at=split_at, byte_at_a_time=byte_at_a_time)  # checked first
-    last = pieces.pop() if coalesce and pieces else b""
+    pieces, last = _cut(header, crc32c, split_at, byte_at_a_time, coalesce)
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
