@@ -398,6 +398,28 @@ async def test_behind_haproxy_send_proxy_v2() -> None:
     assert answer["client"] == list(me)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"crc32c": True, "split_at": [5, 16], "pause": 0.01}, {"byte_at_a_time": True}],
+    ids=["whole", "crc32c-split", "byte-at-a-time"],
+)
+async def test_behind_the_fake_balancer(fake_balancer: Any, options: dict[str, Any]) -> None:
+    # HAProxy's send-proxy-v2 (above) without HAProxy: the kit's balancer describes the client
+    # that connected to it, so each answer names this socket, not the balancer's connection.
+    async with running() as port:
+        balancer = await fake_balancer(("127.0.0.1", port), **options)
+        async with await anyio.connect_tcp(*balancer.address) as stream:
+            me = stream.extra(SocketAttribute.local_address)
+            buffer = bytearray()
+            for _ in range(2):  # one header for the connection's every request
+                await stream.send(REQUEST)
+                assert (await read_response(stream, buffer))["client"] == list(me)
+    assert balancer.connections == 1
+    header, _ = pp.parse(balancer.sent[0])
+    assert header.source == tuple(me)
+    assert (header.tlvs.crc32c is not None) is bool(options.get("crc32c"))
+
+
 async def test_x_forwarded_for_leaves_the_client_alone(proxy_connection: Any) -> None:
     # No ProxyFixMiddleware (docs/hypercorn.rst says to leave it out): the end user's forwarded
     # headers name neither the client nor the scheme.
