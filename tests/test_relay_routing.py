@@ -8,20 +8,25 @@ comes back shows that the bytes the probe read were forwarded.
 
 from __future__ import annotations
 
-import queue
 import socket
 import ssl
-import threading
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10
+    import tomli as tomllib
 import trustme
 
 import proxyproto as pp
 from cli_process import TIMEOUT, Address
-from test_relay import BACKENDS, exchange, target_server
+from proxyproto._cli.relay_server import ConfigError, routes_from
+from test_relay import BACKENDS, Backend, exchange, target_server
 from test_relay_config import configured, to, write
 
 NAMES = ("a.example", "b.example", "c.example", "x.wild.example")
@@ -37,32 +42,13 @@ def read_exactly(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-class TLSBackend:
+class TLSBackend(Backend):
     """A threaded server: a PROXY v2 header, then TLS; answers each line with its name."""
 
     def __init__(self, name: str, context: ssl.SSLContext) -> None:
         self.name = name
         self.context = context
-        self.headers: queue.Queue[pp.Header] = queue.Queue()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.address: Address = ("127.0.0.1", self.sock.getsockname()[1])
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        super().__init__(header=True)
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(TIMEOUT)
@@ -77,12 +63,10 @@ class TLSBackend:
         except (OSError, EOFError, pp.ProxyProtocolError):
             conn.close()
 
-    def close(self) -> None:
-        self._stop.set()
-        self._acceptor.join(TIMEOUT)
-        self.sock.close()
-        for thread in self._threads:
-            thread.join(TIMEOUT)
+    def next_tlvs(self) -> pp.TLVs:
+        header = self.next_header()
+        assert header is not None
+        return header.tlvs
 
 
 @contextmanager
@@ -149,27 +133,27 @@ def test_tls_clients_choose_backends_by_sni_and_alpn(
             assert tls_request(ca, address, "a.example", ["acme-tls/1", "h2"]) == (
                 b"by-name h2 hello\n"  # OpenSSL's server picks by its own preference
             )
-            header = by_name.headers.get(timeout=TIMEOUT)
-            assert header.tlvs.authority == "a.example"
+            tlvs = by_name.next_tlvs()
+            assert tlvs.authority == "a.example"
             # The relay does not see the server's choice: the TLV has the client's first offer.
-            assert header.tlvs.alpn == b"acme-tls/1"
+            assert tlvs.alpn == b"acme-tls/1"
             assert relay.access_log()["route"].endswith("/names")
 
             assert tls_request(ca, address, "b.example") == b"by-name None hello\n"
-            header = by_name.headers.get(timeout=TIMEOUT)
-            assert (header.tlvs.authority, header.tlvs.alpn) == ("b.example", None)
+            tlvs = by_name.next_tlvs()
+            assert (tlvs.authority, tlvs.alpn) == ("b.example", None)
 
             # The route takes h2, so h2 is the ALPN sent though the client prefers http/1.1.
             assert tls_request(ca, address, "c.example", ["http/1.1", "h2"]) == (
                 b"by-alpn h2 hello\n"
             )
-            header = by_alpn.headers.get(timeout=TIMEOUT)
-            assert (header.tlvs.authority, header.tlvs.alpn) == ("c.example", b"h2")
+            tlvs = by_alpn.next_tlvs()
+            assert (tlvs.authority, tlvs.alpn) == ("c.example", b"h2")
 
             assert tls_request(ca, address, "x.wild.example", ["http/1.1"]) == (
                 b"wildcard http/1.1 hello\n"
             )
-            assert wildcard.headers.get(timeout=TIMEOUT).tlvs.authority == "x.wild.example"
+            assert wildcard.next_tlvs().authority == "x.wild.example"
 
             # No route takes c.example without h2, and there is no default: dropped.
             with pytest.raises((ssl.SSLError, OSError)):
@@ -261,14 +245,8 @@ def test_no_match_without_default_is_dropped(backend: str, tmp_path: Path) -> No
         ('protocol = "tls"\nto = "127.0.0.1:1"\nsni = ["a"]', "unknown key"),
     ],
 )
-def test_bad_protocol_tables(
-    tmp_path: Path, table: str, message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from proxyproto._cli import main
-
-    config = tmp_path / "relay.toml"
-    config.write_text(f'listen = "127.0.0.1:0"\n[protocols.one]\n{table}\n')
-    assert main(["relay", "--config", str(config)]) == 2
-    last = capsys.readouterr().err.splitlines()[-1]
-    assert last.startswith(f"proxyproto relay: error: {config}: protocols: one: ")
-    assert message in last
+def test_bad_protocol_tables(table: str, message: str) -> None:
+    document = tomllib.loads(f'listen = "127.0.0.1:0"\n[protocols.one]\n{table}\n')
+    with pytest.raises(ConfigError, match=r"^relay\.toml: protocols: one: ") as error:
+        routes_from(document, {}, source="relay.toml")
+    assert message in str(error.value)
