@@ -16,6 +16,8 @@ import struct
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxyproto._cli.probe import (
     MAX_PROBE,
@@ -105,6 +107,8 @@ def feed_whole_bytewise_split(data: bytes, protocols: list[str]) -> list[Match |
 
 
 # =============================================================================== TLS
+
+HELLO = client_hello("fuzz.example", ["h2", "http/1.1"])
 
 
 @pytest.mark.parametrize(
@@ -308,3 +312,35 @@ def test_quic_without_cryptography_is_a_clear_error(monkeypatch: pytest.MonkeyPa
     )
     with pytest.raises(ProbeUnavailable, match=r"proxyproto\[quic\]"):
         require(["quic"], datagram=True)
+
+
+# =============================================================================== robustness
+
+#: A QUIC v1 Initial datagram whose decrypted ClientHello is damaged differently each time is
+#: out of reach (the AEAD tag); damaging the header and payload still walks the parser.
+(INITIAL,) = quic_datagrams(VERSION_1, "fuzz.example")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.integers(min_value=1, max_value=64))
+def test_no_input_makes_a_probe_raise(data: bytes, step: int) -> None:
+    prober = Prober(STREAM)
+    for start in range(0, len(data), step):
+        prober.receive_data(data[start : start + step])
+    prober.receive_data(b"")
+    assert prober.data == data
+    probe_datagram(data, ["quic", "wireguard"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_damaged_client_hellos_and_initials_never_raise(data: st.DataObject) -> None:
+    for original in (HELLO, INITIAL):
+        damaged = bytearray(original)
+        for _ in range(data.draw(st.integers(1, 4))):
+            damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(1, len(damaged)))
+        Prober(STREAM).receive_data(bytes(damaged[:cut]))
+        probe_tls(bytes(damaged[5:cut]))
+        parse_client_hello_untrusted(bytes(damaged[5:cut]))
+        probe_datagram(bytes(damaged[:cut]), ["quic", "wireguard"])
