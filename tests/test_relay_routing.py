@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -250,3 +251,46 @@ def test_bad_protocol_tables(table: str, message: str) -> None:
     with pytest.raises(ConfigError, match=r"^relay\.toml: protocols: one: ") as error:
         routes_from(document, {}, source="relay.toml")
     assert message in str(error.value)
+
+
+@BACKENDS
+def test_a_client_hello_in_pieces_is_forwarded_whole(backend: str, tmp_path: Path) -> None:
+    from test_probes import client_hello
+
+    hello = client_hello("pieces.example", ["h2"])
+    config = tmp_path / "relay.toml"
+    with target_server(header=True) as echo:
+        write(
+            config,
+            f"""
+            listen = "127.0.0.1:0"
+            send_proxy = "v2"
+
+            [protocols.pieces]
+            protocol = "tls"
+            server_names = ["pieces.example"]
+            to = {to(echo.address)}
+            """,
+        )
+        with (
+            configured(config, 1, ("--backend", backend)) as (relay, [address]),
+            socket.create_connection(address, timeout=TIMEOUT) as client,
+        ):
+            # Three TCP segments (a pause between them): the probe waits for the whole message.
+            for piece in (hello[:3], hello[3:100], hello[100:]):
+                client.sendall(piece)
+                time.sleep(0.05)
+            client.shutdown(socket.SHUT_WR)
+            back = b""
+            while chunk := client.recv(65536):
+                back += chunk
+            assert back == hello
+            header = echo.next_header()
+            assert header is not None
+            assert (header.tlvs.authority, header.tlvs.alpn) == ("pieces.example", b"h2")
+            log = relay.access_log()
+            assert (log["route"], log["up"], log["end"]) == (
+                "127.0.0.1:0/pieces",
+                str(len(hello)),
+                "done",
+            )
