@@ -13,6 +13,14 @@ passed on as a half-close (``send_eof``); when both directions are done, or one 
 ``idle_timeout``) no byte moved either way for that long, both sides are closed and one
 access-log line is written, with the bytes counted as they flowed.
 
+Protocol routing. With ``protocols`` (:class:`ProtocolRoute`), a connection's first bytes are
+read after the handshake, for at most ``probe_timeout`` seconds, by a sans-IO
+:class:`~proxyproto._cli.probe.Prober`; the first route that accepts the match
+(:func:`choose_route`) gives the targets and the balancing rule, else ``targets`` (the default
+route), else the connection is dropped (``end=no-route (...)``, counted in ``unrouted``). The
+bytes read are sent to the target first; a TLS ClientHello's SNI and ALPN go into the v2 header
+(:func:`sniffed_tlvs`).
+
 Shutdown (:meth:`Relay.stop`, which SIGINT / SIGTERM call) stops accepting and closes the
 listener at once, lets the open connections finish for up to ``grace`` seconds, then cancels
 them. A second signal cancels them at once.
@@ -81,6 +89,7 @@ __all__ = [
     "Relay",
     "RelayConfig",
     "RelaySettings",
+    "choose_route",
     "serve_relay",
 ]
 
@@ -427,7 +436,7 @@ class Relay:
                 sniffed: tuple[tuple[int, bytes], ...] = ()
                 if settings.protocols:
                     first, ended, match = await _probe(client, settings)
-                    chosen, alpn = _choose(settings.protocols, match)
+                    chosen, alpn = choose_route(settings.protocols, match)
                     sniffed = sniffed_tlvs(match, alpn)
                     if chosen is not None:
                         route = f"{route}/{chosen.name}"
@@ -524,10 +533,14 @@ async def _probe(client: ByteStream, settings: RelaySettings) -> tuple[bytes, bo
     return prober.data, ended, result if isinstance(result, Match) else None
 
 
-def _choose(
+def choose_route(
     routes: Sequence[ProtocolRoute], match: Match | None
 ) -> tuple[ProtocolRoute | None, bytes | None]:
-    """The first route that takes ``match``, and the ALPN it chose; ``(None, alpn)`` if none."""
+    """The first route that takes ``match``, and the ALPN it chose; ``(None, alpn)`` if none.
+
+    (The datagram relay can call it on a :class:`~proxyproto._cli.probe.DatagramProber`'s
+    match.)
+    """
     if match is None:
         return None, None
     for route in routes:
