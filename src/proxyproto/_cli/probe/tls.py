@@ -21,6 +21,8 @@ server_name (RFC 6066 section 3): ``server_name_list <1..2^16-1>`` of ``name_typ
 
 from __future__ import annotations
 
+import struct
+
 from ._base import NO_MATCH, Malformed, Match, Reader, Result, Short
 
 __all__ = ["MAX_HELLO", "parse_client_hello_untrusted", "probe_tls"]
@@ -35,6 +37,8 @@ _CLIENT_HELLO = 1
 _SERVER_NAME = 0
 _ALPN = 16
 _HOST_NAME = 0
+#: An extension's header: ``extension_type (2) | extension_data length (2)``.
+_EXTENSION = struct.Struct("!HH")
 
 
 def probe_tls(data: bytes, *, protocol: str = "tls") -> Result:
@@ -131,16 +135,21 @@ def _client_hello(body: Reader, protocol: str) -> Result:
         server_name: str | None = None
         alpns: tuple[bytes, ...] = ()
         seen: set[int] = set()
-        while extensions.left:
-            kind = extensions.u16()
-            value = extensions.sub(extensions.u16())
-            if kind in seen:  # RFC 8446 section 4.2: at most one of each
+        # The extensions walked with plain offsets: a ClientHello has a dozen or more.
+        data, at, end = extensions.data, extensions.offset, extensions.end
+        while at < end:
+            if at + 4 > end:
+                return NO_MATCH
+            kind, size = _EXTENSION.unpack_from(data, at)
+            at += 4
+            if at + size > end or kind in seen:  # RFC 8446 section 4.2: one of each
                 return NO_MATCH
             seen.add(kind)
             if kind == _SERVER_NAME:
-                server_name = _server_name(value)
+                server_name = _server_name(Reader(data, at, at + size))
             elif kind == _ALPN:
-                alpns = _alpns(value)
+                alpns = _alpns(Reader(data, at, at + size))
+            at += size
     except (Short, Malformed):
         # Inside a message of known length, running short is malformed too.
         return NO_MATCH
