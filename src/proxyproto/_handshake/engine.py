@@ -742,10 +742,8 @@ class Primitives:
     """What a handshake waits with, from the framework that runs it (anyio or trio, whose cancel
     scopes, events and clocks have the same shape): the engine imports neither."""
 
-    #: ``move_on_after(seconds)``: a cancel scope (``cancel()``, ``cancelled_caught``,
+    #: ``CancelScope(deadline=...)``: a cancel scope (``cancel()``, ``cancelled_caught``,
     #: ``deadline``) as a context manager.
-    move_on_after: Callable[[float], Any]
-    #: ``CancelScope(deadline=...)``.
     cancel_scope: Callable[..., Any]
     #: The framework's clock.
     current_time: Callable[[], float]
@@ -769,7 +767,6 @@ class Primitives:
     ) -> Primitives:
         """The primitives of the ``anyio`` or ``trio`` module, which both name them alike."""
         return cls(
-            move_on_after=framework.move_on_after,
             cancel_scope=framework.CancelScope,
             current_time=framework.current_time,
             aclose_forcefully=framework.aclose_forcefully,
@@ -814,10 +811,10 @@ class _Reader:
         """
         io = self.io
         ticket: Ticket | None = None
-        with io.move_on_after(config.header_timeout) as deadline:
-            # Its deadline is the clock read that made it, plus the timeout: the start, for the
-            # duration histogram, without reading the clock again (anyio's costs a microsecond).
-            self.started = deadline.deadline - config.header_timeout
+        timeout = config.header_timeout
+        # One clock read: the start, for the duration histogram, and the deadline.
+        started = self.started = io.current_time()
+        with io.cancel_scope(deadline=started + timeout) as deadline:
             engine = self.engine = Handshake(config, peer)
             try:
                 while engine.reads:
@@ -834,7 +831,6 @@ class _Reader:
                 if ticket is not None:
                     assert admission is not None
                     admission.release(ticket)
-        timeout = config.header_timeout
         if ticket is not None and ticket.evicted:
             raise Refusal(
                 RefusalKind.EVICTED, "evicted: too many partial headers, and this one was old"
