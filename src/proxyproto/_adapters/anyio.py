@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -337,6 +338,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
                 partial(_peer_of_socket, raw),
                 transport.receive,
                 partial(_stream, transport, None),
+                _nowait(raw),
             )
         # Read once: anyio asks the socket each time, and a reset socket no longer knows.
         attributes = transport.extra_attributes
@@ -420,6 +422,16 @@ def _raw_socket(transport: ByteStream) -> Any:
         return None
     raw = getattr(transport, "_raw_socket", None)
     return raw if callable(getattr(raw, "getpeername", None)) else None
+
+
+def _nowait(raw: Any) -> Callable[[], bytes | None] | None:
+    """The first read of a handshake, without waiting, where the stream reads ``raw`` itself
+    when asked (anyio's trio backend, UNIX sockets): a stdlib socket in non-blocking mode. On
+    asyncio a TCP stream's transport reads the socket (``raw`` is asyncio's ``TransportSocket``).
+    """
+    if isinstance(raw, socket.socket) and raw.gettimeout() == 0.0:
+        return partial(accept.read_nowait, raw.recv)
+    return None
 
 
 def _peer_of_socket(raw: Any) -> PeerAddress:
