@@ -1,21 +1,20 @@
 """PROXY protocol for Uvicorn: ``scope["client"]`` is the client, not the load balancer.
 
 Uvicorn has no hook between accepting a connection and parsing HTTP, but it lets the HTTP
-implementation be any asyncio protocol class (``--http module:Class``). The classes here are
-Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake in front:
+implementation be any asyncio protocol class (``--http module:Class``, ``Config(http=...)``).
+The classes here do the PROXY handshake on the raw transport, then hand the connection to
+Uvicorn's own protocol (h11, httptools, zttp) by composition, as Uvicorn's ``AutoZttpProtocol``
+does:
 
 * ``connection_made`` starts a :class:`proxyproto._adapters.asyncio.TransportHandshake` (shared with
   Hypercorn's asyncio worker); Uvicorn's HTTP machinery does not see the connection yet.
-* ``data_received`` goes to the handshake until it has a header (or knows there is none): a
-  header that came whole is read with one :func:`~proxyproto.parse`, anything else by a
-  :class:`~proxyproto.HeaderParser`, and the decision is the handshake
-  engine's (:mod:`proxyproto._handshake.engine`), as on every surface.
-* When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, and the
-  client it keeps for the scope and its log lines (``self.client``) becomes the header's source
-  when the header's addresses are used. On a WebSocket upgrade, Uvicorn's WebSocket protocol is
-  given the transport wrapped so that ``peername`` and the socket's ``getpeername()`` answer with
-  that source, which is where it takes the client from. The bytes that came after the header go
-  to Uvicorn's ``data_received`` at once, then the transport talks to Uvicorn directly.
+* ``data_received`` goes to the handshake until it has a header (or knows there is none): the
+  decision is the handshake engine's (:mod:`proxyproto._handshake.engine`), as on every surface.
+* When the connection is accepted, Uvicorn's protocol is built with the arguments Uvicorn gave
+  ours and a per-connection ``Config`` whose ``loaded_app`` adds the scope extension, set as the
+  transport's protocol, and given a transport view whose peer is the header's source (where it,
+  and its WebSocket protocol after an upgrade, take the client from), then the bytes that came
+  after the header. From then on the transport talks to Uvicorn directly.
 * Uvicorn's proxy headers middleware (X-Forwarded-For/-Proto) is taken off the app: it would
   trust the end user's headers (see ``docs/uvicorn.rst``), unless the user asks for it
   with ``PROXYPROTO_PROXY_HEADERS=1`` or ``run(..., proxy_headers=True)``.
