@@ -52,8 +52,17 @@ COMMAND_TIMEOUT = 60.0
 SOCKET_TIMEOUT = 10.0
 #: What the client claims to be in its header: same length as 127.0.0.1, so bodies match.
 CLAIMED = ("127.0.0.9", 51234)
-KINDS = ("hypercorn-asyncio", "hypercorn-trio", "uvicorn-h11", "uvicorn-httptools")
+KINDS = (
+    "hypercorn-asyncio",
+    "hypercorn-trio",
+    "uvicorn-h11",
+    "uvicorn-httptools",
+    "uvicorn-zttp",
+)
 SIDES = ("pp", "plain", "plain2")
+#: With ``--uvicorn-alt MODULE``: a fourth Uvicorn server, with that module's protocol classes
+#: (another design of ``proxyproto.uvicorn``, compared in the same run).
+ALT = "alt"
 MODES = ("keepalive", "short")
 
 
@@ -105,9 +114,13 @@ def watch_stdin() -> None:
     threading.Thread(target=run, daemon=True).start()
 
 
-def run_server(kind: str) -> int:
+def sides_of(kind: str, alt: str | None) -> tuple[str, ...]:
+    return (*SIDES, ALT) if alt and kind.startswith("uvicorn") else SIDES
+
+
+def run_server(kind: str, alt: str | None = None) -> int:
     import_proxyproto()
-    ports = {side: free_port() for side in SIDES}
+    ports = {side: free_port() for side in sides_of(kind, alt)}
     watch_stdin()
     if kind.startswith("hypercorn"):
         from hypercorn.config import Config
@@ -173,7 +186,14 @@ def run_server(kind: str) -> int:
     import proxyproto.uvicorn as ppu
 
     http = kind.split("-", 1)[1]
-    pp_class = ppu.ProxyProtocolH11Protocol if http == "h11" else ppu.ProxyProtocolHttpToolsProtocol
+    name = {"h11": "H11", "httptools": "HttpTools", "zttp": "Zttp"}[http]
+    pp_class = getattr(ppu, f"ProxyProtocol{name}Protocol")
+    classes = {"pp": pp_class, "plain": http, "plain2": http}
+    if alt:
+        # A design without this parser: the A/B side runs the one under test again.
+        classes[ALT] = getattr(
+            importlib.import_module(alt), f"ProxyProtocol{name}Protocol", pp_class
+        )
 
     async def uv_main() -> None:
         servers = []
@@ -182,7 +202,7 @@ def run_server(kind: str) -> int:
                 app,
                 host=HOST,
                 port=port,
-                http=pp_class if side == "pp" else http,
+                http=classes[side],
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
@@ -324,13 +344,16 @@ def available(kind: str) -> str | None:
         "hypercorn-trio": ["hypercorn", "trio"],
         "uvicorn-h11": ["uvicorn", "h11"],
         "uvicorn-httptools": ["uvicorn", "httptools"],
+        "uvicorn-zttp": ["uvicorn", "zttp", "uvicorn.protocols.http.zttp_impl"],
     }[kind]
     missing = [m for m in need if importlib.util.find_spec(m) is None]
     return f"not installed: {', '.join(missing)}" if missing else None
 
 
 def measure_kind(kind: str, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
-    server = Child(__file__, ["_server", "--kind", kind], timeout=COMMAND_TIMEOUT)
+    alt = ["--alt", args.uvicorn_alt] if args.uvicorn_alt else []
+    server = Child(__file__, ["_server", "--kind", kind, *alt], timeout=COMMAND_TIMEOUT)
+    sides = sides_of(kind, args.uvicorn_alt)
     client = Child(__file__, ["_client"], timeout=COMMAND_TIMEOUT)
     failures: list[str] = []
     try:
@@ -339,8 +362,9 @@ def measure_kind(kind: str, args: argparse.Namespace, rng: random.Random) -> dic
         pid = int(hello["pid"])
 
         def trial(side: str, mode: str, seconds: float) -> dict[str, Any]:
-            header = v2_header(CLAIMED, (HOST, ports[side])) if side == "pp" else b""
-            expect = CLAIMED[0] if side == "pp" else HOST
+            proxied = side in ("pp", ALT)
+            header = v2_header(CLAIMED, (HOST, ports[side])) if proxied else b""
+            expect = CLAIMED[0] if proxied else HOST
             cpu0 = proc_sched(pid)
             res: dict[str, Any] = client.call(
                 {
@@ -358,7 +382,7 @@ def measure_kind(kind: str, args: argparse.Namespace, rng: random.Random) -> dic
 
         # Ready: a request to each server succeeds (retried for up to 20 s).
         deadline = time.monotonic() + 20
-        for side in SIDES:
+        for side in sides:
             while True:
                 res = trial(side, "short", 0.05)
                 if res["requests"] and not res["errors"]:
@@ -368,24 +392,33 @@ def measure_kind(kind: str, args: argparse.Namespace, rng: random.Random) -> dic
                 time.sleep(0.2)
         out: dict[str, Any] = {}
         for mode in MODES:
-            rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SIDES}
-            for measured, side in interleaved(rng, SIDES, args.warmup, args.rounds):
+            rows: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+            for measured, side in interleaved(rng, sides, args.warmup, args.rounds):
                 res = trial(side, mode, args.trial_seconds)
                 if res["errors"]:
                     failures.append(f"{kind} {mode} {side}: {res['errors']}")
                 if measured:
                     rows[side].append(res)
-            rps = {s: [x["rps"] for x in rows[s]] for s in SIDES}
+            rps = {s: [x["rps"] for x in rows[s]] for s in sides}
             ratio = [a / b for a, b in zip(rps["pp"], rps["plain"], strict=True) if b]
             aa = [a / b for a, b in zip(rps["plain2"], rps["plain"], strict=True) if b]
+            if ALT in sides:
+                alt_ratio = [a / b for a, b in zip(rps[ALT], rps["plain"], strict=True) if b]
+                pp_alt = [a / b for a, b in zip(rps["pp"], rps[ALT], strict=True) if b]
+                out[f"{mode}_alt"] = {
+                    "ratio": median(alt_ratio),
+                    "ratio_iqr": quartiles(alt_ratio),
+                    "pp_over_alt": median(pp_alt),
+                    "pp_over_alt_iqr": quartiles(pp_alt),
+                }
             out[mode] = {
                 "rounds": args.rounds,
-                "rps": {s: median(rps[s]) for s in SIDES},
+                "rps": {s: median(rps[s]) for s in sides},
                 "ratio": median(ratio),
                 "ratio_iqr": quartiles(ratio),
                 "aa": median(aa),
                 "aa_iqr": quartiles(aa),
-                "server_cpu_us": {s: median([x["server_cpu_us"] for x in rows[s]]) for s in SIDES},
+                "server_cpu_us": {s: median([x["server_cpu_us"] for x in rows[s]]) for s in sides},
                 "client_cpu": median([x["client_cpu"] for x in rows["plain"]]),
             }
         out["failures"] = failures
@@ -416,12 +449,20 @@ def print_kind(kind: str, res: dict[str, Any], args: argparse.Namespace) -> None
             f"{m['server_cpu_us']['pp']:>8.0f} / {m['server_cpu_us']['plain']:<8.0f}"
             f"  >= {GOAL}x {verdict}{noisy}"
         )
+        if f"{mode}_alt" in res:
+            a = res[f"{mode}_alt"]
+            lo, hi = a["ratio_iqr"]
+            plo, phi = a["pp_over_alt_iqr"]
+            print(
+                f"  {mode:<10} alt/plain {a['ratio']:.3f} [{lo:.2f}-{hi:.2f}]   "
+                f"pp/alt {a['pp_over_alt']:.3f} [{plo:.2f}-{phi:.2f}]"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_server"]:
-        return run_server(argv[2])
+        return run_server(argv[2], argv[4] if argv[3:4] == ["--alt"] else None)
     if argv[:1] == ["_client"]:
         return run_client()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -430,6 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="measured rounds per mode (default 15)")
     parser.add_argument("--trial-seconds", type=float, help="length of one trial (0.3)")
     parser.add_argument("--concurrency", type=int, default=8, help="client connections at once")
+    parser.add_argument(
+        "--uvicorn-alt",
+        metavar="MODULE",
+        help="Uvicorn kinds: also measure this module's ProxyProtocol*Protocol classes (another "
+        "design, e.g. a copy of an older proxyproto/uvicorn.py), in the same rounds",
+    )
     parser.add_argument("--seed", type=int, default=20260427, help="of the trial order")
     parser.add_argument("--repeats", type=int, help=argparse.SUPPRESS)  # nox passes these on
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)

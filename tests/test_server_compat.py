@@ -8,8 +8,6 @@ naming it and what of ours to review (``nox -s servers`` runs them on the newest
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from proxyproto._servers import fingerprint
@@ -31,20 +29,26 @@ def test_hypercorn_has_not_drifted() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_uvicorn_every_use_is_recorded_and_every_override_is_a_use() -> None:
+def test_uvicorn_every_use_is_recorded_and_nothing_of_uvicorn_is_overridden() -> None:
     pytest.importorskip("uvicorn")
     import proxyproto.uvicorn as ppu
     from proxyproto._servers import uvicorn_compat
 
     assert set(uvicorn_compat.USES) == set(uvicorn_compat.KNOWN)
-    # Each method of Uvicorn's protocols that the mixin overrides is fingerprinted.
-    overridden = {
-        name
-        for name, value in vars(ppu._ProxyProtocolMixin).items()
-        if inspect.isfunction(value) and hasattr(uvicorn_compat.H11Protocol, name)
-    }
-    path = "uvicorn.protocols.http.h11_impl.H11Protocol"
-    assert {f"{path}.{name}" for name in overridden} <= set(uvicorn_compat.USES)
+    # Composition: our protocols subclass none of Uvicorn's, so no method of Uvicorn's is
+    # overridden; each protocol class we hand connections to is fingerprinted.
+    for name in (
+        "ProxyProtocolH11Protocol",
+        "ProxyProtocolHttpToolsProtocol",
+        "ProxyProtocolZttpProtocol",
+    ):
+        wrapper = getattr(ppu, name)
+        if wrapper is None:
+            continue
+        assert wrapper.__mro__[1:] == ppu._ProxyProtocol.__mro__
+        http = wrapper.http_protocol
+        path = f"{http.__module__}.{http.__qualname__}"
+        assert {f"{path}.__init__", f"{path}.connection_made"} <= set(uvicorn_compat.USES)
 
 
 def test_hypercorn_every_use_is_recorded() -> None:

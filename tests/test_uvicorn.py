@@ -258,7 +258,7 @@ def test_run_refuses_a_config_for_worker_processes() -> None:
     with pytest.raises(ValueError, match="PROXYPROTO_"):
         ppu.run(app, proxy=pp.ProxyProtocolConfig(), workers=2)
     with pytest.raises(ValueError, match="http must be"):
-        ppu.run(app, proxy=pp.ProxyProtocolConfig(), http="zttp")
+        ppu.run(app, proxy=pp.ProxyProtocolConfig(), http="no-such-parser")
 
 
 # --- real clients and proxies ----------------------------------------------------------------

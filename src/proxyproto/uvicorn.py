@@ -1,21 +1,20 @@
 """PROXY protocol for Uvicorn: ``scope["client"]`` is the client, not the load balancer.
 
 Uvicorn has no hook between accepting a connection and parsing HTTP, but it lets the HTTP
-implementation be any asyncio protocol class (``--http module:Class``). The classes here are
-Uvicorn's own ``H11Protocol`` and ``HttpToolsProtocol`` with a PROXY handshake in front:
+implementation be any asyncio protocol class (``--http module:Class``, ``Config(http=...)``).
+The classes here do the PROXY handshake on the raw transport, then hand the connection to
+Uvicorn's own protocol (h11, httptools, zttp) by composition, as Uvicorn's ``AutoZttpProtocol``
+does:
 
 * ``connection_made`` starts a :class:`proxyproto._adapters.asyncio.TransportHandshake` (shared with
   Hypercorn's asyncio worker); Uvicorn's HTTP machinery does not see the connection yet.
-* ``data_received`` goes to the handshake until it has a header (or knows there is none): a
-  header that came whole is read with one :func:`~proxyproto.parse`, anything else by a
-  :class:`~proxyproto.HeaderParser`, and the decision is the handshake
-  engine's (:mod:`proxyproto._handshake.engine`), as on every surface.
-* When the connection is accepted, Uvicorn's ``connection_made`` gets the transport, and the
-  client it keeps for the scope and its log lines (``self.client``) becomes the header's source
-  when the header's addresses are used. On a WebSocket upgrade, Uvicorn's WebSocket protocol is
-  given the transport wrapped so that ``peername`` and the socket's ``getpeername()`` answer with
-  that source, which is where it takes the client from. The bytes that came after the header go
-  to Uvicorn's ``data_received`` at once, then the transport talks to Uvicorn directly.
+* ``data_received`` goes to the handshake until it has a header (or knows there is none): the
+  decision is the handshake engine's (:mod:`proxyproto._handshake.engine`), as on every surface.
+* When the connection is accepted, Uvicorn's protocol is built with the arguments Uvicorn gave
+  ours and a per-connection ``Config`` whose ``loaded_app`` adds the scope extension, set as the
+  transport's protocol, and given a transport view whose peer is the header's source (where it,
+  and its WebSocket protocol after an upgrade, take the client from), then the bytes that came
+  after the header. From then on the transport talks to Uvicorn directly.
 * Uvicorn's proxy headers middleware (X-Forwarded-For/-Proto) is taken off the app: it would
   trust the end user's headers (see ``docs/uvicorn.rst``), unless the user asks for it
   with ``PROXYPROTO_PROXY_HEADERS=1`` or ``run(..., proxy_headers=True)``.
@@ -42,15 +41,14 @@ import logging
 import os
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from ._core.extras import install_command, require
 
 with require("proxyproto.uvicorn"):
     import uvicorn
 
-from ._adapters.asyncio import HandshakeClock, TransportHandshake, peer_of
-from ._core.address import asgi_client
+from ._adapters.asyncio import HandshakeClock, TransportHandshake
 from ._core.model import Address, Header
 from ._core.text import format_address
 from ._handshake.config import ProxyProtocolConfig
@@ -65,6 +63,7 @@ from ._servers.uvicorn_compat import (
     HttpToolsProtocol,
     ProxyHeadersMiddleware,
     ServerState,
+    ZttpProtocol,
 )
 
 __all__ = [
@@ -72,6 +71,7 @@ __all__ = [
     "LOGGING_CONFIG",
     "ProxyProtocolH11Protocol",
     "ProxyProtocolHttpToolsProtocol",
+    "ProxyProtocolZttpProtocol",
     "config_from_environ",
     "run",
     "statistics",
@@ -195,8 +195,14 @@ class _SocketFacade:
 
 
 class _ProxiedTransport(asyncio.Transport):
-    """The real transport, with the header's source as its peer: what Uvicorn's WebSocket
-    protocols get on an upgrade."""
+    """The real transport, with the client as its peer: what Uvicorn's protocols (HTTP, and
+    WebSocket after an upgrade) are given, and where they take the client from
+    (``uvicorn.protocols.utils.get_remote_addr``: the socket's ``getpeername()``, else
+    ``peername``).
+
+    The calls a connection makes per request (``write``, ``is_closing``, ...) are the real
+    transport's own bound methods, set on the instance: no layer of ours on the hot path.
+    """
 
     def __init__(self, transport: asyncio.Transport, source: Address) -> None:
         super().__init__()
@@ -204,6 +210,12 @@ class _ProxiedTransport(asyncio.Transport):
         self._source = source
         sock = transport.get_extra_info("socket")
         self._socket = None if sock is None else _SocketFacade(sock, source)
+        # Instance attributes win over the class's methods (asyncio.Transport has no __slots__
+        # here): each call goes straight to the real transport.
+        for name in _DIRECT:
+            method = getattr(transport, name, None)
+            if method is not None:
+                setattr(self, name, method)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
@@ -212,6 +224,7 @@ class _ProxiedTransport(asyncio.Transport):
             return self._socket if self._socket is not None else default
         return self.transport.get_extra_info(name, default)
 
+    # What the instance attributes above stand for (and what type checkers read).
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 
@@ -256,6 +269,25 @@ class _ProxiedTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self.transport.abort()
+
+
+_DIRECT = (
+    "is_closing",
+    "close",
+    "set_protocol",
+    "get_protocol",
+    "is_reading",
+    "pause_reading",
+    "resume_reading",
+    "set_write_buffer_limits",
+    "get_write_buffer_size",
+    "get_write_buffer_limits",
+    "write",
+    "writelines",
+    "write_eof",
+    "can_write_eof",
+    "abort",
+)
 
 
 logger = logging.getLogger("proxyproto")
@@ -336,36 +368,51 @@ def _listener_name(config: Config, transport: asyncio.Transport) -> str:
 #: Each Uvicorn server's handshake clock, by the state its protocols share.
 _CLOCKS: weakref.WeakKeyDictionary[ServerState, HandshakeClock] = weakref.WeakKeyDictionary()
 
-# Under type checking the mixin is an H11Protocol, so that its super() calls are checked; at run
-# time it is a plain protocol, mixed in front of H11Protocol or HttpToolsProtocol.
-if TYPE_CHECKING:
-    _Base = H11Protocol
-else:
-    _Base = asyncio.Protocol
+
+def _connection_config(config: Config, app: Any) -> Config:
+    """``config`` for one connection: the same settings, with ``app`` as its ``loaded_app``.
+
+    Uvicorn's protocols take the app they call from the config they are built with (``config=``,
+    the protocol-class contract), and hand that config on to the WebSocket protocol on an
+    upgrade: the connection's app, with the scope extension, reaches both without our setting
+    anything on Uvicorn's objects. A copy of the attributes, not of the objects they hold.
+    """
+    view = object.__new__(type(config))
+    view.__dict__.update(config.__dict__)
+    view.loaded_app = app
+    return view
 
 
-class _ProxyProtocolMixin(_Base):
-    """The PROXY handshake (:class:`proxyproto._adapters.asyncio.TransportHandshake`) in front of
-    one of Uvicorn's HTTP protocols."""
+class _ProxyProtocol(asyncio.Protocol):
+    """The PROXY handshake (:class:`proxyproto._adapters.asyncio.TransportHandshake`) on the raw
+    transport, then the connection handed to Uvicorn's own protocol, :attr:`http_protocol`, as
+    Uvicorn's ``AutoZttpProtocol`` hands a connection to the protocol it picks: built with the
+    arguments Uvicorn gave us, set as the transport's protocol, told of the connection, and
+    given the bytes that followed the header. From then on the transport talks to it directly.
+    """
 
+    #: The Uvicorn protocol class that serves an accepted connection.
+    http_protocol: ClassVar[type[asyncio.Protocol]]
     #: The configuration; a subclass (what :func:`run` makes) may carry its own.
     proxy_config: ClassVar[ProxyProtocolConfig] = ENVIRONMENT_CONFIG
-
-    _pp_transport: asyncio.Transport
-    _pp_handshake: TransportHandshake
     #: Whether Uvicorn's proxy headers middleware stays on (the user asked for it); a subclass
     #: (what :func:`run` makes for ``proxy_headers=True``) may say so itself.
     forwarded_headers: ClassVar[bool] = ENVIRONMENT_PROXY_HEADERS
-    #: The client Uvicorn reports: the header's source when its addresses are in use, else the
-    #: real peer (its IPv6 scope id kept).
-    _pp_source: Address | None = None
 
-    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        *args: Any,
+        _loop: asyncio.AbstractEventLoop | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not config.loaded:
+            config.load()
         # Uvicorn's proxy headers middleware trusts X-Forwarded-For when scope["client"] is in
         # forwarded_allow_ips, and behind the PROXY protocol scope["client"] is the end user:
-        # any user could name its own address. Off unless asked for, on the Config itself (its
-        # WebSocket protocols read config.loaded_app too), before Uvicorn copies the app. Once
-        # off, config.proxy_headers is False, so this runs once per Config.
+        # any user could name its own address. Off unless asked for, on the Config itself.
+        # Once off, config.proxy_headers is False, so this runs once per Config.
         if (
             config.proxy_headers
             and not self.forwarded_headers
@@ -375,19 +422,25 @@ class _ProxyProtocolMixin(_Base):
             config.proxy_headers = False
         if config not in _SEEN:
             _first_connection(config)
-        super().__init__(config, *args, **kwargs)
+        self.config = config
+        self.server_state = server_state
+        self.loop = _loop or asyncio.get_event_loop()
+        # The rest of what Uvicorn gave (app_state, ...), for the protocol it would have built.
+        self._arguments = (args, kwargs)
+        self._handshake: TransportHandshake | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._pp_transport = transport
-        # In Uvicorn's set of connections from the start, so that a shutdown reaches handshakes.
-        self.connections.add(self)
-        self._pp_handshake = TransportHandshake(
-            transport, self.proxy_config, self._pp_accept, self.loop, self._pp_clock()
+        self.transport = transport
+        # In Uvicorn's set of connections until handed over, so that a shutdown reaches the
+        # handshake (Server.shutdown() calls shutdown() on each), as AutoZttpProtocol does.
+        self.server_state.connections.add(self)  # type: ignore[arg-type]
+        handshake = self._handshake = TransportHandshake(
+            transport, self.proxy_config, self._accept, self.loop, self._clock()
         )
-        self._pp_handshake.start()
+        handshake.start()
 
-    def _pp_clock(self) -> HandshakeClock:
+    def _clock(self) -> HandshakeClock:
         """The handshake clock of this protocol's server (one per Uvicorn server)."""
         clock = _CLOCKS.get(self.server_state)
         if clock is None:
@@ -400,110 +453,107 @@ class _ProxyProtocolMixin(_Base):
         return clock
 
     def data_received(self, data: bytes) -> None:
-        # Only until _pp_accept() binds Uvicorn's own method on the instance.
-        self._pp_handshake.data_received(data)
+        # Only during the handshake: once accepted, the transport calls Uvicorn's protocol.
+        assert self._handshake is not None
+        self._handshake.data_received(data)
 
-    def eof_received(self) -> None:
-        # A handshake that this EOF ends with the connection accepted: Uvicorn hears it too.
-        if self._pp_handshake.accepted or self._pp_handshake.eof_received():
-            super().eof_received()
+    def eof_received(self) -> bool | None:
+        assert self._handshake is not None
+        if self._handshake.eof_received():
+            # This EOF ended the handshake, accepted: Uvicorn's protocol hears of it too.
+            return self.transport.get_protocol().eof_received()  # type: ignore[attr-defined, no-any-return]
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._pp_handshake.accepted:
-            # Uvicorn's method, bound on the instance by _pp_accept(), holds the protocol in a
-            # reference cycle: without it, the connection's objects are freed right away.
-            self.__dict__.pop("data_received", None)
-            super().connection_lost(exc)
-            return
-        self._pp_handshake.connection_lost()
-        self.connections.discard(self)
+        self.server_state.connections.discard(self)
+        if self._handshake is not None:
+            self._handshake.connection_lost()
 
     def shutdown(self) -> None:
-        if self._pp_handshake.accepted:
-            super().shutdown()
-        else:
-            self._pp_handshake.close()
+        assert self._handshake is not None
+        self._handshake.close()
 
-    def pause_writing(self) -> None:
-        if self._pp_handshake.accepted:
-            super().pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._pp_handshake.accepted:
-            super().resume_writing()
-
-    def _pp_accept(self, header: Header | None, leftover: bytes) -> None:
-        super().connection_made(self._pp_transport)
-        # scope["extensions"]["proxy_protocol"] on every request of the connection.
-        handshake = self._pp_handshake
-        self.app = AsgiConnectionApp(self.app, handshake.header, handshake.peer)
-        if header is not None:
-            # Where Uvicorn keeps the client for the scope and its log lines: what it would have
-            # made of a transport whose peer is the header's source (get_remote_addr()).
-            source = header.source
-            self._pp_source = source
-            self.client = asgi_client(source)
-        else:
-            # Uvicorn's own drops a link-local peer's scope id; the rule everywhere keeps it
-            # (and the WebSocket upgrade gets the same client).
-            peer = peer_of(self._pp_transport)
-            self._pp_source = peer
-            self.client = asgi_client(peer)
-        # From now on the transport calls Uvicorn's own method, without a layer of ours.
-        self.data_received = super().data_received  # type: ignore[method-assign]
-        if leftover:
-            super().data_received(leftover)
-
-    def handle_websocket_upgrade(self, *args: Any) -> None:
-        # Uvicorn's WebSocket protocols take the client from the transport they are given: a
-        # transport whose peer is the header's source (a direct peer's, its scope id kept).
-        source = self._pp_source
+    def _accept(self, header: Header | None, leftover: bytes) -> None:
         transport = self.transport
-        if source is None:
-            super().handle_websocket_upgrade(*args)
-        else:
-            self.transport = _ProxiedTransport(transport, source)
-            try:
-                super().handle_websocket_upgrade(*args)
-            finally:
-                self.transport = transport
-        # The WebSocket protocol took the app from the config, and calls it from a task that has
-        # not run yet: its scope gets the extension too.
-        protocol = transport.get_protocol()
-        if protocol is not self and hasattr(protocol, "app"):
-            handshake = self._pp_handshake
-            protocol.app = AsgiConnectionApp(protocol.app, handshake.header, handshake.peer)
+        handshake = self._handshake
+        assert handshake is not None
+        self.server_state.connections.discard(self)
+        # scope["extensions"]["proxy_protocol"] on every request of the connection, WebSocket too.
+        app = AsgiConnectionApp(self.config.loaded_app, handshake.header, handshake.peer)
+        args, kwargs = self._arguments
+        protocol = self.http_protocol(  # type: ignore[call-arg]
+            _connection_config(self.config, app),
+            self.server_state,
+            *args,
+            _loop=self.loop,
+            **kwargs,
+        )
+        # The client Uvicorn's protocols take from the transport: the header's source when its
+        # addresses are used, else the real peer (its IPv6 scope id kept, which Uvicorn's own
+        # reading of a transport drops).
+        client = header.source if header is not None else handshake.peer
+        view = _ProxiedTransport(transport, client)
+        transport.set_protocol(protocol)
+        protocol.connection_made(view)
+        if leftover:
+            protocol.data_received(leftover)
 
 
-class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):
+def _wrapping(name: str, http_protocol: type[asyncio.Protocol], doc: str) -> type[_ProxyProtocol]:
+    attributes = {"http_protocol": http_protocol, "__doc__": doc, "__module__": __name__}
+    return type(name, (_ProxyProtocol,), attributes)
+
+
+ProxyProtocolH11Protocol = _wrapping(
+    "ProxyProtocolH11Protocol",
+    H11Protocol,
     """Uvicorn's h11 protocol behind a PROXY handshake: ``--http proxyproto.uvicorn:<this>``.
 
     Configured from ``PROXYPROTO_*`` environment variables (:func:`config_from_environ`).
     Takes Uvicorn's proxy headers middleware off the app (unless ``PROXYPROTO_PROXY_HEADERS=1``).
-    """
-
+    """,
+)
 
 if HttpToolsProtocol is not None:
-
-    class ProxyProtocolHttpToolsProtocol(_ProxyProtocolMixin, HttpToolsProtocol):  # type: ignore[misc]
-        """Uvicorn's httptools protocol behind a PROXY handshake (needs ``httptools``)."""
-
+    ProxyProtocolHttpToolsProtocol: type[_ProxyProtocol] | None = _wrapping(
+        "ProxyProtocolHttpToolsProtocol",
+        HttpToolsProtocol,
+        """Uvicorn's httptools protocol behind a PROXY handshake (needs ``httptools``).""",
+    )
 else:  # pragma: no cover - httptools is installed with the uvicorn extra
-    ProxyProtocolHttpToolsProtocol = None  # type: ignore[assignment, misc]
+    ProxyProtocolHttpToolsProtocol = None
 
-_CLASSES = {"h11": "ProxyProtocolH11Protocol", "httptools": "ProxyProtocolHttpToolsProtocol"}
+if ZttpProtocol is not None:
+    ProxyProtocolZttpProtocol: type[_ProxyProtocol] | None = _wrapping(
+        "ProxyProtocolZttpProtocol",
+        ZttpProtocol,
+        """Uvicorn's zttp protocol (HTTP/1.1) behind a PROXY handshake: Uvicorn 0.55 or later
+        with ``zttp`` installed, else ``None``.""",
+    )
+else:
+    ProxyProtocolZttpProtocol = None
+
+_CLASSES = {
+    "h11": "ProxyProtocolH11Protocol",
+    "httptools": "ProxyProtocolHttpToolsProtocol",
+    "zttp": "ProxyProtocolZttpProtocol",
+}
+_NEEDS = {"httptools": "httptools", "zttp": "Uvicorn 0.55 or later and zttp"}
 
 
 def _protocol_class(
     http: str, proxy: ProxyProtocolConfig | None, proxy_headers: bool = False
 ) -> str | type[asyncio.Protocol]:
     if http == "auto":
+        # Uvicorn's own choice (uvicorn.protocols.http.auto): httptools when installed.
         http = "h11" if ProxyProtocolHttpToolsProtocol is None else "httptools"
     if http not in _CLASSES:
-        raise ValueError(f"http must be 'auto', 'h11' or 'httptools' with proxyproto, not {http!r}")
-    if http == "httptools" and ProxyProtocolHttpToolsProtocol is None:
-        raise ImportError(f"http='httptools' needs httptools: {install_command('uvicorn')}")
-    base: type[_ProxyProtocolMixin] = globals()[_CLASSES[http]]
+        raise ValueError(
+            f"http must be 'auto', {', '.join(map(repr, _CLASSES))} with proxyproto, not {http!r}"
+        )
+    base: type[_ProxyProtocol] | None = globals()[_CLASSES[http]]
+    if base is None:
+        raise ImportError(f"http={http!r} needs {_NEEDS[http]}: {install_command('uvicorn')}")
     if proxy is None and (not proxy_headers or base.forwarded_headers):
         # By name: worker processes import it themselves, and read the same environment.
         return f"{__name__}:{_CLASSES[http]}"
