@@ -91,7 +91,9 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
     - ``PROXYPROTO_VERSIONS``: ``1,2`` (default), ``1`` or ``2``.
 
     ``PROXYPROTO_PROXY_HEADERS`` (``1`` keeps Uvicorn's X-Forwarded-For/-Proto handling, off by
-    default) is read next to these when the module is imported, not into the config.
+    default) and ``PROXYPROTO_TLS_EXTENSION`` (``1`` gives the app the ASGI TLS extension from
+    the header's SSL TLV, off by default) are read next to these when the module is imported,
+    not into the config.
 
     >>> from proxyproto.uvicorn import config_from_environ
     >>> config = config_from_environ({"PROXYPROTO_TRUSTED": "10.0.0.0/8, 192.0.2.7"})
@@ -158,12 +160,18 @@ def _proxy_headers_from_environ(environ: Mapping[str, str] | None = None) -> boo
 
     :raises ValueError: the value is not ``1``/``0`` (``true``/``false``, ``yes``/``no``).
     """
+    return _flag_from_environ("PROXY_HEADERS", environ)
+
+
+def _flag_from_environ(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """``PROXYPROTO_<name>``: ``1`` (``true``, ``yes``) or ``0`` (``false``, ``no``); unset:
+    false."""
     env = os.environ if environ is None else environ
-    value = env.get("PROXYPROTO_PROXY_HEADERS", "").strip()
+    value = env.get(f"PROXYPROTO_{name}", "").strip()
     if not value:
         return False
     if value.lower() not in _BOOLEANS:
-        raise ValueError(f"PROXYPROTO_PROXY_HEADERS={value!r}: must be 1 or 0")
+        raise ValueError(f"PROXYPROTO_{name}={value!r}: must be 1 or 0")
     return _BOOLEANS[value.lower()]
 
 
@@ -173,6 +181,8 @@ try:
     ENVIRONMENT_CONFIG = config_from_environ()
     #: Whether ``PROXYPROTO_PROXY_HEADERS`` asks for X-Forwarded-For/-Proto behind the header.
     ENVIRONMENT_PROXY_HEADERS = _proxy_headers_from_environ()
+    #: Whether ``PROXYPROTO_TLS_EXTENSION`` asks for the ASGI TLS extension from the SSL TLV.
+    ENVIRONMENT_TLS_EXTENSION = _flag_from_environ("TLS_EXTENSION")
 except ValueError as error:
     # Uvicorn's command line imports the --http class, and nothing else runs before serving: a
     # variable that cannot be used stops the process here, in one line, as a bad option would.
@@ -341,6 +351,8 @@ class _ProxyProtocolMixin(_Base):
     #: Whether Uvicorn's proxy headers middleware stays on (the user asked for it); a subclass
     #: (what :func:`run` makes for ``proxy_headers=True``) may say so itself.
     forwarded_headers: ClassVar[bool] = ENVIRONMENT_PROXY_HEADERS
+    #: Whether scopes get the ASGI TLS extension from the header's SSL TLV (off by default).
+    tls_extension: ClassVar[bool] = ENVIRONMENT_TLS_EXTENSION
     #: The client Uvicorn reports: the header's source when its addresses are in use, else the
     #: real peer (its IPv6 scope id kept).
     _pp_source: Address | None = None
@@ -418,7 +430,9 @@ class _ProxyProtocolMixin(_Base):
         super().connection_made(self._pp_transport)
         # scope["extensions"]["proxy_protocol"] on every request of the connection.
         handshake = self._pp_handshake
-        self.app = AsgiConnectionApp(self.app, handshake.header, handshake.peer)
+        self.app = AsgiConnectionApp(
+            self.app, handshake.header, handshake.peer, tls_extension=self.tls_extension
+        )
         if header is not None:
             # Where Uvicorn keeps the client for the scope and its log lines: what it would have
             # made of a transport whose peer is the header's source (get_remote_addr()).
@@ -454,7 +468,9 @@ class _ProxyProtocolMixin(_Base):
         protocol = transport.get_protocol()
         if protocol is not self and hasattr(protocol, "app"):
             handshake = self._pp_handshake
-            protocol.app = AsgiConnectionApp(protocol.app, handshake.header, handshake.peer)
+            protocol.app = AsgiConnectionApp(
+                protocol.app, handshake.header, handshake.peer, tls_extension=self.tls_extension
+            )
 
 
 class ProxyProtocolH11Protocol(_ProxyProtocolMixin, H11Protocol):
@@ -477,7 +493,10 @@ _CLASSES = {"h11": "ProxyProtocolH11Protocol", "httptools": "ProxyProtocolHttpTo
 
 
 def _protocol_class(
-    http: str, proxy: ProxyProtocolConfig | None, proxy_headers: bool = False
+    http: str,
+    proxy: ProxyProtocolConfig | None,
+    proxy_headers: bool = False,
+    tls_extension: bool = False,
 ) -> str | type[asyncio.Protocol]:
     if http == "auto":
         http = "h11" if ProxyProtocolHttpToolsProtocol is None else "httptools"
@@ -486,18 +505,29 @@ def _protocol_class(
     if http == "httptools" and ProxyProtocolHttpToolsProtocol is None:
         raise ImportError(f"http='httptools' needs httptools: {install_command('uvicorn')}")
     base: type[_ProxyProtocolMixin] = globals()[_CLASSES[http]]
-    if proxy is None and (not proxy_headers or base.forwarded_headers):
+    if (
+        proxy is None
+        and (not proxy_headers or base.forwarded_headers)
+        and (not tls_extension or base.tls_extension)
+    ):
         # By name: worker processes import it themselves, and read the same environment.
         return f"{__name__}:{_CLASSES[http]}"
     attributes = {
         "proxy_config": base.proxy_config if proxy is None else proxy,
         "forwarded_headers": base.forwarded_headers or proxy_headers,
+        "tls_extension": base.tls_extension or tls_extension,
         "__module__": __name__,
     }
     return type(base.__name__, (base,), attributes)
 
 
-def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs: Any) -> None:
+def run(
+    app: Any,
+    *,
+    proxy: ProxyProtocolConfig | None = None,
+    tls_extension: bool = False,
+    **uvicorn_kwargs: Any,
+) -> None:
     """``uvicorn.run(app, **uvicorn_kwargs)`` with every connection through a PROXY handshake.
 
     ``proxy`` is the configuration; ``None`` takes it from the ``PROXYPROTO_*`` environment
@@ -511,6 +541,11 @@ def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs:
     on, for an HTTP proxy in front that overwrites X-Forwarded-For: they are then used only when
     the header's client is in ``forwarded_allow_ips``. With ``workers > 1`` or ``reload``, set
     the variable instead.
+
+    ``tls_extension=True`` (or ``PROXYPROTO_TLS_EXTENSION=1``) gives the app the ASGI TLS
+    extension, ``scope["extensions"]["tls"]``, from the header's SSL TLV when it says the
+    client's connection was TLS; never otherwise (the ASGI spec forbids it on connections that
+    are not TLS). See ``docs/behind-balancers.rst``.
 
     .. code-block:: python
 
@@ -545,4 +580,10 @@ def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs:
                 "proxy_headers=True cannot reach worker processes (workers > 1 or reload): "
                 "set PROXYPROTO_PROXY_HEADERS=1 instead"
             )
-    uvicorn.run(app, http=_protocol_class(http, proxy, proxy_headers), **uvicorn_kwargs)
+        if tls_extension and not ENVIRONMENT_TLS_EXTENSION:
+            raise ValueError(
+                "tls_extension=True cannot reach worker processes (workers > 1 or reload): "
+                "set PROXYPROTO_TLS_EXTENSION=1 instead"
+            )
+    http_class = _protocol_class(http, proxy, proxy_headers, tls_extension)
+    uvicorn.run(app, http=http_class, **uvicorn_kwargs)
