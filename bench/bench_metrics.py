@@ -2,14 +2,20 @@
 and without ``proxyproto.prometheus`` registered and scraped, and the engine's per-connection
 counting (``Counters.accept``) in nanoseconds.
 
-Run ``python bench/bench_metrics.py`` (``--seconds``, ``--rounds``, ``--backend``). A server
-subprocess (one anyio event loop) serves ``plain`` (the listener alone) or ``exporter`` (the
-listener tracked by the collector, ``/metrics`` served by prometheus_client's thread and scraped
-by the client once a second) -- and with ``--baseline-src DIR``, ``before``: the plain listener
-of another checkout (main's, before the engine counted versions and durations); a client
-subprocess opens connections from threads (a v2 header
-and 100 bytes, 100 bytes back) for ``--seconds``. Rounds interleave the modes; the
-figures are medians and the ratio exporter / plain. It only prints: no timing is asserted.
+Run ``python bench/bench_metrics.py`` (``--seconds``, ``--rounds``, ``--warmup``,
+``--backend``). One server subprocess per mode (one anyio event loop each), all started at once
+and kept up for the whole run: ``plain`` (the listener alone), ``exporter`` (the listener tracked
+by the collector, ``/metrics`` served by prometheus_client's thread and scraped by the client
+once a second while it is loaded) and, with ``--baseline-src DIR``, ``before`` (the plain
+listener of another checkout). One client subprocess opens connections from threads (a v2
+header and 100 bytes, 100 bytes back) to one server at a time, for a slice of ``--seconds``.
+
+On a machine shared with other work the load changes from second to second, so the modes are
+never compared across a long stretch: each round is one slice per mode, back to back, in a new
+random order, and the ratio exporter / plain is taken *within* each round. It prints the
+median of those ratios with their interquartile range and extremes (the spread: a ratio whose
+IQR holds 1.0 is no measurable cost), and each mode's median connections per second. It only
+prints: no timing is asserted.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import argparse
 import json
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -27,6 +32,9 @@ import timeit
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from _harness import Child, emit, interleaved, median, quartiles
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 HOST = "127.0.0.1"
@@ -69,7 +77,17 @@ def serve(mode: str, backend: str, src: str) -> None:
     anyio.run(main, backend=backend)
 
 
-def client(port: int, metrics_port: int, seconds: float, concurrency: int) -> None:
+def client(concurrency: int) -> None:
+    """Answer each ``{"port", "metrics_port", "seconds"}`` line on stdin with the connections per
+    second of :func:`one_slice`."""
+    for line in sys.stdin:
+        ask = json.loads(line)
+        emit({"cps": one_slice(ask["port"], ask["metrics_port"], ask["seconds"], concurrency)})
+
+
+def one_slice(port: int, metrics_port: int, seconds: float, concurrency: int) -> float:
+    """Connections per second opened to ``port`` for ``seconds`` from ``concurrency`` threads,
+    scraping ``metrics_port`` once a second meanwhile (if given)."""
     sys.path.insert(0, str(SRC))
     import proxyproto as pp
 
@@ -93,7 +111,8 @@ def client(port: int, metrics_port: int, seconds: float, concurrency: int) -> No
         while time.monotonic() < end:
             with urllib.request.urlopen(f"http://{HOST}:{metrics_port}/metrics") as answer:
                 answer.read()
-            time.sleep(1)
+            # Not past the slice's end: the slice lasts as long as its workers.
+            time.sleep(max(0.0, min(1.0, end - time.monotonic())))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     if metrics_port:
@@ -103,10 +122,11 @@ def client(port: int, metrics_port: int, seconds: float, concurrency: int) -> No
         thread.start()
     for thread in threads:
         thread.join()
-    print(json.dumps({"cps": sum(done) / (time.monotonic() - started)}), flush=True)
+    return sum(done) / (time.monotonic() - started)
 
 
-def one_round(mode: str, args: argparse.Namespace) -> float:
+def start_server(mode: str, args: argparse.Namespace) -> tuple[subprocess.Popen[str], Any]:
+    """The server of ``mode`` in a subprocess, and its ports."""
     src = args.baseline_src if mode == "before" else str(SRC)
     serve_as = "plain" if mode == "before" else mode
     server = subprocess.Popen(
@@ -114,28 +134,17 @@ def one_round(mode: str, args: argparse.Namespace) -> float:
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert server.stdout is not None
-        ports = json.loads(server.stdout.readline())
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--client",
-                str(ports["port"]),
-                str(ports["metrics_port"]),
-                "--seconds",
-                str(args.seconds),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=args.seconds + 60,
-        )
-        return float(json.loads(out.stdout)["cps"])
-    finally:
-        server.terminate()
-        server.wait(10)
+    assert server.stdout is not None
+    return server, json.loads(server.stdout.readline())
+
+
+def spread(ratios: Sequence[float]) -> str:
+    """A ratio's median, interquartile range and extremes, as printed."""
+    low, high = quartiles(ratios)
+    return (
+        f"median {median(ratios):.3f}, IQR {low:.3f}-{high:.3f}, "
+        f"min-max {min(ratios):.3f}-{max(ratios):.3f} ({len(ratios)} rounds)"
+    )
 
 
 def counting_ns() -> tuple[float, float]:
@@ -162,10 +171,11 @@ def counting_ns() -> tuple[float, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", choices=("plain", "exporter"))
-    parser.add_argument("--client", nargs=2, type=int, metavar=("PORT", "METRICS_PORT"))
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one slice")
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--warmup", type=int, default=2, help="rounds run first, not counted")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1, help="the order of the modes per round")
     parser.add_argument("--src", default=str(SRC), help=argparse.SUPPRESS)
@@ -180,22 +190,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(args.serve, args.backend, args.src)
         return 0
     if args.client:
-        client(*args.client, args.seconds, args.concurrency)
+        client(args.concurrency)
         return 0
     modes = ("before", "plain", "exporter") if args.baseline_src else ("plain", "exporter")
     results: dict[str, list[float]] = {mode: [] for mode in modes}
-    rng = random.Random(args.seed)
-    for _ in range(args.rounds):
-        # A new order each round, so that no mode always runs right after another.
-        for mode in rng.sample(modes, len(modes)):
-            results[mode].append(one_round(mode, args))
-    medians = {mode: statistics.median(results[mode]) for mode in modes}
-    print(f"backend {args.backend}, {args.rounds} rounds of {args.seconds:g}s, interleaved")
+    # Every server runs for the whole benchmark, idle but for its own slices: a round is one
+    # slice per mode, back to back in a random order, so that both sides of a ratio meet the
+    # same load from the rest of the machine, and a round's ratio is taken within the round.
+    servers = {mode: start_server(mode, args) for mode in modes}
+    load = Child(
+        __file__,
+        ["--client", "--concurrency", str(args.concurrency)],
+        timeout=args.seconds + 60,
+    )
+    try:
+        round_results: dict[str, float] = {}
+        rounds: list[dict[str, float]] = []
+        for measured, mode in interleaved(
+            random.Random(args.seed), modes, args.warmup, args.rounds
+        ):
+            ports = servers[mode][1]
+            ask = {"port": ports["port"], "metrics_port": ports["metrics_port"]}
+            cps = float(load.call({**ask, "seconds": args.seconds})["cps"])
+            if measured:
+                results[mode].append(cps)
+                round_results[mode] = cps
+                if len(round_results) == len(modes):
+                    rounds.append(round_results)
+                    round_results = {}
+    finally:
+        load.close()
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(10)
+    print(
+        f"backend {args.backend}, {args.rounds} rounds (after {args.warmup} warm-up) of one "
+        f"{args.seconds:g}s slice per mode, in a random order each round"
+    )
     for mode in modes:
-        print(f"  {mode:9} {medians[mode]:8.0f} conn/s  {[round(x) for x in results[mode]]}")
-    print(f"  ratio exporter/plain: {medians['exporter'] / medians['plain']:.3f}")
+        low, high = quartiles(results[mode])
+        print(f"  {mode:9} median {median(results[mode]):8.0f} conn/s (IQR {low:.0f}-{high:.0f})")
+    print(
+        "  ratio exporter/plain, per round: " + spread([r["exporter"] / r["plain"] for r in rounds])
+    )
     if args.baseline_src:
-        print(f"  ratio plain/before:   {medians['plain'] / medians['before']:.3f}")
+        print(
+            "  ratio plain/before, per round:   "
+            + spread([r["plain"] / r["before"] for r in rounds])
+        )
     old, new = counting_ns()
     print(f"  counting per accepted connection: {old:.0f} ns before, {new:.0f} ns with metrics")
     return 0

@@ -2,7 +2,10 @@
 
 Each test binds a socket on 127.0.0.1 itself (so the port is known and connections queue before
 the server runs), hands it to Hypercorn as ``fd://N``, and stops the server with its
-``shutdown_trigger``, the whole test under a deadline.
+``shutdown_trigger``, the whole test under a deadline. Headers are sent with our own testing kit,
+the ``proxy_connection`` fixture of the pytest plugin (``proxyproto.testing.open_connection``):
+whole or cut, in the request's segment (``coalesce``) or alone, raw bytes for broken ones, TLS
+after them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import anyio
 import pytest
 import trustme
 from anyio.abc import ByteStream, SocketAttribute
-from anyio.streams.tls import TLSStream
 
 import proxyproto as pp
 from haproxy_peer import HAProxy, find_haproxy, hostport
@@ -36,7 +38,8 @@ pytestmark = pytest.mark.anyio
 CLIENT = ("203.0.113.7", 51234)
 SERVER = ("198.51.100.10", 443)
 V1 = b"PROXY TCP4 203.0.113.7 198.51.100.10 51234 443\r\n"
-V2 = pp.Header.proxy(CLIENT, SERVER).to_bytes()
+HEADER = pp.Header.proxy(CLIENT, SERVER)
+V2 = HEADER.to_bytes()
 REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
@@ -104,16 +107,18 @@ async def closed_without_response(stream: ByteStream) -> bool:
 
 
 @pytest.mark.parametrize("header", [V1, V2], ids=["v1", "v2"])
-async def test_header_and_request_in_one_segment(header: bytes) -> None:
-    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(header + REQUEST)
+async def test_header_and_request_in_one_segment(header: bytes, proxy_connection: Any) -> None:
+    async with running() as port:
+        stream = await proxy_connection("127.0.0.1", port, header, REQUEST, coalesce=True)
         answer = await read_response(stream, bytearray())
     assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "http"}
 
 
-async def test_every_request_on_a_keep_alive_connection_carries_the_client() -> None:
-    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(V2)
+async def test_every_request_on_a_keep_alive_connection_carries_the_client(
+    proxy_connection: Any,
+) -> None:
+    async with running() as port:
+        stream = await proxy_connection("127.0.0.1", port, HEADER)
         buffer = bytearray()
         for _ in range(3):
             await stream.send(REQUEST)
@@ -142,10 +147,13 @@ async def test_use_serves_direct_connections_with_their_real_address() -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 @pytest.mark.parametrize("local", [False, True], ids=["no-header", "LOCAL"])
-async def test_a_direct_client_is_its_real_address_on_both_families(host: str, local: bool) -> None:
+async def test_a_direct_client_is_its_real_address_on_both_families(
+    host: str, local: bool, proxy_connection: Any
+) -> None:
     proxy = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
-    async with running(proxy, host=host) as port, await anyio.connect_tcp(host, port) as stream:
-        await stream.send((pp.Header.local().to_bytes() if local else b"") + REQUEST)
+    header = pp.Header.local() if local else b""
+    async with running(proxy, host=host) as port:
+        stream = await proxy_connection(host, port, header, REQUEST, coalesce=True)
         answer = await read_response(stream, bytearray())
         assert answer["client"] == list(stream.extra(SocketAttribute.local_address))
 
@@ -176,31 +184,34 @@ def test_hypercorn_keeps_the_scope_id_of_a_direct_link_local_client() -> None:
     assert parse_socket_addr(proxied.family, proxied.getpeername()) == ("2001:db8::7", 443)
 
 
-async def test_an_untrusted_peer_is_refused() -> None:
+async def test_an_untrusted_peer_is_refused(proxy_connection: Any) -> None:
     proxy = pp.ProxyProtocolConfig(policy=pp.trusted_proxies(["10.0.0.0/8"]))
-    async with running(proxy) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(V2 + REQUEST)
+    async with running(proxy) as port:
+        stream = await proxy_connection("127.0.0.1", port, HEADER, REQUEST, coalesce=True)
         assert await closed_without_response(stream)
 
 
-async def test_a_header_in_pieces_then_the_request() -> None:
-    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
-        for piece in (V2[:5], V2[5:17], V2[17:]):
-            await stream.send(piece)
-            await anyio.sleep(0.01)  # separate segments: the handshake reads several times
-        await stream.send(REQUEST)
+async def test_a_header_in_pieces_then_the_request(proxy_connection: Any) -> None:
+    async with running() as port:
+        # Separate segments, 10 ms apart: the handshake reads several times.
+        stream = await proxy_connection(
+            "127.0.0.1", port, HEADER, REQUEST, split_at=[5, 17], pause=0.01
+        )
         assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
 
 
-async def test_a_request_then_eof_is_answered() -> None:
-    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(V2 + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+async def test_a_request_then_eof_is_answered(proxy_connection: Any) -> None:
+    request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    async with running() as port:
+        stream = await proxy_connection("127.0.0.1", port, HEADER, request, coalesce=True)
         await stream.send_eof()  # half-close: the answer still comes
         assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-async def test_the_validator_decides(asynchronous: bool, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_validator_decides(
+    asynchronous: bool, caplog: pytest.LogCaptureFixture, proxy_connection: Any
+) -> None:
     def verdict(header: pp.Header, peer: pp.PeerAddress) -> bool:
         return header.source == CLIENT
 
@@ -210,49 +221,45 @@ async def test_the_validator_decides(asynchronous: bool, caplog: pytest.LogCaptu
 
     proxy = pp.ProxyProtocolConfig(validator=async_verdict if asynchronous else verdict)
     async with running(proxy) as port:
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(V2 + REQUEST)
-            assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            other = pp.Header.proxy(("192.0.2.99", 1), SERVER).to_bytes()
-            await stream.send(other + REQUEST)
-            assert await closed_without_response(stream)
+        stream = await proxy_connection("127.0.0.1", port, HEADER, REQUEST, coalesce=True)
+        assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+        other = pp.Header.proxy(("192.0.2.99", 1), SERVER)
+        stream = await proxy_connection("127.0.0.1", port, other, REQUEST, coalesce=True)
+        assert await closed_without_response(stream)
     assert "the validator refused the header" in caplog.text
 
 
 async def test_a_broken_header_and_a_silent_client_are_refused(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, proxy_connection: Any
 ) -> None:
     caplog.set_level(logging.INFO, "proxyproto")
     proxy = pp.ProxyProtocolConfig(header_timeout=0.2)
+    broken = b"PROXY TCP4 203.0.113.7 nonsense\r\n"  # raw bytes: the kit sends them as they are
     async with running(proxy) as port:
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(b"PROXY TCP4 203.0.113.7 nonsense\r\n" + REQUEST)
-            assert await closed_without_response(stream)
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(V2[:20])  # part of a header, then nothing
-            assert await closed_without_response(stream)
+        stream = await proxy_connection("127.0.0.1", port, broken, REQUEST, coalesce=True)
+        assert await closed_without_response(stream)
+        stream = await proxy_connection(
+            "127.0.0.1", port, V2[:20]
+        )  # part of a header, then nothing
+        assert await closed_without_response(stream)
     assert "refused connection from 127.0.0.1" in caplog.text
     assert "no complete PROXY header within 0.2s" in caplog.text
 
 
-async def test_shutdown_closes_a_pending_handshake() -> None:
+async def test_shutdown_closes_a_pending_handshake(proxy_connection: Any) -> None:
     """A connection still sending its header holds up neither the shutdown nor the others."""
     async with anyio.create_task_group():
         with anyio.fail_after(10):
             async with running(pp.ProxyProtocolConfig(header_timeout=60)) as port:
-                silent = await anyio.connect_tcp("127.0.0.1", port)
-                await silent.send(V2[:10])
-                async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-                    await stream.send(V2 + REQUEST)
-                    assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+                silent = await proxy_connection("127.0.0.1", port, V2[:10])
+                stream = await proxy_connection("127.0.0.1", port, HEADER, REQUEST, coalesce=True)
+                assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
             # The server has stopped (well before the 60 s header timeout): the connection is
             # closed.
-            async with silent:
-                assert await closed_without_response(silent)
+            assert await closed_without_response(silent)
 
 
-async def test_a_handshake_under_way_at_shutdown(anyio_backend: str) -> None:
+async def test_a_handshake_under_way_at_shutdown(anyio_backend: str, proxy_connection: Any) -> None:
     """On asyncio, a connection accepted before the shutdown and still sending its header gets
     ``graceful_timeout`` to finish, as any connection being served does (Hypercorn's own server
     would have served it). On trio, closing the listener ends it, like a connection still in
@@ -260,8 +267,9 @@ async def test_a_handshake_under_way_at_shutdown(anyio_backend: str) -> None:
     stop = anyio.Event()
     with anyio.fail_after(10):
         async with running(stop=stop) as port:
-            stream = await anyio.connect_tcp("127.0.0.1", port)
-            await stream.send(V2[:10])
+            # The header's first 10 bytes now, the rest once the shutdown is under way: the kit
+            # sends the first part; the rest is written below, after the stop.
+            stream = await proxy_connection("127.0.0.1", port, V2[:10])
             await anyio.sleep(0.05)  # accepted, and its handshake under way
             stop.set()
             while True:  # until the server has stopped listening: the shutdown is under way
@@ -271,36 +279,31 @@ async def test_a_handshake_under_way_at_shutdown(anyio_backend: str) -> None:
                     break
                 await probe.aclose()
                 await anyio.sleep(0.01)
-            async with stream:
-                await stream.send(
-                    V2[10:] + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                )
-                if anyio_backend == "asyncio":
-                    assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
-                else:
-                    assert await closed_without_response(stream)
+            await stream.send(V2[10:] + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            if anyio_backend == "asyncio":
+                assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+            else:
+                assert await closed_without_response(stream)
 
 
-async def test_tls_after_the_header(ca: trustme.CA, server_certs: tuple[Path, Path]) -> None:
+async def test_tls_after_the_header(
+    ca: trustme.CA, server_certs: tuple[Path, Path], proxy_connection: Any
+) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     context.set_alpn_protocols(["http/1.1"])
     async with running(certs=server_certs) as port:
-        header = pp.Header.proxy(CLIENT, SERVER)
-        stream = await pp.connect_tcp(
-            "127.0.0.1",
-            port,
-            header=header,
-            ssl_context=context,
-            tls_hostname="localhost",
-            tls_standard_compatible=False,
-        )
-        async with stream:
-            buffer = bytearray()
-            for _ in range(2):
-                await stream.send(REQUEST)
-                answer = await read_response(stream, buffer)
-                assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
+        stream = await proxy_connection("127.0.0.1", port, HEADER, **tls(context))
+        buffer = bytearray()
+        for _ in range(2):
+            await stream.send(REQUEST)
+            answer = await read_response(stream, buffer)
+            assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
+
+
+def tls(context: ssl.SSLContext) -> dict[str, Any]:
+    """The TLS options of ``proxy_connection`` for Hypercorn's certificate."""
+    return {"ssl_context": context, "tls_hostname": "localhost", "tls_standard_compatible": False}
 
 
 async def h2_get_twice(stream: ByteStream) -> list[dict[str, Any]]:
@@ -330,70 +333,37 @@ async def h2_get_twice(stream: ByteStream) -> list[dict[str, Any]]:
     return [json.loads(body) for body in bodies.values()]
 
 
-async def test_http2_over_tls(ca: trustme.CA, server_certs: tuple[Path, Path]) -> None:
+async def test_http2_over_tls(
+    ca: trustme.CA, server_certs: tuple[Path, Path], proxy_connection: Any
+) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     context.set_alpn_protocols(["h2"])
     async with running(certs=server_certs) as port:
-        header = pp.Header.proxy(CLIENT, SERVER)
-        stream = await pp.connect_tcp(
-            "127.0.0.1",
-            port,
-            header=header,
-            ssl_context=context,
-            tls_hostname="localhost",
-            tls_standard_compatible=False,
-        )
-        async with stream:
-            answers = await h2_get_twice(stream)
+        stream = await proxy_connection("127.0.0.1", port, HEADER, **tls(context))
+        answers = await h2_get_twice(stream)
     expected = {"client": list(CLIENT), "http_version": "2", "scheme": "https"}
     assert answers == [expected, expected]
 
 
-async def test_http2_prior_knowledge_in_cleartext() -> None:
-    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(V2)
+async def test_http2_prior_knowledge_in_cleartext(proxy_connection: Any) -> None:
+    async with running() as port:
+        stream = await proxy_connection("127.0.0.1", port, HEADER)
         answers = await h2_get_twice(stream)
     expected = {"client": list(CLIENT), "http_version": "2", "scheme": "http"}
     assert answers == [expected, expected]
 
 
-class _HeaderFirst(ByteStream):
-    """Sends ``header`` glued to the first bytes sent: header and ClientHello in one segment."""
-
-    def __init__(self, stream: ByteStream, header: bytes) -> None:
-        self.stream, self.header = stream, header
-
-    async def send(self, item: bytes) -> None:
-        item, self.header = self.header + item, b""
-        await self.stream.send(item)
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self.stream.receive(max_bytes)
-
-    async def send_eof(self) -> None:
-        await self.stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
 async def test_tls_client_hello_in_the_header_segment(
-    ca: trustme.CA, server_certs: tuple[Path, Path]
+    ca: trustme.CA, server_certs: tuple[Path, Path], proxy_connection: Any
 ) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     async with running(certs=server_certs) as port:
-        tcp = await anyio.connect_tcp("127.0.0.1", port)
-        stream = await TLSStream.wrap(
-            _HeaderFirst(tcp, V1),
-            hostname="localhost",
-            ssl_context=context,
-            standard_compatible=False,
-        )
-        async with stream:
-            await stream.send(REQUEST)
-            answer = await read_response(stream, bytearray())
+        # coalesce: the header and the ClientHello in one write.
+        stream = await proxy_connection("127.0.0.1", port, V1, coalesce=True, **tls(context))
+        await stream.send(REQUEST)
+        answer = await read_response(stream, bytearray())
     assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
 
 
@@ -428,15 +398,37 @@ async def test_behind_haproxy_send_proxy_v2() -> None:
     assert answer["client"] == list(me)
 
 
-async def test_x_forwarded_for_leaves_the_client_alone() -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"crc32c": True, "split_at": [5, 16], "pause": 0.01}, {"byte_at_a_time": True}],
+    ids=["whole", "crc32c-split", "byte-at-a-time"],
+)
+async def test_behind_the_fake_balancer(fake_balancer: Any, options: dict[str, Any]) -> None:
+    # HAProxy's send-proxy-v2 (above) without HAProxy: the kit's balancer describes the client
+    # that connected to it, so each answer names this socket, not the balancer's connection.
+    async with running() as port:
+        balancer = await fake_balancer(("127.0.0.1", port), **options)
+        async with await anyio.connect_tcp(*balancer.address) as stream:
+            me = stream.extra(SocketAttribute.local_address)
+            buffer = bytearray()
+            for _ in range(2):  # one header for the connection's every request
+                await stream.send(REQUEST)
+                assert (await read_response(stream, buffer))["client"] == list(me)
+    assert balancer.connections == 1
+    header, _ = pp.parse(balancer.sent[0])
+    assert header.source == tuple(me)
+    assert (header.tlvs.crc32c is not None) is bool(options.get("crc32c"))
+
+
+async def test_x_forwarded_for_leaves_the_client_alone(proxy_connection: Any) -> None:
     # No ProxyFixMiddleware (docs/hypercorn.rst says to leave it out): the end user's forwarded
     # headers name neither the client nor the scheme.
     spoof = REQUEST.replace(
         b"\r\n\r\n", b"\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n"
     )
     assert spoof != REQUEST
-    async with running() as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(V1 + spoof)
+    async with running() as port:
+        stream = await proxy_connection("127.0.0.1", port, V1, spoof, coalesce=True)
         answer = await read_response(stream, bytearray())
     assert (answer["client"], answer["scheme"]) == (list(CLIENT), "http")
 

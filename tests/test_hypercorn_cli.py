@@ -2,8 +2,9 @@
 
 Each test runs ``python -m proxyproto hypercorn asgi_client_app:app --bind 127.0.0.1:0 ...`` in
 a new session (so that ``finally`` kills the server and its workers together), reads the port
-from its ``listening on`` line, and talks HTTP/1.1 over raw loopback sockets: a PROXY v2 header
-and a request in one segment, ``Connection: close``. The real peers come last: ``curl
+from its ``listening on`` line, and talks HTTP/1.1 over loopback sockets opened with our testing
+kit's :func:`proxyproto.testing.open_socket`: a PROXY v2 header and a request in one segment
+(``coalesce``), ``Connection: close``. The real peers come last: ``curl
 --haproxy-protocol``, and HAProxy with ``send-proxy-v2`` in front.
 """
 
@@ -28,6 +29,7 @@ import proxyproto as pp
 from asgi_helpers import keep_alive_clients
 from cli_process import PROXYPROTO, TIMEOUT, listening_addresses, reader
 from interop import curl_haproxy_protocol, haproxy_send_proxy_v2, has_ipv6_loopback
+from proxyproto import testing
 
 pytest.importorskip("hypercorn")
 
@@ -105,10 +107,8 @@ def v2(client_host: str, client_port: int = 51234, server: tuple[str, int] = SER
 
 def request(port: int, header: bytes, path: str = "/", host: str = "127.0.0.1") -> dict[str, Any]:
     """One request on its own connection: the JSON answer."""
-    with socket.create_connection((host, port), timeout=20) as sock:
-        sock.sendall(
-            header + f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
-        )
+    data = f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+    with testing.open_socket(host, port, header, data, coalesce=True, timeout=20) as sock:
         return read_answer(sock)
 
 
@@ -121,10 +121,10 @@ def read_answer(sock: socket.socket) -> dict[str, Any]:
     return json.loads(body)  # type: ignore[no-any-return]
 
 
-def refused(port: int, data: bytes) -> bool:
-    """Whether the server closes the connection after ``data`` without answering."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(data)
+def refused(port: int, header: bytes, payload: bytes = b"") -> bool:
+    """Whether the server closes the connection after ``header`` and ``payload`` (in one
+    segment) without answering."""
+    with testing.open_socket("127.0.0.1", port, header, payload, coalesce=True, timeout=20) as sock:
         try:
             answer = sock.recv(65536)
         except ConnectionResetError:
@@ -147,7 +147,7 @@ def test_two_workers_serve_the_header_client(tmp_path: Path, worker_class: str) 
             pids.add(answer["pid"])
         assert server.process.pid not in pids  # served by workers, not by the parent
         assert len(pids) <= 2
-        assert refused(server.port, REQUEST)  # REQUIRE: no header, no answer
+        assert refused(server.port, b"", REQUEST)  # REQUIRE: no header, no answer
         assert server.stop() == 0
     assert "no PROXY header" in server.stderr()
 
@@ -157,8 +157,9 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path, worker_class: 
     args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
     args += ["--graceful-timeout", "10"]
     with running(tmp_path, *args) as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-            sock.sendall(v2("203.0.113.9") + REQUEST.replace(b"GET /", b"GET /slow"))
+        slow = REQUEST.replace(b"GET /", b"GET /slow")
+        header = v2("203.0.113.9")
+        with testing.open_socket("127.0.0.1", server.port, header, slow, coalesce=True) as sock:
             assert server.next_line() == "slow request started"
             server.process.send_signal(signal.SIGTERM)
             assert read_answer(sock)["client"] == ["203.0.113.9", 51234]
@@ -167,7 +168,7 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path, worker_class: 
 
 def test_a_crashing_worker_stops_the_server(tmp_path: Path) -> None:
     with running(tmp_path, "--bind", "127.0.0.1:0", "--workers", "2") as server:
-        assert refused(server.port, v2("203.0.113.1") + REQUEST.replace(b"GET /", b"GET /crash"))
+        assert refused(server.port, v2("203.0.113.1"), REQUEST.replace(b"GET /", b"GET /crash"))
         assert server.process.wait(20) == 1
     assert "exited with status 3: stopping" in server.stderr()
 
@@ -176,7 +177,7 @@ def test_one_worker_runs_in_process_with_trusted_proxies(tmp_path: Path) -> None
     # Loopback is not in --trusted: REJECT, so a header is refused and a direct request served.
     args = ["--bind", "127.0.0.1:0", "--workers", "1", "--trusted", "10.0.0.0/8"]
     with running(tmp_path, *args) as server:
-        assert refused(server.port, v2("203.0.113.1") + REQUEST)
+        assert refused(server.port, v2("203.0.113.1"), REQUEST)
         answer = request(server.port, b"")
         assert answer["client"][0] == "127.0.0.1"
         assert answer["pid"] == server.process.pid
@@ -213,11 +214,14 @@ def test_tls_after_the_header_in_workers(tmp_path: Path, worker_class: str) -> N
     args = ["--bind", "127.0.0.1:0", "--workers", "2", "--worker-class", worker_class]
     args += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
     with running(tmp_path, *args) as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as raw:
-            raw.sendall(v2("203.0.113.8"))
-            with context.wrap_socket(raw, server_hostname="localhost") as sock:
-                sock.sendall(REQUEST)
-                assert read_answer(sock)["client"] == ["203.0.113.8", 51234]
+        # TLS after the header: the socket is wrapped once the kit has sent it.
+        header = v2("203.0.113.8")
+        with (
+            testing.open_socket("127.0.0.1", server.port, header, timeout=20) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(REQUEST)
+            assert read_answer(sock)["client"] == ["203.0.113.8", 51234]
         assert server.stop() == 0
 
 

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 import proxyproto.prometheus  # noqa: E402
 from proxyproto._adapters.metrics import SnapshotWriter, merge, read_shared, samples  # noqa: E402
+from proxyproto._handshake.engine import DURATION_BUCKETS  # noqa: E402
 
 TESTS = Path(__file__).parent
 V1 = b"PROXY TCP4 203.0.113.9 198.51.100.10 51234 443\r\n"
@@ -221,6 +222,118 @@ def test_track_refuses_other_objects() -> None:
         proxyproto.prometheus.track(object(), "x")
 
 
+# --- lower bounds: zero before the first connection, the fastest handshakes, in flight back to 0
+
+
+def page_of(registry: Any) -> dict[Key, float]:
+    return values(prometheus_client.generate_latest(registry).decode())
+
+
+def local_registry() -> Any:
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(proxyproto.prometheus.ProxyProtocolCollector())
+    return registry
+
+
+def buckets(page: dict[Key, float], where: dict[str, str]) -> dict[str, float]:
+    """The duration histogram's cumulative buckets for ``where``, by ``le``."""
+    found: dict[str, float] = {}
+    for (name, labels), value in page.items():
+        pairs = dict(labels)
+        le = pairs.pop("le", None)
+        if name == "proxyproto_handshake_duration_seconds_bucket" and pairs == where:
+            assert le is not None
+            found[le] = value
+    return found
+
+
+@pytest.mark.anyio
+async def test_a_tracked_listener_starts_at_zero() -> None:
+    # Every series is exported from the start, at 0: a rate() or an alert on a counter that has
+    # not moved yet sees 0, not "no data".
+    name = f"zero-{uuid.uuid4()}"
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with pp.ProxyProtocolListener(inner, pp.ProxyProtocolConfig()) as listener:
+        proxyproto.prometheus.track(listener, name)
+        page = page_of(local_registry())
+    wanted = expected("anyio", name)
+    assert {key: page.get(key) for key in wanted} == wanted
+    where = {"surface": "anyio", "listener": name}
+    histogram = buckets(page, where)
+    assert len(histogram) == len(DURATION_BUCKETS) + 1
+    assert set(histogram.values()) == {0}
+    assert page["proxyproto_handshake_duration_seconds_count", frozenset(where.items())] == 0
+    assert page["proxyproto_handshake_duration_seconds_sum", frozenset(where.items())] == 0
+
+
+def test_the_fastest_handshakes_fall_in_the_first_bucket() -> None:
+    # A header in the connection's first segment on loopback is handed over in tens of
+    # microseconds: the first bucket (100 us) holds it, so the histogram tells the fast ones
+    # apart from a balancer that sends its header late. Zero (a clock that did not move) and
+    # the first bound itself count there too (Prometheus buckets are "le", less or equal).
+    from proxyproto._handshake.engine import Counters, register
+
+    name = f"fast-{uuid.uuid4()}"
+    counters = register("anyio", Counters(), name)
+    first = DURATION_BUCKETS[0]
+    assert first <= 0.0001
+    for duration in (0.0, 0.000_001, first):
+        counters.accept(2, False, duration)
+    counters.accept(2, False, first * 1.5)
+    histogram = buckets(page_of(local_registry()), {"surface": "anyio", "listener": name})
+    assert histogram[repr(first)] == 3
+    assert histogram[repr(DURATION_BUCKETS[1])] == 4
+    assert histogram["+Inf"] == 4
+
+
+@pytest.mark.anyio
+async def test_in_flight_rises_then_returns_to_zero() -> None:
+    # One handshake under way (half a header), one that times out: the gauge counts them while
+    # they last, and is back at 0 once each is over, whichever way it ended.
+    name = f"flight-{uuid.uuid4()}"
+    config = pp.ProxyProtocolConfig(header_timeout=1.0)
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    listener = pp.ProxyProtocolListener(inner, config)
+    proxyproto.prometheus.track(listener, name)
+    port = inner.extra(anyio.abc.SocketAttribute.local_port)
+    registry = local_registry()
+    gauge = (
+        "proxyproto_handshakes_in_flight",
+        frozenset({"surface": "anyio", "listener": name}.items()),
+    )
+
+    async def handle(stream: pp.ProxiedStream) -> None:
+        async with stream:
+            await stream.send(b"ok")
+
+    async def until(count: int) -> None:
+        with anyio.fail_after(TIMEOUT):
+            while page_of(registry)[gauge] != count:
+                await anyio.sleep(0.01)
+
+    async with listener, anyio.create_task_group() as task_group:
+        task_group.start_soon(listener.serve, handle, task_group)
+        assert page_of(registry)[gauge] == 0
+        finishing = await anyio.connect_tcp("127.0.0.1", port)
+        silent = await anyio.connect_tcp("127.0.0.1", port)
+        await finishing.send(V2[:10])
+        await silent.send(V2[:10])
+        await until(2)
+        await finishing.send(V2[10:])
+        assert await finishing.receive() == b"ok"
+        await until(1)
+        async with silent:  # its header_timeout runs out
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                await silent.receive()
+        await until(0)
+        await finishing.aclose()
+        task_group.cancel_scope.cancel()
+    page = page_of(registry)
+    where = frozenset({"surface": "anyio", "listener": name}.items())
+    assert page["proxyproto_handshakes_timed_out_total", where] == 1
+    assert page[gauge] == 0
+
+
 # --- proxyproto relay --metrics ----------------------------------------------------------------
 
 
@@ -322,7 +435,7 @@ def test_hypercorn_workers_metrics_are_summed(tmp_path: Path, worker_class: str)
         # Summed across the workers: each connection went to one of them.
         wanted = expected(
             "hypercorn",
-            "",
+            f"127.0.0.1:{server.port}",  # the bind address, as Hypercorn logs it
             proxied_v1=2,
             proxied_v2=3,
             direct_v2=1,
@@ -401,7 +514,7 @@ def test_hypercorn_one_worker_in_process_metrics(tmp_path: Path) -> None:
     with running(tmp_path, *args) as server:
         assert exchange(server.port, V2 + REQUEST).startswith(b"HTTP/1.1 200")
         assert exchange(server.port, INVALID) == b""
-        wanted = expected("hypercorn", "", proxied_v2=1, refused_invalid=1)
+        wanted = expected("hypercorn", f"127.0.0.1:{server.port}", proxied_v2=1, refused_invalid=1)
         assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
 
 
@@ -476,3 +589,22 @@ def test_opentelemetry_instruments_read_the_counters() -> None:
     assert meter.observe("proxyproto.handshakes.timed_out", **where) == 1
     assert meter.observe("proxyproto.handshakes.evicted", **where) == 0
     assert meter.observe("proxyproto.handshakes.in_flight", **where) == 0
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_uvicorn_metrics_are_labelled_with_the_listening_address(http: str) -> None:
+    pytest.importorskip("uvicorn")
+    import proxyproto.uvicorn as ppu
+    from asgi_client_app import app
+    from asgi_helpers import uvicorn_thread
+
+    if http == "httptools" and ppu.ProxyProtocolHttpToolsProtocol is None:
+        pytest.skip("httptools is not installed")
+    protocol = ppu._protocol_class(http, pp.ProxyProtocolConfig(header_timeout=5))
+    registry = local_registry()
+    with uvicorn_thread(app, http=protocol) as ((host, port), _server, _thread):
+        assert exchange(port, V2 + REQUEST).startswith(b"HTTP/1.1 200")
+        assert exchange(port, INVALID) == b""
+        # The socket it serves: Server.run(sockets=[...]) on a free port of 127.0.0.1.
+        wanted = expected("uvicorn", f"{host}:{port}", proxied_v2=1, refused_invalid=1)
+        assert settled(lambda: page_of(registry), wanted) == wanted

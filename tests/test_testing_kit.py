@@ -241,6 +241,127 @@ async def test_open_connection_raw_bytes_are_refused() -> None:
     assert listener.statistics().rejected.get("invalid") == 1
 
 
+class Recorder(ByteStream):
+    """A stream that keeps each write (what open_connection sends, write by write)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    async def send(self, item: bytes) -> None:
+        self.writes.append(item)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        raise anyio.EndOfStream
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("options", "writes"),
+    [
+        pytest.param({}, [AWS.to_bytes(), b"ping\n"], id="whole"),
+        pytest.param({"coalesce": True}, [AWS.to_bytes() + b"ping\n"], id="coalesce"),
+        pytest.param(
+            {"coalesce": True, "split_at": [16], "pause": 0.01},
+            [AWS.to_bytes()[:16], AWS.to_bytes()[16:] + b"ping\n"],
+            id="split-coalesce",
+        ),
+    ],
+)
+async def test_open_connection_writes(
+    options: dict[str, Any], writes: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which bytes go in which write: the header, then the payload, or both in one write."""
+    recorder = Recorder()
+
+    async def connect(*args: Any, **kwargs: Any) -> Recorder:
+        return recorder
+
+    # Also what proxyproto.connect_tcp (the whole header) connects with.
+    monkeypatch.setattr(anyio, "connect_tcp", connect)
+    await testing.open_connection("127.0.0.1", 1, AWS, b"ping\n", **options)
+    assert recorder.writes == writes
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", [{}, {"coalesce": True}, {"split_at": SPLITS}])
+async def test_open_connection_with_tls_after_the_header(
+    options: dict[str, Any], ca: Any, server_certs: tuple[Path, Path]
+) -> None:
+    """TLS after the header: whole, in the segment of the header's end (``coalesce``: the
+    ClientHello glued to it), or after a header cut in pieces."""
+    import ssl
+
+    from anyio.streams.tls import TLSListener
+
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(*server_certs)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    inner = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = inner.extra(SocketAttribute.local_port)
+    listener = TLSListener(pp.ProxyProtocolListener(inner), server_context)
+
+    async def handle(stream: Any) -> None:
+        async with stream:
+            header = stream.extra(pp.ProxyAttribute.header)
+            line = await stream.receive()
+            await stream.send(json.dumps([list(header.source), line.decode()]).encode())
+
+    with anyio.fail_after(15):
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, handle)
+            stream = await testing.open_connection(
+                "127.0.0.1",
+                port,
+                AWS,
+                b"ping\n",
+                ssl_context=client_context,
+                tls_hostname="localhost",
+                **options,
+            )
+            async with stream:
+                assert json.loads(await stream.receive()) == [list(CLIENT), "ping\n"]
+            tg.cancel_scope.cancel()
+
+
+def test_open_socket() -> None:
+    """The sync helper, against a plain socket server in this thread: what it received."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        data = AWS.to_bytes(crc32c=True)
+        for options in ({}, {"coalesce": True}, {"split_at": SPLITS, "pause": 0.001}):
+            with testing.open_socket("127.0.0.1", port, AWS, b"ping\n", crc32c=True, **options):
+                accepted, _ = server.accept()
+                with accepted:
+                    got = b""
+                    while len(got) < len(data) + 5:
+                        got += accepted.recv(65536)
+            assert got == data + b"ping\n"
+            assert pp.parse(got)[0].source == CLIENT
+        with pytest.raises(ValueError, match="outside"):
+            testing.open_socket("127.0.0.1", port, AWS, split_at=[1000])
+
+
+@pytest.mark.anyio
+async def test_fake_balancer_with_a_pause() -> None:
+    async with (
+        anyio_server() as (address, _),
+        testing.fake_balancer(address, AWS, split_at=SPLITS, pause=0.001) as balancer,
+    ):
+        answer = await ask(await anyio.connect_tcp(*balancer.address))
+        assert answer is not None
+        assert answer["client"] == list(CLIENT)
+        assert balancer.pause == 0.001
+
+
 @pytest.mark.anyio
 async def test_fixtures(fake_balancer: Any, proxy_connection: Any) -> None:
     """The plugin's fixtures: balancers and connections they make are closed after the test."""

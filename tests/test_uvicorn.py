@@ -2,7 +2,9 @@
 
 Uvicorn is asyncio-only and owns its loop: each server runs in a thread of its own (or, for its
 command line, in a subprocess), and the tests talk to it as a load balancer would, with the
-header and the first request in one segment.
+header and the first request in one segment. The headers are sent with our own testing kit's
+blocking client, :func:`proxyproto.testing.open_socket` (``coalesce``: the header's end and the
+request in one write); raw bytes for the broken ones.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import proxyproto.uvicorn as ppu
 from asgi_helpers import keep_alive_clients, read_response, uvicorn_thread
 from haproxy_peer import free_port
 from interop import curl_haproxy_protocol, haproxy_send_proxy_v2
+from proxyproto import testing
 
 V1 = b"PROXY TCP4 203.0.113.7 198.51.100.10 51234 443\r\n"
 V2 = pp.Header.proxy(("2001:db8::7", 40000), ("2001:db8::1", 443)).to_bytes()
@@ -77,11 +80,10 @@ def uvicorn_server(
         yield address
 
 
-def exchange(address: tuple[str, int], first: bytes, requests: int = 1) -> list[Any]:
-    """Send ``first`` (header + request) in one segment, then more requests on the connection."""
-    with socket.create_connection(address, timeout=10) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(first)
+def exchange(address: tuple[str, int], header: testing.HeaderSpec, requests: int = 1) -> list[Any]:
+    """Send ``header`` and a request in one segment, then more requests on the connection: the
+    client of each answer (``b""``: no header)."""
+    with testing.open_socket(*address, header, REQUEST, coalesce=True) as sock:
         buffer = bytearray()
         clients = []
         for n in range(requests):
@@ -93,10 +95,10 @@ def exchange(address: tuple[str, int], first: bytes, requests: int = 1) -> list[
         return clients
 
 
-def refused(address: tuple[str, int], data: bytes) -> bool:
-    """Whether the server closes the connection without a byte of answer."""
-    with socket.create_connection(address, timeout=10) as sock:
-        sock.sendall(data)
+def refused(address: tuple[str, int], header: testing.HeaderSpec, payload: bytes = b"") -> bool:
+    """Whether the server closes the connection without a byte of answer to ``header`` and
+    ``payload`` (in one segment)."""
+    with testing.open_socket(*address, header, payload, coalesce=True) as sock:
         try:
             return sock.recv(65536) == b""
         except ConnectionResetError:
@@ -113,25 +115,21 @@ def refused(address: tuple[str, int], data: bytes) -> bool:
 )
 def test_header_and_request_in_one_segment(http: str, header: bytes, client: list[Any]) -> None:
     with uvicorn_server(pp.ProxyProtocolConfig(), http) as address:
-        assert exchange(address, header + REQUEST) == [client]
+        assert exchange(address, header) == [client]
 
 
 @pytest.mark.parametrize("http", PROTOCOLS)
 def test_keep_alive_requests_all_carry_the_client(http: str) -> None:
     with uvicorn_server(pp.ProxyProtocolConfig(), http) as address:
-        assert exchange(address, V1 + REQUEST, requests=3) == [["203.0.113.7", 51234]] * 3
+        assert exchange(address, V1, requests=3) == [["203.0.113.7", 51234]] * 3
 
 
 @pytest.mark.parametrize("http", PROTOCOLS)
 def test_header_byte_by_byte(http: str) -> None:
     with (
         uvicorn_server(pp.ProxyProtocolConfig(), http) as address,
-        socket.create_connection(address, timeout=10) as sock,
+        testing.open_socket(*address, V2, byte_at_a_time=True, pause=0.001) as sock,
     ):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for byte in V2:
-            sock.send(bytes([byte]))
-            time.sleep(0.001)
         sock.sendall(REQUEST)
         assert read_response(sock, bytearray())[1]["client"] == ["2001:db8::7", 40000]
 
@@ -144,7 +142,7 @@ def test_headerless_request_refused_under_require(
         caplog.at_level(logging.INFO, logger="proxyproto"),
         uvicorn_server(pp.ProxyProtocolConfig(), http) as address,
     ):
-        assert refused(address, REQUEST)
+        assert refused(address, b"", REQUEST)
     [record] = [r for r in caplog.records if r.name == "proxyproto"]
     assert "no PROXY header, and its policy (REQUIRE) needs one" in record.getMessage()
 
@@ -153,37 +151,37 @@ def test_headerless_request_refused_under_require(
 def test_direct_request_under_use_has_the_real_address(http: str) -> None:
     with (
         uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.USE), http) as address,
-        socket.create_connection(address, timeout=10) as sock,
+        testing.open_socket(*address, b"", REQUEST) as sock,
     ):
-        sock.sendall(REQUEST)
         client = read_response(sock, bytearray())[1]["client"]
         assert tuple(client) == sock.getsockname()[:2]
 
 
 def test_ignore_keeps_the_real_address_and_reject_closes() -> None:
     with uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.IGNORE)) as address:
-        [client] = exchange(address, V1 + REQUEST)
+        [client] = exchange(address, V1)
         assert client[0] == "127.0.0.1"
     with uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.REJECT)) as address:
-        assert refused(address, V1 + REQUEST)
+        assert refused(address, V1, REQUEST)
 
 
 def test_skip_passes_every_byte_to_uvicorn() -> None:
     with uvicorn_server(pp.ProxyProtocolConfig(policy=pp.Policy.SKIP)) as address:
-        [client] = exchange(address, REQUEST)
+        [client] = exchange(address, b"")
         assert client[0] == "127.0.0.1"
 
 
 def test_local_command_keeps_the_real_address() -> None:
     with uvicorn_server(pp.ProxyProtocolConfig()) as address:
-        [client] = exchange(address, pp.Header.local().to_bytes() + REQUEST)
+        [client] = exchange(address, pp.Header.local())
         assert client[0] == "127.0.0.1"
 
 
 def test_broken_header_and_timeout_are_refused(caplog: pytest.LogCaptureFixture) -> None:
     config = pp.ProxyProtocolConfig(header_timeout=0.2)
     with caplog.at_level(logging.INFO, logger="proxyproto"), uvicorn_server(config) as address:
-        assert refused(address, b"PROXY TCP4 1.2.3.4 5.6.7.8 080 443\r\n" + REQUEST)
+        # Raw bytes: the kit sends them as they are.
+        assert refused(address, b"PROXY TCP4 1.2.3.4 5.6.7.8 080 443\r\n", REQUEST)
         assert refused(address, b"PROXY TCP4 ")  # then silence
         assert refused(address, b"")  # silence from the start
     messages = [r.getMessage() for r in caplog.records if r.name == "proxyproto"]
@@ -197,8 +195,8 @@ def test_trusted_proxies_policy() -> None:
     config = pp.ProxyProtocolConfig(policy=pp.trusted_proxies(["192.0.2.0/24"]))
     with uvicorn_server(config) as address:
         # 127.0.0.1 is not trusted: its header is refused, its direct request served.
-        assert refused(address, V1 + REQUEST)
-        assert exchange(address, REQUEST)[0][0] == "127.0.0.1"
+        assert refused(address, V1, REQUEST)
+        assert exchange(address, b"")[0][0] == "127.0.0.1"
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
@@ -211,8 +209,8 @@ def test_validator(asynchronous: bool) -> None:
 
     config = pp.ProxyProtocolConfig(validator=check_async if asynchronous else check)
     with uvicorn_server(config) as address:
-        assert exchange(address, V1 + REQUEST, requests=2) == [["203.0.113.7", 51234]] * 2
-        assert refused(address, V2 + REQUEST)
+        assert exchange(address, V1, requests=2) == [["203.0.113.7", 51234]] * 2
+        assert refused(address, V2, REQUEST)
 
 
 def test_config_from_environ() -> None:
@@ -334,7 +332,7 @@ def serving(command: list[str], env: dict[str, str], port: int) -> Iterator[None
         while True:
             assert process.poll() is None, process.communicate()[0].decode()
             try:
-                exchange(("127.0.0.1", port), V1 + REQUEST)
+                exchange(("127.0.0.1", port), V1)
                 break
             except OSError:
                 assert time.monotonic() < deadline, "uvicorn did not answer within 20s"
@@ -355,9 +353,9 @@ def test_uvicorn_command_line(tmp_path: Path, workers: int) -> None:
     env = {"PROXYPROTO_TRUSTED": "127.0.0.1", "PROXYPROTO_HEADER_TIMEOUT": "2"}
     with uvicorn_command(tmp_path, env, "--workers", str(workers)) as port:
         for _ in range(8):  # spread over the workers
-            assert exchange(("127.0.0.1", port), V2 + REQUEST, 2) == [["2001:db8::7", 40000]] * 2
+            assert exchange(("127.0.0.1", port), V2, 2) == [["2001:db8::7", 40000]] * 2
         # Trusted peer under REQUIRE: a headerless request is refused.
-        assert refused(("127.0.0.1", port), REQUEST)
+        assert refused(("127.0.0.1", port), b"", REQUEST)
 
 
 @pytest.mark.parametrize(
@@ -426,10 +424,9 @@ SPOOF_CASES = [
 ]
 
 
-def answer(address: tuple[str, int], data: bytes) -> dict[str, Any]:
-    """The app's JSON answer to ``data`` (header + one request)."""
-    with socket.create_connection(address, timeout=10) as sock:
-        sock.sendall(data)
+def answer(address: tuple[str, int], header: bytes, request: bytes) -> dict[str, Any]:
+    """The app's JSON answer to ``header`` and one ``request``, in one segment."""
+    with testing.open_socket(*address, header, request, coalesce=True) as sock:
         status, body = read_response(sock, bytearray())
         assert status == 200
         return body
@@ -445,7 +442,7 @@ def test_x_forwarded_for_is_not_trusted_behind_the_header(
     options: dict[str, Any] = {} if allow is None else {"forwarded_allow_ips": allow}
     with uvicorn_thread(app, http=protocol, proxy_headers=True, **options) as (address, _s, _t):
         for _ in range(2):  # the second connection meets the same Config
-            body = answer(address, header + SPOOF)
+            body = answer(address, header, SPOOF)
             assert (body["client"], body["scheme"]) == (client, "http")
 
 
@@ -464,7 +461,7 @@ def test_proxy_headers_opt_in(http: str, allow: str, client: list[Any]) -> None:
         _s,
         _t,
     ):
-        body = answer(address, V1 + SPOOF)
+        body = answer(address, V1, SPOOF)
     assert body["client"] == client
     assert body["scheme"] == ("https" if client[0] == "6.6.6.6" else "http")
 
@@ -490,7 +487,7 @@ def test_uvicorn_command_line_x_forwarded_for_is_not_trusted(
 ) -> None:
     env = {} if allow is None else {"FORWARDED_ALLOW_IPS": allow}
     with uvicorn_command(tmp_path, env) as port:
-        body = answer(("127.0.0.1", port), header + SPOOF)
+        body = answer(("127.0.0.1", port), header, SPOOF)
     assert (body["client"], body["scheme"]) == (client, "http")
 
 
@@ -507,7 +504,7 @@ def test_uvicorn_command_line_proxy_headers_opt_in(
     env = {"PROXYPROTO_PROXY_HEADERS": "1", "FORWARDED_ALLOW_IPS": allow}
     with uvicorn_command(tmp_path, env, "--workers", "2") as port:
         for _ in range(4):  # spread over the workers
-            assert answer(("127.0.0.1", port), V1 + SPOOF)["client"] == client
+            assert answer(("127.0.0.1", port), V1, SPOOF)["client"] == client
 
 
 RUN_SOURCE = """
@@ -535,7 +532,7 @@ def test_run_x_forwarded_for_is_not_trusted(
     if allow is not None:
         command.append(allow)
     with serving(command, {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}, port):
-        body = answer(("127.0.0.1", port), header + SPOOF)
+        body = answer(("127.0.0.1", port), header, SPOOF)
     assert (body["client"], body["scheme"]) == (client, "http")
 
 
@@ -618,11 +615,10 @@ def test_uvicorn_tls_logs_one_clear_error_line(
     with (
         caplog.at_level(logging.INFO, logger="proxyproto"),
         uvicorn_thread(app, http=protocol, **options) as (address, _, _),
-        socket.create_connection(address, timeout=10) as sock,
+        testing.open_socket(*address, V1) as sock,  # TLS after the header
+        pytest.raises((ssl.SSLError, OSError)),
     ):
-        sock.sendall(V1)
-        with pytest.raises((ssl.SSLError, OSError)):
-            handshake_over_tls(context, sock)
+        handshake_over_tls(context, sock)
     errors = [r for r in caplog.records if r.name == "proxyproto" and r.levelno == logging.ERROR]
     assert len(errors) == 1, caplog.text
     assert "cannot run behind the PROXY protocol" in errors[0].getMessage()
@@ -643,15 +639,15 @@ def test_uvicorn_command_line_shows_our_info_lines(tmp_path: Path) -> None:
         while True:
             assert process.poll() is None, process.communicate()[0].decode()
             try:
-                exchange(("127.0.0.1", port), V1 + REQUEST)
+                exchange(("127.0.0.1", port), V1)
                 break
             except OSError:
                 assert time.monotonic() < deadline, "uvicorn did not answer within 20s"
                 time.sleep(0.1)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(V2[:20])  # half a header, then close: refused, "closed", INFO
+        with testing.open_socket("127.0.0.1", port, V2[:20]):
+            pass  # half a header, then close: refused, "closed", INFO
         # One more request answered: the close before it has been seen.
-        exchange(("127.0.0.1", port), V1 + REQUEST)
+        exchange(("127.0.0.1", port), V1)
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=15)[0].decode()

@@ -197,19 +197,21 @@ async def _trio_worker(
             for sock in sockets.secure_sockets:
                 assert ssl_context is not None
                 inner = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                bind = _bind(sock.family, sock.getsockname())
                 listeners.append(
                     trio.SSLListener(
-                        HypercornListener(pp_trio.ProxyProtocolListener(inner, proxy)),
+                        HypercornListener(pp_trio.ProxyProtocolListener(inner, proxy), bind),
                         ssl_context,
                         https_compatible=True,
                     )
                 )
-                bind = _bind(sock.family, sock.getsockname())
                 await config.log.info(f"Running on https://{bind} (PROXY protocol)")
             for sock in sockets.insecure_sockets:
                 inner = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                listeners.append(HypercornListener(pp_trio.ProxyProtocolListener(inner, proxy)))
                 bind = _bind(sock.family, sock.getsockname())
+                listeners.append(
+                    HypercornListener(pp_trio.ProxyProtocolListener(inner, proxy), bind)
+                )
                 await config.log.info(f"Running on http://{bind} (PROXY protocol)")
 
             try:
@@ -334,6 +336,9 @@ async def _asyncio_worker(
         cleartext = _Cleartext(app, config, proxy, context, lifespan_state, loop, tls_extension)
         servers: list[asyncio.Server] = []
         listeners: list[ProxyProtocolListener] = []
+        # The metrics' listener labels: the bind addresses, as Hypercorn logs them.
+        binds: list[str] = []
+        names: list[str] = []
         try:
             for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
@@ -341,12 +346,14 @@ async def _asyncio_worker(
                     await loop.create_server(cleartext.protocol, sock=sock, backlog=config.backlog)
                 )
                 bind = _bind(sock.family, sock.getsockname())
+                binds.append(bind)
                 await config.log.info(f"Running on http://{bind} (PROXY protocol)")
             for sock in sockets.secure_sockets:
                 sock.listen(config.backlog)
                 inner = await SocketListener.from_socket(sock)
                 listeners.append(ProxyProtocolListener(inner, proxy))
                 bind = _bind(sock.family, sock.getsockname())
+                names.append(bind)
                 await config.log.info(f"Running on https://{bind} (PROXY protocol)")
         except BaseException:
             for server in servers:
@@ -354,8 +361,10 @@ async def _asyncio_worker(
             for listener in listeners:
                 await listener.aclose()
             raise
-        for listener in listeners:
-            register("hypercorn", listener._counters)
+        if binds:  # one clock for every cleartext socket
+            register("hypercorn", cleartext.clock.counters, ", ".join(binds))
+        for listener, name in zip(listeners, names, strict=True):
+            register("hypercorn", listener._counters, name)
 
         async def handle_tls(stream: ProxiedStream) -> None:
             assert ssl_context is not None

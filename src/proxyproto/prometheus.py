@@ -11,7 +11,8 @@ counters every surface keeps anyway -- Uvicorn's, Hypercorn's, the listeners giv
     prometheus_client.start_http_server(9100, "127.0.0.1")
 
 The metrics (``surface``: ``uvicorn``, ``hypercorn``, ``anyio``, ``trio``, ``relay``, ``echo``,
-``udp``; ``listener``: the name given to :func:`track`, or the bound address):
+``udp``; ``listener``: the name given to :func:`track`, or the bound address -- Uvicorn's and
+Hypercorn's too):
 
 =================================================  =================================================
 ``proxyproto_connections_accepted_total``          connections handed over; ``mode``: ``proxied``

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import logging
+import os
 from collections import deque
 from functools import partial
 from typing import Any
@@ -403,6 +404,7 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
             partial(_peer_of, transport) if peer is None else partial(_known, peer),
             partial(transport.receive_some, _RECEIVE_SIZE),
             partial(_stream, transport),
+            _nowait(transport),
         )
 
     async def _handshake_nursery(self) -> trio.Nursery:
@@ -504,6 +506,18 @@ def _peer_of(transport: trio.abc.Stream) -> PeerAddress:
         return _address(transport.socket.getpeername())
     except OSError as error:
         raise _PeerGone(f"the peer's address cannot be read: {error}") from None
+
+
+def _nowait(transport: trio.abc.Stream) -> Any:
+    """The first read of a handshake, without waiting: ``os.read`` of a socket stream's
+    descriptor, which trio keeps non-blocking (POSIX; elsewhere ``None``, and the first read is
+    ``receive_some()``'s). trio's socket has no synchronous ``recv()`` of its own."""
+    if _POSIX and type(transport) is trio.SocketStream:
+        return partial(accept.read_nowait, partial(os.read, transport.socket.fileno()))
+    return None
+
+
+_POSIX = os.name == "posix"
 
 
 def _known(peer: PeerAddress) -> PeerAddress:

@@ -52,6 +52,7 @@ with require("proxyproto.uvicorn"):
 from ._adapters.asyncio import HandshakeClock, TransportHandshake, peer_of
 from ._core.address import asgi_client
 from ._core.model import Address, Header
+from ._core.text import format_address
 from ._handshake.config import ProxyProtocolConfig
 from ._handshake.engine import ListenerStatistics, surface_statistics
 from ._handshake.policy import Policy, trusted_proxies
@@ -328,6 +329,20 @@ def statistics() -> ListenerStatistics:
     return surface_statistics("uvicorn")
 
 
+def _listener_name(config: Config, transport: asyncio.Transport) -> str:
+    """The ``listener`` label of a Uvicorn server's metrics: its bind address as configured
+    (``--host``/``--port``, ``--uds``, ``--fd``), or, for sockets handed to ``Server.run``, the
+    address of the socket the first connection arrived on."""
+    if config.uds:
+        return f"unix:{config.uds}"
+    if config.fd is not None:
+        return f"fd://{config.fd}"
+    local = transport.get_extra_info("sockname")
+    if isinstance(local, tuple) and len(local) >= 2 and local[1] != config.port:
+        return format_address((local[0], local[1]))
+    return format_address((config.host, config.port))
+
+
 #: Each Uvicorn server's handshake clock, by the state its protocols share.
 _CLOCKS: weakref.WeakKeyDictionary[ServerState, HandshakeClock] = weakref.WeakKeyDictionary()
 
@@ -389,7 +404,10 @@ class _ProxyProtocolMixin(_Base):
         clock = _CLOCKS.get(self.server_state)
         if clock is None:
             clock = _CLOCKS[self.server_state] = HandshakeClock(
-                self.loop, self.proxy_config.header_timeout, "uvicorn"
+                self.loop,
+                self.proxy_config.header_timeout,
+                "uvicorn",
+                _listener_name(self.config, self._pp_transport),
             )
         return clock
 

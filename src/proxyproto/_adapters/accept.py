@@ -44,6 +44,7 @@ __all__ = [
     "RETRY_DELAY",
     "accept_retrying",
     "exhaustion",
+    "read_nowait",
     "serve",
     "wait_out",
 ]
@@ -236,3 +237,16 @@ def describe_socket(sock: Any) -> str:
     if isinstance(address, tuple):
         address = (address[0], address[1])
     return format_address(address)
+
+
+def read_nowait(read: Callable[[int], bytes], size: int = 65536) -> bytes | None:
+    """What a just-accepted connection has sent already, read from its non-blocking socket
+    (``read`` is its ``recv``, or ``os.read`` of its descriptor); ``None`` when nothing has.
+
+    The handshake's first read (the engine's ``receive_nowait``): behind a proxy the whole
+    header is there, and it is judged with no deadline set and no trip through the scheduler.
+    """
+    try:
+        return read(size)
+    except (BlockingIOError, InterruptedError):
+        return None

@@ -68,13 +68,18 @@ class HandshakeClock:
     timer, set for the oldest, times out every handshake whose deadline has passed and is set
     again for the next. A server has one, made on its event loop with its ``header_timeout``;
     ``surface`` (``"uvicorn"``, ``"hypercorn"``) counts its connections in that surface's
-    process-wide totals (:func:`proxyproto._handshake.engine.surface_statistics`).
+    process-wide totals (:func:`proxyproto._handshake.engine.surface_statistics`), and ``name``
+    is its ``listener`` label in the metrics (the server's bind address).
     """
 
     __slots__ = ("_loop", "_pending", "_timeout", "_timer", "counters", "log")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, timeout: float, surface: str | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+        surface: str | None = None,
+        name: str | None = None,
     ) -> None:
         self._loop = loop
         self._timeout = timeout
@@ -86,7 +91,7 @@ class HandshakeClock:
         #: Their refusals' log.
         self.log = RefusalLog(loop.time)
         if surface is not None:
-            register(surface, self.counters)
+            register(surface, self.counters, name)
 
     def start(self, handshake: TransportHandshake) -> float:
         """Give ``handshake`` its deadline: ``timeout`` seconds from now; returns now."""

@@ -126,24 +126,28 @@ def _pause(stream: Any) -> None:
         pass
 
 
-#: Per protocol class: whether its read_queue can be replaced (its data_received() appends).
-_QUEUE_REPLACEABLE: dict[type, bool] = {}
+#: Per (stream class, protocol class): whether the protocol's read_queue can be replaced (the
+#: stream's receive() pops it, the protocol's data_received() appends to it).
+_QUEUE_REPLACEABLE: dict[tuple[type, type], bool] = {}
 
 
 def _queue_replaceable(kind: Any, protocol: Any) -> bool:
     queue = getattr(protocol, "read_queue", None)
     if type(queue) is not deque:  # a _BoundedQueue already, or not what we know
         return False
-    if not {"read_queue", "popleft"} <= set(kind.receive.__code__.co_names):
-        return False
     if not isinstance(getattr(protocol, "is_at_eof", None), bool):
         return False
-    protocol_kind = type(protocol)
-    replaceable = _QUEUE_REPLACEABLE.get(protocol_kind)
+    # Read from the code objects once per pair of classes: this runs on every connection.
+    kinds = (kind, type(protocol))
+    replaceable = _QUEUE_REPLACEABLE.get(kinds)
     if replaceable is None:
-        code = getattr(getattr(protocol_kind, "data_received", None), "__code__", None)
-        replaceable = code is not None and {"read_queue", "append"} <= set(code.co_names)
-        _QUEUE_REPLACEABLE[protocol_kind] = replaceable
+        code = getattr(getattr(kinds[1], "data_received", None), "__code__", None)
+        replaceable = (
+            {"read_queue", "popleft"} <= set(kind.receive.__code__.co_names)
+            and code is not None
+            and {"read_queue", "append"} <= set(code.co_names)
+        )
+        _QUEUE_REPLACEABLE[kinds] = replaceable
     return replaceable
 
 

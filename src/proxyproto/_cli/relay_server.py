@@ -13,6 +13,14 @@ passed on as a half-close (``send_eof``); when both directions are done, or one 
 ``idle_timeout``) no byte moved either way for that long, both sides are closed and one
 access-log line is written, with the bytes counted as they flowed.
 
+Protocol routing. With ``protocols`` (:class:`ProtocolRoute`), a connection's first bytes are
+read after the handshake, for at most ``probe_timeout`` seconds, by a sans-IO
+:class:`~proxyproto._cli.probe.Prober`; the first route that accepts the match
+(:func:`choose_route`) gives the targets and the balancing rule, else ``targets`` (the default
+route), else the connection is dropped (``end=no-route (...)``, counted in ``unrouted``). The
+bytes read are sent to the target first; a TLS ClientHello's SNI and ALPN go into the v2 header
+(:func:`sniffed_tlvs`).
+
 Shutdown (:meth:`Relay.stop`, which SIGINT / SIGTERM call) stops accepting and closes the
 listener at once, lets the open connections finish for up to ``grace`` seconds, then cancels
 them. A second signal cancels them at once.
@@ -72,13 +80,16 @@ from .args import connect_address, listen_address, network, proxy_config, second
 from .output import format_address
 from .output import os_error_text as _os_error_text
 from .output import pair as _pair
+from .probe import NEED_MORE, Match, Prober, ProbeUnavailable, require
 
 __all__ = [
     "BALANCE_MODES",
     "ConfigError",
+    "ProtocolRoute",
     "Relay",
     "RelayConfig",
     "RelaySettings",
+    "choose_route",
     "serve_relay",
 ]
 
@@ -97,11 +108,58 @@ _FAILURES = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
 @attrs.frozen
+class ProtocolRoute:
+    """Where a connection of one protocol goes (a ``[protocols.NAME]`` table of the config).
+
+    A connection takes the first route whose ``protocol`` its first bytes match and whose
+    filters, when set, accept its ClientHello: one of ``server_names`` (an exact name, or
+    ``*.example.com`` for any name under it) and one of ``alpns`` among the protocols offered.
+    """
+
+    name: str
+    protocol: str
+    targets: tuple[_Target, ...]
+    server_names: tuple[str, ...] = ()
+    alpns: tuple[bytes, ...] = ()
+    #: The route's balancing rule; ``None``: the listener's.
+    balance: str | None = None
+
+    def accepts(self, match: Match) -> tuple[bool, bytes | None]:
+        """Whether the route takes ``match``, and the ALPN for the outbound header's TLV.
+
+        The TLV holds one protocol, and the relay does not see the server's choice: it carries
+        the client's first offered protocol this route accepts (with no ``alpns`` filter, the
+        client's first), its most preferred one.
+        """
+        if match.protocol != self.protocol:
+            return False, None
+        if self.server_names and not any(
+            _name_matches(pattern, match.server_name) for pattern in self.server_names
+        ):
+            return False, None
+        if not self.alpns:
+            return True, match.alpns[0] if match.alpns else None
+        for alpn in match.alpns:
+            if alpn in self.alpns:
+                return True, alpn
+        return False, None
+
+
+def _name_matches(pattern: str, name: str | None) -> bool:
+    if name is None:
+        return False
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
+    return name == pattern
+
+
+@attrs.frozen
 class RelaySettings:
     """What ``proxyproto relay`` is told on its command line."""
 
     listen: _Target
-    targets: tuple[_Target, ...]
+    #: Empty only with ``protocols`` (no default route).
+    targets: tuple[_Target, ...] = ()
     #: 0 (no header), 1 or 2: the header prepended to each target connection.
     send_proxy: int = 0
     accept_proxy: bool = False
@@ -128,6 +186,11 @@ class RelaySettings:
     #: Seconds without a byte either way after which an established connection is closed
     #: (0: never).
     idle_timeout: float = 0.0
+    #: Protocol routes, tried in order on the connection's first bytes; ``targets`` (when
+    #: any) is the default route for a connection that matches none, else it is dropped.
+    protocols: tuple[ProtocolRoute, ...] = ()
+    #: Seconds a client gets to send the first bytes that decide its protocol.
+    probe_timeout: float = 2.0
 
     def problem(self) -> tuple[str, str] | None:
         """What makes the header settings unusable together: ``(config key, why)``, or ``None``.
@@ -192,18 +255,22 @@ def target_order(
     return order[start:] + order[:start]
 
 
-def outbound_header(client: ByteStream, settings: RelaySettings) -> Header:
+def outbound_header(
+    client: ByteStream,
+    settings: RelaySettings,
+    sniffed: tuple[tuple[int, bytes], ...] = (),
+) -> Header:
     """The header sent to the target for ``client``, a connection through the handshake.
 
     It describes the client (the inbound header's, when one was accepted); an inbound header
     without a client address (LOCAL, v1 UNKNOWN, v2 UNSPEC) gives a LOCAL one (v1: UNKNOWN), so
     the target too uses the real endpoints. An IPv4-mapped IPv6 pair (``::ffff:a.b.c.d``, a
     dual-stack listener's IPv4 client) is sent as IPv4. v2 carries the TLVs of
-    :func:`outbound_tlvs`.
+    :func:`outbound_tlvs`, ``sniffed`` ones (:func:`sniffed_tlvs`) among them.
     """
     version = settings.send_proxy
     inbound = client.extra(ProxyAttribute.header, None)
-    tlvs = outbound_tlvs(inbound, settings) if version == 2 else None
+    tlvs = outbound_tlvs(inbound, settings, sniffed) if version == 2 else None
     if inbound is not None and (inbound.command is Command.LOCAL or inbound.source is None):
         return Header.local(tlvs=tlvs) if version == 2 else Header.unknown()
     header = header_for(client, version=version, tlvs=tlvs)
@@ -227,13 +294,21 @@ def _ipv4_mapped(address: Any) -> tuple[str, int] | None:
 _NEVER_KEPT = (TLVType.CRC32C, TLVType.NOOP)
 
 
-def outbound_tlvs(inbound: Header | None, settings: RelaySettings) -> TLVs | None:
-    """The TLVs of the outbound v2 header: the kept inbound ones (in wire order), then the added.
+def outbound_tlvs(
+    inbound: Header | None,
+    settings: RelaySettings,
+    sniffed: tuple[tuple[int, bytes], ...] = (),
+) -> TLVs | None:
+    """The TLVs of the outbound v2 header: the kept inbound ones (in wire order), the sniffed
+    ones (AUTHORITY and ALPN from the client's ClientHello), then the added.
 
     Kept and added TLVs are copied as raw ``(type, value)`` entries, so the builder encodes them
-    unchanged; an added type replaces every kept TLV of that type.
+    unchanged; a sniffed type replaces every kept TLV of that type (what the relay saw itself
+    wins over what an upstream said), an added type every kept or sniffed one.
     """
-    added = list(settings.add_tlvs)
+    fixed = {kind for kind, _ in settings.add_tlvs}
+    added = [(kind, value) for kind, value in sniffed if kind not in fixed]
+    added += settings.add_tlvs
     if settings.unique_id:
         added.append((TLVType.UNIQUE_ID, str(uuid.uuid4()).encode("ascii")))
     kept: list[tuple[int, bytes]] = []
@@ -248,6 +323,16 @@ def outbound_tlvs(inbound: Header | None, settings: RelaySettings) -> TLVs | Non
         ]
     raw = tuple(kept + added)
     return TLVs(raw=raw) if raw else None
+
+
+def sniffed_tlvs(match: Match | None, alpn: bytes | None) -> tuple[tuple[int, bytes], ...]:
+    """AUTHORITY (the SNI) and ALPN TLVs for what a probe read in the client's first bytes."""
+    tlvs: list[tuple[int, bytes]] = []
+    if match is not None and match.server_name is not None:
+        tlvs.append((TLVType.AUTHORITY, match.server_name.encode("ascii")))
+    if alpn is not None:
+        tlvs.append((TLVType.ALPN, alpn))
+    return tuple(tlvs)
 
 
 class Relay:
@@ -265,6 +350,9 @@ class Relay:
         self.closed = anyio.Event()
         #: The addresses listened on, once :meth:`serve` has started.
         self.addresses: list[str] = []
+        #: Connections dropped because their first bytes matched no protocol route and there
+        #: is no default route ("protocol sanitization").
+        self.unrouted = 0
 
     def update(self, settings: RelaySettings) -> None:
         """New settings for the connections accepted from now on (``listen`` is not changed)."""
@@ -340,18 +428,34 @@ class Relay:
         counts = [0, 0]  # client -> target, target -> client
         target: _Target | None = None
         end = "done"
+        route = settings.key
         try:
             async with client:
-                target, upstream = await self._connect(settings, source)
+                targets, balance = settings.targets, settings.balance
+                first, ended = b"", False
+                sniffed: tuple[tuple[int, bytes], ...] = ()
+                if settings.protocols:
+                    first, ended, match = await _probe(client, settings)
+                    chosen, alpn = choose_route(settings.protocols, match)
+                    sniffed = sniffed_tlvs(match, alpn)
+                    if chosen is not None:
+                        route = f"{route}/{chosen.name}"
+                        targets, balance = chosen.targets, chosen.balance or balance
+                    elif not targets:
+                        self.unrouted += 1
+                        end = "no-route (" + (match.protocol if match else "unknown") + ")"
+                        return
+                target, upstream = await self._connect(settings, source, targets, balance)
                 if upstream is None:
                     end = "no-target"
                     return
                 async with upstream:
                     if settings.send_proxy:
-                        await upstream.send(
-                            outbound_header(client, settings).to_bytes(crc32c=settings.crc32c)
-                        )
-                    end = await _splice(client, upstream, counts, settings.idle_timeout)
+                        header = outbound_header(client, settings, sniffed)
+                        await upstream.send(header.to_bytes(crc32c=settings.crc32c))
+                    end = await _splice(
+                        client, upstream, counts, settings.idle_timeout, first, ended
+                    )
         except _FAILURES as error:
             end = f"error ({_os_error_text(error)})"
         except HeaderEncodingError as error:
@@ -366,14 +470,14 @@ class Relay:
             logger.exception("client %s: unexpected error", format_address(source))
             end = f"error ({type(error).__name__})"
         finally:
-            self._log(settings.key, peer, source, target, counts, time.monotonic() - started, end)
+            self._log(route, peer, source, target, counts, time.monotonic() - started, end)
 
     async def _connect(
-        self, settings: RelaySettings, client: Any
+        self, settings: RelaySettings, client: Any, targets: Sequence[_Target], balance: str
     ) -> tuple[_Target | None, ByteStream | None]:
         """The first target of the balancing order that accepts a connection."""
         errors = []
-        for target in target_order(settings.targets, settings.balance, client):
+        for target in target_order(targets, balance, client):
             try:
                 with anyio.fail_after(settings.connect_timeout):
                     return target, bound_reading(await anyio.connect_tcp(*target))
@@ -410,10 +514,54 @@ class Relay:
         )
 
 
+async def _probe(client: ByteStream, settings: RelaySettings) -> tuple[bytes, bool, Match | None]:
+    """Read the client's first bytes until the probes decide or ``probe_timeout`` passes.
+
+    Returns every byte read (to forward), whether the client's side ended, and the match.
+    """
+    prober = Prober(route.protocol for route in settings.protocols)
+    result: object = NEED_MORE
+    ended = False
+    with anyio.move_on_after(settings.probe_timeout):
+        while result is NEED_MORE:
+            try:
+                data = await client.receive(CHUNK_SIZE)
+            except anyio.EndOfStream:
+                ended = True
+                data = b""
+            result = prober.receive_data(data)
+    return prober.data, ended, result if isinstance(result, Match) else None
+
+
+def choose_route(
+    routes: Sequence[ProtocolRoute], match: Match | None
+) -> tuple[ProtocolRoute | None, bytes | None]:
+    """The first route that takes ``match``, and the ALPN it chose; ``(None, alpn)`` if none.
+
+    (The datagram relay can call it on a :class:`~proxyproto._cli.probe.DatagramProber`'s
+    match.)
+    """
+    if match is None:
+        return None, None
+    for route in routes:
+        taken, alpn = route.accepts(match)
+        if taken:
+            return route, alpn
+    return None, match.alpns[0] if match.alpns else None
+
+
 async def _splice(
-    client: ByteStream, upstream: ByteStream, counts: list[int], idle_timeout: float = 0.0
+    client: ByteStream,
+    upstream: ByteStream,
+    counts: list[int],
+    idle_timeout: float = 0.0,
+    first: bytes = b"",
+    ended: bool = False,
 ) -> str:
     """Copy both ways until both ends are done or one fails; ``"done"`` or what ended it.
+
+    ``first`` (the bytes a probe read) goes to ``upstream`` before anything else; with
+    ``ended``, the client's side had already ended then.
 
     ``counts`` grows as bytes flow, so a connection cancelled midway (the grace period) reports
     what it carried. With ``idle_timeout``, a watchdog ends the connection (``"idle"``) once no
@@ -426,10 +574,15 @@ async def _splice(
     async with anyio.create_task_group() as task_group:
         watchdog = anyio.CancelScope()
 
-        async def copy(source: ByteStream, sink: ByteStream, index: int) -> None:
+        async def copy(
+            source: ByteStream, sink: ByteStream, index: int, first: bytes, ended: bool
+        ) -> None:
             receive, send = source.receive, sink.send
             try:
-                while True:
+                if first:
+                    await send(first)
+                    counts[index] += len(first)
+                while not ended:
                     try:
                         data = await receive(CHUNK_SIZE)
                     except anyio.EndOfStream:
@@ -459,8 +612,8 @@ async def _splice(
                         return
                     await anyio.sleep(left)
 
-        task_group.start_soon(copy, client, upstream, 0)
-        task_group.start_soon(copy, upstream, client, 1)
+        task_group.start_soon(copy, client, upstream, 0, first, ended)
+        task_group.start_soon(copy, upstream, client, 1, b"", False)
         if idle_timeout:
             task_group.start_soon(watch)
     if failures and failures[0] == "idle":
@@ -491,7 +644,11 @@ CONFIG_KEYS = {
     "unique_id": "unique_id",
     "send_proxy_crc32c": "crc32c",
     "idle_timeout": "idle_timeout",
+    "probe_timeout": "probe_timeout",
+    "protocols": "protocols",
 }
+#: The keys of a ``[protocols.NAME]`` table.
+PROTOCOL_KEYS = ("protocol", "to", "server_names", "alpns", "balance")
 _SEND_PROXY = {"none": 0, "v1": 1, "v2": 2}
 
 
@@ -572,8 +729,10 @@ def routes_from(
     for where, values in routes:
         if "listen" not in values:
             raise ConfigError(f"{source}: [{where}] listen: missing")
-        if not values.get("targets"):
-            raise ConfigError(f"{source}: [{where}] to: missing (one target or more)")
+        if not values.get("targets") and not values.get("protocols"):
+            raise ConfigError(
+                f"{source}: [{where}] to: missing (one target or more, or [protocols] tables)"
+            )
         settings = RelaySettings(**values)
         if settings.trusted and not settings.accept_proxy:
             raise ConfigError(f"{source}: [{where}] trusted: needs accept_proxy = true")
@@ -633,6 +792,8 @@ def _check(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _BadValue(f"expected a number of seconds (0: none), not {value!r}")
         return _argument(idle_seconds, str(value))
+    if key == "protocols":
+        return _protocol_routes(value)
     if key in ("accept_proxy", "unique_id", "send_proxy_crc32c"):
         if not isinstance(value, bool):
             raise _BadValue(f"expected true or false, not {value!r}")
@@ -645,6 +806,47 @@ def _check(key: str, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _BadValue(f"expected a number of seconds, not {value!r}")
     return _argument(seconds, str(value))
+
+
+def _protocol_routes(value: Any) -> tuple[ProtocolRoute, ...]:
+    """``[protocols.NAME]`` tables, in the file's order."""
+    if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
+        raise _BadValue("expected [protocols.NAME] tables")
+    return tuple(_protocol_route(name, table) for name, table in value.items())
+
+
+def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
+    where = f"{name}: "
+    for key in table:
+        if key not in PROTOCOL_KEYS:
+            close = difflib.get_close_matches(key.replace("-", "_"), PROTOCOL_KEYS, 1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise _BadValue(f"{where}{key}: unknown key{hint}")
+    try:
+        if "protocol" not in table:
+            raise _BadValue("protocol: missing (http, tls, ssh or socks5)")
+        protocol = _string(table["protocol"])
+        try:
+            require([protocol])
+        except ProbeUnavailable as error:
+            raise _BadValue(f"protocol: {error}") from None
+        if not table.get("to"):
+            raise _BadValue("to: missing (one target or more)")
+        targets = tuple(_argument(connect_address, item) for item in _strings(table["to"]))
+        names = tuple(
+            item.lower().removesuffix(".") for item in _strings(table.get("server_names", []))
+        )
+        alpns = tuple(item.encode("utf-8") for item in _strings(table.get("alpns", [])))
+        if (names or alpns) and protocol != "tls":
+            raise _BadValue("server_names and alpns filter tls routes only")
+        if any(not 0 < len(alpn) < 256 for alpn in alpns):
+            raise _BadValue("alpns: each is 1 to 255 bytes")
+        balance = table.get("balance")
+        if balance is not None and balance not in BALANCE_MODES:
+            raise _BadValue(f"balance: {balance!r} is not one of {', '.join(BALANCE_MODES)}")
+    except _BadValue as error:
+        raise _BadValue(f"{where}{error}") from None
+    return ProtocolRoute(name, protocol, targets, names, alpns, balance)
 
 
 #: The TLV names ``keep_tlvs`` and ``add_tlv`` take, besides numbers (``0xE1``, ``225``).

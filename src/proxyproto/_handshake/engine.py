@@ -742,10 +742,8 @@ class Primitives:
     """What a handshake waits with, from the framework that runs it (anyio or trio, whose cancel
     scopes, events and clocks have the same shape): the engine imports neither."""
 
-    #: ``move_on_after(seconds)``: a cancel scope (``cancel()``, ``cancelled_caught``,
+    #: ``CancelScope(deadline=...)``: a cancel scope (``cancel()``, ``cancelled_caught``,
     #: ``deadline``) as a context manager.
-    move_on_after: Callable[[float], Any]
-    #: ``CancelScope(deadline=...)``.
     cancel_scope: Callable[..., Any]
     #: The framework's clock.
     current_time: Callable[[], float]
@@ -769,7 +767,6 @@ class Primitives:
     ) -> Primitives:
         """The primitives of the ``anyio`` or ``trio`` module, which both name them alike."""
         return cls(
-            move_on_after=framework.move_on_after,
             cancel_scope=framework.CancelScope,
             current_time=framework.current_time,
             aclose_forcefully=framework.aclose_forcefully,
@@ -804,49 +801,70 @@ class _Reader:
         peer: PeerAddress,
         receive: Callable[[], Awaitable[bytes | bytearray]],
         admission: Admission | None = None,
+        receive_nowait: Callable[[], bytes | None] | None = None,
     ) -> Action:
         """Read until the engine has what it needs, then judge and ask the validator, all under
         one deadline; raises :class:`Refusal`.
+
+        ``receive_nowait`` (where the surface has one) reads what has arrived without waiting, or
+        says ``None``. Behind a proxy the whole header is there when the handshake starts: it is
+        then judged at once, with no deadline to set and no checkpoint, as nothing is waited
+        for. Otherwise reading goes on under the deadline, from where that first read left it.
 
         A connection enters ``admission`` once its first bytes did not complete the header: one
         that sent nothing yet is not counted, and one whose header came whole (a proxy sends it at
         once) never is.
         """
         io = self.io
+        timeout = config.header_timeout
+        # One clock read: the start, for the duration histogram, and the deadline.
+        started = self.started = io.current_time()
+        engine = self.engine = Handshake(config, peer)
+        timed_out = False
+        if engine.reads:
+            first = None if receive_nowait is None else receive_nowait()
+            if first is None or not engine.receive_data(first):
+                timed_out = await self._read(engine, io, started + timeout, receive, admission)
+        action = engine.judge(timed_out=timed_out)
+        pending = engine.validation(action)
+        if pending is not None:
+            with io.cancel_scope(deadline=started + timeout) as scope:
+                await pending
+            if scope.cancelled_caught:
+                raise validator_timed_out(timeout)
+        return action
+
+    async def _read(
+        self,
+        engine: Handshake,
+        io: Primitives,
+        deadline_at: float,
+        receive: Callable[[], Awaitable[bytes | bytearray]],
+        admission: Admission | None,
+    ) -> bool:
+        """Read under the deadline until reading is over; whether the deadline passed first."""
         ticket: Ticket | None = None
-        with io.move_on_after(config.header_timeout) as deadline:
-            # Its deadline is the clock read that made it, plus the timeout: the start, for the
-            # duration histogram, without reading the clock again (anyio's costs a microsecond).
-            self.started = deadline.deadline - config.header_timeout
-            engine = self.engine = Handshake(config, peer)
+        with io.cancel_scope(deadline=deadline_at) as deadline:
             try:
-                while engine.reads:
+                while True:
+                    if admission is not None and ticket is None and engine.partial:
+                        ticket = Ticket(evict=deadline.cancel)
+                        admission.admit(ticket, io.current_time())
                     try:
                         data = await receive()
                     except io.end_of_stream:
                         data = b""
                     if engine.receive_data(bytes(data)):
                         break
-                    if admission is not None and ticket is None and engine.partial:
-                        ticket = Ticket(evict=deadline.cancel)
-                        admission.admit(ticket, io.current_time())
             finally:
                 if ticket is not None:
                     assert admission is not None
                     admission.release(ticket)
-        timeout = config.header_timeout
         if ticket is not None and ticket.evicted:
             raise Refusal(
                 RefusalKind.EVICTED, "evicted: too many partial headers, and this one was old"
             )
-        action = engine.judge(timed_out=deadline.cancelled_caught and engine.header is None)
-        pending = engine.validation(action)
-        if pending is not None:
-            with io.cancel_scope(deadline=deadline.deadline) as scope:
-                await pending
-            if scope.cancelled_caught:
-                raise validator_timed_out(timeout)
-        return action
+        return bool(deadline.cancelled_caught) and engine.header is None
 
 
 async def read_handshake(
@@ -882,16 +900,18 @@ class Handshakes:
         find_peer: Callable[[], PeerAddress],
         receive: Callable[[], Awaitable[bytes | bytearray]],
         make_stream: Callable[[Handshake, Action], _Stream],
+        receive_nowait: Callable[[], bytes | None] | None = None,
     ) -> _Stream | None:
         """Run one connection's handshake: the stream ``make_stream`` makes of it, or ``None``
-        when it was refused (``transport`` is then closed, counted and logged)."""
+        when it was refused (``transport`` is then closed, counted and logged).
+        ``receive_nowait``: see :meth:`_Reader.run`."""
         io, counters = self.io, self.counters
         peer: PeerAddress = None
         reader = _Reader(io)
         counters.in_flight += 1
         try:
             peer = find_peer()
-            action = await reader.run(self.config, peer, receive, self.admission)
+            action = await reader.run(self.config, peer, receive, self.admission, receive_nowait)
             assert reader.engine is not None
             stream = make_stream(reader.engine, action)
         except Refusal as refusal:

@@ -24,10 +24,11 @@ class HypercornListener(trio.abc.Listener["HypercornStream"]):
     """A :class:`proxyproto.trio.ProxyProtocolListener` whose streams are
     :class:`HypercornStream`."""
 
-    def __init__(self, listener: pp_trio.ProxyProtocolListener) -> None:
+    def __init__(self, listener: pp_trio.ProxyProtocolListener, name: str | None = None) -> None:
         self.listener = listener
-        # Its connections count in proxyproto.hypercorn.statistics().
-        register("hypercorn", listener._counters)
+        # Its connections count in proxyproto.hypercorn.statistics(); ``name`` (the bind
+        # address) is its listener label in the metrics.
+        register("hypercorn", listener._counters, name)
 
     async def accept(self) -> HypercornStream:
         return HypercornStream(await self.listener.accept())

@@ -10,7 +10,8 @@ sends a header on each connection, and a raw client.
   loopback and relays each connection to the server under test after a header.
 - :class:`ProxyProtocolTransport` / :class:`AsyncProxyProtocolTransport`: httpx transports that
   write a header first on each connection they open (the ``testing`` extra installs httpx).
-- :func:`open_connection`: connect, send a header and a payload, get the stream back.
+- :func:`open_connection`: connect, send a header and a payload, get the stream back;
+  :func:`open_socket` is the same without an event loop, for a server running in a thread.
 - :func:`segments`, :func:`header_bytes`, :func:`send_segments`: the header cut as a test asks.
 
 The pytest plugin (:mod:`proxyproto.testing.pytest_plugin`) is registered under the ``pytest11``
@@ -25,6 +26,7 @@ from ._balancer import FakeBalancer as FakeBalancer
 from ._balancer import HeaderChoice as HeaderChoice
 from ._balancer import fake_balancer as fake_balancer
 from ._balancer import open_connection as open_connection
+from ._balancer import open_socket as open_socket
 from ._balancer import send_segments as send_segments
 from ._wire import HeaderSpec as HeaderSpec
 from ._wire import header_bytes as header_bytes
@@ -65,6 +67,7 @@ __all__ = (
     "fake_balancer",
     "header_bytes",
     "open_connection",
+    "open_socket",
     "segments",
     "send_segments",
 )

@@ -10,19 +10,30 @@ the balancer is seen by the server as itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
+from anyio.streams.tls import TLSStream
 
 from proxyproto._adapters.anyio import connect_tcp, header_for
 from proxyproto._core.model import Header
 
 from ._wire import HeaderSpec, header_bytes, segments
 
-__all__ = ["FakeBalancer", "HeaderChoice", "fake_balancer", "open_connection", "send_segments"]
+__all__ = [
+    "FakeBalancer",
+    "HeaderChoice",
+    "fake_balancer",
+    "open_connection",
+    "open_socket",
+    "send_segments",
+]
 
 #: What the balancer sends: a fixed header (or raw bytes), a function of the accepted client
 #: connection that returns one, or ``None`` for the header that describes that connection
@@ -34,17 +45,56 @@ _CHUNK = 65536
 
 
 async def send_segments(
-    stream: ByteStream, data: bytes, *, split_at: Sequence[int] = (), byte_at_a_time: bool = False
+    stream: ByteStream,
+    data: bytes,
+    *,
+    split_at: Sequence[int] = (),
+    byte_at_a_time: bool = False,
+    pause: float = 0.0,
 ) -> None:
     """Send ``data`` on ``stream`` in the writes :func:`proxyproto.testing.segments` cuts it into.
 
-    Between writes the task yields to the event loop, so that on loopback each write usually
-    arrives on its own (TCP may still merge them: a server must not care either way).
+    Between writes the task sleeps ``pause`` seconds (by default it only yields to the event
+    loop), so that on loopback each write usually arrives on its own; a pause makes it likely
+    that the server reads each one separately too (TCP may still merge them: a server must not
+    care either way).
     """
-    for index, piece in enumerate(segments(data, split_at=split_at, byte_at_a_time=byte_at_a_time)):
+    await _send_pieces(
+        stream, segments(data, split_at=split_at, byte_at_a_time=byte_at_a_time), pause
+    )
+
+
+async def _send_pieces(stream: ByteStream, pieces: Sequence[bytes], pause: float) -> None:
+    for index, piece in enumerate(pieces):
         if index:
-            await anyio.sleep(0)
+            await anyio.sleep(pause)
         await stream.send(piece)
+
+
+class _FirstWrite(ByteStream):
+    """Sends ``first`` in the same write as the first bytes sent on it: the end of a header and
+    a TLS ClientHello in one segment, as a balancer that relays the client's first bytes at once
+    sends them."""
+
+    def __init__(self, stream: ByteStream, first: bytes) -> None:
+        self.stream, self._first = stream, first
+
+    async def send(self, item: bytes) -> None:
+        item, self._first = self._first + item, b""
+        await self.stream.send(item)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.stream.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self.stream.extra_attributes
 
 
 class FakeBalancer:
@@ -62,6 +112,7 @@ class FakeBalancer:
         crc32c: bool = False,
         split_at: Sequence[int] = (),
         byte_at_a_time: bool = False,
+        pause: float = 0.0,
     ) -> None:
         # Checked now, not on the first connection (where the error would only close it).
         if header is not None and not callable(header):
@@ -80,6 +131,8 @@ class FakeBalancer:
         self.split_at: Sequence[int] = split_at
         #: Send the header one byte per write.
         self.byte_at_a_time = byte_at_a_time
+        #: Seconds between the header's writes.
+        self.pause = pause
         #: Connections accepted so far.
         self.connections = 0
         #: The header bytes sent on each connection, in order of acceptance.
@@ -147,7 +200,11 @@ class FakeBalancer:
             async with upstream:
                 try:
                     await send_segments(
-                        upstream, data, split_at=self.split_at, byte_at_a_time=self.byte_at_a_time
+                        upstream,
+                        data,
+                        split_at=self.split_at,
+                        byte_at_a_time=self.byte_at_a_time,
+                        pause=self.pause,
                     )
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     return
@@ -181,6 +238,7 @@ async def fake_balancer(
     crc32c: bool = False,
     split_at: Sequence[int] = (),
     byte_at_a_time: bool = False,
+    pause: float = 0.0,
     host: str = "127.0.0.1",
 ) -> AsyncIterator[FakeBalancer]:
     """A fake balancer in front of ``target`` for the duration of the block.
@@ -188,7 +246,8 @@ async def fake_balancer(
     It listens on a free port of ``host`` (``127.0.0.1`` or ``::1``); connect to
     :attr:`FakeBalancer.address` (or :attr:`~FakeBalancer.url`). Each connection it accepts
     opens one to ``target``, which first receives ``header`` (see :data:`HeaderChoice`; v2
-    with ``crc32c`` gets a checksum TLV), cut at ``split_at`` or sent a byte at a time, then the
+    with ``crc32c`` gets a checksum TLV), cut at ``split_at`` or sent a byte at a time
+    (``pause`` seconds between the writes), then the
     client's bytes; the server's answer goes back to the client. Leaving the block closes every
     connection.
 
@@ -201,7 +260,12 @@ async def fake_balancer(
     ...         stream = await anyio.connect_tcp(*balancer.address)
     """
     balancer = FakeBalancer(
-        target, header, crc32c=crc32c, split_at=split_at, byte_at_a_time=byte_at_a_time
+        target,
+        header,
+        crc32c=crc32c,
+        split_at=split_at,
+        byte_at_a_time=byte_at_a_time,
+        pause=pause,
     )
     async with anyio.create_task_group() as tg:
         await balancer.start(tg, host)
@@ -209,6 +273,22 @@ async def fake_balancer(
             yield balancer
         finally:
             tg.cancel_scope.cancel()
+
+
+def _cut(
+    header: HeaderSpec,
+    crc32c: bool,
+    split_at: Sequence[int],
+    byte_at_a_time: bool,
+    coalesce: bool,
+) -> tuple[list[bytes], bytes]:
+    """The header's writes, checked before connecting, and (with ``coalesce``) the last one
+    apart, to go with the payload: ``(pieces, last)``."""
+    pieces = segments(
+        header_bytes(header, crc32c=crc32c), split_at=split_at, byte_at_a_time=byte_at_a_time
+    )
+    last = pieces.pop() if coalesce and pieces else b""
+    return pieces, last
 
 
 async def open_connection(
@@ -220,13 +300,22 @@ async def open_connection(
     crc32c: bool = False,
     split_at: Sequence[int] = (),
     byte_at_a_time: bool = False,
+    pause: float = 0.0,
+    coalesce: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
+    tls_standard_compatible: bool = True,
     **kwargs: Any,
 ) -> ByteStream:
     """Connect to ``host:port``, send ``header`` then ``payload``, and return the stream.
 
-    A :class:`~proxyproto.Header` sent whole goes through :func:`proxyproto.connect_tcp` (which
-    takes the other keywords: ``ssl_context`` for TLS after the header, anyio's options); raw
-    bytes or a header cut at ``split_at`` / a byte at a time are written as asked. Close the
+    A :class:`~proxyproto.Header` sent whole goes through :func:`proxyproto.connect_tcp`; raw
+    bytes or a header cut at ``split_at`` / a byte at a time (``pause`` seconds between the
+    writes) are written as asked. ``coalesce`` sends the header's last write and the payload
+    -- or, with TLS, the ClientHello -- in one write, so that they arrive in one segment, as
+    from a balancer that has the client's first bytes already. ``ssl_context`` starts TLS after
+    the header (``tls_hostname``, ``tls_standard_compatible`` as for
+    :func:`proxyproto.connect_tcp`); other keywords go to :func:`anyio.connect_tcp`. Close the
     stream when done (``async with stream:``).
 
     >>> import proxyproto as pp
@@ -237,23 +326,84 @@ async def open_connection(
     ...         return await stream.receive()
     """
     stream: ByteStream
-    if isinstance(header, Header) and not split_at and not byte_at_a_time:
-        stream = await connect_tcp(host, port, header=header, crc32c=crc32c, **kwargs)
+    if isinstance(header, Header) and not (split_at or byte_at_a_time or coalesce):
+        stream = await connect_tcp(
+            host,
+            port,
+            header=header,
+            crc32c=crc32c,
+            ssl_context=ssl_context,
+            tls_hostname=tls_hostname,
+            tls_standard_compatible=tls_standard_compatible,
+            **kwargs,
+        )
+        rest = payload
     else:
-        if "ssl_context" in kwargs:
-            raise TypeError("ssl_context needs a Header sent whole (proxyproto.connect_tcp)")
-        data = header_bytes(header, crc32c=crc32c)
-        segments(data, split_at=split_at, byte_at_a_time=byte_at_a_time)  # checked first
+        pieces, last = _cut(header, crc32c, split_at, byte_at_a_time, coalesce)
         stream = await anyio.connect_tcp(host, port, **kwargs)
         try:
-            await send_segments(stream, data, split_at=split_at, byte_at_a_time=byte_at_a_time)
+            await _send_pieces(stream, pieces, pause)
+            if ssl_context is not None:
+                if pieces:
+                    await anyio.sleep(pause)
+                stream = await TLSStream.wrap(
+                    _FirstWrite(stream, last) if last else stream,
+                    hostname=tls_hostname or host,
+                    ssl_context=ssl_context,
+                    standard_compatible=tls_standard_compatible,
+                )
+                rest = payload
+            else:
+                if pieces and last:
+                    await anyio.sleep(pause)
+                rest = last + payload
         except BaseException:
             await anyio.aclose_forcefully(stream)
             raise
-    if payload:
+    if rest:
         try:
-            await stream.send(payload)
+            await stream.send(rest)
         except BaseException:
             await anyio.aclose_forcefully(stream)
             raise
     return stream
+
+
+def open_socket(
+    host: str,
+    port: int,
+    header: HeaderSpec,
+    payload: bytes = b"",
+    *,
+    crc32c: bool = False,
+    split_at: Sequence[int] = (),
+    byte_at_a_time: bool = False,
+    pause: float = 0.0,
+    coalesce: bool = False,
+    timeout: float | None = 10.0,
+) -> socket.socket:
+    """:func:`open_connection` without an event loop, for a test that runs its server in a
+    thread (Uvicorn's ``Server.run``, a WSGI server): a connected blocking ``socket.socket``
+    (``timeout``, ``TCP_NODELAY``) that has sent ``header`` and ``payload``. Close it when done
+    (``with sock:``). TLS is not offered here: wrap the socket with ``ssl`` after the header.
+
+    >>> import proxyproto as pp
+    >>> from proxyproto.testing import open_socket
+    >>> def ask(port: int) -> bytes:
+    ...     header = pp.Header.proxy(("203.0.113.9", 40000), ("192.0.2.1", 80))
+    ...     with open_socket("127.0.0.1", port, header, b"ping\\n", coalesce=True) as sock:
+    ...         return sock.recv(65536)
+    """
+    pieces, last = _cut(header, crc32c, split_at, byte_at_a_time, coalesce)
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for index, piece in enumerate([*pieces, last + payload]):
+            if index and piece:
+                time.sleep(pause)
+            if piece:
+                sock.sendall(piece)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
