@@ -10,6 +10,7 @@ header (HTTP/1.1, HTTP/2 by ALPN); Uvicorn with each of its HTTP protocols and w
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -725,3 +726,26 @@ def test_uvicorn_tls_extension_behind_haproxy(http: str, ca: trustme.CA, tmp_pat
         status, answer = read_response(sock, bytearray())
     assert status == 200
     assert answer["tls"] == haproxy_tls_expected(version, cipher)
+
+
+@pytest.mark.parametrize("worker_class", ["asyncio", "trio"])
+def test_command_line_tls_extension_reaches_the_workers(
+    worker_class: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # proxyproto hypercorn --tls-extension --workers 2: the option crosses to the worker
+    # processes (spawned, handed the options as plain data).
+    from cli_process import CliProcess, launch
+
+    pytest.importorskip(worker_class)
+    tests = str(Path(__file__).parent)
+    paths = [tests, os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+    args = ["hypercorn", "test_asgi_extension:app", "--bind", "127.0.0.1:0"]
+    args += ["--workers", "2", "--worker-class", worker_class, "--tls-extension"]
+    with launch(CliProcess, *args) as server:
+        with socket.create_connection(server.address, timeout=20) as sock:
+            sock.sendall(TLS_HEADER.to_bytes() + REQUEST)
+            status, answer = read_response(sock, bytearray())
+        assert status == 200
+        assert answer["tls"] == TLS_EXPECTED
+        assert server.stop() == 0
