@@ -36,6 +36,7 @@ async def hypercorn_task(
     certs: tuple[Path, Path] | None = None,
     stop: anyio.Event | None = None,
     host: str = "127.0.0.1",
+    tls_extension: bool = False,
 ) -> AsyncIterator[int]:
     """``proxyproto.hypercorn.serve(app)`` on ``host`` (127.0.0.1 or ::1) in a task, under a
     15 s deadline: yields the port. The socket is bound here (so the port is known and
@@ -63,7 +64,11 @@ async def hypercorn_task(
         async with anyio.create_task_group() as tg:
             tg.start_soon(
                 lambda: proxyproto.hypercorn.serve(
-                    cast(Any, app), config, proxy=proxy, shutdown_trigger=stop.wait
+                    cast(Any, app),
+                    config,
+                    proxy=proxy,
+                    shutdown_trigger=stop.wait,
+                    tls_extension=tls_extension,
                 )
             )
             try:

@@ -10,6 +10,7 @@ header (HTTP/1.1, HTTP/2 by ALPN); Uvicorn with each of its HTTP protocols and w
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import proxyproto as pp
 from asgi_helpers import hypercorn_task, read_response, serve_lifespan, uvicorn_thread
 from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
 from interop import listen, require_haproxy
+from proxyproto._servers.asgi_scope import _CIPHER_SUITES, tls_from_header
 from require_peer import ci_is_set
 
 pytest.importorskip("wsproto")
@@ -61,6 +63,9 @@ def describe(scope: dict[str, Any]) -> dict[str, Any]:
             "verified": tlvs.ssl.verified_cert if tlvs.ssl is not None else None,
             "unique_id": tlvs.unique_id.decode() if tlvs.unique_id is not None else None,
         }
+    if "tls" in scope["extensions"]:  # only with tls_extension=True
+        described["tls"] = {**scope["extensions"]["tls"]}
+        described["tls"]["client_cert_chain"] = list(described["tls"]["client_cert_chain"])
     return described
 
 
@@ -325,10 +330,14 @@ def test_uvicorn_untrusted_or_no_header_is_none(policy: pp.Policy, send: bytes) 
 
 @contextmanager
 def haproxy_tls_front(
-    ca: trustme.CA, tmp_path: Path, backend: tuple[str, int]
+    ca: trustme.CA,
+    tmp_path: Path,
+    backend: tuple[str, int],
+    send: str = "send-proxy-v2 proxy-v2-options ssl,cert-cn,unique-id",
 ) -> Iterator[tuple[str, int]]:
     """HAProxy terminating TLS (client certificates verified by ``ca``) in HTTP mode, relaying
-    to ``backend`` with ``send-proxy-v2`` and the SSL, CN and unique-id TLVs."""
+    to ``backend`` with ``send`` (default: ``send-proxy-v2`` and the SSL, CN and unique-id
+    TLVs)."""
     haproxy = require_haproxy(find_haproxy(), ci=ci_is_set())
     combined = tmp_path / "haproxy.pem"
     cert = ca.issue_cert("localhost", "127.0.0.1")
@@ -338,7 +347,7 @@ def haproxy_tls_front(
     front = ("127.0.0.1", free_port())
     config = listen(
         f"{hostport(*front)} ssl crt {combined} ca-file {ca_file} verify optional",
-        f"{hostport(*backend)} send-proxy-v2 proxy-v2-options ssl,cert-cn,unique-id",
+        f"{hostport(*backend)} {send}",
         "mode http",
         "unique-id-format req-%rt",
     )
@@ -418,3 +427,325 @@ def test_uvicorn_local_header_is_there() -> None:
     assert answer["peer"] == me
     assert answer["header"]["source"] is None
     assert answer["header"]["vpce"] == "vpce-1"
+
+
+# --- the ASGI TLS extension from the SSL TLV (opt-in) ----------------------------------------
+
+
+def openssl_cipher_suites() -> dict[str, int]:
+    """The local OpenSSL's cipher names and their IANA numbers (the low 16 bits of its ids)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    return {cipher["name"]: cipher["id"] & 0xFFFF for cipher in context.get_ciphers()}
+
+
+def ssl_header(**ssl_fields: Any) -> pp.Header:
+    return pp.Header.proxy(CLIENT, SERVER, tlvs=pp.TLVs(ssl=pp.SSLInfo(**ssl_fields)))
+
+
+CERT_CONN = pp.SSLClient.SSL | pp.SSLClient.CERT_CONN
+TLS13: dict[str, Any] = {"version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(None, id="direct"),
+        pytest.param(pp.Header.proxy(CLIENT, SERVER), id="no-tlvs"),
+        pytest.param(
+            pp.Header.proxy(CLIENT, SERVER, tlvs=pp.TLVs(aws_vpce_id="vpce-1")), id="no-ssl-tlv"
+        ),
+        pytest.param(ssl_header(client=0, **TLS13), id="ssl-tlv-says-not-tls"),
+        pytest.param(ssl_header(client=pp.SSLClient.CERT_CONN, cn="alice"), id="cert-bit-only"),
+        pytest.param(
+            pp.Header.local(tlvs=pp.TLVs(ssl=pp.SSLInfo(client=CERT_CONN, **TLS13))), id="local"
+        ),
+        pytest.param(pp.Header.unknown(), id="v1-unknown"),
+        pytest.param(pp.Header.proxy(CLIENT, SERVER, version=1), id="v1"),
+    ],
+)
+def test_tls_extension_only_for_tls_connections(header: pp.Header | None) -> None:
+    # asgiref specs/tls.rst: "For non-TLS connections, the ASGI server is forbidden from
+    # providing this extension."
+    assert tls_from_header(header) is None
+
+
+def test_tls_extension_maps_what_the_tlv_carries() -> None:
+    header = ssl_header(client=CERT_CONN | pp.SSLClient.CERT_SESS, verify=0, cn="alice", **TLS13)
+    assert tls_from_header(header) == {
+        "server_cert": None,
+        "client_cert_chain": (),
+        "client_cert_name": "CN=alice",
+        "client_cert_error": None,
+        "tls_version": 0x0304,
+        "cipher_suite": 0x1302,
+    }
+
+
+def test_tls_extension_without_a_client_certificate() -> None:
+    # HAProxy sends the SSL bit alone, and verify 0 or not: no certificate, so no name, no error,
+    # even when a CN came (it cannot be the client's).
+    for verify in (0, 1):
+        tls = tls_from_header(ssl_header(client=pp.SSLClient.SSL, verify=verify, cn="x"))
+        assert tls is not None
+        assert (tls["client_cert_chain"], tls["client_cert_name"]) == ((), None)
+        assert tls["client_cert_error"] is None
+        assert (tls["tls_version"], tls["cipher_suite"]) == (None, None)
+
+
+def test_tls_extension_certificate_not_verified() -> None:
+    tls = tls_from_header(ssl_header(client=CERT_CONN, verify=20, cn="mallory"))
+    assert tls is not None
+    assert tls["client_cert_name"] == "CN=mallory"
+    assert tls["client_cert_error"] == (
+        "the proxy could not verify the client certificate (verify=20)"
+    )
+
+
+def test_tls_extension_client_certificate_as_pem(ca: trustme.CA) -> None:
+    leaf = ca.issue_cert("alice@example.org", common_name="alice").cert_chain_pems[0]
+    der = ssl.PEM_cert_to_DER_cert(leaf.bytes().decode())
+    header = ssl_header(client=CERT_CONN, cn="alice", client_cert=der)
+    # Through the wire: the CLIENT_CERT sub-TLV (0x28) parsed back.
+    parsed, _ = pp.parse(header.to_bytes())
+    tls = tls_from_header(parsed)
+    assert tls is not None
+    assert tls["client_cert_chain"] == (ssl.DER_cert_to_PEM_cert(der),)
+    assert ssl.PEM_cert_to_DER_cert(tls["client_cert_chain"][0]) == der
+    assert tls["client_cert_name"] == "CN=alice"
+
+
+@pytest.mark.parametrize(
+    ("version", "number"),
+    [
+        ("SSLv3", 0x0300),
+        ("TLSv1", 0x0301),
+        ("TLSv1.1", 0x0302),
+        ("TLSv1.2", 0x0303),
+        ("TLSv1.3", 0x0304),
+        ("DTLSv1.2", 0xFEFD),
+        ("TLSv9", None),
+        ("", None),
+    ],
+)
+def test_tls_extension_version(version: str, number: int | None) -> None:
+    tls = tls_from_header(ssl_header(client=pp.SSLClient.SSL, version=version))
+    assert tls is not None
+    assert tls["tls_version"] == number
+
+
+def test_tls_extension_cipher_names_agree_with_openssl() -> None:
+    # Every name the table has that the local OpenSSL knows has OpenSSL's own number.
+    known = openssl_cipher_suites()
+    checked = 0
+    for name, number in _CIPHER_SUITES.items():
+        if name in known:
+            assert known[name] == number, name
+            checked += 1
+        tls = tls_from_header(ssl_header(client=pp.SSLClient.SSL, cipher=name))
+        assert tls is not None
+        assert tls["cipher_suite"] == number
+    assert checked >= len(_CIPHER_SUITES) - 2  # TLS 1.3 CCM suites are off in most builds
+    unknown = tls_from_header(ssl_header(client=pp.SSLClient.SSL, cipher="GOST2012-KUZNYECHIK"))
+    assert unknown is not None
+    assert unknown["cipher_suite"] is None
+
+
+@pytest.mark.parametrize(
+    ("cn", "name"),
+    [
+        ("alice", "CN=alice"),
+        ("Smith, John", "CN=Smith\\, John"),
+        ('a+b;c<d>e"f\\g', 'CN=a\\+b\\;c\\<d\\>e\\"f\\\\g'),
+        ("#hash", "CN=\\#hash"),
+        (" padded ", "CN=\\ padded\\ "),
+        ("nul\0", "CN=nul\\00"),
+        ("inner # and space", "CN=inner # and space"),
+        ("ünïcode", "CN=ünïcode"),
+    ],
+)
+def test_tls_extension_name_is_rfc4514(cn: str, name: str) -> None:
+    tls = tls_from_header(ssl_header(client=CERT_CONN, cn=cn))
+    assert tls is not None
+    assert tls["client_cert_name"] == name
+
+
+def test_tls_extension_each_scope_gets_its_own() -> None:
+    from proxyproto._servers.asgi_scope import AsgiConnectionApp
+
+    seen: list[set[str]] = []
+    versions: list[Any] = []
+
+    def inner(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        extensions = scope.get("extensions", {})
+        seen.append(set(extensions))
+        if "tls" in extensions:
+            versions.append(extensions["tls"]["tls_version"])
+            extensions["tls"]["tls_version"] = "changed by the app"
+
+    header = ssl_header(client=CERT_CONN, cn="alice", **TLS13)
+    peer = ("192.0.2.9", 1)
+    wrapped = AsgiConnectionApp(inner, header, peer, tls_extension=True)
+    for _ in range(2):
+        wrapped({"type": "http", "extensions": {}}, None, None)
+    wrapped({"type": "lifespan"}, None, None)
+    AsgiConnectionApp(inner, header, peer)({"type": "http"}, None, None)
+    assert versions == [0x0304, 0x0304]
+    assert seen == [{"proxy_protocol", "tls"}] * 2 + [set(), {"proxy_protocol"}]
+
+
+TLS_HEADER = ssl_header(client=CERT_CONN, verify=0, cn="alice", **TLS13)
+TLS_EXPECTED: dict[str, Any] = {
+    "server_cert": None,
+    "client_cert_chain": [],
+    "client_cert_name": "CN=alice",
+    "client_cert_error": None,
+    "tls_version": 0x0304,
+    "cipher_suite": 0x1302,
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("request_bytes", [REQUEST, UPGRADE], ids=["http", "websocket"])
+async def test_hypercorn_tls_extension(request_bytes: bytes) -> None:
+    async with (
+        hypercorn_task(app, tls_extension=True) as port,
+        await anyio.connect_tcp("127.0.0.1", port) as stream,
+    ):
+        await stream.send(TLS_HEADER.to_bytes() + request_bytes)
+        if request_bytes is REQUEST:
+            answer = await http1_answer(stream)
+        else:
+            data = b""
+            while not ws_frame_complete(data):
+                data += await stream.receive()
+            answer = first_text_frame(data)
+    assert answer["tls"] == TLS_EXPECTED
+
+
+@pytest.mark.anyio
+async def test_hypercorn_tls_extension_off_or_not_tls() -> None:
+    # Off by default; on, but the header says the client was not on TLS.
+    not_tls = ssl_header(client=0, cn="alice")
+    for tls_extension, header in ((False, TLS_HEADER), (True, not_tls), (True, HEADER_NO_SSL)):
+        async with (
+            hypercorn_task(app, tls_extension=tls_extension) as port,
+            await anyio.connect_tcp("127.0.0.1", port) as stream,
+        ):
+            await stream.send(header.to_bytes() + REQUEST)
+            answer = await http1_answer(stream)
+        assert "tls" not in answer
+
+
+HEADER_NO_SSL = pp.Header.proxy(CLIENT, SERVER, tlvs=pp.TLVs(aws_vpce_id="vpce-1"))
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("request_bytes", [REQUEST, UPGRADE], ids=["http", "websocket"])
+def test_uvicorn_tls_extension(http: str, request_bytes: bytes) -> None:
+    if http not in uvicorn_protocols():
+        pytest.skip(f"{http} is not installed")
+    import proxyproto.uvicorn as ppu
+
+    protocol = ppu._protocol_class(http, pp.ProxyProtocolConfig(), tls_extension=True)
+    with (
+        uvicorn_thread(app, http=protocol, ws="wsproto") as (address, _, _),
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        sock.sendall(TLS_HEADER.to_bytes() + request_bytes)
+        if request_bytes is REQUEST:
+            status, answer = read_response(sock, bytearray())
+            assert status == 200
+        else:
+            received = b""
+            while not ws_frame_complete(received):
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+            answer = first_text_frame(received)
+    assert answer["tls"] == TLS_EXPECTED
+
+
+def test_uvicorn_tls_extension_off_by_default() -> None:
+    uvicorn_protocols()
+    _, answer = uvicorn_exchange("h11", TLS_HEADER.to_bytes() + REQUEST)
+    assert "tls" not in answer
+
+
+# HAProxy's send-proxy-v2-ssl-cn (the SSL TLV with the version and the CN), and the cipher.
+SSL_CN = "send-proxy-v2-ssl-cn proxy-v2-options ssl-cipher"
+
+
+def haproxy_tls_expected(version: str, cipher: str) -> dict[str, Any]:
+    """The TLS extension for what the client negotiated with HAProxy (its certificate: alice's
+    from the CA HAProxy trusts); the numbers from the local OpenSSL, not from our table."""
+    numbers = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+    return {
+        "server_cert": None,
+        "client_cert_chain": [],
+        "client_cert_name": "CN=alice",
+        "client_cert_error": None,
+        "tls_version": numbers[version],
+        "cipher_suite": openssl_cipher_suites()[cipher],
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.haproxy
+async def test_hypercorn_tls_extension_behind_haproxy(ca: trustme.CA, tmp_path: Path) -> None:
+    from anyio.streams.tls import TLSAttribute
+
+    async with hypercorn_task(app, tls_extension=True) as port:
+        with haproxy_tls_front(ca, tmp_path, ("127.0.0.1", port), SSL_CN) as front:
+            stream = await anyio.connect_tcp(
+                *front, ssl_context=client_context(ca), tls_hostname="localhost"
+            )
+            async with stream:
+                cipher, version, _ = stream.extra(TLSAttribute.cipher)
+                await stream.send(REQUEST)
+                answer = await http1_answer(stream)
+    assert answer["tls"] == haproxy_tls_expected(version, cipher)
+
+
+@pytest.mark.haproxy
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_uvicorn_tls_extension_behind_haproxy(http: str, ca: trustme.CA, tmp_path: Path) -> None:
+    if http not in uvicorn_protocols():
+        pytest.skip(f"{http} is not installed")
+    import proxyproto.uvicorn as ppu
+
+    protocol = ppu._protocol_class(http, pp.ProxyProtocolConfig(), tls_extension=True)
+    with (
+        uvicorn_thread(app, http=protocol) as (address, _, _),
+        haproxy_tls_front(ca, tmp_path, address, SSL_CN) as front,
+        socket.create_connection(front, timeout=10) as raw,
+        client_context(ca).wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        cipher, version, _ = sock.cipher() or ("", "", 0)
+        sock.sendall(REQUEST)
+        status, answer = read_response(sock, bytearray())
+    assert status == 200
+    assert answer["tls"] == haproxy_tls_expected(version, cipher)
+
+
+@pytest.mark.parametrize("worker_class", ["asyncio", "trio"])
+def test_command_line_tls_extension_reaches_the_workers(
+    worker_class: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # proxyproto hypercorn --tls-extension --workers 2: the option crosses to the worker
+    # processes (spawned, handed the options as plain data).
+    from cli_process import CliProcess, launch
+
+    pytest.importorskip(worker_class)
+    tests = str(Path(__file__).parent)
+    paths = [tests, os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+    args = ["hypercorn", "test_asgi_extension:app", "--bind", "127.0.0.1:0"]
+    args += ["--workers", "2", "--worker-class", worker_class, "--tls-extension"]
+    with launch(CliProcess, *args) as server:
+        with socket.create_connection(server.address, timeout=20) as sock:
+            sock.sendall(TLS_HEADER.to_bytes() + REQUEST)
+            status, answer = read_response(sock, bytearray())
+        assert status == 200
+        assert answer["tls"] == TLS_EXPECTED
+        assert server.stop() == 0

@@ -90,6 +90,7 @@ async def serve(
     *,
     proxy: ProxyProtocolConfig | None = None,
     shutdown_trigger: ShutdownTrigger | None = None,
+    tls_extension: bool = False,
 ) -> None:
     """Serve ``app`` with Hypercorn, reading a PROXY header on every connection first.
 
@@ -108,6 +109,12 @@ async def serve(
     Without ``shutdown_trigger`` it serves until cancelled (on asyncio, also until SIGINT or
     SIGTERM, as Hypercorn does). ``config.workers`` is ignored: one process.
 
+    Every HTTP and WebSocket scope gets ``scope["extensions"]["proxy_protocol"]`` (the header
+    and the real peer). ``tls_extension=True`` adds the ASGI TLS extension,
+    ``scope["extensions"]["tls"]``, filled from the header's SSL TLV when it says the client's
+    connection was TLS (TLS ended at the balancer); never otherwise, as the ASGI spec forbids
+    it on connections that are not TLS. See ``docs/behind-balancers.rst``.
+
     :raises NotImplementedError: ``config.quic_bind`` is set (HTTP/3 is not supported), or the
         running library is neither trio nor asyncio.
     """
@@ -116,12 +123,12 @@ async def serve(
     proxy = proxy or ProxyProtocolConfig()
     wrapped = wrap_app(app, config.wsgi_max_body_size, None)
     library = sniffio.current_async_library()
-    if library == "trio":
-        await _trio_worker(wrapped, config, proxy, shutdown_trigger=shutdown_trigger)
-    elif library == "asyncio":
-        await _asyncio_worker(wrapped, config, proxy, shutdown_trigger=shutdown_trigger)
-    else:
+    worker = {"trio": _trio_worker, "asyncio": _asyncio_worker}.get(library)
+    if worker is None:
         raise NotImplementedError(f"Hypercorn runs on trio or asyncio, not {library}")
+    await worker(
+        wrapped, config, proxy, shutdown_trigger=shutdown_trigger, tls_extension=tls_extension
+    )
 
 
 def _check_no_quic(sockets: Sockets) -> None:
@@ -154,6 +161,7 @@ async def _trio_worker(
     *,
     sockets: Sockets | None = None,
     shutdown_trigger: ShutdownTrigger | None = None,
+    tls_extension: bool = False,
 ) -> None:
     # hypercorn.trio.run.worker_serve, with each socket listener wrapped.
     import trio
@@ -221,6 +229,7 @@ async def _trio_worker(
                             trio.serve_listeners,
                             partial(
                                 _trio_connection,
+                                tls_extension,
                                 TCPServer,
                                 app,
                                 config,
@@ -245,14 +254,23 @@ async def _trio_worker(
 
 
 async def _trio_connection(
-    server: Any, app: AppWrapper, config: Config, context: Any, state: Any, stream: Any
+    tls_extension: bool,
+    server: Any,
+    app: AppWrapper,
+    config: Config,
+    context: Any,
+    state: Any,
+    stream: Any,
 ) -> None:
     """Hypercorn's trio ``TCPServer`` on one connection, its app giving every scope the
     ``proxy_protocol`` extension. ``stream`` is a ``HypercornStream``, or a ``trio.SSLStream``
     over one."""
     proxied = getattr(stream, "transport_stream", stream).stream
     connection_app = HypercornConnectionApp(
-        app, trusted_header(proxied.header, proxied.policy), proxied.peer_address
+        app,
+        trusted_header(proxied.header, proxied.policy),
+        proxied.peer_address,
+        tls_extension=tls_extension,
     )
     await server(connection_app, config, context, state, stream)
 
@@ -275,6 +293,7 @@ async def _asyncio_worker(
     *,
     sockets: Sockets | None = None,
     shutdown_trigger: ShutdownTrigger | None = None,
+    tls_extension: bool = False,
 ) -> None:
     # hypercorn.asyncio.run.worker_serve: cleartext sockets served by asyncio servers whose protocol
     # reads the header first (_Cleartext), TLS sockets by anyio listeners.
@@ -314,7 +333,7 @@ async def _asyncio_worker(
             max_requests = config.max_requests + randint(0, config.max_requests_jitter)
         context = WorkerContext(max_requests)
 
-        cleartext = _Cleartext(app, config, proxy, context, lifespan_state, loop)
+        cleartext = _Cleartext(app, config, proxy, context, lifespan_state, loop, tls_extension)
         servers: list[asyncio.Server] = []
         listeners: list[ProxyProtocolListener] = []
         # The metrics' listener labels: the bind addresses, as Hypercorn logs them.
@@ -359,7 +378,7 @@ async def _asyncio_worker(
                     )
                 reader = _StreamReader(served)
                 writer = _StreamWriter(served, reader, raw_socket, peer)
-                app_ = _anyio_connection_app(app, stream)
+                app_ = _anyio_connection_app(app, stream, tls_extension)
                 await TCPServer(app_, loop, config, context, lifespan_state, reader, writer)  # type: ignore[arg-type]
             except (TimeoutError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
                 logger.debug("TLS handshake with %s failed", format_address(peer), exc_info=True)
@@ -398,12 +417,14 @@ async def _asyncio_worker(
                 await lifespan_task
 
 
-def _anyio_connection_app(app: AppWrapper, stream: ProxiedStream) -> Any:
+def _anyio_connection_app(app: AppWrapper, stream: ProxiedStream, tls_extension: bool) -> Any:
     """``app`` for one TLS connection of the asyncio worker, with the scope extension."""
     header = stream.extra(ProxyAttribute.header, None)
     policy = stream.extra(ProxyAttribute.policy)
     peer = stream.extra(ProxyAttribute.peer_address, None)
-    return HypercornConnectionApp(app, trusted_header(header, policy), peer)
+    return HypercornConnectionApp(
+        app, trusted_header(header, policy), peer, tls_extension=tls_extension
+    )
 
 
 class _Cleartext:
@@ -424,10 +445,12 @@ class _Cleartext:
         context: Any,
         lifespan_state: Any,
         loop: asyncio.AbstractEventLoop,
+        tls_extension: bool,
     ) -> None:
         from hypercorn.asyncio.tcp_server import TCPServer
 
         self._app = app
+        self._tls_extension = tls_extension
         self._server = partial(
             _asyncio_tcp_server, TCPServer, loop, config, context, lifespan_state
         )
@@ -476,7 +499,9 @@ class _Cleartext:
         writer: asyncio.StreamWriter,
         handshake: TransportHandshake,
     ) -> None:
-        app = HypercornConnectionApp(self._app, handshake.header, handshake.peer)
+        app = HypercornConnectionApp(
+            self._app, handshake.header, handshake.peer, tls_extension=self._tls_extension
+        )
         await self._server(app, reader, writer)
 
     async def stop_accepting(self, servers: list[asyncio.Server], deadline: float) -> None:

@@ -92,7 +92,9 @@ def config_from_environ(environ: Mapping[str, str] | None = None) -> ProxyProtoc
     - ``PROXYPROTO_VERSIONS``: ``1,2`` (default), ``1`` or ``2``.
 
     ``PROXYPROTO_PROXY_HEADERS`` (``1`` keeps Uvicorn's X-Forwarded-For/-Proto handling, off by
-    default) is read next to these when the module is imported, not into the config.
+    default) and ``PROXYPROTO_TLS_EXTENSION`` (``1`` gives the app the ASGI TLS extension from
+    the header's SSL TLV, off by default) are read next to these when the module is imported,
+    not into the config.
 
     >>> from proxyproto.uvicorn import config_from_environ
     >>> config = config_from_environ({"PROXYPROTO_TRUSTED": "10.0.0.0/8, 192.0.2.7"})
@@ -159,12 +161,18 @@ def _proxy_headers_from_environ(environ: Mapping[str, str] | None = None) -> boo
 
     :raises ValueError: the value is not ``1``/``0`` (``true``/``false``, ``yes``/``no``).
     """
+    return _flag_from_environ("PROXY_HEADERS", environ)
+
+
+def _flag_from_environ(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """``PROXYPROTO_<name>``: ``1`` (``true``, ``yes``) or ``0`` (``false``, ``no``); unset:
+    false."""
     env = os.environ if environ is None else environ
-    value = env.get("PROXYPROTO_PROXY_HEADERS", "").strip()
+    value = env.get(f"PROXYPROTO_{name}", "").strip()
     if not value:
         return False
     if value.lower() not in _BOOLEANS:
-        raise ValueError(f"PROXYPROTO_PROXY_HEADERS={value!r}: must be 1 or 0")
+        raise ValueError(f"PROXYPROTO_{name}={value!r}: must be 1 or 0")
     return _BOOLEANS[value.lower()]
 
 
@@ -174,6 +182,8 @@ try:
     ENVIRONMENT_CONFIG = config_from_environ()
     #: Whether ``PROXYPROTO_PROXY_HEADERS`` asks for X-Forwarded-For/-Proto behind the header.
     ENVIRONMENT_PROXY_HEADERS = _proxy_headers_from_environ()
+    #: Whether ``PROXYPROTO_TLS_EXTENSION`` asks for the ASGI TLS extension from the SSL TLV.
+    ENVIRONMENT_TLS_EXTENSION = _flag_from_environ("TLS_EXTENSION")
 except ValueError as error:
     # Uvicorn's command line imports the --http class, and nothing else runs before serving: a
     # variable that cannot be used stops the process here, in one line, as a bad option would.
@@ -398,6 +408,8 @@ class _ProxyProtocol(asyncio.Protocol):
     #: Whether Uvicorn's proxy headers middleware stays on (the user asked for it); a subclass
     #: (what :func:`run` makes for ``proxy_headers=True``) may say so itself.
     forwarded_headers: ClassVar[bool] = ENVIRONMENT_PROXY_HEADERS
+    #: Whether scopes get the ASGI TLS extension from the header's SSL TLV (off by default).
+    tls_extension: ClassVar[bool] = ENVIRONMENT_TLS_EXTENSION
 
     def __init__(
         self,
@@ -448,7 +460,7 @@ class _ProxyProtocol(asyncio.Protocol):
                 self.loop,
                 self.proxy_config.header_timeout,
                 "uvicorn",
-                _listener_name(self.config, self._pp_transport),
+                _listener_name(self.config, self.transport),
             )
         return clock
 
@@ -479,7 +491,12 @@ class _ProxyProtocol(asyncio.Protocol):
         assert handshake is not None
         self.server_state.connections.discard(self)
         # scope["extensions"]["proxy_protocol"] on every request of the connection, WebSocket too.
-        app = AsgiConnectionApp(self.config.loaded_app, handshake.header, handshake.peer)
+        app = AsgiConnectionApp(
+            self.config.loaded_app,
+            handshake.header,
+            handshake.peer,
+            tls_extension=self.tls_extension,
+        )
         args, kwargs = self._arguments
         protocol = self.http_protocol(  # type: ignore[call-arg]
             _connection_config(self.config, app),
@@ -542,7 +559,10 @@ _NEEDS = {"httptools": "httptools", "zttp": "Uvicorn 0.55 or later and zttp"}
 
 
 def _protocol_class(
-    http: str, proxy: ProxyProtocolConfig | None, proxy_headers: bool = False
+    http: str,
+    proxy: ProxyProtocolConfig | None,
+    proxy_headers: bool = False,
+    tls_extension: bool = False,
 ) -> str | type[asyncio.Protocol]:
     if http == "auto":
         # Uvicorn's own choice (uvicorn.protocols.http.auto): httptools when installed.
@@ -554,18 +574,29 @@ def _protocol_class(
     base: type[_ProxyProtocol] | None = globals()[_CLASSES[http]]
     if base is None:
         raise ImportError(f"http={http!r} needs {_NEEDS[http]}: {install_command('uvicorn')}")
-    if proxy is None and (not proxy_headers or base.forwarded_headers):
+    if (
+        proxy is None
+        and (not proxy_headers or base.forwarded_headers)
+        and (not tls_extension or base.tls_extension)
+    ):
         # By name: worker processes import it themselves, and read the same environment.
         return f"{__name__}:{_CLASSES[http]}"
     attributes = {
         "proxy_config": base.proxy_config if proxy is None else proxy,
         "forwarded_headers": base.forwarded_headers or proxy_headers,
+        "tls_extension": base.tls_extension or tls_extension,
         "__module__": __name__,
     }
     return type(base.__name__, (base,), attributes)
 
 
-def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs: Any) -> None:
+def run(
+    app: Any,
+    *,
+    proxy: ProxyProtocolConfig | None = None,
+    tls_extension: bool = False,
+    **uvicorn_kwargs: Any,
+) -> None:
     """``uvicorn.run(app, **uvicorn_kwargs)`` with every connection through a PROXY handshake.
 
     ``proxy`` is the configuration; ``None`` takes it from the ``PROXYPROTO_*`` environment
@@ -579,6 +610,11 @@ def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs:
     on, for an HTTP proxy in front that overwrites X-Forwarded-For: they are then used only when
     the header's client is in ``forwarded_allow_ips``. With ``workers > 1`` or ``reload``, set
     the variable instead.
+
+    ``tls_extension=True`` (or ``PROXYPROTO_TLS_EXTENSION=1``) gives the app the ASGI TLS
+    extension, ``scope["extensions"]["tls"]``, from the header's SSL TLV when it says the
+    client's connection was TLS; never otherwise (the ASGI spec forbids it on connections that
+    are not TLS). See ``docs/behind-balancers.rst``.
 
     .. code-block:: python
 
@@ -613,4 +649,10 @@ def run(app: Any, *, proxy: ProxyProtocolConfig | None = None, **uvicorn_kwargs:
                 "proxy_headers=True cannot reach worker processes (workers > 1 or reload): "
                 "set PROXYPROTO_PROXY_HEADERS=1 instead"
             )
-    uvicorn.run(app, http=_protocol_class(http, proxy, proxy_headers), **uvicorn_kwargs)
+        if tls_extension and not ENVIRONMENT_TLS_EXTENSION:
+            raise ValueError(
+                "tls_extension=True cannot reach worker processes (workers > 1 or reload): "
+                "set PROXYPROTO_TLS_EXTENSION=1 instead"
+            )
+    http_class = _protocol_class(http, proxy, proxy_headers, tls_extension)
+    uvicorn.run(app, http=http_class, **uvicorn_kwargs)

@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trusted=tuple(args.trusted or ()),
         policy=None if args.policy is None else Policy(args.policy),
         header_timeout=args.header_timeout,
+        tls_extension=args.tls_extension,
     )
     options.config()  # argparse checked each part; nothing left to refuse
     if args.metrics is not None and check_metrics("hypercorn"):
@@ -219,6 +220,12 @@ def _make_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds a client gets to send its header"
         f" (default {ProxyProtocolConfig().header_timeout:g})",
+    )
+    proxy.add_argument(
+        "--tls-extension",
+        action="store_true",
+        help="give the app the ASGI TLS extension (scope['extensions']['tls']) from the header's"
+        " SSL TLV, when it says the client's connection was TLS (TLS ending at the proxy)",
     )
     add_metrics_option(proxy)
     return parser

@@ -53,6 +53,8 @@ class ProxyOptions:
     header_timeout: float | None = None
     #: With ``--metrics`` and worker processes: where each worker writes its counts.
     metrics_dir: str | None = None
+    #: ``--tls-extension``: the ASGI TLS extension from the header's SSL TLV.
+    tls_extension: bool = False
 
     def config(self) -> ProxyProtocolConfig:
         """The config: :func:`proxyproto._cli.args.proxy_config` of these options."""
@@ -89,21 +91,27 @@ class _Stop:
 def _run_worker(
     app: AppWrapper,
     config: Config,
-    proxy: ProxyProtocolConfig,
+    options: ProxyOptions,
     sockets: Sockets,
     shutdown_trigger: ShutdownTrigger,
 ) -> None:
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
         sock.listen(config.backlog)
+    worker = partial(
+        _trio_worker if config.worker_class == "trio" else _asyncio_worker,
+        app,
+        config,
+        options.config(),
+        sockets=sockets,
+        shutdown_trigger=shutdown_trigger,
+        tls_extension=options.tls_extension,
+    )
     if config.worker_class == "trio":
         import trio
 
-        worker = partial(_trio_worker, app, config, proxy, sockets=sockets)
-        trio.run(partial(worker, shutdown_trigger=shutdown_trigger))
+        trio.run(worker)
     else:
-        asyncio.run(
-            _asyncio_worker(app, config, proxy, sockets=sockets, shutdown_trigger=shutdown_trigger)
-        )
+        asyncio.run(worker())
 
 
 def run_in_process(app: AppWrapper, config: Config, options: ProxyOptions, sockets: Sockets) -> int:
@@ -112,7 +120,7 @@ def run_in_process(app: AppWrapper, config: Config, options: ProxyOptions, socke
     for signum in previous:
         signal.signal(signum, stop.on_signal)
     try:
-        _run_worker(app, config, options.config(), sockets, stop.wait)
+        _run_worker(app, config, options, sockets, stop.wait)
     except KeyboardInterrupt:
         return 130
     finally:
@@ -134,11 +142,11 @@ def _worker_process(
     signal.signal(signal.SIGTERM, stop.on_signal)
     app = load_application(config.application_path, config.wsgi_max_body_size)
     if options.metrics_dir is None:
-        _run_worker(app, config, options.config(), sockets, stop.wait)
+        _run_worker(app, config, options, sockets, stop.wait)
         return
     writer = SnapshotWriter(options.metrics_dir, _METRICS_INTERVAL).start()
     try:
-        _run_worker(app, config, options.config(), sockets, stop.wait)
+        _run_worker(app, config, options, sockets, stop.wait)
     finally:
         writer.stop()
 
