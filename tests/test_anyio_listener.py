@@ -5,9 +5,11 @@ Each test serves a real ``anyio.create_tcp_listener`` through
 and trio, bounded by ``anyio.fail_after``. No traffic leaves loopback; connection counts are
 modest (this runs on small shared machines) and floods are sized from the open-file limit.
 
-Timing assertions are orders of magnitude, not latencies: "served within header_timeout / 2",
-"closed long before header_timeout", "closed at about header_timeout". Where the test must know
-that the server caught up, it polls ``statistics().in_flight`` instead of sleeping.
+No timing assertion bounds a latency (CI machines are loaded): only lower bounds ("not closed
+before header_timeout"). "Served at once" is checked by cause instead: a header_timeout far
+beyond the test's deadline, so only the behaviour under test can end a handshake, and the
+counters or the other connections' state at the moment a client is served. Where the test must
+know that the server caught up, it polls ``statistics().in_flight`` instead of sleeping.
 
 Decisions these tests pin down:
 
@@ -308,12 +310,13 @@ async def test_every_byte_after_the_header_arrives_intact_under_concurrency() ->
 
 @pytest.mark.anyio
 async def test_slowloris_times_out_while_prompt_clients_are_served() -> None:
-    timeout = 1.5
+    timeout = 4.0
     slow, prompt = 8, 15
     config = pp.ProxyProtocolConfig(header_timeout=timeout, max_pending_handshakes=32)
     rng = random.Random(7)
     closed_after: list[float] = []
-    latencies: list[float] = []
+    #: At each prompt client's reply: how many slowloris connections had been closed by then.
+    closed_when_served: list[int] = []
 
     async def slowloris(n: int) -> None:
         # A valid header, one byte every 100-300 ms: it would take several header timeouts.
@@ -324,7 +327,7 @@ async def test_slowloris_times_out_while_prompt_clients_are_served() -> None:
             nonlocal sent
             with contextlib.suppress(anyio.BrokenResourceError, OSError):
                 for byte in header:
-                    await anyio.sleep(rng.uniform(0.1, 0.3))
+                    await anyio.sleep(rng.uniform(0.2, 0.4))
                     await stream.send(bytes((byte,)))
                     sent += 1
 
@@ -337,11 +340,15 @@ async def test_slowloris_times_out_while_prompt_clients_are_served() -> None:
         assert received == b""
         assert sent < len(header), "the slowloris finished its header: trickle slower"
 
+    async def prompt_client(n: int) -> None:
+        await legit_client(server, n, version=1 + n % 2)
+        closed_when_served.append(len(closed_after) + server.statistics().timed_out)
+
     async def prompt_clients() -> None:
         await server.wait_until(lambda stats: stats.in_flight >= slow)
-        for n in range(prompt):
-            latencies.append(await legit_client(server, n, version=1 + n % 2))
-            await anyio.sleep(0.1)
+        async with anyio.create_task_group() as clients:
+            for n in range(prompt):
+                clients.start_soon(prompt_client, n)
 
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server:
@@ -351,9 +358,10 @@ async def test_slowloris_times_out_while_prompt_clients_are_served() -> None:
                 task_group.start_soon(prompt_clients)
             stats = await server.settled()
     assert len(closed_after) == slow
-    # Closed at about header_timeout: not before (it was sending), not long after.
-    assert all(0.9 * timeout <= elapsed <= timeout + 2.0 for elapsed in closed_after), closed_after
-    assert max(latencies) < timeout / 2, latencies
+    # Closed by the timeout, not before it (it was sending); fail_after bounds the rest.
+    assert all(0.9 * timeout <= elapsed for elapsed in closed_after), closed_after
+    # Served while every slowloris was still pending: no prompt client waited for a timeout.
+    assert closed_when_served == [0] * prompt, closed_when_served
     assert sorted(server.seen) == sorted(legit_source(n) for n in range(prompt))
     assert stats == pp.ListenerStatistics(
         accepted=prompt, direct=0, rejected={}, timed_out=slow, evicted=0, in_flight=0
@@ -386,36 +394,47 @@ async def open_flood(
 async def test_idle_flood_holds_no_slot() -> None:
     """Connections that send nothing hold no handshake slot: real clients never wait for them.
 
-    They cost a task and a socket each until their deadline, then time out.
+    They cost a task and a socket each until they leave (or their deadline). No clock is raced:
+    the flood never times out (``header_timeout`` is beyond the test's deadline), so a prompt
+    client that needed one of its slots would wait past ``fail_after`` or evict it; every prompt
+    client is served while the whole flood is still pending, then the flood leaves ("empty").
     """
-    max_pending, timeout = 8, 2.0
+    max_pending = 8
     flood, prompt = flood_size(max_pending), 2 * max_pending
     config = pp.ProxyProtocolConfig(
-        header_timeout=timeout, max_pending_handshakes=max_pending, eviction_age=0.1
+        header_timeout=10 * TEST_DEADLINE, max_pending_handshakes=max_pending, eviction_age=0.1
     )
     closed_at: list[float] = []
-    latencies: list[float] = []
+    #: At each prompt client's reply: (flood connections closed, evicted, timed out) by then.
+    flood_when_served: list[tuple[int, int, int]] = []
 
-    async def timed_client(n: int, split_gap: float | None) -> None:
-        latencies.append(await legit_client(server, n, split_gap=split_gap))
+    async def client(n: int, split_gap: float | None) -> None:
+        await legit_client(server, n, split_gap=split_gap)
+        stats = server.statistics()
+        flood_when_served.append((len(closed_at), stats.evicted, stats.timed_out))
 
     with anyio.fail_after(TEST_DEADLINE):
-        async with serving(config) as server, anyio.create_task_group() as task_group:
-            flood_start = anyio.current_time()
-            await open_flood(server, flood, task_group, closed_at)
-            # One by one, then all together, some with their header split across segments.
-            for n in range(prompt):
-                await timed_client(n, None)
-            async with anyio.create_task_group() as clients:
-                for n in range(prompt, 2 * prompt):
-                    clients.start_soon(timed_client, n, 0.02 if n % 2 else None)
-        stats = await server.settled()
-    assert max(latencies) < timeout / 4, latencies
-    assert len(closed_at) == flood
-    assert all(0.9 * timeout <= t - flood_start <= timeout + 2.0 for t in closed_at)
+        async with serving(config) as server:
+            async with anyio.create_task_group() as flood_group:
+                await open_flood(server, flood, flood_group, closed_at)
+                # One by one, then all together, some with their header split across segments.
+                for n in range(prompt):
+                    await client(n, None)
+                async with anyio.create_task_group() as clients:
+                    for n in range(prompt, 2 * prompt):
+                        clients.start_soon(client, n, 0.02 if n % 2 else None)
+                assert server.statistics().in_flight == flood  # the flood is still pending
+                flood_group.cancel_scope.cancel()  # the flood leaves
+            stats = await server.settled()
+    assert flood_when_served == [(0, 0, 0)] * (2 * prompt), flood_when_served
     assert sorted(server.seen) == sorted(legit_source(n) for n in range(2 * prompt))
     assert stats == pp.ListenerStatistics(
-        accepted=2 * prompt, direct=0, rejected={}, timed_out=flood, evicted=0, in_flight=0
+        accepted=2 * prompt,
+        direct=0,
+        rejected={"empty": flood},
+        timed_out=0,
+        evicted=0,
+        in_flight=0,
     )
 
 
@@ -638,16 +657,17 @@ async def refuse_all_while_serving(
 
 @pytest.mark.anyio
 async def test_invalid_headers_are_refused_at_once() -> None:
-    timeout, prompt = 5.0, 10
-    config = pp.ProxyProtocolConfig(header_timeout=timeout)
+    # The timeout is beyond the test's deadline: only the invalid bytes can end a handshake.
+    prompt = 10
+    config = pp.ProxyProtocolConfig(header_timeout=10 * TEST_DEADLINE)
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server:
             cases = [(data, False) for _id, data, _reason in INVALID]
-            refused_after, latencies = await refuse_all_while_serving(server, cases, prompt)
+            refused_after, _latencies = await refuse_all_while_serving(server, cases, prompt)
             stats = await server.settled()
-    # The client keeps its side open: only the server can have closed, and it did so at once.
-    assert max(refused_after) < timeout / 5, refused_after
-    assert max(latencies) < timeout / 2, latencies
+    # The client keeps its side open: only the server can have closed, and it did so on the
+    # bytes (not at a timeout: none could come before fail_after).
+    assert len(refused_after) == len(INVALID)
     assert sorted(server.seen) == sorted(legit_source(n) for n in range(prompt))
     expected: dict[str, int] = {}
     for _id, _data, reason in INVALID:
@@ -659,15 +679,15 @@ async def test_invalid_headers_are_refused_at_once() -> None:
 
 @pytest.mark.anyio
 async def test_eof_before_a_complete_header_is_rejected_as_closed() -> None:
-    timeout, prompt = 5.0, 5
-    config = pp.ProxyProtocolConfig(header_timeout=timeout)
+    # The timeout is beyond the test's deadline: only the EOF can end a handshake.
+    prompt = 5
+    config = pp.ProxyProtocolConfig(header_timeout=10 * TEST_DEADLINE)
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server:
             cases = [(data, True) for _id, data in EARLY_EOF]
-            refused_after, latencies = await refuse_all_while_serving(server, cases, prompt)
+            refused_after, _latencies = await refuse_all_while_serving(server, cases, prompt)
             stats = await server.settled()
-    assert max(refused_after) < timeout / 5, refused_after
-    assert max(latencies) < timeout / 2, latencies
+    assert len(refused_after) == len(EARLY_EOF)
     assert sorted(server.seen) == sorted(legit_source(n) for n in range(prompt))
     assert stats == pp.ListenerStatistics(
         accepted=prompt,
@@ -1076,13 +1096,13 @@ async def test_policy_that_raises_is_a_server_bug_logged_with_traceback(
             return "require"  # type: ignore[return-value]  # not a Policy: also a bug
         return pp.Policy.REQUIRE
 
-    config = pp.ProxyProtocolConfig(header_timeout=5.0, policy=policy)
+    # The timeout is beyond the test's deadline: only the policy's error can refuse.
+    config = pp.ProxyProtocolConfig(header_timeout=10 * TEST_DEADLINE, policy=policy)
     with anyio.fail_after(TEST_DEADLINE):
         async with serving(config) as server:
             ports = []
             for n in range(2):
-                elapsed, port = await refused_client(server, header_bytes(legit_source(n)))
-                assert elapsed < 1.0
+                _elapsed, port = await refused_client(server, header_bytes(legit_source(n)))
                 ports.append(port)
             for n in range(2, 5):  # the listener keeps serving
                 await legit_client(server, n)

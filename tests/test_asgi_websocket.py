@@ -186,13 +186,15 @@ async def test_hypercorn_websocket_client_is_the_header_source(
 
 @contextmanager
 def uvicorn_server(
-    proxy: pp.ProxyProtocolConfig,
+    proxy: pp.ProxyProtocolConfig, **config: Any
 ) -> Iterator[tuple[tuple[str, int], Any, threading.Thread]]:
-    """Uvicorn (h11, wsproto) with ``proxy`` in a thread; always stopped (or failed) on exit."""
+    """Uvicorn (h11, wsproto) with ``proxy`` and ``config`` (for ``uvicorn.Config``) in a
+    thread; always stopped (or failed) on exit."""
     pytest.importorskip("uvicorn")
     import proxyproto.uvicorn as ppu
 
-    with uvicorn_thread(app, http=ppu._protocol_class("h11", proxy), ws="wsproto") as running:
+    http = ppu._protocol_class("h11", proxy)
+    with uvicorn_thread(app, http=http, ws="wsproto", **config) as running:
         yield running
 
 
@@ -246,14 +248,17 @@ def test_uvicorn_websocket_client_is_the_header_source(
 
 
 def test_uvicorn_shutdown_with_a_handshake_pending() -> None:
-    """Half a header, then should_exit: the server stops promptly and the client sees EOF.
+    """Half a header, then should_exit: the shutdown ends the handshake, so the server stops
+    and the client sees EOF.
 
-    The header timeout is far longer than the test, so only the shutdown can end the handshake.
+    No clock is raced: uvicorn waits for its connections without a graceful timeout, and the
+    header timeout is far longer than the test, so uvicorn can only stop if the shutdown itself
+    ended the pending handshake.
     """
     header = pp.Header.proxy(("203.0.113.7", 51234), SERVER).to_bytes()
     proxy = pp.ProxyProtocolConfig(header_timeout=120)
     with (
-        uvicorn_server(proxy) as (address, server, thread),
+        uvicorn_server(proxy, timeout_graceful_shutdown=None) as (address, server, thread),
         socket.create_connection(address, timeout=10) as sock,
     ):
         sock.sendall(header[: len(header) // 2])
@@ -261,12 +266,11 @@ def test_uvicorn_shutdown_with_a_handshake_pending() -> None:
         while not server.server_state.connections:  # the handshake is under way
             assert time.monotonic() < deadline, "the connection never reached the server"
             time.sleep(0.01)
-        started = time.monotonic()
         server.should_exit = True
-        thread.join(5)
-        elapsed = time.monotonic() - started
-        assert not thread.is_alive(), "uvicorn did not stop within 5s of should_exit"
-        assert elapsed < 3, f"uvicorn took {elapsed:.2f}s to stop"
+        thread.join(60)  # a bound on the test, half the header timeout
+        assert not thread.is_alive(), "uvicorn still waits for the pending handshake"
+        assert not server.force_exit
+        assert not server.server_state.connections
         sock.settimeout(5)
         try:
             data = sock.recv(65536)

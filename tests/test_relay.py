@@ -416,7 +416,9 @@ def test_grace_period_ends_idle_connections(backend: str) -> None:
             assert sock.recv(100) == b"x"
             started = time.monotonic()
             assert proxy.stop(signal.SIGINT) == 0
-            assert time.monotonic() - started < TIMEOUT / 2
+            # Not before the grace period (the connection stays open otherwise, and stop()
+            # would time out): the log line below says the grace period ended it.
+            assert time.monotonic() - started >= 0.5
             assert sock.recv(100) == b""  # closed by the relay
         assert "grace period over" in proxy.log_line("grace")
         assert proxy.access_log()["end"] == "cancelled"
