@@ -262,6 +262,11 @@ async def test_hypercorn_local_header_is_there() -> None:
 # --- Uvicorn ---------------------------------------------------------------------------------
 
 
+# Every parser proxyproto.uvicorn wraps; those not installed (zttp needs Uvicorn 0.52+, Python
+# 3.11+) are skipped by the tests.
+UVICORN_PARSERS = ["h11", "httptools", "zttp"]
+
+
 def uvicorn_protocols() -> list[Any]:
     pytest.importorskip("uvicorn")
     import proxyproto.uvicorn as ppu
@@ -269,6 +274,8 @@ def uvicorn_protocols() -> list[Any]:
     names = ["h11"]
     if ppu.ProxyProtocolHttpToolsProtocol is not None:
         names.append("httptools")
+    if ppu.ProxyProtocolZttpProtocol is not None:
+        names.append("zttp")
     return names
 
 
@@ -296,7 +303,7 @@ def uvicorn_exchange(
         return me, first_text_frame(received)
 
 
-@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("http", UVICORN_PARSERS)
 def test_uvicorn_http(http: str) -> None:
     if http not in uvicorn_protocols():
         pytest.skip(f"{http} is not installed")
@@ -304,7 +311,7 @@ def test_uvicorn_http(http: str) -> None:
     assert answer == expected("http", me)
 
 
-@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("http", UVICORN_PARSERS)
 def test_uvicorn_websocket(http: str) -> None:
     if http not in uvicorn_protocols():
         pytest.skip(f"{http} is not installed")
@@ -402,10 +409,15 @@ async def test_hypercorn_behind_haproxy_with_ssl_and_unique_id_tlvs(
 
 
 @pytest.mark.haproxy
-def test_uvicorn_behind_haproxy_with_ssl_and_unique_id_tlvs(ca: trustme.CA, tmp_path: Path) -> None:
+@pytest.mark.parametrize("http", UVICORN_PARSERS)
+def test_uvicorn_behind_haproxy_with_ssl_and_unique_id_tlvs(
+    http: str, ca: trustme.CA, tmp_path: Path
+) -> None:
+    if http not in uvicorn_protocols():
+        pytest.skip(f"{http} is not installed")
     import proxyproto.uvicorn as ppu
 
-    protocol = ppu._protocol_class("h11", pp.ProxyProtocolConfig())
+    protocol = ppu._protocol_class(http, pp.ProxyProtocolConfig())
     with (
         uvicorn_thread(app, http=protocol) as (address, _, _),
         haproxy_tls_front(ca, tmp_path, address) as front,
@@ -640,7 +652,7 @@ async def test_hypercorn_tls_extension_off_or_not_tls() -> None:
 HEADER_NO_SSL = pp.Header.proxy(CLIENT, SERVER, tlvs=pp.TLVs(aws_vpce_id="vpce-1"))
 
 
-@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("http", UVICORN_PARSERS)
 @pytest.mark.parametrize("request_bytes", [REQUEST, UPGRADE], ids=["http", "websocket"])
 def test_uvicorn_tls_extension(http: str, request_bytes: bytes) -> None:
     if http not in uvicorn_protocols():
@@ -708,7 +720,7 @@ async def test_hypercorn_tls_extension_behind_haproxy(ca: trustme.CA, tmp_path: 
 
 
 @pytest.mark.haproxy
-@pytest.mark.parametrize("http", ["h11", "httptools"])
+@pytest.mark.parametrize("http", UVICORN_PARSERS)
 def test_uvicorn_tls_extension_behind_haproxy(http: str, ca: trustme.CA, tmp_path: Path) -> None:
     if http not in uvicorn_protocols():
         pytest.skip(f"{http} is not installed")
