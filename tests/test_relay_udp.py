@@ -25,18 +25,13 @@ from test_relay import Relay
 pytestmark = pytest.mark.anyio
 
 
-def udp_relay(backend: str, target: Address, *options: str) -> AbstractContextManager[Relay]:
+def udp_relay(
+    backend: str, target: Address, *options: str, start: bool = True
+) -> AbstractContextManager[Relay]:
+    to = f"{target[0]}:{target[1]}"
+    listen = ("--listen", "127.0.0.1:0")
     return launch(
-        Relay,
-        "relay",
-        "--udp",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        f"{target[0]}:{target[1]}",
-        "--backend",
-        backend,
-        *options,
+        Relay, "relay", "--udp", *listen, "--to", to, "--backend", backend, *options, start=start
     )
 
 
@@ -124,35 +119,33 @@ async def test_a_flow_arrives_in_order(anyio_backend: str) -> None:
                 ]
 
 
-async def test_accept_proxy_from_a_trusted_source(anyio_backend: str) -> None:
-    header = pp.Header.proxy(
-        ("192.0.2.7", 4000), ("198.51.100.1", 53), transport=pp.Transport.DGRAM
-    )
-    with anyio.fail_after(TIMEOUT):
-        async with server() as backend:
-            options = ("--accept-proxy", "--trusted", "127.0.0.1", "--send-proxy", "v2")
-            with udp_relay(anyio_backend, backend.address, *options) as relay:
-                async with await client(relay) as sock:
-                    assert await ask(sock, build_datagram(header, b"hi")) == b"answer:hi"
-                [datagram] = backend.seen
-                assert datagram.source == ("192.0.2.7", 4000)
-                assert datagram.destination == ("198.51.100.1", 53)
+#: What a trusted proxy in front of the relay puts on its datagram.
+UPSTREAM_HEADER = pp.Header.proxy(
+    ("192.0.2.7", 4000), ("198.51.100.1", 53), transport=pp.Transport.DGRAM
+)
 
 
-async def test_accept_proxy_drops_an_untrusted_source(anyio_backend: str) -> None:
-    header = pp.Header.proxy(
-        ("192.0.2.7", 4000), ("198.51.100.1", 53), transport=pp.Transport.DGRAM
-    )
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_accept_proxy(anyio_backend: str, trusted: bool) -> None:
+    """From a trusted source, the header's client is relayed; any other source is dropped."""
+    network = "127.0.0.1" if trusted else "10.0.0.0/8"
     with anyio.fail_after(TIMEOUT):
         async with server() as backend:
-            options = ("--accept-proxy", "--trusted", "10.0.0.0/8", "--send-proxy", "v2")
+            options = ("--accept-proxy", "--trusted", network, "--send-proxy", "v2")
             with udp_relay(anyio_backend, backend.address, *options) as relay:
                 async with await client(relay) as sock:
-                    await sock.send(build_datagram(header, b"hi"))
-                    await anyio.to_thread.run_sync(relay.log_line, "dropped datagram")
-                relay.stop()
-                assert "end=" not in relay.drain()  # no pseudo connection was opened
-                assert backend.seen == []
+                    datagram = build_datagram(UPSTREAM_HEADER, b"hi")
+                    if not trusted:
+                        await sock.send(datagram)
+                        await anyio.to_thread.run_sync(relay.log_line, "dropped datagram")
+                        relay.stop()
+                        assert "end=" not in relay.drain()  # no pseudo connection opened
+                        assert backend.seen == []
+                        return
+                    assert await ask(sock, datagram) == b"answer:hi"
+                [seen] = backend.seen
+                assert seen.source == ("192.0.2.7", 4000)
+                assert seen.destination == ("198.51.100.1", 53)
 
 
 async def test_idle_lifetime_ends_a_pseudo_connection(anyio_backend: str) -> None:
@@ -210,17 +203,6 @@ def test_default_cap_follows_the_descriptor_limit() -> None:
 
 
 def test_v1_over_udp_is_a_startup_error() -> None:
-    with launch(
-        Relay,
-        "relay",
-        "--udp",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        "127.0.0.1:9",
-        "--send-proxy",
-        "v1",
-        start=False,
-    ) as relay:
+    with udp_relay("asyncio", ("127.0.0.1", 9), "--send-proxy", "v1", start=False) as relay:
         assert relay.process.wait(timeout=TIMEOUT) == 2
         assert "v1 cannot describe UDP" in relay.drain()

@@ -132,14 +132,15 @@ class UDPRelay:
 
         :raises OSError: the listening address cannot be bound.
         """
-        settings = self.settings
-        host, port = settings.listen
         try:
-            udp = await anyio.create_udp_socket(local_host=host or "0.0.0.0", local_port=port)
-        except BaseException:
+            await self._receive(task_status)
+        finally:
             self.closed.set()
-            raise
-        sock = self._socket = ProxiedUDPSocket(udp, settings.proxy_config())
+
+    async def _receive(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        host, port = self.settings.listen
+        udp = await anyio.create_udp_socket(local_host=host or "0.0.0.0", local_port=port)
+        sock = self._socket = ProxiedUDPSocket(udp, self.settings.proxy_config())
         self._local = _pair(udp.extra(SocketAttribute.local_address))
         self.addresses = [format_address(self._local)]
         async with anyio.create_task_group() as flows:
@@ -155,7 +156,6 @@ class UDPRelay:
                 flows.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await sock.aclose()
-                self.closed.set()
 
     async def _forward(self, datagram: ProxiedDatagram, flows: TaskGroup) -> None:
         key = (datagram.source, datagram.peer)
