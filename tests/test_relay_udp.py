@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager
+from pathlib import Path
 
 import anyio
 import pytest
@@ -19,6 +20,7 @@ from anyio.abc import ConnectedUDPSocket
 import proxyproto as pp
 from cli_process import TIMEOUT, Address, launch
 from proxyproto._adapters.udp import ProxiedDatagram, build_datagram
+from proxyproto._cli.relay_server import ConfigError, RelayConfig
 from proxyproto._cli.relay_udp import default_max_connections
 from test_relay import Relay
 
@@ -206,3 +208,23 @@ def test_v1_over_udp_is_a_startup_error() -> None:
     with udp_relay("asyncio", ("127.0.0.1", 9), "--send-proxy", "v1", start=False) as relay:
         assert relay.process.wait(timeout=TIMEOUT) == 2
         assert "v1 cannot describe UDP" in relay.drain()
+
+
+def test_the_config_file_takes_the_udp_keys(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        'listen = "127.0.0.1:0"\nto = "127.0.0.1:9"\nudp = true\nudp_idle_lifetime = 0.5\n'
+        'udp_max_connections = 4\nsend_proxy = "v2"\n'
+    )
+    [settings] = RelayConfig(str(path), {}).load()
+    assert (settings.udp, settings.udp_idle_lifetime, settings.udp_max_connections) == (
+        True,
+        0.5,
+        4,
+    )
+    path.write_text('listen = "127.0.0.1:0"\nto = "127.0.0.1:9"\nudp = true\nsend_proxy = "v1"\n')
+    with pytest.raises(ConfigError, match="v1 cannot describe UDP"):
+        RelayConfig(str(path), {}).load()
+    path.write_text('listen = "127.0.0.1:0"\nto = "127.0.0.1:9"\nudp_max_connections = 0\n')
+    with pytest.raises(ConfigError, match="udp_max_connections"):
+        RelayConfig(str(path), {}).load()
