@@ -16,6 +16,7 @@ from proxyproto._cli.relay_server import (
     tlv_item,
     tlv_types,
 )
+from proxyproto._cli.relay_udp import UDPRelay
 
 from .args import (
     PROG,
@@ -41,7 +42,7 @@ def add(subparsers: Subparsers) -> None:
         subparsers,
         "relay",
         _relay,
-        "an L4 TCP relay that receives and sends PROXY headers",
+        "an L4 TCP (or UDP) relay that receives and sends PROXY headers",
         "Accept TCP connections and relay each one, bytes unchanged both ways, to a target.\n\n"
         "--accept-proxy reads a PROXY header first: from peers in --trusted (which must send\n"
         "one; anyone else is refused), or from every peer without --trusted. --send-proxy v1|v2\n"
@@ -61,6 +62,11 @@ def add(subparsers: Subparsers) -> None:
         "(::ffff:a.b.c.d) is sent as IPv4.\n\n"
         "SIGINT or SIGTERM stops accepting and gives open connections --grace seconds to finish;\n"
         "a second signal closes them at once.\n\n"
+        "--udp relays datagrams: one pseudo connection (its own socket to a target) per client,\n"
+        "ended after --udp-idle-lifetime seconds without a datagram, at most\n"
+        "--udp-max-connections at once (the least recently used evicted). --send-proxy v2 puts\n"
+        "a header on every datagram; --accept-proxy reads one from every datagram (others are\n"
+        "dropped); replies go back without one. One access-log line per pseudo connection.\n\n"
         "--config FILE.toml holds the same settings (listen, to, send_proxy, accept_proxy,\n"
         "trusted, balance, header_timeout, connect_timeout, grace, keep_tlvs, add_tlv,\n"
         "unique_id, send_proxy_crc32c, idle_timeout, probe_timeout), [protocols.NAME]\n"
@@ -182,8 +188,40 @@ def add(subparsers: Subparsers) -> None:
         help="close a connection after S seconds without a byte either way"
         f" (default: {defaults.idle_timeout:g}, never)",
     )
+    parser.add_argument(
+        "--udp",
+        action="store_true",
+        default=None,
+        help="relay UDP datagrams instead of TCP connections: one pseudo connection per client,"
+        " a v2 header on every datagram with --send-proxy v2, read from every one with"
+        " --accept-proxy",
+    )
+    parser.add_argument(
+        "--udp-idle-lifetime",
+        type=seconds,
+        metavar="S",
+        help="with --udp: end a pseudo connection after S seconds without a datagram"
+        f" (default: {defaults.udp_idle_lifetime:g})",
+    )
+    parser.add_argument(
+        "--udp-max-connections",
+        type=_positive,
+        metavar="N",
+        help="with --udp: the most pseudo connections at once, the least recently used"
+        " evicted first (default: from the descriptor limit, 16 to 1024)",
+    )
     add_metrics_option(parser)
     add_backend_option(parser)
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return number
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -204,6 +242,9 @@ def _relay(args: argparse.Namespace) -> int:
         "unique_id": args.unique_id,
         "crc32c": args.send_proxy_crc32c,
         "idle_timeout": args.idle_timeout,
+        "udp": args.udp,
+        "udp_idle_lifetime": args.udp_idle_lifetime,
+        "udp_max_connections": args.udp_max_connections,
     }
     overrides = {name: value for name, value in given.items() if value is not None}
     config = None
@@ -234,5 +275,5 @@ def _relay(args: argparse.Namespace) -> int:
             args.parser.error(f"{option}: {problem[1].replace('send_proxy', '--send-proxy')}")
     log_to_stderr()
     return run_with_metrics(
-        args.metrics, "relay", lambda: run(args.backend, serve_relay, routes, config)
+        args.metrics, "relay", lambda: run(args.backend, serve_relay, routes, config, UDPRelay)
     )

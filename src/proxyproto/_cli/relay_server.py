@@ -50,8 +50,8 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -191,12 +191,22 @@ class RelaySettings:
     protocols: tuple[ProtocolRoute, ...] = ()
     #: Seconds a client gets to send the first bytes that decide its protocol.
     probe_timeout: float = 2.0
+    #: Relay UDP datagrams instead of TCP connections (:mod:`proxyproto._cli.relay_udp`).
+    udp: bool = False
+    #: Seconds without a datagram either way after which a UDP pseudo connection ends.
+    udp_idle_lifetime: float = 30.0
+    #: The most UDP pseudo connections open at once (0: derived from ``RLIMIT_NOFILE``).
+    udp_max_connections: int = 0
 
     def problem(self) -> tuple[str, str] | None:
         """What makes the header settings unusable together: ``(config key, why)``, or ``None``.
 
         (``trusted`` without ``accept_proxy`` is checked where each surface words it.)
         """
+        if self.udp and self.send_proxy == 1:
+            return "send_proxy", "v1 cannot describe UDP: use v2 (one header per datagram)"
+        if self.udp and self.protocols:
+            return "protocols", "protocol routing is for TCP only (not with udp)"
         if self.send_proxy != 2:
             for name, used in (
                 ("keep_tlvs", self.keep_tlvs != "none"),
@@ -646,6 +656,9 @@ CONFIG_KEYS = {
     "idle_timeout": "idle_timeout",
     "probe_timeout": "probe_timeout",
     "protocols": "protocols",
+    "udp": "udp",
+    "udp_idle_lifetime": "udp_idle_lifetime",
+    "udp_max_connections": "udp_max_connections",
 }
 #: The keys of a ``[protocols.NAME]`` table.
 PROTOCOL_KEYS = ("protocol", "to", "server_names", "alpns", "balance")
@@ -794,7 +807,11 @@ def _check(key: str, value: Any) -> Any:
         return _argument(idle_seconds, str(value))
     if key == "protocols":
         return _protocol_routes(value)
-    if key in ("accept_proxy", "unique_id", "send_proxy_crc32c"):
+    if key == "udp_max_connections":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _BadValue(f"expected a positive number of pseudo connections, not {value!r}")
+        return value
+    if key in ("accept_proxy", "unique_id", "send_proxy_crc32c", "udp"):
         if not isinstance(value, bool):
             raise _BadValue(f"expected true or false, not {value!r}")
         return value
@@ -960,15 +977,35 @@ def _argument(parse: Any, text: str) -> Any:
 # =============================================================================== serving
 
 
+class _Route(Protocol):
+    """What :class:`_Relays` uses of a route's relay: a :class:`Relay`, or a UDP one."""
+
+    settings: RelaySettings
+    closed: anyio.Event
+    addresses: list[str]
+
+    def update(self, settings: RelaySettings) -> None: ...
+
+    def stop(self, *, now: bool = False) -> None: ...
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = ...) -> None: ...
+
+
 class _Relays:
     """The running routes, one :class:`Relay` each, and the configuration file's watcher."""
 
-    def __init__(self, config: RelayConfig | None) -> None:
+    def __init__(
+        self,
+        config: RelayConfig | None,
+        udp_relay: Callable[[RelaySettings], _Route] | None = None,
+    ) -> None:
         self.config = config
+        #: What relays a ``udp`` route (:class:`proxyproto._cli.relay_udp.UDPRelay`).
+        self.udp_relay = udp_relay
         #: The routes in force, by :attr:`RelaySettings.key`.
-        self.routes: dict[str, Relay] = {}
+        self.routes: dict[str, _Route] = {}
         #: Every relay still serving, removed routes finishing their connections included.
-        self._running: set[Relay] = set()
+        self._running: set[_Route] = set()
         self._stopping = False
         self._watching = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -1001,13 +1038,20 @@ class _Relays:
                 task_group.start_soon(self._watch, self.config, stamp)
             task_status.started()
 
-    async def _open(self, settings: RelaySettings) -> Relay:
+    async def _open(self, settings: RelaySettings) -> _Route:
         assert self._task_group is not None
-        relay = Relay(settings)
+        relay: _Route
+        if settings.udp:
+            # proxyproto._cli.relay_udp.UDPRelay, given by the command line (it imports this).
+            if self.udp_relay is None:
+                raise OSError("no UDP relay given to serve_relay()")
+            relay = self.udp_relay(settings)
+        else:
+            relay = Relay(settings)
         await self._task_group.start(self._serve, relay)
         return relay
 
-    async def _serve(self, relay: Relay, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _serve(self, relay: _Route, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         self._running.add(relay)
         try:
             await relay.serve(task_status=task_status)
@@ -1040,10 +1084,13 @@ class _Relays:
         """Make ``routes`` the routes in force (see the module's docstring)."""
         wanted = {settings.key: settings for settings in routes}
         closed, updated, opened, failed = [], [], [], []
-        stopped: list[Relay] = []
+        stopped: list[_Route] = []
         for key, relay in list(self.routes.items()):
             settings = wanted.get(key)
-            if settings is None or settings.listen != relay.settings.listen:
+            if settings is None or (settings.listen, settings.udp) != (
+                relay.settings.listen,
+                relay.settings.udp,
+            ):
                 relay.stop()
                 stopped.append(relay)
                 del self.routes[key]
@@ -1097,16 +1144,19 @@ async def _stop_on_signals(relays: _Relays, *, task_status: anyio.abc.TaskStatus
 
 
 async def serve_relay(
-    settings: RelaySettings | Sequence[RelaySettings], config: RelayConfig | None = None
+    settings: RelaySettings | Sequence[RelaySettings],
+    config: RelayConfig | None = None,
+    udp_relay: Callable[[RelaySettings], _Route] | None = None,
 ) -> int:
     """Run the relay's routes until SIGINT or SIGTERM; print ``listening on ...`` per route.
 
     With ``config``, the file is watched and re-read when it changes (``settings`` are what it
-    held at the start). Returns the exit status: 0 when stopped by a signal, 1 when a route
-    cannot listen at the start.
+    held at the start). ``udp_relay`` serves the ``udp`` routes
+    (:class:`proxyproto._cli.relay_udp.UDPRelay`, which imports this module). Returns the exit
+    status: 0 when stopped by a signal, 1 when a route cannot listen at the start.
     """
     routes = (settings,) if isinstance(settings, RelaySettings) else tuple(settings)
-    relays = _Relays(config)
+    relays = _Relays(config, udp_relay)
     async with anyio.create_task_group() as task_group:
         await task_group.start(_stop_on_signals, relays)
         await task_group.start(_run_then_stop, relays, routes, task_group.cancel_scope)
