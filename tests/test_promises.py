@@ -414,6 +414,20 @@ async def _closed_at_once(servers: Pool, surface: Surface) -> None:
     await expect_refused(server, client.port, response, None, "empty")
 
 
+@promise("policy use, closed before a byte: direct", _without_relay(STREAM_SURFACES))
+async def _use_closed_at_once(servers: Pool, surface: Surface) -> None:
+    # USE: no header is a direct connection (DESIGN.md), an empty one too; the engine's
+    # judge_reading decides so for every surface.
+    server = servers.server(surface.name, "use")
+    before = {server: _counters(server)}
+    client = await Client.connect(server)
+    await client.finish()
+    if not surface.http:  # an HTTP application sees no request in an empty connection
+        assert await until(lambda: Seen(client.direct, b"") in server.seen)
+    await _expect_counted(before, {server: Counter({"accepted": 1, "direct": 1})})
+    assert not lines_of(server, client.port)
+
+
 @promise("refused: reset before a byte (empty)", STREAM_SURFACES)
 async def _reset_at_once(servers: Pool, surface: Surface) -> None:
     server = servers.server(surface.name, "require")
