@@ -487,6 +487,16 @@ class Pool:
             self._servers[key] = self._start(Surface(surface), config_name)
         return self._servers[key]
 
+    async def start(self, surface: str, config_name: str) -> Server:
+        """:meth:`server` from a test's event loop. A server not running yet is started from a
+        worker thread: a blocking portal cannot be called from inside an event loop (trio
+        refuses it), and which test of a module comes first depends on selection and on
+        pytest-xdist's scheduling."""
+        key = (surface, config_name)
+        if key in self._servers:
+            return self._servers[key]
+        return await anyio.to_thread.run_sync(self.server, surface, config_name)
+
     def _in_portal(self, server: Server, backend: str, serve: Any, config: Any) -> Server:
         portal = self.portal(backend)
         scope = portal.call(anyio.CancelScope)

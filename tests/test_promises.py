@@ -320,7 +320,7 @@ def _policy_outcome(config: str, header: bool, surface: Surface) -> str:
 
 
 async def _stream_policy(servers: Pool, surface: Surface, config: str, version: int | None) -> None:
-    server = servers.server(surface.name, config)
+    server = await servers.start(surface.name, config)
     tok = token()
     wire, data = surface.frame(b"body " + tok)
     head = b"" if version is None else header_bytes(version)
@@ -366,7 +366,7 @@ async def _udp_exchange(server: Server, datagram: bytes) -> tuple[int, bytes | N
 
 
 async def _udp_policy(servers: Pool, surface: Surface, config: str, version: int | None) -> None:
-    server = servers.server(surface.name, config)
+    server = await servers.start(surface.name, config)
     tok = token()
     payload = b"payload " + tok
     head = b"" if version is None else header_bytes(version, dgram=True)
@@ -408,7 +408,7 @@ for _config_name in ("require", "use", "ignore", "reject", "skip", "trusted", "u
 
 @promise("refused: closed before a byte (empty)", STREAM_SURFACES)
 async def _closed_at_once(servers: Pool, surface: Surface) -> None:
-    server = servers.server(surface.name, "require")
+    server = await servers.start(surface.name, "require")
     client = await Client.connect(server)
     response = await client.finish()
     await expect_refused(server, client.port, response, None, "empty")
@@ -418,7 +418,7 @@ async def _closed_at_once(servers: Pool, surface: Surface) -> None:
 async def _use_closed_at_once(servers: Pool, surface: Surface) -> None:
     # USE: no header is a direct connection (DESIGN.md), an empty one too; the engine's
     # judge_reading decides so for every surface.
-    server = servers.server(surface.name, "use")
+    server = await servers.start(surface.name, "use")
     before = {server: _counters(server)}
     client = await Client.connect(server)
     await client.finish()
@@ -430,7 +430,7 @@ async def _use_closed_at_once(servers: Pool, surface: Surface) -> None:
 
 @promise("refused: reset before a byte (empty)", STREAM_SURFACES)
 async def _reset_at_once(servers: Pool, surface: Surface) -> None:
-    server = servers.server(surface.name, "require")
+    server = await servers.start(surface.name, "require")
     client = await Client.connect(server)
     await client.reset()
     await expect_refused(server, client.port, None, None, "empty")
@@ -439,7 +439,7 @@ async def _reset_at_once(servers: Pool, surface: Surface) -> None:
 def _mid_header_promises(version: int) -> None:
     @promise(f"refused: EOF mid-header v{version} (closed)", STREAM_SURFACES)
     async def eof(servers: Pool, surface: Surface) -> None:
-        server = servers.server(surface.name, "require")
+        server = await servers.start(surface.name, "require")
         client = await Client.connect(server)
         await client.send(header_bytes(version)[:12])
         response = await client.finish()
@@ -447,7 +447,7 @@ def _mid_header_promises(version: int) -> None:
 
     @promise(f"refused: reset mid-header v{version} (error)", STREAM_SURFACES)
     async def reset(servers: Pool, surface: Surface) -> None:
-        server = servers.server(surface.name, "require")
+        server = await servers.start(surface.name, "require")
         client = await Client.connect(server)
         await client.send(header_bytes(version)[:12])
         # Time for the server to read those bytes, so that the reset comes mid-header (a
@@ -458,7 +458,7 @@ def _mid_header_promises(version: int) -> None:
 
     @promise(f"refused: invalid v{version} header (invalid)", STREAM_SURFACES)
     async def invalid(servers: Pool, surface: Surface) -> None:
-        server = servers.server(surface.name, "require")
+        server = await servers.start(surface.name, "require")
         tok = token()
         wire, _ = surface.frame(tok)
         client = await Client.connect(server)
@@ -473,7 +473,7 @@ for _version in (1, 2):
 
 @promise("refused: invalid v2 datagram (invalid)", DATAGRAM_SURFACES)
 async def _invalid_datagram(servers: Pool, surface: Surface) -> None:
-    server = servers.server(surface.name, "require")
+    server = await servers.start(surface.name, "require")
     tok = token()
     port, answer = await _udp_exchange(server, INVALID[2] + tok)
     assert answer is None
@@ -482,7 +482,7 @@ async def _invalid_datagram(servers: Pool, surface: Surface) -> None:
 
 @promise("header timeout: partial v1, partial v2, silent (timeout)", STREAM_SURFACES)
 async def _header_timeout(servers: Pool, surface: Surface) -> None:
-    server = servers.server(surface.name, "require")
+    server = await servers.start(surface.name, "require")
     sends = [header_bytes(1)[:12], header_bytes(2)[:12], b""]
     results: list[tuple[int, bytes]] = []
 
@@ -511,7 +511,7 @@ def _body() -> tuple[bytes, bytes]:
 def _data_promises(version: int) -> None:
     @promise(f"bytes after a v{version} header: first segment and later", _all_stream())
     async def segments(servers: Pool, surface: Surface) -> None:
-        server = servers.server(surface.name, "require")
+        server = await servers.start(surface.name, "require")
         tok, body = _body()
         wire, data = surface.frame(body)
         client = await Client.connect(server)
@@ -524,7 +524,7 @@ def _data_promises(version: int) -> None:
 
     @promise(f"v{version} header split at every position", _all_stream())
     async def split(servers: Pool, surface: Surface) -> None:
-        server = servers.server(surface.name, "require")
+        server = await servers.start(surface.name, "require")
         head = header_bytes(version)
         clients: list[tuple[Client, bytes, bytes, bytes]] = []
         for position in range(1, len(head) + 1):
@@ -549,7 +549,7 @@ def _data_promises(version: int) -> None:
 
     @promise(f"v{version} header a byte at a time", _all_stream())
     async def bytewise(servers: Pool, surface: Surface) -> None:
-        server = servers.server(surface.name, "require")
+        server = await servers.start(surface.name, "require")
         tok = token()
         wire, data = surface.frame(b"body " + tok)
         first = header_bytes(version) + wire[:8]
@@ -591,7 +591,7 @@ def _validator_promise(behaviour: str) -> None:
 
     @promise(f"validator {behaviour}", _without_relay(SURFACES))
     async def check(servers: Pool, surface: Surface) -> None:
-        server = servers.server(surface.name, "require")
+        server = await servers.start(surface.name, "require")
         tok = token()
         if surface.datagram:
             payload = b"payload " + tok
@@ -655,7 +655,8 @@ async def _expect_counted(
 
 @promise("counters: accepted, direct, each refusal kind, in_flight", _without_relay(SURFACES))
 async def _counted(servers: Pool, surface: Surface) -> None:
-    require, use = servers.server(surface.name, "require"), servers.server(surface.name, "use")
+    require = await servers.start(surface.name, "require")
+    use = await servers.start(surface.name, "use")
     before = {require: _counters(require), use: _counters(use)}
     head = header_bytes(2)
     sources = VALIDATOR_SOURCES
