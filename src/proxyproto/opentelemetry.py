@@ -34,6 +34,7 @@ from typing import Any
 
 from ._core.extras import require
 from ._core.model import Family, Header, Transport
+from ._handshake.engine import BY_VERSION_LABELS
 from ._handshake.policy import PeerAddress, carries_address
 
 __all__ = ("connection_attributes", "instrument")
@@ -72,16 +73,6 @@ def _put(attributes: dict[str, str | int], prefix: str, address: object) -> None
         attributes[f"{prefix}.port"] = int(address[1])
     elif isinstance(address, str) and address:
         attributes[f"{prefix}.address"] = address
-
-
-#: ``Counters.by_version`` index -> (mode, version), as in :mod:`proxyproto.prometheus`.
-_BY_VERSION = {
-    1: ("proxied", "1"),
-    2: ("proxied", "2"),
-    3: ("direct", "none"),
-    4: ("direct", "1"),
-    5: ("direct", "2"),
-}
 
 
 def instrument(
@@ -128,7 +119,7 @@ def instrument(
         return callback
 
     def accepted(entry: dict[str, Any]) -> Iterable[tuple[int, dict[str, str]]]:
-        for index, (mode, version) in _BY_VERSION.items():
+        for index, (mode, version) in BY_VERSION_LABELS.items():
             yield entry["by_version"][index], where(entry, mode=mode, version=version)
 
     def refused(entry: dict[str, Any]) -> Iterable[tuple[int, dict[str, str]]]:

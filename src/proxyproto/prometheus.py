@@ -55,21 +55,13 @@ with require("proxyproto.prometheus"):
 
 from ._adapters.metrics import Samples, SnapshotWriter, read_shared, samples, track_datagrams
 from ._adapters.udp import ProxiedUDPSocket
-from ._handshake.engine import DURATION_BUCKETS, RefusalKind, register
+from ._handshake.engine import BY_VERSION_LABELS, DURATION_BUCKETS, RefusalKind, register
 
 __all__ = ("ProxyProtocolCollector", "SnapshotWriter", "share", "track")
 
 #: The refusal kinds counted apart from ``refused`` (as in ``statistics()``).
 _APART = (RefusalKind.TIMEOUT.value, RefusalKind.EVICTED.value)
 _REFUSED = tuple(kind.value for kind in RefusalKind if kind.value not in _APART)
-#: ``Counters.by_version`` index -> (mode, version).
-_BY_VERSION = {
-    1: ("proxied", "1"),
-    2: ("proxied", "2"),
-    3: ("direct", "none"),
-    4: ("direct", "1"),
-    5: ("direct", "2"),
-}
 
 
 def track(listener: Any, name: str | None = None) -> None:
@@ -170,7 +162,7 @@ def _families(data: Samples) -> Iterator[Metric]:
     for entry in data["tcp"]:
         labels = [entry["surface"], entry["listener"]]
         by_version = entry["by_version"]
-        for index, (mode, version) in _BY_VERSION.items():
+        for index, (mode, version) in BY_VERSION_LABELS.items():
             accepted.add_metric([*labels, mode, version], by_version[index])
         rejected = entry["rejected"]
         for reason in _REFUSED:

@@ -66,6 +66,7 @@ from .config import ProxyProtocolConfig, Validator
 from .policy import Action, PeerAddress, Policy, carries_address, decide, resolve
 
 __all__ = [
+    "BY_VERSION_LABELS",
     "DURATION_BUCKETS",
     "EMPTY",
     "Admission",
@@ -457,6 +458,15 @@ class ListenerStatistics:
     #: Handshakes under way now (waiting for a slot or reading).
     in_flight: int
 
+
+#: ``Counters.by_version`` index -> the exporters' ``(mode, version)`` labels.
+BY_VERSION_LABELS = {
+    1: ("proxied", "1"),
+    2: ("proxied", "2"),
+    3: ("direct", "none"),
+    4: ("direct", "1"),
+    5: ("direct", "2"),
+}
 
 #: The upper bounds (seconds) of the buckets of the handshake duration histogram
 #: (:attr:`Counters.durations`), after Prometheus's default buckets shifted down: a proxy's header
