@@ -8,6 +8,8 @@ a ``finally``. Every wait is bounded by :data:`TIMEOUT`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import signal
 import subprocess
@@ -90,6 +92,8 @@ class CliProcess:
     """A running ``proxyproto`` command: its stdout and stderr, line by line (``None`` at EOF)."""
 
     name = "proxyproto"
+    #: Started in a session of its own (:func:`launch`'s ``session``).
+    session = False
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
@@ -140,6 +144,10 @@ class CliProcess:
         return self.process.wait(timeout=TIMEOUT)
 
     def kill(self) -> None:
+        if self.session:
+            # Its own children too (worker processes): the session's process group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=TIMEOUT)
@@ -154,15 +162,20 @@ P = TypeVar("P", bound=CliProcess)
 
 
 @contextmanager
-def launch(kind: type[P], *args: str, start: bool = True) -> Iterator[P]:
-    """Run ``python -m proxyproto *args`` as a ``kind``; with ``start``, wait for it to listen."""
+def launch(kind: type[P], *args: str, start: bool = True, session: bool = False) -> Iterator[P]:
+    """Run ``python -m proxyproto *args`` as a ``kind``; with ``start``, wait for it to listen.
+
+    With ``session``, in a session of its own, whose processes are all killed at the end.
+    """
     process = subprocess.Popen(
         [*PROXYPROTO, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=session,
     )
     running = kind(process)
+    running.session = session
     try:
         if start:
             running.start()

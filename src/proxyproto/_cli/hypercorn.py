@@ -13,9 +13,7 @@ The proxy options cross the process boundary as plain data
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,7 +24,7 @@ from proxyproto._handshake.config import ProxyProtocolConfig
 from proxyproto._handshake.policy import Policy
 
 from .args import network, positive_int, seconds
-from .metrics import add_metrics_option, check_metrics, start_metrics
+from .metrics import add_metrics_option, check_metrics, start_metrics, start_worker_metrics
 from .output import log_to_stderr
 
 if TYPE_CHECKING:
@@ -117,17 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # even one worker gets a process of its own, as with Hypercorn's own command line.
     in_process = config.workers <= 1 and config.max_requests is None
     stop_metrics = None
-    directory = None
     try:
-        if args.metrics is not None:
-            if not in_process:
-                # The workers write their counts here; /metrics serves their sums.
-                directory = tempfile.mkdtemp(prefix="proxyproto-metrics-")
-                options = attrs.evolve(options, metrics_dir=directory)
-            started = start_metrics(args.metrics, "hypercorn", directory)
+        if args.metrics is not None and in_process:
+            started = start_metrics(args.metrics, "hypercorn")
             if isinstance(started, int):
                 return started
             stop_metrics = started
+        elif args.metrics is not None:
+            # The workers write their counts into a directory; /metrics serves their sums.
+            shared = start_worker_metrics(args.metrics, "hypercorn")
+            if isinstance(shared, int):
+                return shared
+            directory, stop_metrics = shared
+            options = attrs.evolve(options, metrics_dir=directory)
         print(f"listening on {', '.join(bound)}", flush=True)
         if in_process:
             return run_in_process(app, config, options, sockets)
@@ -137,8 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.close()
         if stop_metrics is not None:
             stop_metrics()
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _make_parser() -> argparse.ArgumentParser:

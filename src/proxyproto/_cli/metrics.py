@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 
 from proxyproto._core.extras import missing
@@ -18,7 +20,13 @@ from proxyproto._core.extras import missing
 from .args import PROG, listen_address
 from .output import fail, format_address, os_error_text
 
-__all__ = ["add_metrics_option", "check_metrics", "run_with_metrics", "start_metrics"]
+__all__ = [
+    "add_metrics_option",
+    "check_metrics",
+    "run_with_metrics",
+    "start_metrics",
+    "start_worker_metrics",
+]
 
 
 def add_metrics_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -72,6 +80,26 @@ def start_metrics(
         thread.join(5)
 
     return stop
+
+
+def start_worker_metrics(
+    address: tuple[str, int], command: str
+) -> tuple[str, Callable[[], None]] | int:
+    """:func:`start_metrics` for worker processes: the sums of the counts they write into a new
+    temporary directory (:class:`~proxyproto._adapters.metrics.SnapshotWriter`). Returns the
+    directory and the function that stops serving and removes it, or the exit status 1."""
+    directory = tempfile.mkdtemp(prefix="proxyproto-metrics-")
+    started = start_metrics(address, command, directory)
+    if isinstance(started, int):
+        shutil.rmtree(directory, ignore_errors=True)
+        return started
+    stop_serving = started
+
+    def stop() -> None:
+        stop_serving()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return directory, stop
 
 
 def run_with_metrics(address: tuple[str, int] | None, command: str, main: Callable[[], int]) -> int:

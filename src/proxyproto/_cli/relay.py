@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,8 @@ from .args import (
     seconds,
 )
 from .metrics import add_metrics_option, run_with_metrics
-from .output import log_to_stderr
+from .output import fail, format_address, log_to_stderr, os_error_text
+from .relay_workers import reserve_port, reuse_port_missing, serve_workers
 
 if TYPE_CHECKING:
     from .args import Subparsers
@@ -69,15 +71,22 @@ def add(subparsers: Subparsers) -> None:
         "dropped); replies go back without one. One access-log line per pseudo connection.\n\n"
         "--config FILE.toml holds the same settings (listen, to, send_proxy, accept_proxy,\n"
         "trusted, balance, header_timeout, connect_timeout, grace, keep_tlvs, add_tlv,\n"
-        "unique_id, send_proxy_crc32c, idle_timeout, probe_timeout), [protocols.NAME]\n"
+        "unique_id, send_proxy_crc32c, idle_timeout, probe_timeout; workers at the top level\n"
+        "only), [protocols.NAME]\n"
         "tables (protocol, to, server_names, alpns, balance: routing by the first bytes,\n"
         "TLS by SNI and ALPN) and [[route]] tables, one\n"
         "more listener each, inheriting the top-level settings. Options given on the command\n"
         "line replace the file's top-level values. The file is re-read when it changes: new\n"
         "connections get the new settings, open ones keep theirs; an invalid file is logged\n"
         "and ignored.\n\n"
+        "--workers N runs N processes, each its own event loop, each binding the listening\n"
+        "addresses with SO_REUSEPORT (Linux): the kernel spreads TCP connections over them,\n"
+        "and UDP clients by a hash of their address (a client stays with one worker). Each\n"
+        "worker re-reads --config itself; access-log lines end in worker=N. SIGINT/SIGTERM\n"
+        "reach every worker; a worker that fails stops the others (exit status 1).\n\n"
         "--metrics HOST:PORT serves Prometheus metrics of the handshakes at /metrics there\n"
-        "(needs the prometheus extra); each route is a listener label, named by its address.\n"
+        "(needs the prometheus extra); each route is a listener label, named by its address;\n"
+        "with --workers, the sums over the workers (each writes its counts every 0.5 s).\n"
         "Exit status 0 when stopped by a signal, 1 when it cannot listen, 2 for a bad option\n"
         "or configuration file.",
         "examples:\n"
@@ -86,7 +95,8 @@ def add(subparsers: Subparsers) -> None:
         "      --balance source-ip --accept-proxy --trusted 10.0.0.0/8 --send-proxy v2\n"
         "  proxyproto relay --listen 127.0.0.1:0 --to 127.0.0.1:8000 --grace 2\n"
         "  proxyproto relay --config /etc/proxyproto/relay.toml --grace 30\n"
-        "  proxyproto relay --listen 0.0.0.0:8080 --to 10.0.0.5:80 --metrics 127.0.0.1:9100",
+        "  proxyproto relay --listen 0.0.0.0:8080 --to 10.0.0.5:80 --metrics 127.0.0.1:9100\n"
+        "  proxyproto relay --listen 0.0.0.0:8080 --to 10.0.0.5:80 --workers 4",
     )
     parser.add_argument(
         "--config",
@@ -210,6 +220,13 @@ def add(subparsers: Subparsers) -> None:
         help="with --udp: the most pseudo connections at once, the least recently used"
         " evicted first (default: from the descriptor limit, 16 to 1024)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="N processes, each binding the listening addresses with SO_REUSEPORT so that the"
+        " kernel spreads connections (UDP: clients) over them (default: 1, this process)",
+    )
     add_metrics_option(parser)
     add_backend_option(parser)
 
@@ -245,8 +262,22 @@ def _relay(args: argparse.Namespace) -> int:
         "udp": args.udp,
         "udp_idle_lifetime": args.udp_idle_lifetime,
         "udp_max_connections": args.udp_max_connections,
+        "workers": args.workers,
     }
     overrides = {name: value for name, value in given.items() if value is not None}
+    reserved: list[socket.socket] = []
+    if args.workers is not None and args.workers > 1:
+        unavailable = reuse_port_missing()
+        if unavailable is not None:
+            args.parser.error(unavailable)
+        if args.listen is not None and args.listen[1] == 0:
+            # One port for every worker, chosen here and held until they all listen.
+            try:
+                reserved.append(reserve_port(args.listen, udp=bool(args.udp)))
+            except OSError as error:
+                where = format_address(args.listen)
+                return fail(f"cannot listen on {where}: {os_error_text(error)}")
+            overrides["listen"] = (args.listen[0], reserved[0].getsockname()[1])
     config = None
     if args.config is not None:
         config = RelayConfig(args.config, overrides)
@@ -274,6 +305,15 @@ def _relay(args: argparse.Namespace) -> int:
             )
             args.parser.error(f"{option}: {problem[1].replace('send_proxy', '--send-proxy')}")
     log_to_stderr()
+    workers = routes[0].workers
+    if config is not None and "workers" not in overrides:
+        # Read once, at the start: a reload cannot change how many processes run.
+        config = RelayConfig(config.path, {**overrides, "workers": workers})
+    if workers > 1:
+        unavailable = reuse_port_missing()
+        if unavailable is not None:
+            args.parser.error(unavailable)
+        return serve_workers(routes, config, args.backend, metrics=args.metrics, reserved=reserved)
     return run_with_metrics(
         args.metrics, "relay", lambda: run(args.backend, serve_relay, routes, config, UDPRelay)
     )

@@ -197,6 +197,9 @@ class RelaySettings:
     udp_idle_lifetime: float = 30.0
     #: The most UDP pseudo connections open at once (0: derived from ``RLIMIT_NOFILE``).
     udp_max_connections: int = 0
+    #: Worker processes, each binding ``listen`` with SO_REUSEPORT
+    #: (:mod:`proxyproto._cli.relay_workers`); read once, at the start.
+    workers: int = 1
 
     def problem(self) -> tuple[str, str] | None:
         """What makes the header settings unusable together: ``(config key, why)``, or ``None``.
@@ -207,6 +210,8 @@ class RelaySettings:
             return "send_proxy", "v1 cannot describe UDP: use v2 (one header per datagram)"
         if self.udp and self.protocols:
             return "protocols", "protocol routing is for TCP only (not with udp)"
+        if self.workers > 1 and self.listen[1] == 0:
+            return "listen", "port 0 with workers: each worker would pick a port of its own"
         if self.send_proxy != 2:
             for name, used in (
                 ("keep_tlvs", self.keep_tlvs != "none"),
@@ -224,6 +229,12 @@ class RelaySettings:
         except HeaderEncodingError as error:
             return "add_tlv", str(error)
         return None
+
+    @property
+    def reuse_port(self) -> bool:
+        """Bind ``listen`` with SO_REUSEPORT: the workers share it, the kernel spreads the
+        connections (TCP) or the clients, by a hash of their address (UDP)."""
+        return self.workers > 1
 
     @property
     def key(self) -> str:
@@ -381,7 +392,9 @@ class Relay:
         settings = self.settings
         host, port = settings.listen
         try:
-            inner = await anyio.create_tcp_listener(local_host=host, local_port=port)
+            inner = await anyio.create_tcp_listener(
+                local_host=host, local_port=port, reuse_port=settings.reuse_port
+            )
         except BaseException:
             self.closed.set()
             raise
@@ -659,6 +672,7 @@ CONFIG_KEYS = {
     "udp": "udp",
     "udp_idle_lifetime": "udp_idle_lifetime",
     "udp_max_connections": "udp_max_connections",
+    "workers": "workers",
 }
 #: The keys of a ``[protocols.NAME]`` table.
 PROTOCOL_KEYS = ("protocol", "to", "server_names", "alpns", "balance")
@@ -734,6 +748,8 @@ def routes_from(
         routes.append(("top level", top))
     for number, table in enumerate(tables, 1):
         where = f"route {number}"
+        if "workers" in table:
+            raise ConfigError(f"{source}: [{where}] workers: a top-level setting only")
         routes.append((where, {**top, **_settings_of(table, source, f"[{where}] ")}))
     if not routes:
         raise ConfigError(f"{source}: no route: set listen at the top level or in [[route]] tables")
@@ -807,6 +823,10 @@ def _check(key: str, value: Any) -> Any:
         return _argument(idle_seconds, str(value))
     if key == "protocols":
         return _protocol_routes(value)
+    if key == "workers":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _BadValue(f"expected a positive number of processes, not {value!r}")
+        return value
     if key == "udp_max_connections":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _BadValue(f"expected a positive number of pseudo connections, not {value!r}")
@@ -1011,6 +1031,8 @@ class _Relays:
         self._task_group: anyio.abc.TaskGroup | None = None
         #: What stopped the start: the route that could not listen, and why.
         self.failure: tuple[RelaySettings, OSError] | None = None
+        #: Print ``listening on`` once every route listens at the start.
+        self.announce = True
 
     async def run(
         self,
@@ -1032,7 +1054,7 @@ class _Relays:
                 self.routes[settings.key] = relay
             # Before saying so: a change made once "listening" is printed is seen.
             stamp = self.config.stamp() if self.config is not None else None
-            for relay in self.routes.values():
+            for relay in self.routes.values() if self.announce else ():
                 print(f"listening on {', '.join(relay.addresses)}", flush=True)
             if self.config is not None and not self._stopping:
                 task_group.start_soon(self._watch, self.config, stamp)
@@ -1128,8 +1150,10 @@ class _Relays:
         )
 
 
-async def _stop_on_signals(relays: _Relays, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _stop_on_signals(
+    relays: _Relays, numbers: Sequence[signal.Signals], *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    with anyio.open_signal_receiver(*numbers) as signals:
         task_status.started()
         first = True
         async for number in signals:
@@ -1147,18 +1171,24 @@ async def serve_relay(
     settings: RelaySettings | Sequence[RelaySettings],
     config: RelayConfig | None = None,
     udp_relay: Callable[[RelaySettings], _Route] | None = None,
+    *,
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    started: Callable[[list[list[str]]], None] | None = None,
 ) -> int:
-    """Run the relay's routes until SIGINT or SIGTERM; print ``listening on ...`` per route.
+    """Run the relay's routes until one of ``signals``; print ``listening on ...`` per route.
 
     With ``config``, the file is watched and re-read when it changes (``settings`` are what it
     held at the start). ``udp_relay`` serves the ``udp`` routes
     (:class:`proxyproto._cli.relay_udp.UDPRelay`, which imports this module). Returns the exit
-    status: 0 when stopped by a signal, 1 when a route cannot listen at the start.
+    status: 0 when stopped by a signal, 1 when a route cannot listen at the start. With
+    ``started`` (a worker process), that is called with each route's addresses instead of the
+    first ``listening on`` lines.
     """
     routes = (settings,) if isinstance(settings, RelaySettings) else tuple(settings)
     relays = _Relays(config, udp_relay)
+    relays.announce = started is None
     async with anyio.create_task_group() as task_group:
-        await task_group.start(_stop_on_signals, relays)
+        await task_group.start(_stop_on_signals, relays, signals)
         await task_group.start(_run_then_stop, relays, routes, task_group.cancel_scope)
         if relays.failure is not None:
             route, error = relays.failure
@@ -1166,6 +1196,8 @@ async def serve_relay(
             print(f"proxyproto: cannot listen on {where}: {_os_error_text(error)}", file=sys.stderr)
             task_group.cancel_scope.cancel()
             return 1
+        if started is not None:
+            started([relay.addresses for relay in relays.routes.values()])
     return 0
 
 

@@ -139,7 +139,9 @@ class UDPRelay:
 
     async def _receive(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         host, port = self.settings.listen
-        udp = await anyio.create_udp_socket(local_host=host or "0.0.0.0", local_port=port)
+        udp = await anyio.create_udp_socket(
+            local_host=host or "0.0.0.0", local_port=port, reuse_port=self.settings.reuse_port
+        )
         sock = self._socket = ProxiedUDPSocket(udp, self.settings.proxy_config())
         self._local = _pair(udp.extra(SocketAttribute.local_address))
         self.addresses = [format_address(self._local)]

@@ -28,9 +28,9 @@ from proxyproto.hypercorn import ShutdownTrigger, _asyncio_worker, _trio_worker
 
 from .args import proxy_config
 from .output import log_to_stderr
+from .workers import run_workers
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
     from multiprocessing.synchronize import Event as EventType
 
     from hypercorn.config import Config, Sockets
@@ -152,75 +152,11 @@ def _worker_process(
 
 
 def supervise(config: Config, options: ProxyOptions, sockets: Sockets) -> int:
-    """Hypercorn's ``run()`` for several workers: start them, stop them on a signal."""
-    from multiprocessing import get_context
-    from multiprocessing.connection import wait
-
-    context = get_context("spawn")
-    shutdown_event = context.Event()
-    processes: list[BaseProcess] = []
-    signals = 0
-
-    def start() -> None:
-        process = context.Process(
-            target=_worker_process,
-            kwargs={
-                "config": config,
-                "options": options,
-                "sockets": sockets,
-                "shutdown_event": shutdown_event,
-            },
-            name=f"proxyproto-hypercorn-worker-{len(processes) + 1}",
-        )
-        # Workers inherit SIGINT ignored: a Ctrl-C reaches the whole process group, and the
-        # parent alone decides (by setting the event).
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            process.start()
-        finally:
-            signal.signal(signal.SIGINT, handler)
-        processes.append(process)
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal signals
-        signals += 1
-        shutdown_event.set()
-
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    status = 0
-    killed = False
-    try:
-        for signum in previous:
-            signal.signal(signum, on_signal)
-        for _ in range(config.workers):
-            start()
-        while processes:
-            wait([process.sentinel for process in processes], timeout=0.5)
-            if signals > 1 and not killed:
-                logger.warning("second signal: killing %d worker(s)", len(processes))
-                for process in processes:
-                    process.kill()
-                killed = True
-            for process in [process for process in processes if process.exitcode is not None]:
-                process.join()
-                processes.remove(process)
-                if shutdown_event.is_set():
-                    continue
-                if process.exitcode == 0:  # --max-requests: replaced, as by Hypercorn
-                    logger.info("worker %s exited: starting another", process.pid)
-                    start()
-                else:
-                    logger.error(
-                        "worker %s exited with status %s: stopping", process.pid, process.exitcode
-                    )
-                    status = 1
-                    shutdown_event.set()
-    finally:
-        shutdown_event.set()
-        for process in processes:  # only after an exception here
-            process.terminate()
-        for process in processes:
-            process.join(5)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return status
+    """Hypercorn's ``run()`` for several workers: start them, stop them on a signal
+    (:func:`proxyproto._cli.workers.run_workers` decides what happens to them)."""
+    return run_workers(
+        config.workers,
+        _worker_process,
+        {"config": config, "options": options, "sockets": sockets},
+        "proxyproto-hypercorn-worker",
+    )
