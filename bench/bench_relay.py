@@ -71,6 +71,31 @@ def proc_cpu(pid: int) -> float:
     return total / 1e9
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its descendants (``--workers``: the parent and its workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        # schedstat: precise, but for live threads only; stat's ticks count the exited ones
+        # too (the client's threads of a finished trial).
+        total += max(proc_cpu(current), stat_cpu(current))
+        todo.extend(children.get(current, ()))
+    return total
+
+
+def stat_cpu(pid: int) -> float:
+    """CPU seconds of a process, exited threads included (utime + stime of /proc/PID/stat)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def python_env() -> dict[str, str]:
     """The environment for ``python -m proxyproto``: ./src on the path if not installed."""
     env = dict(os.environ)
@@ -116,17 +141,76 @@ def run_sink() -> int:
             self.transport.close()
             return True
 
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.transport.sendto(data, addr)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         bulk = await loop.create_server(Bulk, HOST, 0, backlog=512)
         cps = await loop.create_server(Cps, HOST, 0, backlog=512)
+        udp, _ = await loop.create_datagram_endpoint(Echo, local_addr=(HOST, 0))
         emit(
             {
                 "bulk": bulk.sockets[0].getsockname()[1],
                 "cps": cps.sockets[0].getsockname()[1],
+                "udp": udp.get_extra_info("sockname")[1],
                 "pid": os.getpid(),
             }
         )
+        await loop.run_in_executor(None, lambda: [None for _ in sys.stdin.buffer])
+
+    asyncio.run(main())
+    return 0
+
+
+def run_udp_forwarder(port: int, target: int) -> int:
+    """A plain asyncio UDP forwarder, one process, the UDP reference: per client address one
+    connected upstream socket, replies sent back from the listening socket; no header, no log,
+    no idle expiry, no bound. What any Python UDP relay costs at least."""
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        flows: dict[Any, Any] = {}
+        opening: set[asyncio.Task[None]] = set()
+
+        class Upstream(asyncio.DatagramProtocol):
+            def __init__(self, front: Any, client: Any) -> None:
+                self.front, self.client = front, client
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                self.front.sendto(data, self.client)
+
+        class Front(asyncio.DatagramProtocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                flow = flows.get(addr)
+                if flow is None:
+                    flows[addr] = pending = [data]
+                    task = loop.create_task(self.open(addr, pending))
+                    opening.add(task)
+                    task.add_done_callback(opening.discard)
+                elif isinstance(flow, list):
+                    flow.append(data)
+                else:
+                    flow.sendto(data)
+
+            async def open(self, addr: Any, pending: list[bytes]) -> None:
+                upstream, _ = await loop.create_datagram_endpoint(
+                    lambda: Upstream(self.transport, addr), remote_addr=(HOST, target)
+                )
+                flows[addr] = upstream
+                for data in pending:
+                    upstream.sendto(data)
+
+        await loop.create_datagram_endpoint(Front, local_addr=(HOST, port))
+        emit({"port": port, "pid": os.getpid()})
         await loop.run_in_executor(None, lambda: [None for _ in sys.stdin.buffer])
 
     asyncio.run(main())
@@ -212,11 +296,52 @@ def client_cps(port: int, seconds: float, concurrency: int) -> dict[str, Any]:
     return {"cps": sum(counts) / elapsed, "connections": sum(counts), "errors": errors[:3]}
 
 
+def client_udp(port: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """``concurrency`` clients (a socket each), each sending a datagram and awaiting its echo;
+    round trips/s. A datagram lost (no echo in 1 s) is counted and the client goes on."""
+    counts = [0] * concurrency
+    lost = [0] * concurrency
+    request = b"u" * MSG_SIZE
+    start_at = time.perf_counter() + 0.02
+    stop_at = start_at + seconds
+    errors: list[str] = []
+
+    def worker(i: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect((HOST, port))
+            while time.perf_counter() < start_at:
+                pass
+            try:
+                while time.perf_counter() < stop_at:
+                    sock.send(request)
+                    try:
+                        sock.recv(65536)
+                    except TimeoutError:
+                        lost[i] += 1
+                        continue
+                    counts[i] += 1
+            except OSError as error:
+                errors.append(repr(error))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 3 * SOCKET_TIMEOUT)
+    elapsed = time.perf_counter() - start_at
+    if sum(lost) > sum(counts) // 100:
+        errors.append(f"{sum(lost)} of {sum(counts) + sum(lost)} datagrams lost")
+    return {"dps": sum(counts) / elapsed, "connections": sum(counts), "errors": errors[:3]}
+
+
 def run_client() -> int:
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "bulk":
             emit(client_bulk(cmd["port"], cmd["mib"]))
+        elif cmd["op"] == "udp":
+            emit(client_udp(cmd["port"], cmd["seconds"], cmd["concurrency"]))
         else:
             emit(client_cps(cmd["port"], cmd["seconds"], cmd["concurrency"]))
     return 0
@@ -229,9 +354,19 @@ def run_client() -> int:
 class Relay:
     """``python -m proxyproto relay`` in a subprocess (optionally under cProfile)."""
 
-    def __init__(self, backend: str, target: int, logdir: Path, profile: Path | None = None):
+    def __init__(
+        self,
+        backend: str,
+        target: int,
+        logdir: Path,
+        profile: Path | None = None,
+        *,
+        workers: int = 1,
+        udp: bool = False,
+    ):
         self.port = free_port()
         self.log = (logdir / f"relay-{backend}-{self.port}.log").open("wb")
+        extra = [*(["--workers", str(workers)] if workers > 1 else []), *(["--udp"] if udp else [])]
         self.profile = profile
         prefix = [str(Path(__file__).resolve()), "_profiled", str(profile)] if profile else []
         self.proc = subprocess.Popen(
@@ -247,6 +382,7 @@ class Relay:
                 backend,
                 "--grace",
                 "2",
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -254,7 +390,7 @@ class Relay:
         )
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        if not select.select([fd], [], [], 30)[0] or b"listening" not in os.read(fd, 4096):
+        if not select.select([fd], [], [], 60)[0] or b"listening" not in os.read(fd, 4096):
             self.stop()
             raise RuntimeError(f"relay {backend} did not start; see {self.log.name}")
         if profile:
@@ -311,17 +447,60 @@ def haproxy(sink: dict[str, int]) -> Iterator[tuple[dict[str, int], int, str]]:
         yield ports, (proc.pid if proc is not None else 0), haproxy_version()
 
 
+HAPROXY_THREADS_CONFIG = """
+listen cps
+    bind 127.0.0.1:{cps}
+    server sink 127.0.0.1:{sink_cps}
+listen cps2
+    bind 127.0.0.1:{cps2}
+    server sink 127.0.0.1:{sink_cps}
+"""
+
+
+@contextlib.contextmanager
+def haproxy_threads(sink: dict[str, int], threads: int) -> Iterator[tuple[dict[str, int], int]]:
+    """HAProxy in TCP mode with ``nbthread threads``: the peer of ``relay --workers``."""
+    from haproxy_peer import HAProxy
+
+    class Threaded(HAProxy):
+        def full_config(self) -> str:
+            config = super().full_config()
+            return config.replace("nbthread 1", f"nbthread {threads}", 1).replace(
+                "maxconn 64", "maxconn 256", 1
+            )
+
+    ports = {name: free_port() for name in ("cps", "cps2")}
+    with Threaded(HAPROXY_THREADS_CONFIG.format(**ports, sink_cps=sink["cps"])) as peer:
+        proc = getattr(peer, "_proc", None)
+        yield ports, (proc.pid if proc is not None else 0)
+
+
+#: Per measurement: the reference side (the ratios' denominator) and its A/A twin.
+REFERENCE = {
+    "bulk": ("haproxy", "haproxy2"),
+    "cps": ("haproxy", "haproxy2"),
+    "cpsw": ("haproxy-nbthread2", "haproxy-nbthread2b"),
+    "udp": ("python-forwarder", "python-forwarder2"),
+}
+
+
 def measure(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     sink = Child(__file__, ["_sink"], timeout=COMMAND_TIMEOUT)
-    client = Child(__file__, ["_client"], timeout=COMMAND_TIMEOUT)
+    # Two client processes: the multi-core measurements (cpsw, udp) load with both at once, so
+    # that one client's GIL is not the bound; the others use the first.
+    clients = [Child(__file__, ["_client"], timeout=COMMAND_TIMEOUT) for _ in range(2)]
     relays: list[Relay] = []
+    forwarders: list[Child] = []
     failures: list[str] = []
     try:
         sink_ports = sink.read(30)
-        with haproxy(sink_ports) as (hports, hpid, hversion):
+        with (
+            haproxy(sink_ports) as (hports, hpid, hversion),
+            haproxy_threads(sink_ports, 2) as (tports, tpid),
+        ):
             backends = [b for b in BACKENDS if b != "trio" or importlib.util.find_spec("trio")]
-            sides: dict[str, dict[str, tuple[int, int]]] = {"bulk": {}, "cps": {}}
+            sides: dict[str, dict[str, tuple[int, int]]] = {k: {} for k in REFERENCE}
             for kind in ("bulk", "cps"):
                 for backend in backends:
                     relay = Relay(backend, sink_ports[kind], logdir)
@@ -329,24 +508,65 @@ def measure(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
                     sides[kind][backend] = (relay.port, relay.proc.pid)
                 sides[kind]["haproxy"] = (hports[kind], hpid)
                 sides[kind]["haproxy2"] = (hports[kind + "2"], hpid)
+            relay = Relay("asyncio", sink_ports["cps"], logdir, workers=2)
+            relays.append(relay)
+            sides["cpsw"]["asyncio --workers 2"] = (relay.port, relay.proc.pid)
+            sides["cpsw"]["haproxy-nbthread2"] = (tports["cps"], tpid)
+            sides["cpsw"]["haproxy-nbthread2b"] = (tports["cps2"], tpid)
+            for workers in (1, 2):
+                relay = Relay("asyncio", sink_ports["udp"], logdir, workers=workers, udp=True)
+                relays.append(relay)
+                name = "asyncio --udp" + (f" --workers {workers}" if workers > 1 else "")
+                sides["udp"][name] = (relay.port, relay.proc.pid)
+            for name in REFERENCE["udp"]:
+                port = free_port()
+                forwarder = Child(
+                    __file__, ["_udp_forwarder", str(port), str(sink_ports["udp"])], timeout=30
+                )
+                forwarders.append(forwarder)
+                sides["udp"][name] = (port, forwarder.read()["pid"])
 
             def trial(kind: str, side: str) -> dict[str, Any]:
                 port, pid = sides[kind][side]
-                cpu0 = proc_cpu(pid)
+                loaders = clients if kind in ("cpsw", "udp") else clients[:1]
+                watched = {"relay": [pid], "client": [c.pid for c in loaders], "sink": [sink.pid]}
+                cpu0 = {who: sum(map(tree_cpu, pids)) for who, pids in watched.items()}
+                t0 = time.perf_counter()
                 if kind == "bulk":
-                    res: dict[str, Any] = client.call({"op": "bulk", "port": port, "mib": args.mib})
+                    cmd: dict[str, Any] = {"op": "bulk", "port": port, "mib": args.mib}
+                else:
+                    op = "udp" if kind == "udp" else "cps"
+                    cmd = {"op": op, "port": port, "seconds": args.trial_seconds}
+                    cmd["concurrency"] = args.concurrency
+                for loader in loaders:
+                    loader.send(cmd)
+                parts = [loader.read() for loader in loaders]
+                elapsed = time.perf_counter() - t0
+                res: dict[str, Any] = {"errors": [e for part in parts for e in part["errors"]]}
+                if kind == "bulk":
+                    res["mbps"] = parts[0]["mbps"]
                     work = args.mib * CHUNK / 1e6
                 else:
-                    cmd = {"op": "cps", "port": port, "seconds": args.trial_seconds}
-                    res = client.call({**cmd, "concurrency": args.concurrency})
-                    work = res["connections"]
-                res["relay_cpu_us"] = (proc_cpu(pid) - cpu0) * 1e6 / work if work else float("nan")
+                    key = "dps" if kind == "udp" else "cps"
+                    res[key] = sum(part[key] for part in parts)
+                    work = sum(part["connections"] for part in parts)
+                # Per process: CPU per unit of work, and the share of one core it kept busy
+                # (near 1.00 per process, or the machine's cores all busy: that is the bound).
+                for who, pids in watched.items():
+                    used = sum(map(tree_cpu, pids)) - cpu0[who]
+                    res[f"{who}_cpu_us"] = used * 1e6 / work if work else float("nan")
+                    res[f"{who}_busy"] = used / elapsed if elapsed else float("nan")
                 if res["errors"]:
-                    failures.append(f"{kind} {side}: {res['errors']}")
+                    failures.append(f"{kind} {side}: {res['errors'][:3]}")
                 return res
 
             out: dict[str, Any] = {"haproxy_version": hversion, "backends": backends}
-            for kind, rounds in (("bulk", args.bulk_rounds), ("cps", args.cps_rounds)):
+            for kind, rounds in (
+                ("bulk", args.bulk_rounds),
+                ("cps", args.cps_rounds),
+                ("cpsw", args.cps_rounds),
+                ("udp", args.cps_rounds),
+            ):
                 names = list(sides[kind])
                 rows: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
                 # One warm-up round; each round's order a shuffle of the one before.
@@ -354,15 +574,24 @@ def measure(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
                     res = trial(kind, side)
                     if measured:
                         rows[side].append(res)
-                key = "mbps" if kind == "bulk" else "cps"
+                key = {"bulk": "mbps", "udp": "dps"}.get(kind, "cps")
                 fig = {s: [x[key] for x in rows[s]] for s in rows}
+                reference, twin = REFERENCE[kind]
                 entry: dict[str, Any] = {
                     "rounds": rounds,
+                    "reference": reference,
+                    "twin": twin,
                     "figure": {s: median(v) for s, v in fig.items()},
-                    "relay_cpu_us": {s: median([x["relay_cpu_us"] for x in rows[s]]) for s in rows},
                 }
-                for side in [*backends, "haproxy2"]:
-                    ratios = [a / b for a, b in zip(fig[side], fig["haproxy"], strict=True) if b]
+                for who in ("relay", "client", "sink"):
+                    for unit in ("cpu_us", "busy"):
+                        entry[f"{who}_{unit}"] = {
+                            s: median([x[f"{who}_{unit}"] for x in rows[s]]) for s in rows
+                        }
+                for side in names:
+                    if side == reference:
+                        continue
+                    ratios = [a / b for a, b in zip(fig[side], fig[reference], strict=True) if b]
                     entry.setdefault("ratio", {})[side] = median(ratios)
                     entry.setdefault("ratio_iqr", {})[side] = quartiles(ratios)
                 out[kind] = entry
@@ -371,14 +600,15 @@ def measure(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
             relays.clear()
             if args.profile_seconds > 0:
                 out["profile"] = {
-                    b: profile_backend(b, sink_ports, client, args, logdir) for b in backends
+                    b: profile_backend(b, sink_ports, clients[0], args, logdir) for b in backends
                 }
         out["failures"] = failures
         return out
     finally:
         for relay in relays:
             relay.stop()
-        client.close()
+        for child in (*forwarders, *clients):
+            child.close()
         sink.close()
 
 
@@ -436,27 +666,43 @@ def short_path(file: str) -> str:
 
 
 def print_results(res: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"HAProxy: {res['haproxy_version']} (mode tcp, nbthread 1, no splice)")
-    for kind, unit, cpu_unit in (("bulk", "MB/s", "us/MB"), ("cps", "conn/s", "us/conn")):
+    print(f"HAProxy: {res['haproxy_version']} (mode tcp, no splice)")
+    cps_title = f"connect, {MSG_SIZE} B each way, close; {args.concurrency} at once"
+    titles = {
+        "bulk": (f"bulk throughput, one connection x {args.mib} MiB; HAProxy nbthread 1", "MB/s"),
+        "cps": (f"connections/s: {cps_title}; one process vs HAProxy nbthread 1", "conn/s"),
+        "cpsw": (
+            f"connections/s: {cps_title}, from each of 2 client processes;"
+            " relay --workers 2 vs HAProxy nbthread 2",
+            "conn/s",
+        ),
+        "udp": (
+            f"UDP round trips/s: {MSG_SIZE} B datagram, its echo; {args.concurrency} clients in"
+            " each of 2 client processes; vs a plain asyncio UDP forwarder (HAProxy's community"
+            " edition relays no UDP)",
+            "dgram/s",
+        ),
+    }
+    whos = ("relay", "client", "sink")
+    for kind, (title, unit) in titles.items():
         e = res[kind]
-        title = (
-            f"bulk throughput, one connection x {args.mib} MiB"
-            if kind == "bulk"
-            else f"connections/s: connect, {MSG_SIZE} B each way, close; {args.concurrency} at once"
-        )
         print(f"\n{title} ({e['rounds']} rounds)")
-        print(f"  {'relay':<18} {unit:>10}   ours/HAProxy [IQR]    relay CPU {cpu_unit}")
+        print(
+            f"  {'side':<30} {unit:>9}   {'ratio [IQR]':<22} CPU us/unit: relay client sink"
+            "   busy (cores): relay client sink"
+        )
         for side, fig in e["figure"].items():
-            cpu = e["relay_cpu_us"][side]
-            if side == "haproxy":
+            if side == e["reference"]:
                 ratio = "(reference)"
             else:
                 lo, hi = e["ratio_iqr"][side]
                 ratio = f"{e['ratio'][side]:.3f} [{lo:.2f}-{hi:.2f}]"
-                if side == "haproxy2":
+                if side == e["twin"]:
                     ratio += " A/A" + ("" if abs(e["ratio"][side] - 1) <= AA_BAND else " (noisy)")
-            label = side if side.startswith("haproxy") else f"proxyproto {side}"
-            print(f"  {label:<18} {fig:>10,.0f}   {ratio:<21} {cpu:>8.1f}")
+            label = side if side.startswith(("haproxy", "python")) else f"proxyproto {side}"
+            cpu = " ".join(f"{e[f'{who}_cpu_us'][side]:7.1f}" for who in whos)
+            busy = " ".join(f"{e[f'{who}_busy'][side]:5.2f}" for who in whos)
+            print(f"  {label:<30} {fig:>9,.0f}   {ratio:<22} {cpu}   {busy}")
     for backend, prof in res.get("profile", {}).items():
         for kind, p in prof.items():
             print(
@@ -479,6 +725,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_sink()
     if argv[:1] == ["_client"]:
         return run_client()
+    if argv[:1] == ["_udp_forwarder"]:
+        return run_udp_forwarder(int(argv[1]), int(argv[2]))
     if argv[:1] == ["_profiled"]:
         return run_profiled(argv[1], argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -522,9 +770,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for f in res["failures"]:
         print(f"CHECK FAILED: {f}")
     print(
-        "\nratio = median over rounds of (ours / HAProxy); A/A = a second HAProxy listen section /"
-        f" the first (the method's noise; within +-{AA_BAND} of 1 on a quiet machine). Relay CPU:"
-        " all threads of the relay process, from /proc."
+        "\nratio = median over rounds of (side / reference); A/A = the reference's twin (a second"
+        " HAProxy listen section, a second forwarder process) / the reference: the method's"
+        f" noise, within +-{AA_BAND} of 1 on a quiet machine. CPU: every thread of the process"
+        " and its children (the workers), from /proc; busy = CPU seconds per second of the"
+        " trial (1.00 = one core): a process near 1.00 (one event loop, or a GIL), or all"
+        " together near the machine's cores, is what bounds the figure."
     )
     if args.json:
         doc = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "results": res}
