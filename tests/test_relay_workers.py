@@ -373,3 +373,18 @@ def test_without_so_reuseport(
     monkeypatch.delattr(socket, "SO_REUSEPORT")
     assert main(["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9", "--workers", "2"]) == 2
     assert "--workers needs SO_REUSEPORT" in capsys.readouterr().err
+
+
+def test_a_port_taken_stops_every_worker() -> None:
+    """A worker that cannot listen (the port is another socket's, without SO_REUSEPORT) exits
+    with status 1, and so does the relay, having stopped the others."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with workers(
+            "--listen", f"127.0.0.1:{port}", "--to", "127.0.0.1:9", "--workers", "2", start=False
+        ) as proxy:
+            assert proxy.process.wait(timeout=TIMEOUT) == 1
+            errors = proxy.drain()
+            assert f"cannot listen on 127.0.0.1:{port}" in errors
+            assert "exited with status 1: stopping" in errors
+            assert proxy.stdout.get(timeout=TIMEOUT) is None  # never "listening on"
