@@ -18,7 +18,7 @@ from cli_process import TIMEOUT, launch
 from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
 from proxyproto._cli import main
-from proxyproto._cli.relay_server import routes_from
+from proxyproto._cli.relay_config import routes_from
 from require_peer import ci_is_set
 from test_relay import BACKENDS, Relay, exchange, relay, target_server
 

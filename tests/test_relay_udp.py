@@ -20,7 +20,7 @@ from anyio.abc import ConnectedUDPSocket
 import proxyproto as pp
 from cli_process import TIMEOUT, Address, launch
 from proxyproto._adapters.udp import ProxiedDatagram, build_datagram
-from proxyproto._cli.relay_server import ConfigError, RelayConfig
+from proxyproto._cli.relay_config import ConfigError, RelayConfig
 from proxyproto._cli.relay_udp import default_max_connections
 from test_relay import Relay
 

@@ -6,7 +6,7 @@ same routes and binds every ``listen`` address itself, with SO_REUSEPORT
 workers' listening sockets, and the datagrams of a UDP port by a hash of their addresses (so one
 client's datagrams, and its pseudo connection, stay with one worker). There is no socket passing
 and no shared state: each worker reads the configuration file itself and applies its changes
-(:class:`~proxyproto._cli.relay_server.RelayConfig`'s polling), so a reload reaches every
+(:class:`~proxyproto._cli.relay_config.RelayConfig`'s polling), so a reload reaches every
 worker; each writes its own access-log lines to the stderr they share (one write per line), each
 ending in ``worker=N``.
 
@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 from .args import run
 from .metrics import start_worker_metrics
 from .output import log_to_stderr
-from .relay_server import RelayConfig, RelaySettings, serve_relay
+from .relay_config import RelayConfig
+from .relay_server import RelaySettings, serve_relay
 from .relay_udp import UDPRelay
 from .workers import run_workers, watch_parent
 
