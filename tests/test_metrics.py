@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
-import signal
 import socket
 import struct
 import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ import anyio
 import pytest
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, listening_addresses, reader, without
+from cli_process import PROXYPROTO, TIMEOUT, SessionProcess, in_session, without
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
@@ -38,7 +36,6 @@ import proxyproto.prometheus  # noqa: E402
 from proxyproto._adapters.metrics import SnapshotWriter, merge, read_shared, samples  # noqa: E402
 from proxyproto._handshake.engine import DURATION_BUCKETS  # noqa: E402
 
-TESTS = Path(__file__).parent
 V1 = b"PROXY TCP4 203.0.113.9 198.51.100.10 51234 443\r\n"
 V2 = pp.Header.proxy(("203.0.113.9", 51234), ("198.51.100.10", 443)).to_bytes()
 LOCAL = pp.Header.local().to_bytes()
@@ -337,54 +334,18 @@ async def test_in_flight_rises_then_returns_to_zero() -> None:
 # --- proxyproto relay --metrics ----------------------------------------------------------------
 
 
-class Running:
+class Running(SessionProcess):
     """A ``proxyproto`` command started with ``--metrics 127.0.0.1:0``: its ports."""
 
-    def __init__(self, args: list[str], stderr: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-        self._stderr = stderr.open("w")
-        self.stderr_path = stderr
-        self.process = subprocess.Popen(
-            [*PROXYPROTO, *args, "--metrics", "127.0.0.1:0"],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert self.process.stdout is not None
-        self._reader = reader(self.process.stdout, self.lines)
+    def start(self) -> None:
         first = self.next_line()
         assert first.startswith("metrics on http://127.0.0.1:"), first
         self.metrics_port = int(first.rsplit(":", 1)[1].split("/")[0])
-        self.addresses = listening_addresses(self.next_line())
-        self.port = self.addresses[0][1]
-
-    def next_line(self) -> str:
-        try:
-            return self.lines.get(timeout=TIMEOUT)
-        except queue.Empty:
-            raise AssertionError(f"no output; stderr: {self.stderr_path.read_text()}") from None
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._reader.join(10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        self._stderr.close()
+        super().start()
 
 
-@contextlib.contextmanager
-def running(tmp_path: Path, *args: str) -> Iterator[Running]:
-    server = Running(list(args), tmp_path / "stderr.txt")
-    try:
-        yield server
-    finally:
-        server.kill()
+def running(tmp_path: Path, *args: str) -> contextlib.AbstractContextManager[Running]:
+    return in_session(Running, tmp_path, *args, "--metrics", "127.0.0.1:0")
 
 
 def closed_port() -> int:
