@@ -43,15 +43,23 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _harness import HOST, add_output_options, machine, v2_header, write_json
+from _harness import HOST, add_output_options, machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the attack clients, shared with tests/test_attacks.py
+from attack_clients import (  # noqa: E402
+    HEADER,
+    TIMEOUT,
+    MiB,
+    ask_echo,
+    ask_hello,
+    ask_http,
+    ask_https,
+    push_until_blocked,
+)
+from attack_clients import certificates as make_certificates  # noqa: E402
+
 SERVER = str(ROOT / "tests" / "attack_server.py")
-HEADER = v2_header(("192.0.2.1", 56324), ("198.51.100.7", 443))
-TIMEOUT = 20.0
-STALL = 1.0
-CHUNK = b"x" * 65536
-MiB = 1 << 20
 
 
 def env() -> dict[str, str]:
@@ -154,17 +162,6 @@ def running(command: list[str], **kwargs: Any) -> Iterator[Server]:
         server.close()
 
 
-def push_until_blocked(sock: socket.socket, prefix: bytes, cap: int) -> int:
-    sock.settimeout(TIMEOUT)
-    sock.sendall(prefix + CHUNK)
-    pushed = len(CHUNK)
-    sock.settimeout(STALL)
-    with contextlib.suppress(TimeoutError, OSError):
-        while pushed < cap:
-            pushed += sock.send(CHUNK)
-    return pushed
-
-
 # ============================================================================================
 # non-reading peer
 
@@ -232,15 +229,6 @@ def sink() -> Iterator[tuple[str, int]]:
 # descriptors
 
 
-def read_some(sock: Any, until: bytes) -> bytes:
-    sock.settimeout(TIMEOUT / 2)
-    got = b""
-    with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
-        while until not in got and (chunk := sock.recv(65536)):
-            got += chunk
-    return got
-
-
 def survives(
     server: Server, ask: Callable[[socket.socket], bytes], expect: bytes, limit: int, warning: str
 ) -> str:
@@ -276,34 +264,14 @@ def survives(
 
 
 def descriptors(limit: int) -> list[dict[str, Any]]:
-    def hello(sock: socket.socket) -> bytes:
-        sock.sendall(HEADER)
-        return read_some(sock, b"\n")
-
-    def ping(sock: socket.socket) -> bytes:
-        sock.sendall(b"ping\n")
-        return read_some(sock, b"\n")
-
-    def http(sock: socket.socket) -> bytes:
-        sock.sendall(HEADER + b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        return read_some(sock, b"ok")
-
     certs = certificates()
-
-    def https(sock: socket.socket) -> bytes:
-        assert certs is not None
-        sock.sendall(HEADER)
-        with certs[0].wrap_socket(sock, server_hostname="localhost") as secure:
-            secure.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            return read_some(secure, b"ok")
-
     ours, asyncio_warning = "EMFILE", "out of system resource"
     py = sys.executable
     cli = [py, "-m", "proxyproto"]
     cases: list[tuple[str, list[str], Callable[[socket.socket], bytes], bytes, str, bool]] = []
     for kind in ("anyio-asyncio", "anyio-trio", "trio"):
         cases.append(
-            (f"listener {kind}", [py, SERVER, kind, str(limit)], hello, b"hello", ours, False)
+            (f"listener {kind}", [py, SERVER, kind, str(limit)], ask_hello, b"hello", ours, False)
         )
     for backend in ("asyncio", "trio"):
         echo = [
@@ -316,22 +284,22 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
             "--backend",
             backend,
         ]
-        cases.append((f"echo {backend}", echo, hello, b"client", ours, True))
+        cases.append((f"echo {backend}", echo, ask_hello, b"client", ours, True))
     if certs is not None:
         command = [py, SERVER, "hypercorn-tls", str(limit), certs[1], certs[2]]
-        cases.append(("hypercorn asyncio tls", command, https, b"200", ours, False))
+        cases.append(("hypercorn asyncio tls", command, ask_https(certs[0]), b"200", ours, False))
     cases.append(
         (
             "hypercorn asyncio",
             [py, SERVER, "hypercorn", str(limit)],
-            http,
+            ask_http,
             b"200",
             asyncio_warning,
             False,
         )
     )
     cases.append(
-        ("uvicorn", [py, SERVER, "uvicorn", str(limit)], http, b"200", asyncio_warning, False)
+        ("uvicorn", [py, SERVER, "uvicorn", str(limit)], ask_http, b"200", asyncio_warning, False)
     )
     rows = []
     for name, command, ask, expect, warning, use_rlimit in cases:
@@ -345,27 +313,19 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
         with echo_target() as target:
             relay = [*cli, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{target[1]}"]
             with running([*relay, "--backend", backend], nofile=limit) as server:
-                verdict = survives(server, ping, b"ping", limit, ours)
+                verdict = survives(server, ask_echo, b"ping", limit, ours)
         rows.append({"server": f"relay {backend}", "survives": verdict})
     return rows
 
 
 def certificates() -> tuple[ssl.SSLContext, str, str] | None:
-    try:
-        import trustme
-    except ImportError:
-        return None
+    import importlib.util
     import tempfile
 
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", HOST)
-    folder = Path(tempfile.mkdtemp(prefix="bench-attacks-"))
-    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context, str(certfile), str(keyfile)
+    if importlib.util.find_spec("trustme") is None:
+        return None
+
+    return make_certificates(Path(tempfile.mkdtemp(prefix="bench-attacks-")))
 
 
 @contextlib.contextmanager

@@ -34,47 +34,36 @@ from typing import Any
 
 import anyio
 import pytest
-import trustme
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 
 import proxyproto as pp
+from attack_clients import (
+    HEADER,
+    HOST,
+    STALL,
+    MiB,
+    ask_echo,
+    ask_hello,
+    ask_http,
+    ask_https,
+    push_until_blocked,
+)
+from attack_clients import certificates as make_certificates
 from cli_process import PROXYPROTO, TIMEOUT, Address, CliProcess
 from proxyproto._adapters import accept
 from proxyproto._adapters.backpressure import HIGH_WATER, LOW_WATER, _BoundedQueue, bound_reading
 
-HOST = "127.0.0.1"
-HEADER = pp.Header.proxy(("192.0.2.1", 56324), ("198.51.100.7", 443)).to_bytes()
-MiB = 1 << 20
-#: The client stops pushing here: an unbounded server would take all of it.
-CAP = 256 * MiB
 #: What a bounded server may take: the kernel's socket buffers on both sides (a few MiB each on
 #: loopback) and what sits in the server's own queues.
 BOUND = 64 * MiB
-#: A send() that makes no progress for this long: the server stopped taking bytes.
-STALL = 1.0
 #: The relay's resident memory after the push, at most (an idle relay is about 30 MB).
 RSS_BOUND = 150 * MiB
 #: The descriptor limit of the servers under test.
 NOFILE = 64
 ATTACK_SERVER = str(Path(__file__).with_name("attack_server.py"))
-CHUNK = b"x" * 65536
 
 
 # =============================================================================== senders
-
-
-def push_until_blocked(sock: socket.socket, prefix: bytes = b"") -> int:
-    """Send on ``sock`` until a send() stalls for :data:`STALL` s or :data:`CAP` is pushed."""
-    sock.settimeout(TIMEOUT)
-    sock.sendall(prefix + CHUNK)
-    pushed = len(CHUNK)
-    sock.settimeout(STALL)
-    try:
-        while pushed < CAP:
-            pushed += sock.send(CHUNK)
-    except (TimeoutError, OSError):
-        pass
-    return pushed
 
 
 @contextmanager
@@ -306,44 +295,9 @@ def survives_exhaustion(
     assert server.process.poll() is None
 
 
-def ask_hello(sock: socket.socket) -> bytes:
-    sock.sendall(HEADER)
-    return read_some(sock, b"\n")
-
-
-def ask_echo(sock: socket.socket) -> bytes:
-    sock.sendall(b"ping\n")
-    return read_some(sock, b"\n")
-
-
-def ask_http(sock: socket.socket) -> bytes:
-    sock.sendall(HEADER + b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-    return read_some(sock, b"ok")
-
-
-def read_some(sock: Any, until: bytes) -> bytes:
-    """Read until ``until`` is in what came, EOF or the timeout; what came."""
-    sock.settimeout(TIMEOUT)
-    got = b""
-    try:
-        while until not in got and (chunk := sock.recv(65536)):
-            got += chunk
-    except (TimeoutError, OSError, ssl.SSLError):
-        pass
-    return got
-
-
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str, str]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", HOST)
-    folder = tmp_path_factory.mktemp("certs")
-    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context, str(certfile), str(keyfile)
+    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.mark.parametrize("kind", ["anyio-asyncio", "anyio-trio", "trio"])
@@ -410,14 +364,7 @@ def test_hypercorn_asyncio_survives_running_out_of_descriptors(
     kind, extra = ("hypercorn-tls", [certfile, keyfile]) if tls else ("hypercorn", [])
     command = [sys.executable, ATTACK_SERVER, kind, str(NOFILE), *extra]
 
-    def ask(sock: socket.socket) -> bytes:
-        if not tls:
-            return ask_http(sock)
-        sock.sendall(HEADER)
-        with context.wrap_socket(sock, server_hostname="localhost") as secure:
-            secure.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            return read_some(secure, b"ok")
-
+    ask = ask_https(context) if tls else ask_http
     with launch(command) as server:
         survives_exhaustion(server, ask, b"200", OUR_WARNING if tls else ASYNCIO_WARNING)
 
@@ -636,11 +583,5 @@ def test_hypercorn_workers_survive_running_out_of_descriptors(
     command += ["--header-timeout", "60"]
     command += ["--certfile", certfile, "--keyfile", keyfile]
 
-    def ask(sock: socket.socket) -> bytes:
-        sock.sendall(HEADER)
-        with context.wrap_socket(sock, server_hostname="localhost") as secure:
-            secure.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            return read_some(secure, b"}")
-
     with launch(command, nofile=NOFILE, group=True) as server:
-        survives_exhaustion(server, ask, b"200", OUR_WARNING)
+        survives_exhaustion(server, ask_https(context, until=b"}"), b"200", OUR_WARNING)
