@@ -47,17 +47,8 @@ from _harness import HOST, add_output_options, machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the attack clients, shared with tests/test_attacks.py
-from attack_clients import (  # noqa: E402
-    HEADER,
-    TIMEOUT,
-    MiB,
-    ask_echo,
-    ask_hello,
-    ask_http,
-    ask_https,
-    push_until_blocked,
-)
-from attack_clients import certificates as make_certificates  # noqa: E402
+import attack_clients as clients  # noqa: E402
+from attack_clients import HEADER, TIMEOUT, MiB  # noqa: E402
 
 SERVER = str(ROOT / "tests" / "attack_server.py")
 
@@ -175,16 +166,16 @@ def non_reading(cap: int, tries: int) -> list[dict[str, Any]]:
                 with running([sys.executable, SERVER, kind, "0"]) as server:
                     prefix = HEADER if kind.startswith("anyio") else b""
                     with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
-                        pushed = push_until_blocked(sock, prefix, cap)
+                        pushed = clients.push_until_blocked(sock, prefix, cap)
                         figures.setdefault(kind, []).append((pushed, server.peak_rss()))
-            with sink() as target:
+            with clients.sink_target() as (target, _):
                 relay = [sys.executable, "-m", "proxyproto", "relay", "--listen", f"{HOST}:0"]
                 relay += ["--to", f"{HOST}:{target[1]}", "--accept-proxy", "--backend", backend]
                 with (
                     running(relay) as server,
                     socket.create_connection(server.address, timeout=TIMEOUT) as sock,
                 ):
-                    pushed = push_until_blocked(sock, HEADER, cap)
+                    pushed = clients.push_until_blocked(sock, HEADER, cap)
                     figures.setdefault(f"relay-{backend}", []).append((pushed, server.peak_rss()))
         plain_rss = max(rss for _, rss in figures[f"plain-{backend}"])
         for name, runs in figures.items():
@@ -199,30 +190,6 @@ def non_reading(cap: int, tries: int) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-@contextlib.contextmanager
-def sink() -> Iterator[tuple[str, int]]:
-    """A target that accepts and never reads."""
-    held: list[socket.socket] = []
-    stop = threading.Event()
-    with socket.create_server((HOST, 0)) as server:
-        server.settimeout(0.1)
-
-        def accept() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    held.append(server.accept()[0])
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[:2]
-        finally:
-            stop.set()
-            thread.join(5)
-            for sock in held:
-                sock.close()
 
 
 # ============================================================================================
@@ -264,6 +231,7 @@ def survives(
 
 
 def descriptors(limit: int) -> list[dict[str, Any]]:
+    hello, ping, http = clients.ask_hello, clients.ask_echo, clients.ask_http
     certs = certificates()
     ours, asyncio_warning = "EMFILE", "out of system resource"
     py = sys.executable
@@ -271,7 +239,7 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
     cases: list[tuple[str, list[str], Callable[[socket.socket], bytes], bytes, str, bool]] = []
     for kind in ("anyio-asyncio", "anyio-trio", "trio"):
         cases.append(
-            (f"listener {kind}", [py, SERVER, kind, str(limit)], ask_hello, b"hello", ours, False)
+            (f"listener {kind}", [py, SERVER, kind, str(limit)], hello, b"hello", ours, False)
         )
     for backend in ("asyncio", "trio"):
         echo = [
@@ -284,22 +252,23 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
             "--backend",
             backend,
         ]
-        cases.append((f"echo {backend}", echo, ask_hello, b"client", ours, True))
+        cases.append((f"echo {backend}", echo, hello, b"client", ours, True))
     if certs is not None:
         command = [py, SERVER, "hypercorn-tls", str(limit), certs[1], certs[2]]
-        cases.append(("hypercorn asyncio tls", command, ask_https(certs[0]), b"200", ours, False))
+        https = clients.ask_https(certs[0])
+        cases.append(("hypercorn asyncio tls", command, https, b"200", ours, False))
     cases.append(
         (
             "hypercorn asyncio",
             [py, SERVER, "hypercorn", str(limit)],
-            ask_http,
+            http,
             b"200",
             asyncio_warning,
             False,
         )
     )
     cases.append(
-        ("uvicorn", [py, SERVER, "uvicorn", str(limit)], ask_http, b"200", asyncio_warning, False)
+        ("uvicorn", [py, SERVER, "uvicorn", str(limit)], http, b"200", asyncio_warning, False)
     )
     rows = []
     for name, command, ask, expect, warning, use_rlimit in cases:
@@ -310,10 +279,10 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
             verdict = f"n/a ({error})"
         rows.append({"server": name, "survives": verdict})
     for backend in ("asyncio", "trio"):
-        with echo_target() as target:
+        with clients.echo_target() as (target, _):
             relay = [*cli, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{target[1]}"]
             with running([*relay, "--backend", backend], nofile=limit) as server:
-                verdict = survives(server, ask_echo, b"ping", limit, ours)
+                verdict = survives(server, ping, b"ping", limit, ours)
         rows.append({"server": f"relay {backend}", "survives": verdict})
     return rows
 
@@ -325,33 +294,7 @@ def certificates() -> tuple[ssl.SSLContext, str, str] | None:
     if importlib.util.find_spec("trustme") is None:
         return None
 
-    return make_certificates(Path(tempfile.mkdtemp(prefix="bench-attacks-")))
-
-
-@contextlib.contextmanager
-def echo_target() -> Iterator[tuple[str, int]]:
-    stop = threading.Event()
-    with socket.create_server((HOST, 0)) as server:
-        server.settimeout(0.1)
-
-        def echo_back(conn: socket.socket) -> None:
-            with conn, contextlib.suppress(OSError):
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-        def accept() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    conn = server.accept()[0]
-                    threading.Thread(target=echo_back, args=(conn,), daemon=True).start()
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[:2]
-        finally:
-            stop.set()
-            thread.join(5)
+    return clients.certificates(Path(tempfile.mkdtemp(prefix="bench-attacks-")))
 
 
 # ============================================================================================

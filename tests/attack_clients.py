@@ -3,16 +3,19 @@
 The servers are ``tests/attack_server.py``'s (or the ``proxyproto`` command): each client here
 sends its header and request to one of them and returns what came back (:func:`ask_hello`,
 :func:`ask_echo`, :func:`ask_http`, :func:`ask_https`), or pushes bytes and never reads
-(:func:`push_until_blocked`); :func:`certificates` makes the TLS servers' files. Nothing here
-imports proxyproto: :data:`HEADER` is written out byte by byte.
+(:func:`push_until_blocked`); :func:`sink_target` and :func:`echo_target` are the relay's
+targets, :func:`certificates` makes the TLS servers' files. Nothing here imports proxyproto:
+:data:`HEADER` is written out byte by byte.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from socket import socket
+from socket import create_server, socket
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -92,6 +95,54 @@ def ask_https(context: ssl.SSLContext, until: bytes = b"ok") -> Callable[[socket
             return read_some(secure, until)
 
     return ask
+
+
+@contextlib.contextmanager
+def target(handle: Callable[[socket], None]) -> Iterator[tuple[tuple[str, int], list[socket]]]:
+    """A loopback server that accepts in a thread and hands each connection to ``handle``: its
+    address, and the connections it accepted (all closed at the end)."""
+    held: list[socket] = []
+    stop = threading.Event()
+    with create_server((HOST, 0)) as server:
+        server.settimeout(0.1)
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    conn = server.accept()[0]
+                except TimeoutError:
+                    continue
+                held.append(conn)
+                handle(conn)
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[:2], held
+        finally:
+            stop.set()
+            thread.join(TIMEOUT)
+            for sock in held:
+                sock.close()
+
+
+def sink_target() -> contextlib.AbstractContextManager[tuple[tuple[str, int], list[socket]]]:
+    """A :func:`target` that accepts connections and never reads from them."""
+    return target(lambda conn: None)
+
+
+def echo_target() -> contextlib.AbstractContextManager[tuple[tuple[str, int], list[socket]]]:
+    """A :func:`target` that echoes on each connection, in a thread, and closes it at EOF."""
+    return target(
+        lambda conn: threading.Thread(target=echo_back, args=(conn,), daemon=True).start()
+    )
+
+
+def echo_back(conn: socket) -> None:
+    # Closed at EOF: the relay's connection ends, its descriptors are free.
+    with conn, contextlib.suppress(OSError):
+        while data := conn.recv(65536):
+            conn.sendall(data)
 
 
 def certificates(folder: Path) -> tuple[ssl.SSLContext, str, str]:

@@ -46,7 +46,9 @@ from attack_clients import (
     ask_hello,
     ask_http,
     ask_https,
+    echo_target,
     push_until_blocked,
+    sink_target,
 )
 from attack_clients import certificates as make_certificates
 from cli_process import PROXYPROTO, TIMEOUT, Address, CliProcess
@@ -64,32 +66,6 @@ ATTACK_SERVER = str(Path(__file__).with_name("attack_server.py"))
 
 
 # =============================================================================== senders
-
-
-@contextmanager
-def sink_server() -> Iterator[tuple[Address, list[socket.socket]]]:
-    """A target that accepts connections and never reads from them."""
-    held: list[socket.socket] = []
-    with socket.create_server((HOST, 0)) as server:
-        server.settimeout(0.1)
-        stop = threading.Event()
-
-        def accept() -> None:
-            while not stop.is_set():
-                try:
-                    held.append(server.accept()[0])
-                except TimeoutError:
-                    continue
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[:2], held
-        finally:
-            stop.set()
-            thread.join(TIMEOUT)
-            for sock in held:
-                sock.close()
 
 
 @contextmanager
@@ -175,7 +151,7 @@ def test_the_relay_does_not_buffer_without_bound(backend: str, direction: str) -
     with ExitStack() as stack:
         pushed = [0]
         if direction == "up":
-            target, _ = stack.enter_context(sink_server())
+            target, _ = stack.enter_context(sink_target())
         else:
             target = stack.enter_context(firehose_server(pushed))
         command = [*PROXYPROTO, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{target[1]}"]
@@ -316,41 +292,10 @@ def test_echo_survives_running_out_of_descriptors(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_the_relay_survives_running_out_of_descriptors(backend: str) -> None:
-    with socket.create_server((HOST, 0)) as target:
-        target.settimeout(0.1)
-        stop = threading.Event()
-        conns: list[socket.socket] = []
-
-        def echo_target() -> None:
-            while not stop.is_set():
-                try:
-                    conn = target.accept()[0]
-                except TimeoutError:
-                    continue
-                conns.append(conn)
-                threading.Thread(target=echo_back, args=(conn,), daemon=True).start()
-
-        acceptor = threading.Thread(target=echo_target, daemon=True)
-        acceptor.start()
-        port = target.getsockname()[1]
-        command = [*PROXYPROTO, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{port}"]
-        try:
-            with launch([*command, "--backend", backend], nofile=NOFILE) as server:
-                survives_exhaustion(server, ask_echo, b"ping", OUR_WARNING)
-        finally:
-            stop.set()
-            acceptor.join(TIMEOUT)
-            for conn in conns:
-                conn.close()
-
-
-def echo_back(conn: socket.socket) -> None:
-    with conn:  # closed at EOF: the relay's connection ends, its descriptors are free
-        try:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-        except OSError:
-            pass
+    with echo_target() as (target, _):
+        command = [*PROXYPROTO, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{target[1]}"]
+        with launch([*command, "--backend", backend], nofile=NOFILE) as server:
+            survives_exhaustion(server, ask_echo, b"ping", OUR_WARNING)
 
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "cleartext"])
