@@ -209,16 +209,9 @@ def survives(
             return "never ran out"
         if not server.alive():
             return "no (died)"
-        with socket.create_connection(server.address, timeout=TIMEOUT) as waiting:
-            answer: list[bytes] = []
-            thread = threading.Thread(target=lambda: answer.append(ask(waiting)), daemon=True)
-            thread.start()
-            for sock in held:
-                sock.close()
-            held = []
-            thread.join(TIMEOUT)
-            if not answer or expect not in answer[0]:
-                return "no (the waiting client was not served)" if server.alive() else "no (died)"
+        answer = clients.ask_when_freed(server.address, ask, held)
+        if answer is None or expect not in answer:
+            return "no (the waiting client was not served)" if server.alive() else "no (died)"
         with socket.create_connection(server.address, timeout=TIMEOUT) as fresh:
             if expect not in ask(fresh):
                 return "no (a new client was not served)"

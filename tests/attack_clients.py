@@ -3,7 +3,8 @@
 The servers are ``tests/attack_server.py``'s (or the ``proxyproto`` command): each client here
 sends its header and request to one of them and returns what came back (:func:`ask_hello`,
 :func:`ask_echo`, :func:`ask_http`, :func:`ask_https`), or pushes bytes and never reads
-(:func:`push_until_blocked`); :func:`sink_target` and :func:`echo_target` are the relay's
+(:func:`push_until_blocked`); :func:`ask_when_freed` asks from the backlog of a server out of
+descriptors; :func:`sink_target` and :func:`echo_target` are the relay's
 targets, :func:`certificates` makes the TLS servers' files. Nothing here imports proxyproto:
 :data:`HEADER` is written out byte by byte.
 """
@@ -15,7 +16,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from socket import create_server, socket
+from socket import create_connection, create_server, socket
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -95,6 +96,24 @@ def ask_https(context: ssl.SSLContext, until: bytes = b"ok") -> Callable[[socket
             return read_some(secure, until)
 
     return ask
+
+
+def ask_when_freed(
+    address: tuple[str, int], ask: Callable[[socket], bytes], held: list[socket]
+) -> bytes | None:
+    """Connect a client that waits in the backlog of a server out of descriptors, close (and
+    empty) ``held``, the idle connections that took them, and return what ``ask`` got on the
+    waiting client (``None``: nothing within :data:`TIMEOUT`)."""
+    with create_connection(address, timeout=TIMEOUT) as waiting:
+        # In the backlog: served once descriptors are free (the request is in its buffers).
+        answer: list[bytes] = []
+        thread = threading.Thread(target=lambda: answer.append(ask(waiting)), daemon=True)
+        thread.start()
+        for sock in held:
+            sock.close()
+        held.clear()
+        thread.join(TIMEOUT)
+        return answer[0] if answer else None
 
 
 @contextlib.contextmanager

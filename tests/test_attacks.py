@@ -46,6 +46,7 @@ from attack_clients import (
     ask_hello,
     ask_http,
     ask_https,
+    ask_when_freed,
     echo_target,
     push_until_blocked,
     sink_target,
@@ -254,17 +255,9 @@ def saw(server: CliProcess, text: str, *, wait: float) -> bool:
 def survives_exhaustion(
     server: CliProcess, ask: Callable[[socket.socket], bytes], expect: bytes, warning: str
 ) -> None:
-    held = exhaust(server, warning)
-    with socket.create_connection(server.address, timeout=TIMEOUT) as waiting:
-        # In the backlog: served once descriptors are free (the request is in its buffers).
-        answer: list[bytes] = []
-        thread = threading.Thread(target=lambda: answer.append(ask(waiting)), daemon=True)
-        thread.start()
-        for sock in held:
-            sock.close()
-        thread.join(TIMEOUT)
-        assert answer, f"the waiting client was not served: {server.drain()}"
-        assert expect in answer[0]
+    answer = ask_when_freed(server.address, ask, exhaust(server, warning))
+    assert answer is not None, f"the waiting client was not served: {server.drain()}"
+    assert expect in answer
     assert server.process.poll() is None
     with socket.create_connection(server.address, timeout=TIMEOUT) as fresh:
         assert expect in ask(fresh)
