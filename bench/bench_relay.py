@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,18 @@ def client_bulk(port: int, mib: int) -> dict[str, Any]:
     return {"mbps": mib * CHUNK / 1e6 / elapsed, "seconds": elapsed, "errors": errors}
 
 
+def run_threads(
+    worker: Callable[[int], None], count: int, seconds: float, start_at: float
+) -> float:
+    """Run ``worker(0) ... worker(count - 1)`` in threads for a trial; its length in seconds."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 3 * SOCKET_TIMEOUT)
+    return time.perf_counter() - start_at
+
+
 def client_cps(port: int, seconds: float, concurrency: int) -> dict[str, Any]:
     counts = [0] * concurrency
     errors: list[str] = []
@@ -287,12 +299,7 @@ def client_cps(port: int, seconds: float, concurrency: int) -> dict[str, Any]:
             errors.append(repr(error))
         counts[i] = n
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 3 * SOCKET_TIMEOUT)
-    elapsed = time.perf_counter() - start_at
+    elapsed = run_threads(worker, concurrency, seconds, start_at)
     return {"cps": sum(counts) / elapsed, "connections": sum(counts), "errors": errors[:3]}
 
 
@@ -324,12 +331,7 @@ def client_udp(port: int, seconds: float, concurrency: int) -> dict[str, Any]:
             except OSError as error:
                 errors.append(repr(error))
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 3 * SOCKET_TIMEOUT)
-    elapsed = time.perf_counter() - start_at
+    elapsed = run_threads(worker, concurrency, seconds, start_at)
     if sum(lost) > sum(counts) // 100:
         errors.append(f"{sum(lost)} of {sum(counts) + sum(lost)} datagrams lost")
     return {"dps": sum(counts) / elapsed, "connections": sum(counts), "errors": errors[:3]}
@@ -433,46 +435,27 @@ listen cps2
 
 
 @contextlib.contextmanager
-def haproxy(sink: dict[str, int]) -> Iterator[tuple[dict[str, int], int, str]]:
-    """HAProxy in TCP mode via tests/haproxy_peer.py (loopback only, one thread)."""
+def haproxy(sink: dict[str, int], threads: int = 1) -> Iterator[tuple[dict[str, int], int, str]]:
+    """HAProxy in TCP mode via tests/haproxy_peer.py (loopback only), ``nbthread threads``
+    (2: the peer of ``relay --workers 2``)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from haproxy_peer import HAProxy, find_haproxy, haproxy_version
 
     if find_haproxy() is None:
         raise RuntimeError("haproxy is not installed")
-    ports = {name: free_port() for name in ("bulk", "bulk2", "cps", "cps2")}
-    config = HAPROXY_CONFIG.format(**ports, sink_bulk=sink["bulk"], sink_cps=sink["cps"])
-    with HAProxy(config) as peer:
-        proc = getattr(peer, "_proc", None)
-        yield ports, (proc.pid if proc is not None else 0), haproxy_version()
 
-
-HAPROXY_THREADS_CONFIG = """
-listen cps
-    bind 127.0.0.1:{cps}
-    server sink 127.0.0.1:{sink_cps}
-listen cps2
-    bind 127.0.0.1:{cps2}
-    server sink 127.0.0.1:{sink_cps}
-"""
-
-
-@contextlib.contextmanager
-def haproxy_threads(sink: dict[str, int], threads: int) -> Iterator[tuple[dict[str, int], int]]:
-    """HAProxy in TCP mode with ``nbthread threads``: the peer of ``relay --workers``."""
-    from haproxy_peer import HAProxy
-
-    class Threaded(HAProxy):
+    class Threaded(HAProxy):  # type: ignore[misc]  # haproxy_peer is found at run time
         def full_config(self) -> str:
-            config = super().full_config()
+            config: str = super().full_config()
             return config.replace("nbthread 1", f"nbthread {threads}", 1).replace(
-                "maxconn 64", "maxconn 256", 1
+                "maxconn 64", f"maxconn {64 * threads}", 1
             )
 
-    ports = {name: free_port() for name in ("cps", "cps2")}
-    with Threaded(HAPROXY_THREADS_CONFIG.format(**ports, sink_cps=sink["cps"])) as peer:
+    ports = {name: free_port() for name in ("bulk", "bulk2", "cps", "cps2")}
+    config = HAPROXY_CONFIG.format(**ports, sink_bulk=sink["bulk"], sink_cps=sink["cps"])
+    with Threaded(config) as peer:
         proc = getattr(peer, "_proc", None)
-        yield ports, (proc.pid if proc is not None else 0)
+        yield ports, (proc.pid if proc is not None else 0), haproxy_version()
 
 
 #: Per measurement: the reference side (the ratios' denominator) and its A/A twin.
@@ -497,7 +480,7 @@ def measure(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
         sink_ports = sink.read(30)
         with (
             haproxy(sink_ports) as (hports, hpid, hversion),
-            haproxy_threads(sink_ports, 2) as (tports, tpid),
+            haproxy(sink_ports, 2) as (tports, tpid, _),
         ):
             backends = [b for b in BACKENDS if b != "trio" or importlib.util.find_spec("trio")]
             sides: dict[str, dict[str, tuple[int, int]]] = {k: {} for k in REFERENCE}
