@@ -6,7 +6,9 @@ process handed the sockets and a shared :class:`multiprocessing.Event`, and sets
 SIGINT or SIGTERM; each worker polls it (as Hypercorn's ``check_multiprocess_shutdown_event``
 does), stops accepting, and gives open connections ``graceful_timeout``. One worker without
 ``--max-requests`` runs in the parent instead (:func:`run_in_process`). A worker is
-:mod:`proxyproto.hypercorn`'s, on the sockets given.
+:mod:`proxyproto.hypercorn`'s, on the sockets given. What happens to the workers (signals, a
+worker that exits) is decided in :func:`proxyproto._cli.workers.run_workers`, which ``proxyproto
+relay --workers`` uses too.
 """
 
 from __future__ import annotations
