@@ -54,10 +54,12 @@ _METRICS_INTERVAL = 0.5
 
 
 def reuse_port_missing() -> str | None:
-    """Why ``--workers`` cannot work here (no SO_REUSEPORT), or ``None``."""
-    if hasattr(socket, "SO_REUSEPORT"):
+    """Why ``--workers`` cannot work here, or ``None``: it needs SO_REUSEPORT spreading the
+    connections over the sockets that share a port, which Linux does (other systems have the
+    option, but hand every connection to one of them)."""
+    if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
         return None
-    return "--workers needs SO_REUSEPORT, which this system does not offer"
+    return "--workers needs SO_REUSEPORT with load spreading (Linux), which this system lacks"
 
 
 def reserve_port(address: tuple[str, int], *, udp: bool) -> socket.socket:
