@@ -239,16 +239,37 @@ def test_no_match_without_default_is_dropped(backend: str, tmp_path: Path) -> No
     ("table", "message"),
     [
         ('protocol = "gopher"\nto = "127.0.0.1:1"', "not one of"),
-        ('protocol = "quic"\nto = "127.0.0.1:1"', "UDP only"),
         ('protocol = "http"', "to: missing"),
         ('to = "127.0.0.1:1"', "protocol: missing"),
-        ('protocol = "http"\nto = "127.0.0.1:1"\nserver_names = ["a"]', "tls routes only"),
+        ('protocol = "http"\nto = "127.0.0.1:1"\nserver_names = ["a"]', "tls and quic"),
         ('protocol = "tls"\nto = "127.0.0.1:1"\nsni = ["a"]', "unknown key"),
     ],
 )
 def test_bad_protocol_tables(table: str, message: str) -> None:
     document = tomllib.loads(f'listen = "127.0.0.1:0"\n[protocols.one]\n{table}\n')
     with pytest.raises(ConfigError, match=r"^relay\.toml: protocols: one: ") as error:
+        routes_from(document, {}, source="relay.toml")
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("udp", "protocol", "message"),
+    [
+        (False, "quic", "probed on UDP only, and this is a TCP listener"),
+        (False, "wireguard", "probed on UDP only, and this is a TCP listener"),
+        (True, "tls", "probed on TCP only, and this is a UDP listener"),
+        (True, "http", "probed on TCP only, and this is a UDP listener"),
+    ],
+)
+def test_a_protocol_of_the_other_transport_is_refused(
+    udp: bool, protocol: str, message: str
+) -> None:
+    """Routes declare their protocol: TCP routes never apply to UDP, nor UDP ones to TCP."""
+    document = tomllib.loads(
+        f'listen = "127.0.0.1:0"\nudp = {str(udp).lower()}\nsend_proxy = "v2"\n'
+        f'[protocols.one]\nprotocol = "{protocol}"\nto = "127.0.0.1:1"\n'
+    )
+    with pytest.raises(ConfigError, match=r"^relay\.toml: \[top level\] protocols: one: ") as error:
         routes_from(document, {}, source="relay.toml")
     assert message in str(error.value)
 

@@ -70,6 +70,7 @@ from proxyproto._adapters.anyio import (
     header_for,
 )
 from proxyproto._adapters.backpressure import bound_reading
+from proxyproto._adapters.metrics import RelayCounters, track_relay
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Command, Family, Header, TLVs, TLVType
 from proxyproto._handshake.config import ProxyProtocolConfig
@@ -80,7 +81,7 @@ from .args import connect_address, listen_address, network, proxy_config, second
 from .output import format_address
 from .output import os_error_text as _os_error_text
 from .output import pair as _pair
-from .probe import NEED_MORE, Match, Prober, ProbeUnavailable, require
+from .probe import DATAGRAM_PROTOCOLS, NEED_MORE, Match, Prober, ProbeUnavailable, require
 
 __all__ = [
     "BALANCE_MODES",
@@ -89,7 +90,9 @@ __all__ = [
     "Relay",
     "RelayConfig",
     "RelaySettings",
+    "RouteChoice",
     "choose_route",
+    "route_for",
     "serve_relay",
 ]
 
@@ -205,8 +208,14 @@ class RelaySettings:
         """
         if self.udp and self.send_proxy == 1:
             return "send_proxy", "v1 cannot describe UDP: use v2 (one header per datagram)"
-        if self.udp and self.protocols:
-            return "protocols", "protocol routing is for TCP only (not with udp)"
+        for route in self.protocols:
+            # A route's protocol is probed on one transport only: QUIC and WireGuard on UDP,
+            # the others on TCP.
+            try:
+                require([route.protocol], datagram=self.udp)
+            except ProbeUnavailable as error:
+                where = "a UDP listener (udp = true)" if self.udp else "a TCP listener"
+                return "protocols", f"{route.name}: {error}, and this is {where}"
         if self.send_proxy != 2:
             for name, used in (
                 ("keep_tlvs", self.keep_tlvs != "none"),
@@ -345,6 +354,39 @@ def sniffed_tlvs(match: Match | None, alpn: bytes | None) -> tuple[tuple[int, by
     return tuple(tlvs)
 
 
+@attrs.frozen
+class RouteChoice:
+    """Where a connection (or a UDP pseudo connection) goes, once its first bytes are probed."""
+
+    #: The route for the access log: the listener's key, ``KEY/NAME`` for a protocol route.
+    name: str
+    #: Its name in the metrics: the ``[protocols.NAME]`` name, or ``default``.
+    label: str
+    #: Empty when it is dropped (no route took it and there is no default route).
+    targets: tuple[_Target, ...]
+    balance: str
+    #: AUTHORITY and ALPN TLVs for the outbound v2 header (:func:`sniffed_tlvs`).
+    sniffed: tuple[tuple[int, bytes], ...] = ()
+    #: Why it is dropped: the protocol matched that no route took, or ``unknown``.
+    unrouted: str | None = None
+
+
+def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
+    """The routing decision, the same for TCP connections and UDP pseudo connections: the first
+    protocol route that takes ``match`` (:func:`choose_route`), else the default route (the
+    listener's ``targets``), else dropped ("protocol sanitization")."""
+    chosen, alpn = choose_route(settings.protocols, match)
+    sniffed = sniffed_tlvs(match, alpn)
+    if chosen is not None:
+        name = f"{settings.key}/{chosen.name}"
+        balance = chosen.balance or settings.balance
+        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed)
+    if settings.targets:
+        return RouteChoice(settings.key, "default", settings.targets, settings.balance, sniffed)
+    reason = match.protocol if match is not None else "unknown"
+    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason)
+
+
 class Relay:
     """A running relay: :meth:`serve` until :meth:`stop`."""
 
@@ -363,6 +405,8 @@ class Relay:
         #: Connections dropped because their first bytes matched no protocol route and there
         #: is no default route ("protocol sanitization").
         self.unrouted = 0
+        #: The counts by route for ``--metrics`` (registered once listening).
+        self.counters = RelayCounters("tcp", "")
 
     def update(self, settings: RelaySettings) -> None:
         """New settings for the connections accepted from now on (``listen`` is not changed)."""
@@ -392,6 +436,8 @@ class Relay:
         ]
         # Counted in --metrics (proxyproto.prometheus), one listener label per route.
         register("relay", listener._counters, ", ".join(self.addresses))
+        self.counters.listener = ", ".join(self.addresses)
+        track_relay(self.counters)
 
         async def handle(transport: ByteStream) -> None:
             self._active += 1
@@ -439,29 +485,32 @@ class Relay:
         target: _Target | None = None
         end = "done"
         route = settings.key
+        routed: list[int] | None = None  # the route's counts in the metrics
         try:
             async with client:
-                targets, balance = settings.targets, settings.balance
                 first, ended = b"", False
-                sniffed: tuple[tuple[int, bytes], ...] = ()
                 if settings.protocols:
                     first, ended, match = await _probe(client, settings)
-                    chosen, alpn = choose_route(settings.protocols, match)
-                    sniffed = sniffed_tlvs(match, alpn)
-                    if chosen is not None:
-                        route = f"{route}/{chosen.name}"
-                        targets, balance = chosen.targets, chosen.balance or balance
-                    elif not targets:
-                        self.unrouted += 1
-                        end = "no-route (" + (match.protocol if match else "unknown") + ")"
-                        return
-                target, upstream = await self._connect(settings, source, targets, balance)
+                    choice = route_for(settings, match)
+                else:
+                    choice = route_for(settings, None)
+                route = choice.name
+                if choice.unrouted is not None:
+                    self.unrouted += 1
+                    self.counters.drop(choice.unrouted)
+                    end = f"no-route ({choice.unrouted})"
+                    return
+                target, upstream = await self._connect(
+                    settings, source, choice.targets, choice.balance
+                )
                 if upstream is None:
                     end = "no-target"
                     return
+                routed = self.counters.route(choice.label)
+                routed[0] += 1
                 async with upstream:
                     if settings.send_proxy:
-                        header = outbound_header(client, settings, sniffed)
+                        header = outbound_header(client, settings, choice.sniffed)
                         await upstream.send(header.to_bytes(crc32c=settings.crc32c))
                     end = await _splice(
                         client, upstream, counts, settings.idle_timeout, first, ended
@@ -480,6 +529,9 @@ class Relay:
             logger.exception("client %s: unexpected error", format_address(source))
             end = f"error ({type(error).__name__})"
         finally:
+            if routed is not None:
+                routed[1] += counts[0]
+                routed[2] += counts[1]
             self._log(route, peer, source, target, counts, time.monotonic() - started, end)
 
     async def _connect(
@@ -841,10 +893,14 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             raise _BadValue(f"{where}{key}: unknown key{hint}")
     try:
         if "protocol" not in table:
-            raise _BadValue("protocol: missing (http, tls, ssh or socks5)")
+            raise _BadValue(
+                "protocol: missing (TCP: http, tls, ssh or socks5; UDP: quic or wireguard)"
+            )
         protocol = _string(table["protocol"])
         try:
-            require([protocol])
+            # Known and probeable here; whether it suits the listener's transport is
+            # RelaySettings.problem()'s to say, once ``udp`` is known.
+            require([protocol], datagram=protocol in DATAGRAM_PROTOCOLS)
         except ProbeUnavailable as error:
             raise _BadValue(f"protocol: {error}") from None
         if not table.get("to"):
@@ -854,8 +910,8 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             item.lower().removesuffix(".") for item in _strings(table.get("server_names", []))
         )
         alpns = tuple(item.encode("utf-8") for item in _strings(table.get("alpns", [])))
-        if (names or alpns) and protocol != "tls":
-            raise _BadValue("server_names and alpns filter tls routes only")
+        if (names or alpns) and protocol not in ("tls", "quic"):
+            raise _BadValue("server_names and alpns filter tls and quic routes only")
         if any(not 0 < len(alpn) < 256 for alpn in alpns):
             raise _BadValue("alpns: each is 1 to 255 bytes")
         balance = table.get("balance")
