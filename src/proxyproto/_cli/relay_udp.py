@@ -242,6 +242,7 @@ class UDPRelay:
         self._send_lock = anyio.Lock()
         self._local: Address = None
         self._stopping = False
+        self._at_once = False
         self._unrouted_log = _UnroutedLog()
         #: The counts by route for ``--metrics`` (registered once listening).
         self.counters = RelayCounters("udp", "")
@@ -270,6 +271,7 @@ class UDPRelay:
         self._stopping = True
         self._probing.clear()
         if now or not self._flows:
+            self._at_once = self._at_once or now
             self._receiving.cancel()
         elif first:
             self._receiving.deadline = anyio.current_time() + self.settings.grace
@@ -313,7 +315,7 @@ class UDPRelay:
                         if self._probing:
                             await self._expire(flows)
             finally:
-                if self._flows and not self._receiving.cancel_called:
+                if self._flows and self._stopping and not self._at_once:
                     logger.info(
                         "grace period over: closing %d pseudo connection(s)", len(self._flows)
                     )
