@@ -315,3 +315,56 @@ def test_a_client_hello_in_pieces_is_forwarded_whole(backend: str, tmp_path: Pat
                 str(len(hello)),
                 "done",
             )
+
+
+@BACKENDS
+def test_metrics_count_routes_and_unrouted_by_reason(backend: str, tmp_path: Path) -> None:
+    """``--metrics``: connections and bytes per route; unrouted connections by reason."""
+    from cli_process import launch
+    from test_metrics import scrape, settled
+    from test_probes import client_hello
+    from test_relay_config import ConfiguredRelay
+
+    config = tmp_path / "relay.toml"
+    request = b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n"
+    with target_server() as web:
+        write(
+            config,
+            f"""
+            listen = "127.0.0.1:0"
+            probe_timeout = 2
+
+            [protocols.web]
+            protocol = "http"
+            to = {to(web.address)}
+
+            [protocols.a]
+            protocol = "tls"
+            server_names = ["a.example"]
+            to = {to(web.address)}
+            """,
+        )
+        options = ("--backend", backend, "--metrics", "127.0.0.1:0")
+        with launch(
+            ConfiguredRelay, "relay", "--config", str(config), *options, start=False
+        ) as relay:
+            line = relay.stdout.get(timeout=TIMEOUT)
+            assert line is not None
+            metrics = int(line.rsplit(":", 1)[1].split("/")[0])
+            address = relay.next_listening()
+            assert exchange(address, request)[0] == request
+            assert exchange(address, client_hello("b.example"))[0] == b""
+            assert exchange(address, b"\x00\x01binary")[0] == b""
+            labels = {"transport": "tcp", "listener": f"127.0.0.1:{address[1]}"}
+
+            def key(name: str, **more: str) -> tuple[str, frozenset[tuple[str, str]]]:
+                return (f"proxyproto_relay_{name}_total", frozenset({**labels, **more}.items()))
+
+            wanted = {
+                key("connections", route="web"): 1.0,
+                key("bytes", route="web", direction="up"): float(len(request)),
+                key("bytes", route="web", direction="down"): float(len(request)),
+                key("unrouted", reason="tls"): 1.0,
+                key("unrouted", reason="unknown"): 1.0,
+            }
+            assert settled(lambda: scrape(metrics), wanted) == wanted
