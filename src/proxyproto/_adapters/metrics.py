@@ -6,8 +6,11 @@ Metrics cost nothing per connection: the handshakes bump their plain integers
 (:class:`~proxyproto._handshake.engine.Counters`), and an exporter reads them when it is
 scraped. :func:`samples` is that reading: every registered surface's counters (the engine's
 registry) and every tracked UDP socket's (:func:`track_datagrams`), summed by ``(surface,
-listener)``, as JSON-ready dictionaries (:class:`Samples`). Reading from another thread (an HTTP
-server's) is safe: the counters are ints and lists and dicts of fixed size, copied whole.
+listener)``, and the relay's counts by route (:class:`RelayCounters`, :func:`track_relay`),
+summed by ``(transport, listener)``, as JSON-ready dictionaries (:class:`Samples`). Reading
+from another thread (an HTTP server's) is safe: the counters are ints and lists and dicts of
+fixed size, copied whole (a relay's dicts by route and reason grow, and are copied with
+``dict()``, which holds the GIL throughout).
 
 Worker processes (``proxyproto hypercorn --workers N``, Uvicorn's ``--workers``) each count
 alone. Each one runs a :class:`SnapshotWriter`, a thread that writes the process's samples to

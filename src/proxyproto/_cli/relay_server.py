@@ -19,7 +19,11 @@ read after the handshake, for at most ``probe_timeout`` seconds, by a sans-IO
 (:func:`choose_route`) gives the targets and the balancing rule, else ``targets`` (the default
 route), else the connection is dropped (``end=no-route (...)``, counted in ``unrouted``). The
 bytes read are sent to the target first; a TLS ClientHello's SNI and ALPN go into the v2 header
-(:func:`sniffed_tlvs`).
+(:func:`sniffed_tlvs`). That decision is :func:`route_for`, which the UDP relay
+(:mod:`proxyproto._cli.relay_udp`) takes too, on a QUIC or WireGuard match; a route's protocol
+must be one of its listener's transport (:meth:`RelaySettings.problem`). Connections and bytes
+per route, and the unrouted by reason, are counted for ``--metrics``
+(:class:`~proxyproto._adapters.metrics.RelayCounters`).
 
 Shutdown (:meth:`Relay.stop`, which SIGINT / SIGTERM call) stops accepting and closes the
 listener at once, lets the open connections finish for up to ``grace`` seconds, then cancels
