@@ -207,21 +207,27 @@ def test_http_ssh_and_a_default_route(backend: str, tmp_path: Path) -> None:
             assert log["up"] == str(len(unknown))
 
 
+def web_only(config: Path, web: Backend, probe_timeout: float, more: str = "") -> None:
+    """A listener with no default route, an http route to ``web``, and ``more`` tables."""
+    write(
+        config,
+        f"""
+        listen = "127.0.0.1:0"
+        probe_timeout = {probe_timeout}
+
+        [protocols.web]
+        protocol = "http"
+        to = {to(web.address)}
+        """
+        + more,
+    )
+
+
 @BACKENDS
 def test_no_match_without_default_is_dropped(backend: str, tmp_path: Path) -> None:
     config = tmp_path / "relay.toml"
     with target_server() as web:
-        write(
-            config,
-            f"""
-            listen = "127.0.0.1:0"
-            probe_timeout = 0.5
-
-            [protocols.web]
-            protocol = "http"
-            to = {to(web.address)}
-            """,
-        )
+        web_only(config, web, 0.5)
         with configured(config, 1, ("--backend", backend)) as (relay, [address]):
             assert exchange(address, b"SSH-2.0-x\r\n")[0] == b""
             # Only http is probed for: SSH is no known protocol here.
@@ -328,22 +334,9 @@ def test_metrics_count_routes_and_unrouted_by_reason(backend: str, tmp_path: Pat
     config = tmp_path / "relay.toml"
     request = b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n"
     with target_server() as web:
-        write(
-            config,
-            f"""
-            listen = "127.0.0.1:0"
-            probe_timeout = 2
-
-            [protocols.web]
-            protocol = "http"
-            to = {to(web.address)}
-
-            [protocols.a]
-            protocol = "tls"
-            server_names = ["a.example"]
-            to = {to(web.address)}
-            """,
-        )
+        more = '[protocols.a]\nprotocol = "tls"\nserver_names = ["a.example"]\n'
+        more += f"to = {to(web.address)}\n"
+        web_only(config, web, 2, more)
         options = ("--backend", backend, "--metrics", "127.0.0.1:0")
         with launch(
             ConfiguredRelay, "relay", "--config", str(config), *options, start=False

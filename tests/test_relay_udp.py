@@ -270,6 +270,11 @@ def udp_targets(*servers: Server) -> str:
     return "[" + ", ".join(f'"127.0.0.1:{server.address[1]}"' for server in servers) + "]"
 
 
+def write_udp(config: Path, text: str) -> None:
+    """A configuration file of one UDP listener on loopback, sending v2, and ``text``."""
+    write(config, 'listen = "127.0.0.1:0"\nudp = true\nsend_proxy = "v2"\n' + text)
+
+
 def configured_udp(
     config: Path, backend: str, *options: str
 ) -> AbstractContextManager[ConfiguredRelay]:
@@ -338,13 +343,9 @@ async def test_quic_and_wireguard_clients_choose_targets(
     config = tmp_path / "relay.toml"
     with anyio.fail_after(TIMEOUT * 2):
         async with server() as by_name, server() as by_alpn, server() as wireguard:
-            write(
+            write_udp(
                 config,
                 f"""
-                listen = "127.0.0.1:0"
-                udp = true
-                send_proxy = "v2"
-
                 [protocols.names]
                 protocol = "quic"
                 server_names = ["a.example", "*.wild.example"]
@@ -444,12 +445,9 @@ async def test_a_client_hello_never_finished_goes_to_the_default_route(
     config = tmp_path / "relay.toml"
     with anyio.fail_after(TIMEOUT):
         async with server() as quic, server() as default:
-            write(
+            write_udp(
                 config,
                 f"""
-                listen = "127.0.0.1:0"
-                udp = true
-                send_proxy = "v2"
                 probe_timeout = 0.3
                 to = {udp_targets(default)}
 

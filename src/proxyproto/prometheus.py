@@ -222,32 +222,22 @@ def _families(data: Samples) -> Iterator[Metric]:
 
 
 def _relay_families(data: Samples) -> Iterator[Metric]:
+    def counter(name: str, text: str, *labels: str) -> CounterMetricFamily:
+        return CounterMetricFamily(f"proxyproto_relay_{name}", text, labels=[*where, *labels])
+
     where = ["transport", "listener"]
-    connections = CounterMetricFamily(
-        "proxyproto_relay_connections",
-        "Relayed connections (UDP: pseudo connections) sent to a target, by route.",
-        labels=[*where, "route"],
+    up = "(up: client to target)"
+    connections = counter(
+        "connections", "Relayed connections (UDP: pseudo connections) sent to a target.", "route"
     )
-    carried = CounterMetricFamily(
-        "proxyproto_relay_bytes",
-        "Bytes relayed, by route and direction (up: client to target).",
-        labels=[*where, "route", "direction"],
+    carried = counter("bytes", f"Bytes relayed, by route and direction {up}.", "route", "direction")
+    datagrams = counter(
+        "datagrams", f"UDP datagrams relayed, by route and direction {up}.", "route", "direction"
     )
-    datagrams = CounterMetricFamily(
-        "proxyproto_relay_datagrams",
-        "UDP datagrams relayed, by route and direction (up: client to target).",
-        labels=[*where, "route", "direction"],
+    unrouted = counter(
+        "unrouted", "Connections dropped for matching no protocol route, by reason.", "reason"
     )
-    unrouted = CounterMetricFamily(
-        "proxyproto_relay_unrouted",
-        "Connections dropped for matching no protocol route (no default route), by reason.",
-        labels=[*where, "reason"],
-    )
-    evicted = CounterMetricFamily(
-        "proxyproto_relay_evicted",
-        "UDP pseudo connections ended to make room for a new client.",
-        labels=where,
-    )
+    evicted = counter("evicted", "UDP pseudo connections ended to make room for a new client.")
     for entry in data.get("relay", []):
         labels = [entry["transport"], entry["listener"]]
         for route, counts in entry["routes"].items():
