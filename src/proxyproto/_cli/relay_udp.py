@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import socket
 import time
 from collections import OrderedDict
@@ -302,18 +301,17 @@ class UDPRelay:
                 task_status.started()
                 with self._receiving:
                     while True:
-                        datagram = None
+                        if not self._probing:
+                            await self._forward(await sock.receive(), flows)
+                            continue
                         # While clients are being probed, wake up for the oldest's deadline.
-                        wait = math.inf
-                        if self._probing:
-                            oldest = next(iter(self._probing.values()))
-                            wait = max(0.0, oldest.deadline - anyio.current_time())
-                        with anyio.move_on_after(wait):
+                        oldest = next(iter(self._probing.values()))
+                        datagram = None
+                        with anyio.move_on_after(oldest.deadline - anyio.current_time()):
                             datagram = await sock.receive()
                         if datagram is not None:
                             await self._forward(datagram, flows)
-                        if self._probing:
-                            await self._expire(flows)
+                        await self._expire(flows)
             finally:
                 if self._flows and self._stopping and not self._at_once:
                     logger.info(
