@@ -43,15 +43,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _harness import HOST, add_output_options, machine, v2_header, write_json
+from _harness import HOST, add_output_options, machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the attack clients, shared with tests/test_attacks.py
+import attack_clients as clients  # noqa: E402
+from attack_clients import HEADER, TIMEOUT, MiB  # noqa: E402
+
 SERVER = str(ROOT / "tests" / "attack_server.py")
-HEADER = v2_header(("192.0.2.1", 56324), ("198.51.100.7", 443))
-TIMEOUT = 20.0
-STALL = 1.0
-CHUNK = b"x" * 65536
-MiB = 1 << 20
 
 
 def env() -> dict[str, str]:
@@ -154,17 +153,6 @@ def running(command: list[str], **kwargs: Any) -> Iterator[Server]:
         server.close()
 
 
-def push_until_blocked(sock: socket.socket, prefix: bytes, cap: int) -> int:
-    sock.settimeout(TIMEOUT)
-    sock.sendall(prefix + CHUNK)
-    pushed = len(CHUNK)
-    sock.settimeout(STALL)
-    with contextlib.suppress(TimeoutError, OSError):
-        while pushed < cap:
-            pushed += sock.send(CHUNK)
-    return pushed
-
-
 # ============================================================================================
 # non-reading peer
 
@@ -178,16 +166,16 @@ def non_reading(cap: int, tries: int) -> list[dict[str, Any]]:
                 with running([sys.executable, SERVER, kind, "0"]) as server:
                     prefix = HEADER if kind.startswith("anyio") else b""
                     with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
-                        pushed = push_until_blocked(sock, prefix, cap)
+                        pushed = clients.push_until_blocked(sock, prefix, cap)
                         figures.setdefault(kind, []).append((pushed, server.peak_rss()))
-            with sink() as target:
+            with clients.sink_target() as (target, _):
                 relay = [sys.executable, "-m", "proxyproto", "relay", "--listen", f"{HOST}:0"]
                 relay += ["--to", f"{HOST}:{target[1]}", "--accept-proxy", "--backend", backend]
                 with (
                     running(relay) as server,
                     socket.create_connection(server.address, timeout=TIMEOUT) as sock,
                 ):
-                    pushed = push_until_blocked(sock, HEADER, cap)
+                    pushed = clients.push_until_blocked(sock, HEADER, cap)
                     figures.setdefault(f"relay-{backend}", []).append((pushed, server.peak_rss()))
         plain_rss = max(rss for _, rss in figures[f"plain-{backend}"])
         for name, runs in figures.items():
@@ -204,41 +192,8 @@ def non_reading(cap: int, tries: int) -> list[dict[str, Any]]:
     return rows
 
 
-@contextlib.contextmanager
-def sink() -> Iterator[tuple[str, int]]:
-    """A target that accepts and never reads."""
-    held: list[socket.socket] = []
-    stop = threading.Event()
-    with socket.create_server((HOST, 0)) as server:
-        server.settimeout(0.1)
-
-        def accept() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    held.append(server.accept()[0])
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[:2]
-        finally:
-            stop.set()
-            thread.join(5)
-            for sock in held:
-                sock.close()
-
-
 # ============================================================================================
 # descriptors
-
-
-def read_some(sock: Any, until: bytes) -> bytes:
-    sock.settimeout(TIMEOUT / 2)
-    got = b""
-    with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
-        while until not in got and (chunk := sock.recv(65536)):
-            got += chunk
-    return got
 
 
 def survives(
@@ -254,16 +209,9 @@ def survives(
             return "never ran out"
         if not server.alive():
             return "no (died)"
-        with socket.create_connection(server.address, timeout=TIMEOUT) as waiting:
-            answer: list[bytes] = []
-            thread = threading.Thread(target=lambda: answer.append(ask(waiting)), daemon=True)
-            thread.start()
-            for sock in held:
-                sock.close()
-            held = []
-            thread.join(TIMEOUT)
-            if not answer or expect not in answer[0]:
-                return "no (the waiting client was not served)" if server.alive() else "no (died)"
+        answer = clients.ask_when_freed(server.address, ask, held)
+        if answer is None or expect not in answer:
+            return "no (the waiting client was not served)" if server.alive() else "no (died)"
         with socket.create_connection(server.address, timeout=TIMEOUT) as fresh:
             if expect not in ask(fresh):
                 return "no (a new client was not served)"
@@ -276,27 +224,8 @@ def survives(
 
 
 def descriptors(limit: int) -> list[dict[str, Any]]:
-    def hello(sock: socket.socket) -> bytes:
-        sock.sendall(HEADER)
-        return read_some(sock, b"\n")
-
-    def ping(sock: socket.socket) -> bytes:
-        sock.sendall(b"ping\n")
-        return read_some(sock, b"\n")
-
-    def http(sock: socket.socket) -> bytes:
-        sock.sendall(HEADER + b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        return read_some(sock, b"ok")
-
+    hello, ping, http = clients.ask_hello, clients.ask_echo, clients.ask_http
     certs = certificates()
-
-    def https(sock: socket.socket) -> bytes:
-        assert certs is not None
-        sock.sendall(HEADER)
-        with certs[0].wrap_socket(sock, server_hostname="localhost") as secure:
-            secure.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            return read_some(secure, b"ok")
-
     ours, asyncio_warning = "EMFILE", "out of system resource"
     py = sys.executable
     cli = [py, "-m", "proxyproto"]
@@ -319,6 +248,7 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
         cases.append((f"echo {backend}", echo, hello, b"client", ours, True))
     if certs is not None:
         command = [py, SERVER, "hypercorn-tls", str(limit), certs[1], certs[2]]
+        https = clients.ask_https(certs[0])
         cases.append(("hypercorn asyncio tls", command, https, b"200", ours, False))
     cases.append(
         (
@@ -342,7 +272,7 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
             verdict = f"n/a ({error})"
         rows.append({"server": name, "survives": verdict})
     for backend in ("asyncio", "trio"):
-        with echo_target() as target:
+        with clients.echo_target() as (target, _):
             relay = [*cli, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{target[1]}"]
             with running([*relay, "--backend", backend], nofile=limit) as server:
                 verdict = survives(server, ping, b"ping", limit, ours)
@@ -351,47 +281,13 @@ def descriptors(limit: int) -> list[dict[str, Any]]:
 
 
 def certificates() -> tuple[ssl.SSLContext, str, str] | None:
-    try:
-        import trustme
-    except ImportError:
-        return None
+    import importlib.util
     import tempfile
 
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", HOST)
-    folder = Path(tempfile.mkdtemp(prefix="bench-attacks-"))
-    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context, str(certfile), str(keyfile)
+    if importlib.util.find_spec("trustme") is None:
+        return None
 
-
-@contextlib.contextmanager
-def echo_target() -> Iterator[tuple[str, int]]:
-    stop = threading.Event()
-    with socket.create_server((HOST, 0)) as server:
-        server.settimeout(0.1)
-
-        def echo_back(conn: socket.socket) -> None:
-            with conn, contextlib.suppress(OSError):
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-        def accept() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    conn = server.accept()[0]
-                    threading.Thread(target=echo_back, args=(conn,), daemon=True).start()
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[:2]
-        finally:
-            stop.set()
-            thread.join(5)
+    return clients.certificates(Path(tempfile.mkdtemp(prefix="bench-attacks-")))
 
 
 # ============================================================================================

@@ -3,11 +3,15 @@
 :class:`CliProcess` reads the child's stdout and stderr line by line in threads (so that every read
 has a timeout), parses its ``listening on 127.0.0.1:PORT`` lines, and kills it, joins the readers
 and closes the pipes in :meth:`CliProcess.kill`. :func:`launch` starts one and always kills it in
-a ``finally``. Every wait is bounded by :data:`TIMEOUT`.
+a ``finally``. :class:`SessionProcess` is for commands with worker processes: a session of its
+own, so that :meth:`SessionProcess.kill` ends the workers too, stderr in a file; :func:`in_session`
+starts one. Every wait is bounded by :data:`TIMEOUT`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import signal
 import subprocess
@@ -15,8 +19,10 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, TypeVar
 
+TESTS = Path(__file__).parent
 TIMEOUT = 20.0
 Address = tuple[str, int]
 PROXYPROTO = (sys.executable, "-m", "proxyproto")
@@ -166,6 +172,73 @@ def launch(kind: type[P], *args: str, start: bool = True) -> Iterator[P]:
     try:
         if start:
             running.start()
+        yield running
+    finally:
+        running.kill()
+
+
+class SessionProcess:
+    """A running ``proxyproto`` command in a session of its own, with this folder on its
+    ``PYTHONPATH`` (for ``asgi_client_app:app``): its stdout line by line, its stderr in a file.
+
+    :meth:`start` waits for what the command prints when it is ready; a subclass adds to it.
+    """
+
+    def __init__(self, args: list[str], stderr: Path) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        self.stderr_path = stderr
+        self._stderr = stderr.open("w")
+        self.process = subprocess.Popen(
+            [*PROXYPROTO, *args],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert self.process.stdout is not None
+        self._reader = reader(self.process.stdout, self.lines)
+
+    def start(self) -> None:
+        """Wait for the ``listening on`` line: ``addresses``, and ``port`` the first one's."""
+        self.addresses = listening_addresses(self.next_line())
+        self.port = self.addresses[0][1]
+
+    def next_line(self, timeout: float = TIMEOUT) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output; stderr: {self.stderr()}") from None
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._reader.join(10)  # EOF: every process holding the pipe is gone
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self._stderr.close()
+
+
+S = TypeVar("S", bound=SessionProcess)
+
+
+@contextmanager
+def in_session(kind: type[S], tmp_path: Path, *args: str) -> Iterator[S]:
+    """Run ``python -m proxyproto *args`` as a ``kind``, its stderr in ``tmp_path``; wait for it
+    to start, and kill it and its session in a ``finally``."""
+    running = kind(list(args), tmp_path / "stderr.txt")
+    try:
+        running.start()
         yield running
     finally:
         running.kill()

@@ -34,73 +34,39 @@ from typing import Any
 
 import anyio
 import pytest
-import trustme
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 
 import proxyproto as pp
+from attack_clients import (
+    HEADER,
+    HOST,
+    STALL,
+    MiB,
+    ask_echo,
+    ask_hello,
+    ask_http,
+    ask_https,
+    ask_when_freed,
+    echo_target,
+    push_until_blocked,
+    sink_target,
+)
+from attack_clients import certificates as make_certificates
 from cli_process import PROXYPROTO, TIMEOUT, Address, CliProcess
 from proxyproto._adapters import accept
 from proxyproto._adapters.backpressure import HIGH_WATER, LOW_WATER, _BoundedQueue, bound_reading
 
-HOST = "127.0.0.1"
-HEADER = pp.Header.proxy(("192.0.2.1", 56324), ("198.51.100.7", 443)).to_bytes()
-MiB = 1 << 20
-#: The client stops pushing here: an unbounded server would take all of it.
-CAP = 256 * MiB
 #: What a bounded server may take: the kernel's socket buffers on both sides (a few MiB each on
 #: loopback) and what sits in the server's own queues.
 BOUND = 64 * MiB
-#: A send() that makes no progress for this long: the server stopped taking bytes.
-STALL = 1.0
 #: The relay's resident memory after the push, at most (an idle relay is about 30 MB).
 RSS_BOUND = 150 * MiB
 #: The descriptor limit of the servers under test.
 NOFILE = 64
 ATTACK_SERVER = str(Path(__file__).with_name("attack_server.py"))
-CHUNK = b"x" * 65536
 
 
 # =============================================================================== senders
-
-
-def push_until_blocked(sock: socket.socket, prefix: bytes = b"") -> int:
-    """Send on ``sock`` until a send() stalls for :data:`STALL` s or :data:`CAP` is pushed."""
-    sock.settimeout(TIMEOUT)
-    sock.sendall(prefix + CHUNK)
-    pushed = len(CHUNK)
-    sock.settimeout(STALL)
-    try:
-        while pushed < CAP:
-            pushed += sock.send(CHUNK)
-    except (TimeoutError, OSError):
-        pass
-    return pushed
-
-
-@contextmanager
-def sink_server() -> Iterator[tuple[Address, list[socket.socket]]]:
-    """A target that accepts connections and never reads from them."""
-    held: list[socket.socket] = []
-    with socket.create_server((HOST, 0)) as server:
-        server.settimeout(0.1)
-        stop = threading.Event()
-
-        def accept() -> None:
-            while not stop.is_set():
-                try:
-                    held.append(server.accept()[0])
-                except TimeoutError:
-                    continue
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[:2], held
-        finally:
-            stop.set()
-            thread.join(TIMEOUT)
-            for sock in held:
-                sock.close()
 
 
 @contextmanager
@@ -186,7 +152,7 @@ def test_the_relay_does_not_buffer_without_bound(backend: str, direction: str) -
     with ExitStack() as stack:
         pushed = [0]
         if direction == "up":
-            target, _ = stack.enter_context(sink_server())
+            target, _ = stack.enter_context(sink_target())
         else:
             target = stack.enter_context(firehose_server(pushed))
         command = [*PROXYPROTO, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{target[1]}"]
@@ -289,61 +255,18 @@ def saw(server: CliProcess, text: str, *, wait: float) -> bool:
 def survives_exhaustion(
     server: CliProcess, ask: Callable[[socket.socket], bytes], expect: bytes, warning: str
 ) -> None:
-    held = exhaust(server, warning)
-    with socket.create_connection(server.address, timeout=TIMEOUT) as waiting:
-        # In the backlog: served once descriptors are free (the request is in its buffers).
-        answer: list[bytes] = []
-        thread = threading.Thread(target=lambda: answer.append(ask(waiting)), daemon=True)
-        thread.start()
-        for sock in held:
-            sock.close()
-        thread.join(TIMEOUT)
-        assert answer, f"the waiting client was not served: {server.drain()}"
-        assert expect in answer[0]
+    answer = ask_when_freed(server.address, ask, exhaust(server, warning))
+    assert answer is not None, f"the waiting client was not served: {server.drain()}"
+    assert expect in answer
     assert server.process.poll() is None
     with socket.create_connection(server.address, timeout=TIMEOUT) as fresh:
         assert expect in ask(fresh)
     assert server.process.poll() is None
 
 
-def ask_hello(sock: socket.socket) -> bytes:
-    sock.sendall(HEADER)
-    return read_some(sock, b"\n")
-
-
-def ask_echo(sock: socket.socket) -> bytes:
-    sock.sendall(b"ping\n")
-    return read_some(sock, b"\n")
-
-
-def ask_http(sock: socket.socket) -> bytes:
-    sock.sendall(HEADER + b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-    return read_some(sock, b"ok")
-
-
-def read_some(sock: Any, until: bytes) -> bytes:
-    """Read until ``until`` is in what came, EOF or the timeout; what came."""
-    sock.settimeout(TIMEOUT)
-    got = b""
-    try:
-        while until not in got and (chunk := sock.recv(65536)):
-            got += chunk
-    except (TimeoutError, OSError, ssl.SSLError):
-        pass
-    return got
-
-
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str, str]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", HOST)
-    folder = tmp_path_factory.mktemp("certs")
-    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context, str(certfile), str(keyfile)
+    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.mark.parametrize("kind", ["anyio-asyncio", "anyio-trio", "trio"])
@@ -362,41 +285,10 @@ def test_echo_survives_running_out_of_descriptors(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_the_relay_survives_running_out_of_descriptors(backend: str) -> None:
-    with socket.create_server((HOST, 0)) as target:
-        target.settimeout(0.1)
-        stop = threading.Event()
-        conns: list[socket.socket] = []
-
-        def echo_target() -> None:
-            while not stop.is_set():
-                try:
-                    conn = target.accept()[0]
-                except TimeoutError:
-                    continue
-                conns.append(conn)
-                threading.Thread(target=echo_back, args=(conn,), daemon=True).start()
-
-        acceptor = threading.Thread(target=echo_target, daemon=True)
-        acceptor.start()
-        port = target.getsockname()[1]
-        command = [*PROXYPROTO, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{port}"]
-        try:
-            with launch([*command, "--backend", backend], nofile=NOFILE) as server:
-                survives_exhaustion(server, ask_echo, b"ping", OUR_WARNING)
-        finally:
-            stop.set()
-            acceptor.join(TIMEOUT)
-            for conn in conns:
-                conn.close()
-
-
-def echo_back(conn: socket.socket) -> None:
-    with conn:  # closed at EOF: the relay's connection ends, its descriptors are free
-        try:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-        except OSError:
-            pass
+    with echo_target() as (target, _):
+        command = [*PROXYPROTO, "relay", "--listen", f"{HOST}:0", "--to", f"{HOST}:{target[1]}"]
+        with launch([*command, "--backend", backend], nofile=NOFILE) as server:
+            survives_exhaustion(server, ask_echo, b"ping", OUR_WARNING)
 
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "cleartext"])
@@ -410,14 +302,7 @@ def test_hypercorn_asyncio_survives_running_out_of_descriptors(
     kind, extra = ("hypercorn-tls", [certfile, keyfile]) if tls else ("hypercorn", [])
     command = [sys.executable, ATTACK_SERVER, kind, str(NOFILE), *extra]
 
-    def ask(sock: socket.socket) -> bytes:
-        if not tls:
-            return ask_http(sock)
-        sock.sendall(HEADER)
-        with context.wrap_socket(sock, server_hostname="localhost") as secure:
-            secure.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            return read_some(secure, b"ok")
-
+    ask = ask_https(context) if tls else ask_http
     with launch(command) as server:
         survives_exhaustion(server, ask, b"200", OUR_WARNING if tls else ASYNCIO_WARNING)
 
@@ -636,11 +521,5 @@ def test_hypercorn_workers_survive_running_out_of_descriptors(
     command += ["--header-timeout", "60"]
     command += ["--certfile", certfile, "--keyfile", keyfile]
 
-    def ask(sock: socket.socket) -> bytes:
-        sock.sendall(HEADER)
-        with context.wrap_socket(sock, server_hostname="localhost") as secure:
-            secure.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            return read_some(secure, b"}")
-
     with launch(command, nofile=NOFILE, group=True) as server:
-        survives_exhaustion(server, ask, b"200", OUR_WARNING)
+        survives_exhaustion(server, ask_https(context, until=b"}"), b"200", OUR_WARNING)

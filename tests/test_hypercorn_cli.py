@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import queue
 import signal
 import socket
 import ssl
-import subprocess
-from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -27,7 +23,7 @@ import pytest
 
 import proxyproto as pp
 from asgi_helpers import keep_alive_clients
-from cli_process import PROXYPROTO, TIMEOUT, listening_addresses, reader
+from cli_process import SessionProcess, in_session
 from interop import curl_haproxy_protocol, haproxy_send_proxy_v2, has_ipv6_loopback
 from proxyproto import testing
 
@@ -35,7 +31,6 @@ pytest.importorskip("hypercorn")
 
 import proxyproto._cli.hypercorn
 
-TESTS = Path(__file__).parent
 SERVER = ("198.51.100.10", 443)
 WORKER_CLASSES = [
     "asyncio",
@@ -46,59 +41,17 @@ WORKER_CLASSES = [
 ]
 
 
-class Server:
-    """A running ``proxyproto hypercorn``: its process, port, stdout lines and stderr file."""
+class Server(SessionProcess):
+    """A running ``proxyproto hypercorn asgi_client_app:app``."""
 
-    def __init__(self, args: list[str], stderr: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-        self.stderr_path = stderr
-        self._stderr = stderr.open("w")
-        self.process = subprocess.Popen(
-            [*PROXYPROTO, "hypercorn", "asgi_client_app:app", *args],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert self.process.stdout is not None
-        self._reader = reader(self.process.stdout, self.lines)
-        self.addresses = listening_addresses(self.next_line())
-        host, self.port = self.addresses[0]  # the first --bind
+    def start(self) -> None:
+        super().start()
+        host, _port = self.addresses[0]  # the first --bind
         assert host == "127.0.0.1", self.addresses
 
-    def next_line(self, timeout: float = TIMEOUT) -> str:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output; stderr: {self.stderr()}") from None
 
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._reader.join(10)  # EOF: every process holding the pipe is gone
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        self._stderr.close()
-
-
-@contextlib.contextmanager
-def running(tmp_path: Path, *args: str) -> Iterator[Server]:
-    server = Server([*args], tmp_path / "stderr.txt")
-    try:
-        yield server
-    finally:
-        server.kill()
+def running(tmp_path: Path, *args: str) -> contextlib.AbstractContextManager[Server]:
+    return in_session(Server, tmp_path, "hypercorn", "asgi_client_app:app", *args)
 
 
 def v2(client_host: str, client_port: int = 51234, server: tuple[str, int] = SERVER) -> bytes:

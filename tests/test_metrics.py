@@ -10,17 +10,16 @@ passes, then compared exactly -- no timing is asserted.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
-import queue
-import signal
 import socket
 import struct
 import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import anyio
 import pytest
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, listening_addresses, reader, without
+from cli_process import PROXYPROTO, TIMEOUT, SessionProcess, in_session, without
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
@@ -45,7 +44,6 @@ from proxyproto._adapters.metrics import (  # noqa: E402
 )
 from proxyproto._handshake.engine import DURATION_BUCKETS  # noqa: E402
 
-TESTS = Path(__file__).parent
 V1 = b"PROXY TCP4 203.0.113.9 198.51.100.10 51234 443\r\n"
 V2 = pp.Header.proxy(("203.0.113.9", 51234), ("198.51.100.10", 443)).to_bytes()
 LOCAL = pp.Header.local().to_bytes()
@@ -377,54 +375,18 @@ async def test_in_flight_rises_then_returns_to_zero() -> None:
 # --- proxyproto relay --metrics ----------------------------------------------------------------
 
 
-class Running:
+class Running(SessionProcess):
     """A ``proxyproto`` command started with ``--metrics 127.0.0.1:0``: its ports."""
 
-    def __init__(self, args: list[str], stderr: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-        self._stderr = stderr.open("w")
-        self.stderr_path = stderr
-        self.process = subprocess.Popen(
-            [*PROXYPROTO, *args, "--metrics", "127.0.0.1:0"],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert self.process.stdout is not None
-        self._reader = reader(self.process.stdout, self.lines)
+    def start(self) -> None:
         first = self.next_line()
         assert first.startswith("metrics on http://127.0.0.1:"), first
         self.metrics_port = int(first.rsplit(":", 1)[1].split("/")[0])
-        self.addresses = listening_addresses(self.next_line())
-        self.port = self.addresses[0][1]
-
-    def next_line(self) -> str:
-        try:
-            return self.lines.get(timeout=TIMEOUT)
-        except queue.Empty:
-            raise AssertionError(f"no output; stderr: {self.stderr_path.read_text()}") from None
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._reader.join(10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        self._stderr.close()
+        super().start()
 
 
-@contextlib.contextmanager
-def running(tmp_path: Path, *args: str) -> Iterator[Running]:
-    server = Running(list(args), tmp_path / "stderr.txt")
-    try:
-        yield server
-    finally:
-        server.kill()
+def running(tmp_path: Path, *args: str) -> contextlib.AbstractContextManager[Running]:
+    return in_session(Running, tmp_path, *args, "--metrics", "127.0.0.1:0")
 
 
 def closed_port() -> int:
@@ -435,27 +397,35 @@ def closed_port() -> int:
     return port
 
 
+#: One connection each: what the client sends (``None``: it connects and resets), the count of
+#: :func:`expected` it adds to, and whether the server answers it (HTTP 200) or closes it.
+Traffic = list[tuple[bytes | None, str, bool]]
+
+
+def check_metrics(tmp_path: Path, surface: str, args: list[str], traffic: Traffic) -> None:
+    """Run ``proxyproto *args``, make the connections of ``traffic`` one after the other, and
+    compare its ``/metrics`` with what they add up to."""
+    with running(tmp_path, *args) as server:
+        for data, _count, answered in traffic:
+            answer = exchange(server.port, data or b"", reset=data is None)
+            assert answer.startswith(b"HTTP/1.1 200") if answered else answer == b"", answer
+        counts = collections.Counter(count for _data, count, _answered in traffic)
+        # The bind address, as the relay and Hypercorn log it.
+        wanted = expected(surface, f"127.0.0.1:{server.port}", **counts)
+        assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_relay_metrics(tmp_path: Path, backend: str) -> None:
     args = ["relay", "--listen", "127.0.0.1:0", "--to", f"127.0.0.1:{closed_port()}"]
     args += ["--accept-proxy", "--header-timeout", "0.5", "--backend", backend]
-    with running(tmp_path, *args) as relay:
-        for data in (V1, V1, V2, V2, V2, LOCAL, INVALID, INVALID, REQUEST, PARTIAL):
-            exchange(relay.port, data)
-        exchange(relay.port, b"", reset=True)
-        exchange(relay.port, b"")
-        wanted = expected(
-            "relay",
-            f"127.0.0.1:{relay.port}",
-            proxied_v1=2,
-            proxied_v2=3,
-            direct_v2=1,
-            refused_invalid=2,
-            refused_missing=1,
-            refused_empty=2,
-            timed_out=1,
-        )
-        assert settled(lambda: scrape(relay.metrics_port), wanted) == wanted
+    # Its target refuses every connection: the relay answers none.
+    traffic: Traffic = [(V1, "proxied_v1", False)] * 2
+    traffic += [(V2, "proxied_v2", False)] * 3 + [(LOCAL, "direct_v2", False)]
+    traffic += [(INVALID, "refused_invalid", False)] * 2 + [(REQUEST, "refused_missing", False)]
+    traffic += [(PARTIAL, "timed_out", False)]
+    traffic += [(None, "refused_empty", False), (b"", "refused_empty", False)]
+    check_metrics(tmp_path, "relay", args, traffic)
 
 
 # --- proxyproto hypercorn --workers 2 --metrics -----------------------------------------------
@@ -467,23 +437,12 @@ def test_hypercorn_workers_metrics_are_summed(tmp_path: Path, worker_class: str)
     args = ["hypercorn", "asgi_client_app:app", "--bind", "127.0.0.1:0", "--workers", "2"]
     args += ["--worker-class", worker_class, "--trusted", "127.0.0.1", "--policy", "use"]
     args += ["--header-timeout", "0.5"]
-    with running(tmp_path, *args) as server:
-        for header in (V1, V1, V2, V2, V2, LOCAL, b"", b""):
-            assert exchange(server.port, header + REQUEST).startswith(b"HTTP/1.1 200")
-        for data in (INVALID, INVALID, PARTIAL):
-            assert exchange(server.port, data) == b""
-        # Summed across the workers: each connection went to one of them.
-        wanted = expected(
-            "hypercorn",
-            f"127.0.0.1:{server.port}",  # the bind address, as Hypercorn logs it
-            proxied_v1=2,
-            proxied_v2=3,
-            direct_v2=1,
-            direct_vnone=2,
-            refused_invalid=2,
-            timed_out=1,
-        )
-        assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
+    traffic: Traffic = [(V1 + REQUEST, "proxied_v1", True)] * 2
+    traffic += [(V2 + REQUEST, "proxied_v2", True)] * 3 + [(LOCAL + REQUEST, "direct_v2", True)]
+    traffic += [(REQUEST, "direct_vnone", True)] * 2 + [(INVALID, "refused_invalid", False)] * 2
+    traffic += [(PARTIAL, "timed_out", False)]
+    # Summed across the workers: each connection went to one of them.
+    check_metrics(tmp_path, "hypercorn", args, traffic)
 
 
 def test_metrics_address_in_use_is_one_line() -> None:
@@ -551,11 +510,8 @@ def test_opentelemetry_attributes() -> None:
 def test_hypercorn_one_worker_in_process_metrics(tmp_path: Path) -> None:
     pytest.importorskip("hypercorn")
     args = ["hypercorn", "asgi_client_app:app", "--bind", "127.0.0.1:0", "--header-timeout", "5"]
-    with running(tmp_path, *args) as server:
-        assert exchange(server.port, V2 + REQUEST).startswith(b"HTTP/1.1 200")
-        assert exchange(server.port, INVALID) == b""
-        wanted = expected("hypercorn", f"127.0.0.1:{server.port}", proxied_v2=1, refused_invalid=1)
-        assert settled(lambda: scrape(server.metrics_port), wanted) == wanted
+    traffic: Traffic = [(V2 + REQUEST, "proxied_v2", True), (INVALID, "refused_invalid", False)]
+    check_metrics(tmp_path, "hypercorn", args, traffic)
 
 
 class FakeMeter:

@@ -174,6 +174,20 @@ def exchange(address: Address, data: bytes, *, prefix: bytes = b"") -> tuple[byt
         return b"".join(chunks), own
 
 
+@contextmanager
+def connected(backend: str, data: bytes, *options: str) -> Iterator[tuple[Relay, socket.socket]]:
+    """A relay (with ``options``) in front of an echo target, and a client connection through it
+    that has sent ``data`` and had it echoed: the connection works; the test goes on from there."""
+    with (
+        target_server() as target,
+        relay(backend, target.address, options=options) as proxy,
+        socket.create_connection(proxy.address, timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(data)
+        assert sock.recv(100) == data
+        yield proxy, sock
+
+
 # =============================================================================== bytes
 
 
@@ -197,13 +211,10 @@ def test_bytes_intact_both_ways_with_half_close(backend: str) -> None:
 
 @BACKENDS
 def test_half_close_keeps_the_other_direction_open(backend: str) -> None:
-    with target_server() as target, relay(backend, target.address) as proxy:
-        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
-            sock.sendall(b"first")
-            assert sock.recv(100) == b"first"  # the connection works before the half-close
-            sock.shutdown(socket.SHUT_WR)
-            # Our EOF reached the target, which then closed its side: that EOF comes back.
-            assert sock.recv(100) == b""
+    with connected(backend, b"first") as (proxy, sock):  # it works before the half-close
+        sock.shutdown(socket.SHUT_WR)
+        # Our EOF reached the target, which then closed its side: that EOF comes back.
+        assert sock.recv(100) == b""
         assert proxy.access_log()["end"] == "done"
 
 
@@ -387,41 +398,34 @@ def refused_soon(address: Address) -> bool:
 
 @BACKENDS
 def test_sigterm_lets_an_open_connection_finish(backend: str) -> None:
-    with target_server() as target, relay(backend, target.address) as proxy:
-        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
-            sock.sendall(b"before")
-            assert sock.recv(100) == b"before"
-            proxy.process.send_signal(signal.SIGTERM)
-            proxy.log_line("stopping on SIGTERM")
-            # No new connections ...
-            assert refused_soon(proxy.address)
-            # ... but the open one still flows, until it ends.
-            sock.sendall(b"after")
-            assert sock.recv(100) == b"after"
-            assert proxy.process.poll() is None
-            sock.shutdown(socket.SHUT_WR)
-            assert sock.recv(100) == b""
+    with connected(backend, b"before") as (proxy, sock):
+        proxy.process.send_signal(signal.SIGTERM)
+        proxy.log_line("stopping on SIGTERM")
+        # No new connections ...
+        assert refused_soon(proxy.address)
+        # ... but the open one still flows, until it ends.
+        sock.sendall(b"after")
+        assert sock.recv(100) == b"after"
+        assert proxy.process.poll() is None
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""
         assert proxy.process.wait(timeout=TIMEOUT) == 0
         assert proxy.access_log()["end"] == "done"
 
 
 @BACKENDS
 def test_grace_period_ends_idle_connections(backend: str) -> None:
-    with (
-        target_server() as target,
-        relay(backend, target.address, options=("--grace", "0.5")) as proxy,
-    ):
-        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
-            sock.sendall(b"x")
-            assert sock.recv(100) == b"x"
-            started = time.monotonic()
-            assert proxy.stop(signal.SIGINT) == 0
-            # Not before the grace period (the connection stays open otherwise, and stop()
-            # would time out): the log line below says the grace period ended it.
-            assert time.monotonic() - started >= 0.5
-            assert sock.recv(100) == b""  # closed by the relay
+    with connected(backend, b"12345", "--grace", "0.5") as (proxy, sock):
+        started = time.monotonic()
+        assert proxy.stop(signal.SIGINT) == 0
+        # Not before the grace period (the connection stays open otherwise, and stop()
+        # would time out): the log line below says the grace period ended it.
+        assert time.monotonic() - started >= 0.5
+        assert sock.recv(100) == b""  # closed by the relay
         assert "grace period over" in proxy.log_line("grace")
-        assert proxy.access_log()["end"] == "cancelled"
+        log = proxy.access_log()
+        assert log["end"] == "cancelled"
+        assert (log["up"], log["down"]) == ("5", "5")  # what flowed before the grace period ended
 
 
 # =============================================================================== HAProxy

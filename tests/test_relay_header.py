@@ -7,20 +7,18 @@ target records the header it got, parsed by ``proxyproto``'s own parser (which v
 from __future__ import annotations
 
 import os
-import signal
-import socket
 from pathlib import Path
 
 import pytest
 
 import proxyproto as pp
-from cli_process import TIMEOUT, launch
+from cli_process import launch
 from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
 from proxyproto._cli import main
-from proxyproto._cli.relay_server import routes_from
+from proxyproto._cli.relay_config import routes_from
 from require_peer import ci_is_set
-from test_relay import BACKENDS, Relay, exchange, relay, target_server
+from test_relay import BACKENDS, Relay, connected, exchange, relay, target_server
 
 ACCEPT = ("--accept-proxy", "--trusted", "127.0.0.1", "--send-proxy", "v2")
 
@@ -247,31 +245,10 @@ def test_access_log_names_the_route(backend: str, tmp_path: Path) -> None:
 
 
 @BACKENDS
-def test_grace_period_end_reports_the_bytes_that_flowed(backend: str) -> None:
-    with (
-        target_server() as target,
-        relay(backend, target.address, options=("--grace", "0.5")) as proxy,
-    ):
-        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
-            sock.sendall(b"12345")
-            assert sock.recv(100) == b"12345"
-            assert proxy.stop(signal.SIGINT) == 0
-        log = proxy.access_log()
-        assert log["end"] == "cancelled"
-        assert (log["up"], log["down"]) == ("5", "5")
-
-
-@BACKENDS
 def test_idle_connection_is_closed(backend: str) -> None:
-    with (
-        target_server() as target,
-        relay(backend, target.address, options=("--idle-timeout", "0.3")) as proxy,
-    ):
-        with socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
-            sock.sendall(b"hi")
-            assert sock.recv(100) == b"hi"
-            # Then nothing either way: the relay closes both sides (before the recv timeout).
-            assert sock.recv(100) == b""
+    with connected(backend, b"hi", "--idle-timeout", "0.3") as (proxy, sock):
+        # Then nothing either way: the relay closes both sides (before the recv timeout).
+        assert sock.recv(100) == b""
         log = proxy.access_log()
         assert log["end"] == "idle"
         assert (log["up"], log["down"]) == ("2", "2")

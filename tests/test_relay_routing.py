@@ -26,7 +26,7 @@ import trustme
 
 import proxyproto as pp
 from cli_process import TIMEOUT, Address
-from proxyproto._cli.relay_server import ConfigError, routes_from
+from proxyproto._cli.relay_config import ConfigError, routes_from
 from test_relay import BACKENDS, Backend, exchange, target_server
 from test_relay_config import configured, to, write
 

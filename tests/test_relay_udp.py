@@ -23,7 +23,7 @@ import proxyproto as pp
 from cli_process import TIMEOUT, Address, launch, listening_addresses
 from proxyproto._adapters.udp import ProxiedDatagram, build_datagram
 from proxyproto._cli.probe.quic import VERSION_1, VERSION_2
-from proxyproto._cli.relay_server import ConfigError, RelayConfig
+from proxyproto._cli.relay_config import ConfigError, RelayConfig
 from proxyproto._cli.relay_udp import default_max_connections
 from test_probes import quic_datagrams, wireguard_initiation
 from test_relay import Relay

@@ -39,6 +39,9 @@ from ._handshake.policy import PeerAddress, carries_address
 
 __all__ = ("connection_attributes", "instrument")
 
+#: How :func:`instrument` reads one entry of the shared samples: (value, attributes) pairs.
+_Values = Callable[[dict[str, Any]], Iterable[tuple[int, dict[str, str]]]]
+
 _TRANSPORTS = {Transport.STREAM: "tcp", Transport.DGRAM: "udp"}
 _TYPES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 
@@ -106,9 +109,7 @@ def instrument(
         labels.update({f"proxyproto.{key}": value for key, value in more.items()})
         return labels
 
-    def observe(
-        kind: str, values: Callable[[dict[str, Any]], Iterable[tuple[int, dict[str, str]]]]
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(kind: str, values: _Values) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(value, attributes)
@@ -127,7 +128,7 @@ def instrument(
             if reason not in apart:
                 yield count, where(entry, reason=reason)
 
-    def rejected_as(kind: str) -> Callable[[dict[str, Any]], Iterable[tuple[int, dict[str, str]]]]:
+    def rejected_as(kind: str) -> _Values:
         return lambda entry: [(entry["rejected"].get(kind, 0), where(entry))]
 
     def delivered(entry: dict[str, Any]) -> Iterable[tuple[int, dict[str, str]]]:
@@ -138,52 +139,47 @@ def instrument(
         for reason, count in entry["dropped"].items():
             yield count, where(entry, reason=reason)
 
+    # Per instrument, how to read one entry of the samples, and its description.
+    connections: dict[str, tuple[_Values, str]] = {
+        "proxyproto.connections.accepted": (
+            accepted,
+            "Connections handed over after their PROXY handshake.",
+        ),
+        "proxyproto.connections.refused": (
+            refused,
+            "Connections closed by the PROXY handshake, by reason.",
+        ),
+        "proxyproto.handshakes.timed_out": (
+            rejected_as(RefusalKind.TIMEOUT.value),
+            "Connections whose PROXY header did not come within header_timeout.",
+        ),
+        "proxyproto.handshakes.evicted": (
+            rejected_as(RefusalKind.EVICTED.value),
+            "Partial PROXY handshakes closed to make room for newer ones.",
+        ),
+    }
+    handshakes: dict[str, tuple[_Values, str]] = {
+        "proxyproto.handshakes.in_flight": (
+            lambda entry: [(entry["in_flight"], where(entry))],
+            "PROXY handshakes under way.",
+        ),
+    }
+    datagrams: dict[str, tuple[_Values, str]] = {
+        "proxyproto.datagrams.received": (
+            lambda entry: [(entry["received"], where(entry))],
+            "UDP datagrams read.",
+        ),
+        "proxyproto.datagrams.delivered": (
+            delivered,
+            "UDP datagrams handed over, proxied or direct.",
+        ),
+        "proxyproto.datagrams.dropped": (dropped, "UDP datagrams dropped, by reason."),
+    }
     counter = meter.create_observable_counter
-    counter(
-        "proxyproto.connections.accepted",
-        [observe("tcp", accepted)],
-        unit="{connection}",
-        description="Connections handed over after their PROXY handshake.",
-    )
-    counter(
-        "proxyproto.connections.refused",
-        [observe("tcp", refused)],
-        unit="{connection}",
-        description="Connections closed by the PROXY handshake, by reason.",
-    )
-    counter(
-        "proxyproto.handshakes.timed_out",
-        [observe("tcp", rejected_as(RefusalKind.TIMEOUT.value))],
-        unit="{connection}",
-        description="Connections whose PROXY header did not come within header_timeout.",
-    )
-    counter(
-        "proxyproto.handshakes.evicted",
-        [observe("tcp", rejected_as(RefusalKind.EVICTED.value))],
-        unit="{connection}",
-        description="Partial PROXY handshakes closed to make room for newer ones.",
-    )
-    meter.create_observable_up_down_counter(
-        "proxyproto.handshakes.in_flight",
-        [observe("tcp", lambda entry: [(entry["in_flight"], where(entry))])],
-        unit="{handshake}",
-        description="PROXY handshakes under way.",
-    )
-    counter(
-        "proxyproto.datagrams.received",
-        [observe("udp", lambda entry: [(entry["received"], where(entry))])],
-        unit="{datagram}",
-        description="UDP datagrams read.",
-    )
-    counter(
-        "proxyproto.datagrams.delivered",
-        [observe("udp", delivered)],
-        unit="{datagram}",
-        description="UDP datagrams handed over, proxied or direct.",
-    )
-    counter(
-        "proxyproto.datagrams.dropped",
-        [observe("udp", dropped)],
-        unit="{datagram}",
-        description="UDP datagrams dropped, by reason.",
-    )
+    for create, kind, unit, table in (
+        (counter, "tcp", "{connection}", connections),
+        (meter.create_observable_up_down_counter, "tcp", "{handshake}", handshakes),
+        (counter, "udp", "{datagram}", datagrams),
+    ):
+        for name, (values, description) in table.items():
+            create(name, [observe(kind, values)], unit=unit, description=description)

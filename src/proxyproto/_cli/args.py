@@ -6,7 +6,7 @@ Addresses on the command line are ``HOST:PORT`` for IPv4, ``[HOST]:PORT`` for IP
 back to ``build``.
 
 The ``type=`` functions raise :class:`argparse.ArgumentTypeError` with a message for the user;
-the relay's configuration file (:mod:`proxyproto._cli.relay_server`) checks its values with the same
+the relay's configuration file (:mod:`proxyproto._cli.relay_config`) checks its values with the same
 ones. :func:`proxy_config` is the one place where ``--trusted``, ``--policy`` and
 ``--header-timeout`` become a :class:`~proxyproto.ProxyProtocolConfig` (``echo``, ``relay``,
 ``hypercorn``).

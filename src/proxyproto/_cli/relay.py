@@ -6,16 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from proxyproto._cli.relay_server import (
-    BALANCE_MODES,
-    ConfigError,
-    RelayConfig,
-    RelaySettings,
-    idle_seconds,
-    serve_relay,
-    tlv_item,
-    tlv_types,
-)
+from proxyproto._cli.relay_config import ConfigError, RelayConfig, idle_seconds, tlv_item, tlv_types
+from proxyproto._cli.relay_server import BALANCE_MODES, RelaySettings, serve_relay
 from proxyproto._cli.relay_udp import UDPRelay
 
 from .args import (

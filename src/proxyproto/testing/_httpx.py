@@ -64,6 +64,17 @@ class _SyncBackend(httpcore.NetworkBackend):
         self._inner = inner
         self._plan = plan
 
+    def _send_header(
+        self, stream: httpcore.NetworkStream, timeout: float | None
+    ) -> httpcore.NetworkStream:
+        try:
+            for piece in self._plan.next_pieces():
+                stream.write(piece, timeout=timeout)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
     def connect_tcp(
         self,
         host: str,
@@ -75,13 +86,7 @@ class _SyncBackend(httpcore.NetworkBackend):
         stream = self._inner.connect_tcp(
             host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
         )
-        try:
-            for piece in self._plan.next_pieces():
-                stream.write(piece, timeout=timeout)
-        except BaseException:
-            stream.close()
-            raise
-        return stream
+        return self._send_header(stream, timeout)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -89,13 +94,7 @@ class _SyncBackend(httpcore.NetworkBackend):
         stream = self._inner.connect_unix_socket(
             path, timeout=timeout, socket_options=socket_options
         )
-        try:
-            for piece in self._plan.next_pieces():
-                stream.write(piece, timeout=timeout)
-        except BaseException:
-            stream.close()
-            raise
-        return stream
+        return self._send_header(stream, timeout)
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -145,9 +144,26 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
 
 
 class _HeaderAttributes:
-    """``header`` and ``sent`` on the transports, kept in their :class:`_HeaderPlan`."""
+    """The transports' ``__init__``, and their ``header`` and ``sent``, kept in their
+    :class:`_HeaderPlan`; ``_header_backend`` (the sync or async one) wraps the pool's backend."""
 
     plan: _HeaderPlan
+    _header_backend: Callable[[Any, _HeaderPlan], Any]
+
+    def __init__(
+        self,
+        header: TransportHeader,
+        *,
+        crc32c: bool = False,
+        split_at: Sequence[int] = (),
+        byte_at_a_time: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)  # httpx's HTTPTransport or AsyncHTTPTransport
+        self.plan = _HeaderPlan(
+            header, crc32c=crc32c, split_at=split_at, byte_at_a_time=byte_at_a_time
+        )
+        _wrap_backend(self, lambda inner: self._header_backend(inner, self.plan))
 
     @property
     def header(self) -> TransportHeader:
@@ -195,20 +211,7 @@ class ProxyProtocolTransport(_HeaderAttributes, httpx.HTTPTransport):
     >>> # client.get("http://127.0.0.1:8000/") -- the server sees 203.0.113.9:40000
     """
 
-    def __init__(
-        self,
-        header: TransportHeader,
-        *,
-        crc32c: bool = False,
-        split_at: Sequence[int] = (),
-        byte_at_a_time: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.plan = _HeaderPlan(
-            header, crc32c=crc32c, split_at=split_at, byte_at_a_time=byte_at_a_time
-        )
-        _wrap_backend(self, lambda inner: _SyncBackend(inner, self.plan))
+    _header_backend = _SyncBackend
 
 
 class AsyncProxyProtocolTransport(_HeaderAttributes, httpx.AsyncHTTPTransport):
@@ -223,17 +226,4 @@ class AsyncProxyProtocolTransport(_HeaderAttributes, httpx.AsyncHTTPTransport):
     ...         return await client.get(url)
     """
 
-    def __init__(
-        self,
-        header: TransportHeader,
-        *,
-        crc32c: bool = False,
-        split_at: Sequence[int] = (),
-        byte_at_a_time: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.plan = _HeaderPlan(
-            header, crc32c=crc32c, split_at=split_at, byte_at_a_time=byte_at_a_time
-        )
-        _wrap_backend(self, lambda inner: _AsyncBackend(inner, self.plan))
+    _header_backend = _AsyncBackend
