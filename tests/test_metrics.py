@@ -34,7 +34,14 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import proxyproto.prometheus  # noqa: E402
-from proxyproto._adapters.metrics import SnapshotWriter, merge, read_shared, samples  # noqa: E402
+from proxyproto._adapters.metrics import (  # noqa: E402
+    RelayCounters,
+    SnapshotWriter,
+    merge,
+    read_shared,
+    samples,
+    track_relay,
+)
 from proxyproto._handshake.engine import DURATION_BUCKETS  # noqa: E402
 
 V1 = b"PROXY TCP4 203.0.113.9 198.51.100.10 51234 443\r\n"
@@ -213,6 +220,39 @@ def test_shared_samples_are_summed(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text((tmp_path / f"{os.getpid()}.json").read_text())
     (tmp_path / "broken.json").write_text("{")
     assert read_shared(tmp_path) == merge([mine, mine])
+
+
+def test_relay_counts_are_summed_across_processes(tmp_path: Path) -> None:
+    """The relay's counts by route (``--workers``: one file per process) sum by listener and
+    route; a file written before they existed (no ``relay`` part) still reads."""
+    counters = track_relay(RelayCounters("udp", "198.51.100.1:53 (test)"))
+    counters.route("dns")[:] = [2, 100, 300, 4, 5]
+    counters.drop("quic")
+    counters.evicted = 3
+    mine = samples()
+    [entry] = [e for e in mine["relay"] if e["listener"] == "198.51.100.1:53 (test)"]
+    older = {"tcp": mine["tcp"], "udp": mine["udp"]}
+    summed = merge([mine, mine, older])  # type: ignore[list-item]
+    [total] = [e for e in summed["relay"] if e["listener"] == entry["listener"]]
+    assert total["routes"] == {"dns": [4, 200, 600, 8, 10]}
+    assert (total["unrouted"], total["evicted"]) == ({"quic": 2}, 6)
+    page = values(prometheus_client.generate_latest(registry_of()).decode())
+    where = {"transport": "udp", "listener": entry["listener"]}
+
+    def value(metric: str, **labels: str) -> float:
+        return page[metric, frozenset({**where, **labels}.items())]
+
+    assert value("proxyproto_relay_connections_total", route="dns") == 2
+    assert value("proxyproto_relay_bytes_total", route="dns", direction="down") == 300
+    assert value("proxyproto_relay_datagrams_total", route="dns", direction="up") == 4
+    assert value("proxyproto_relay_unrouted_total", reason="quic") == 1
+    assert value("proxyproto_relay_evicted_total") == 3
+
+
+def registry_of() -> Any:
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(proxyproto.prometheus.ProxyProtocolCollector())
+    return registry
 
 
 def test_track_refuses_other_objects() -> None:

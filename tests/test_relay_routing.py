@@ -207,21 +207,27 @@ def test_http_ssh_and_a_default_route(backend: str, tmp_path: Path) -> None:
             assert log["up"] == str(len(unknown))
 
 
+def web_only(config: Path, web: Backend, probe_timeout: float, more: str = "") -> None:
+    """A listener with no default route, an http route to ``web``, and ``more`` tables."""
+    write(
+        config,
+        f"""
+        listen = "127.0.0.1:0"
+        probe_timeout = {probe_timeout}
+
+        [protocols.web]
+        protocol = "http"
+        to = {to(web.address)}
+        """
+        + more,
+    )
+
+
 @BACKENDS
 def test_no_match_without_default_is_dropped(backend: str, tmp_path: Path) -> None:
     config = tmp_path / "relay.toml"
     with target_server() as web:
-        write(
-            config,
-            f"""
-            listen = "127.0.0.1:0"
-            probe_timeout = 0.5
-
-            [protocols.web]
-            protocol = "http"
-            to = {to(web.address)}
-            """,
-        )
+        web_only(config, web, 0.5)
         with configured(config, 1, ("--backend", backend)) as (relay, [address]):
             assert exchange(address, b"SSH-2.0-x\r\n")[0] == b""
             # Only http is probed for: SSH is no known protocol here.
@@ -239,16 +245,37 @@ def test_no_match_without_default_is_dropped(backend: str, tmp_path: Path) -> No
     ("table", "message"),
     [
         ('protocol = "gopher"\nto = "127.0.0.1:1"', "not one of"),
-        ('protocol = "quic"\nto = "127.0.0.1:1"', "UDP only"),
         ('protocol = "http"', "to: missing"),
         ('to = "127.0.0.1:1"', "protocol: missing"),
-        ('protocol = "http"\nto = "127.0.0.1:1"\nserver_names = ["a"]', "tls routes only"),
+        ('protocol = "http"\nto = "127.0.0.1:1"\nserver_names = ["a"]', "tls and quic"),
         ('protocol = "tls"\nto = "127.0.0.1:1"\nsni = ["a"]', "unknown key"),
     ],
 )
 def test_bad_protocol_tables(table: str, message: str) -> None:
     document = tomllib.loads(f'listen = "127.0.0.1:0"\n[protocols.one]\n{table}\n')
     with pytest.raises(ConfigError, match=r"^relay\.toml: protocols: one: ") as error:
+        routes_from(document, {}, source="relay.toml")
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("udp", "protocol", "message"),
+    [
+        (False, "quic", "probed on UDP only, and this is a TCP listener"),
+        (False, "wireguard", "probed on UDP only, and this is a TCP listener"),
+        (True, "tls", "probed on TCP only, and this is a UDP listener"),
+        (True, "http", "probed on TCP only, and this is a UDP listener"),
+    ],
+)
+def test_a_protocol_of_the_other_transport_is_refused(
+    udp: bool, protocol: str, message: str
+) -> None:
+    """Routes declare their protocol: TCP routes never apply to UDP, nor UDP ones to TCP."""
+    document = tomllib.loads(
+        f'listen = "127.0.0.1:0"\nudp = {str(udp).lower()}\nsend_proxy = "v2"\n'
+        f'[protocols.one]\nprotocol = "{protocol}"\nto = "127.0.0.1:1"\n'
+    )
+    with pytest.raises(ConfigError, match=r"^relay\.toml: \[top level\] protocols: one: ") as error:
         routes_from(document, {}, source="relay.toml")
     assert message in str(error.value)
 
@@ -294,3 +321,43 @@ def test_a_client_hello_in_pieces_is_forwarded_whole(backend: str, tmp_path: Pat
                 str(len(hello)),
                 "done",
             )
+
+
+@BACKENDS
+def test_metrics_count_routes_and_unrouted_by_reason(backend: str, tmp_path: Path) -> None:
+    """``--metrics``: connections and bytes per route; unrouted connections by reason."""
+    from cli_process import launch
+    from test_metrics import scrape, settled
+    from test_probes import client_hello
+    from test_relay_config import ConfiguredRelay
+
+    config = tmp_path / "relay.toml"
+    request = b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n"
+    with target_server() as web:
+        more = '[protocols.a]\nprotocol = "tls"\nserver_names = ["a.example"]\n'
+        more += f"to = {to(web.address)}\n"
+        web_only(config, web, 2, more)
+        options = ("--backend", backend, "--metrics", "127.0.0.1:0")
+        with launch(
+            ConfiguredRelay, "relay", "--config", str(config), *options, start=False
+        ) as relay:
+            line = relay.stdout.get(timeout=TIMEOUT)
+            assert line is not None
+            metrics = int(line.rsplit(":", 1)[1].split("/")[0])
+            address = relay.next_listening()
+            assert exchange(address, request)[0] == request
+            assert exchange(address, client_hello("b.example"))[0] == b""
+            assert exchange(address, b"\x00\x01binary")[0] == b""
+            labels = {"transport": "tcp", "listener": f"127.0.0.1:{address[1]}"}
+
+            def key(name: str, **more: str) -> tuple[str, frozenset[tuple[str, str]]]:
+                return (f"proxyproto_relay_{name}_total", frozenset({**labels, **more}.items()))
+
+            wanted = {
+                key("connections", route="web"): 1.0,
+                key("bytes", route="web", direction="up"): float(len(request)),
+                key("bytes", route="web", direction="down"): float(len(request)),
+                key("unrouted", reason="tls"): 1.0,
+                key("unrouted", reason="unknown"): 1.0,
+            }
+            assert settled(lambda: scrape(metrics), wanted) == wanted

@@ -28,6 +28,19 @@ Hypercorn's too):
 ``proxyproto_datagrams_received_total``            UDP datagrams read
 ``proxyproto_datagrams_delivered_total``           handed over; ``mode``: ``proxied`` or ``direct``
 ``proxyproto_datagrams_dropped_total``             dropped; ``reason`` as for connections
+``proxyproto_relay_connections_total``             ``proxyproto relay``: connections (UDP: pseudo
+                                                   connections) sent to a target, by ``transport``
+                                                   (``tcp``, ``udp``), ``listener`` and ``route``
+                                                   (a ``[protocols.NAME]`` name, or ``default``)
+``proxyproto_relay_bytes_total``                   the bytes they carried, by ``direction``
+                                                   (``up``: client to target, ``down``); TCP counts
+                                                   a connection's when it ends
+``proxyproto_relay_datagrams_total``               UDP datagrams relayed, by ``direction``
+``proxyproto_relay_unrouted_total``                connections matching no route (no default
+                                                   route), by ``reason``: the protocol no route
+                                                   took, ``unknown``; UDP: ``datagrams`` too
+``proxyproto_relay_evicted_total``                 UDP pseudo connections ended for a new client
+                                                   (the ``udp_max_connections`` cap)
 =================================================  =================================================
 
 Every handshake ends in exactly one of accepted, refused, timed out and evicted.
@@ -53,7 +66,14 @@ with require("proxyproto.prometheus"):
     )
     from prometheus_client.registry import Collector
 
-from ._adapters.metrics import Samples, SnapshotWriter, read_shared, samples, track_datagrams
+from ._adapters.metrics import (
+    ROUTE_COUNTS,
+    Samples,
+    SnapshotWriter,
+    read_shared,
+    samples,
+    track_datagrams,
+)
 from ._adapters.udp import ProxiedUDPSocket
 from ._handshake.engine import BY_VERSION_LABELS, DURATION_BUCKETS, RefusalKind, register
 
@@ -121,7 +141,7 @@ class ProxyProtocolCollector(Collector):
         self.directory = directory
 
     def describe(self) -> list[Metric]:
-        return list(_families({"tcp": [], "udp": []}))
+        return list(_families({"tcp": [], "udp": [], "relay": []}))
 
     def collect(self) -> Iterator[Metric]:
         data = samples() if self.directory is None else read_shared(self.directory)
@@ -198,3 +218,39 @@ def _families(data: Samples) -> Iterator[Metric]:
             dropped.add_metric([*labels, kind.value], entry["dropped"].get(kind.value, 0))
     yield from (accepted, refused, timed_out, evicted, in_flight, duration)
     yield from (received, delivered, dropped)
+    yield from _relay_families(data)
+
+
+def _relay_families(data: Samples) -> Iterator[Metric]:
+    def counter(name: str, text: str, *labels: str) -> CounterMetricFamily:
+        return CounterMetricFamily(f"proxyproto_relay_{name}", text, labels=[*where, *labels])
+
+    where = ["transport", "listener"]
+    up = "(up: client to target)"
+    connections = counter(
+        "connections", "Relayed connections (UDP: pseudo connections) sent to a target.", "route"
+    )
+    carried = counter("bytes", f"Bytes relayed, by route and direction {up}.", "route", "direction")
+    datagrams = counter(
+        "datagrams", f"UDP datagrams relayed, by route and direction {up}.", "route", "direction"
+    )
+    unrouted = counter(
+        "unrouted", "Connections dropped for matching no protocol route, by reason.", "reason"
+    )
+    evicted = counter("evicted", "UDP pseudo connections ended to make room for a new client.")
+    for entry in data.get("relay", []):
+        labels = [entry["transport"], entry["listener"]]
+        for route, counts in entry["routes"].items():
+            count = dict(zip(ROUTE_COUNTS, counts, strict=True))
+            connections.add_metric([*labels, route], count["connections"])
+            for direction in ("up", "down"):
+                carried.add_metric([*labels, route, direction], count[f"bytes_{direction}"])
+                if entry["transport"] == "udp":
+                    datagrams.add_metric(
+                        [*labels, route, direction], count[f"datagrams_{direction}"]
+                    )
+        for reason, count in entry["unrouted"].items():
+            unrouted.add_metric([*labels, reason], count)
+        if entry["transport"] == "udp":
+            evicted.add_metric(labels, entry["evicted"])
+    yield from (connections, carried, datagrams, unrouted, evicted)

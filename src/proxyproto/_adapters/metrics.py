@@ -6,8 +6,11 @@ Metrics cost nothing per connection: the handshakes bump their plain integers
 (:class:`~proxyproto._handshake.engine.Counters`), and an exporter reads them when it is
 scraped. :func:`samples` is that reading: every registered surface's counters (the engine's
 registry) and every tracked UDP socket's (:func:`track_datagrams`), summed by ``(surface,
-listener)``, as JSON-ready dictionaries (:class:`Samples`). Reading from another thread (an HTTP
-server's) is safe: the counters are ints and lists and dicts of fixed size, copied whole.
+listener)``, and the relay's counts by route (:class:`RelayCounters`, :func:`track_relay`),
+summed by ``(transport, listener)``, as JSON-ready dictionaries (:class:`Samples`). Reading
+from another thread (an HTTP server's) is safe: the counters are ints and lists and dicts of
+fixed size, copied whole (a relay's dicts by route and reason grow, and are copied with
+``dict()``, which holds the GIL throughout).
 
 Worker processes (``proxyproto hypercorn --workers N``, Uvicorn's ``--workers``) each count
 alone. Each one runs a :class:`SnapshotWriter`, a thread that writes the process's samples to
@@ -32,12 +35,15 @@ if TYPE_CHECKING:
     from .udp import ProxiedUDPSocket
 
 __all__ = [
+    "ROUTE_COUNTS",
+    "RelayCounters",
     "Samples",
     "SnapshotWriter",
     "merge",
     "read_shared",
     "samples",
     "track_datagrams",
+    "track_relay",
 ]
 
 
@@ -51,6 +57,10 @@ class Samples(TypedDict):
     #: One per ``(surface, listener)`` of UDP sockets: ``received``, ``delivered``, ``direct``
     #: and ``dropped`` (by kind, every kind).
     udp: list[dict[str, Any]]
+    #: One per ``(transport, listener)`` of the relay (:class:`RelayCounters`): ``transport``
+    #: (``tcp`` or ``udp``), ``listener``, ``routes`` (route name -> :data:`ROUTE_COUNTS`),
+    #: ``unrouted`` (reason -> count) and ``evicted``.
+    relay: list[dict[str, Any]]
 
 
 # The UDP sockets counted in samples(): (listener name, socket). Kept for the process's lifetime,
@@ -62,6 +72,76 @@ def track_datagrams(sock: ProxiedUDPSocket, name: str) -> None:
     """Count ``sock``'s datagrams in :func:`samples` (once), as listener ``name``."""
     if not any(kept is sock for _, kept in _DATAGRAMS):
         _DATAGRAMS.append((name, sock))
+
+
+#: What :attr:`RelayCounters.routes` counts per route, in this order.
+ROUTE_COUNTS = ("connections", "bytes_up", "bytes_down", "datagrams_up", "datagrams_down")
+
+
+class RelayCounters:
+    """One relay listener's counts by route, for ``--metrics``: plain integers bumped by the
+    relay, read when scraped (as the engine's :class:`~proxyproto._handshake.engine.Counters`).
+
+    ``transport`` is ``tcp`` or ``udp``; ``listener`` the bound address(es).
+    """
+
+    __slots__ = ("evicted", "listener", "routes", "transport", "unrouted")
+
+    def __init__(self, transport: str, listener: str) -> None:
+        self.transport = transport
+        self.listener = listener
+        #: Per route name: the counts of :data:`ROUTE_COUNTS` (a UDP pseudo connection is a
+        #: connection; "up" is client to target).
+        self.routes: dict[str, list[int]] = {}
+        #: Connections (UDP: pseudo connections, each with the datagrams it had) dropped for
+        #: matching no route, by reason: the protocol matched that no route took, ``unknown``,
+        #: and for UDP ``datagrams`` (every datagram so dropped).
+        self.unrouted: dict[str, int] = {}
+        #: UDP pseudo connections ended to make room for a new client.
+        self.evicted = 0
+
+    def route(self, name: str) -> list[int]:
+        """The counts of route ``name``, bumped in place by the relay."""
+        counts = self.routes.get(name)
+        if counts is None:
+            counts = self.routes[name] = [0] * len(ROUTE_COUNTS)
+        return counts
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` unrouted under ``reason``."""
+        self.unrouted[reason] = self.unrouted.get(reason, 0) + count
+
+
+# The relay listeners counted in samples(), for the process's lifetime.
+_RELAYS: list[RelayCounters] = []
+
+
+def track_relay(counters: RelayCounters) -> RelayCounters:
+    """Count ``counters`` in :func:`samples` (once); returns them."""
+    if not any(kept is counters for kept in _RELAYS):
+        _RELAYS.append(counters)
+    return counters
+
+
+def _empty_relay(transport: str, listener: str) -> dict[str, Any]:
+    return {
+        "transport": transport,
+        "listener": listener,
+        "routes": {},
+        "unrouted": {},
+        "evicted": 0,
+    }
+
+
+def _add_relay(total: dict[str, Any], more: dict[str, Any]) -> None:
+    routes = total["routes"]
+    for name, counts in more["routes"].items():
+        kept = routes.get(name) or [0] * len(ROUTE_COUNTS)
+        routes[name] = [a + b for a, b in zip(kept, counts, strict=True)]
+    unrouted = total["unrouted"]
+    for reason, count in more["unrouted"].items():
+        unrouted[reason] = unrouted.get(reason, 0) + count
+    total["evicted"] += more["evicted"]
 
 
 def _empty_tcp(surface: str, listener: str) -> dict[str, Any]:
@@ -136,13 +216,28 @@ def samples() -> Samples:
                 "dropped": dict(statistics.dropped),
             },
         )
-    return {"tcp": list(tcp.values()), "udp": list(udp.values())}
+    relay: dict[tuple[str, str], dict[str, Any]] = {}
+    for relayed in list(_RELAYS):
+        key = (relayed.transport, relayed.listener)
+        entry = relay.get(key)
+        if entry is None:
+            entry = relay[key] = _empty_relay(*key)
+        _add_relay(
+            entry,
+            {
+                "routes": {name: list(counts) for name, counts in dict(relayed.routes).items()},
+                "unrouted": dict(relayed.unrouted),
+                "evicted": relayed.evicted,
+            },
+        )
+    return {"tcp": list(tcp.values()), "udp": list(udp.values()), "relay": list(relay.values())}
 
 
 def merge(parts: Iterable[Samples]) -> Samples:
     """The sum of several processes' samples, by ``(surface, listener)``."""
     tcp: dict[tuple[str, str], dict[str, Any]] = {}
     udp: dict[tuple[str, str], dict[str, Any]] = {}
+    relay: dict[tuple[str, str], dict[str, Any]] = {}
     for part in parts:
         for kind, table, empty in (("tcp", tcp, _empty_tcp), ("udp", udp, _empty_udp)):
             for entry in part[kind]:  # type: ignore[literal-required]
@@ -151,7 +246,13 @@ def merge(parts: Iterable[Samples]) -> Samples:
                 if total is None:
                     total = table[key] = empty(*key)
                 _add(total, entry)
-    return {"tcp": list(tcp.values()), "udp": list(udp.values())}
+        for entry in part.get("relay", []):  # absent from an older process's file
+            key = (entry["transport"], entry["listener"])
+            total = relay.get(key)
+            if total is None:
+                total = relay[key] = _empty_relay(*key)
+            _add_relay(total, entry)
+    return {"tcp": list(tcp.values()), "udp": list(udp.values()), "relay": list(relay.values())}
 
 
 def read_shared(directory: str | os.PathLike[str]) -> Samples:

@@ -27,7 +27,7 @@ from proxyproto._core.model import Header, TLVs, TLVType
 
 from .args import connect_address, listen_address, network, seconds
 from .output import os_error_text as _os_error_text
-from .probe import ProbeUnavailable, require
+from .probe import DATAGRAM_PROTOCOLS, ProbeUnavailable, require
 from .relay_server import _NEVER_KEPT, BALANCE_MODES, ProtocolRoute, RelaySettings
 
 __all__ = [
@@ -252,10 +252,14 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             raise _BadValue(f"{where}{key}: unknown key{hint}")
     try:
         if "protocol" not in table:
-            raise _BadValue("protocol: missing (http, tls, ssh or socks5)")
+            raise _BadValue(
+                "protocol: missing (TCP: http, tls, ssh or socks5; UDP: quic or wireguard)"
+            )
         protocol = _string(table["protocol"])
         try:
-            require([protocol])
+            # Known and probeable here; whether it suits the listener's transport is
+            # RelaySettings.problem()'s to say, once ``udp`` is known.
+            require([protocol], datagram=protocol in DATAGRAM_PROTOCOLS)
         except ProbeUnavailable as error:
             raise _BadValue(f"protocol: {error}") from None
         if not table.get("to"):
@@ -265,8 +269,8 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             item.lower().removesuffix(".") for item in _strings(table.get("server_names", []))
         )
         alpns = tuple(item.encode("utf-8") for item in _strings(table.get("alpns", [])))
-        if (names or alpns) and protocol != "tls":
-            raise _BadValue("server_names and alpns filter tls routes only")
+        if (names or alpns) and protocol not in ("tls", "quic"):
+            raise _BadValue("server_names and alpns filter tls and quic routes only")
         if any(not 0 < len(alpn) < 256 for alpn in alpns):
             raise _BadValue("alpns: each is 1 to 255 bytes")
         balance = table.get("balance")

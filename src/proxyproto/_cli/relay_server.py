@@ -19,7 +19,11 @@ read after the handshake, for at most ``probe_timeout`` seconds, by a sans-IO
 (:func:`choose_route`) gives the targets and the balancing rule, else ``targets`` (the default
 route), else the connection is dropped (``end=no-route (...)``, counted in ``unrouted``). The
 bytes read are sent to the target first; a TLS ClientHello's SNI and ALPN go into the v2 header
-(:func:`sniffed_tlvs`).
+(:func:`sniffed_tlvs`). That decision is :func:`route_for`, which the UDP relay
+(:mod:`proxyproto._cli.relay_udp`) takes too, on a QUIC or WireGuard match; a route's protocol
+must be one of its listener's transport (:meth:`RelaySettings.problem`). Connections and bytes
+per route, and the unrouted by reason, are counted for ``--metrics``
+(:class:`~proxyproto._adapters.metrics.RelayCounters`).
 
 Shutdown (:meth:`Relay.stop`, which SIGINT / SIGTERM call) stops accepting and closes the
 listener at once, lets the open connections finish for up to ``grace`` seconds, then cancels
@@ -65,6 +69,7 @@ from proxyproto._adapters.anyio import (
     header_for,
 )
 from proxyproto._adapters.backpressure import bound_reading
+from proxyproto._adapters.metrics import RelayCounters, track_relay
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Command, Family, Header, TLVs, TLVType
 from proxyproto._handshake.config import ProxyProtocolConfig
@@ -75,7 +80,7 @@ from .args import proxy_config
 from .output import format_address
 from .output import os_error_text as _os_error_text
 from .output import pair as _pair
-from .probe import NEED_MORE, Match, Prober
+from .probe import NEED_MORE, Match, Prober, ProbeUnavailable, require
 
 if TYPE_CHECKING:
     # The configuration file's reader imports this module (RelaySettings): no import back.
@@ -86,7 +91,9 @@ __all__ = [
     "ProtocolRoute",
     "Relay",
     "RelaySettings",
+    "RouteChoice",
     "choose_route",
+    "route_for",
     "serve_relay",
 ]
 
@@ -205,10 +212,16 @@ class RelaySettings:
         """
         if self.udp and self.send_proxy == 1:
             return "send_proxy", "v1 cannot describe UDP: use v2 (one header per datagram)"
-        if self.udp and self.protocols:
-            return "protocols", "protocol routing is for TCP only (not with udp)"
         if self.workers > 1 and self.listen[1] == 0:
             return "listen", "port 0 with workers: each worker would pick a port of its own"
+        for route in self.protocols:
+            # A route's protocol is probed on one transport only: QUIC and WireGuard on UDP,
+            # the others on TCP.
+            try:
+                require([route.protocol], datagram=self.udp)
+            except ProbeUnavailable as error:
+                where = "a UDP listener (udp = true)" if self.udp else "a TCP listener"
+                return "protocols", f"{route.name}: {error}, and this is {where}"
         if self.send_proxy != 2:
             for name, used in (
                 ("keep_tlvs", self.keep_tlvs != "none"),
@@ -353,6 +366,39 @@ def sniffed_tlvs(match: Match | None, alpn: bytes | None) -> tuple[tuple[int, by
     return tuple(tlvs)
 
 
+@attrs.frozen
+class RouteChoice:
+    """Where a connection (or a UDP pseudo connection) goes, once its first bytes are probed."""
+
+    #: The route for the access log: the listener's key, ``KEY/NAME`` for a protocol route.
+    name: str
+    #: Its name in the metrics: the ``[protocols.NAME]`` name, or ``default``.
+    label: str
+    #: Empty when it is dropped (no route took it and there is no default route).
+    targets: tuple[_Target, ...]
+    balance: str
+    #: AUTHORITY and ALPN TLVs for the outbound v2 header (:func:`sniffed_tlvs`).
+    sniffed: tuple[tuple[int, bytes], ...] = ()
+    #: Why it is dropped: the protocol matched that no route took, or ``unknown``.
+    unrouted: str | None = None
+
+
+def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
+    """The routing decision, the same for TCP connections and UDP pseudo connections: the first
+    protocol route that takes ``match`` (:func:`choose_route`), else the default route (the
+    listener's ``targets``), else dropped ("protocol sanitization")."""
+    chosen, alpn = choose_route(settings.protocols, match)
+    sniffed = sniffed_tlvs(match, alpn)
+    if chosen is not None:
+        name = f"{settings.key}/{chosen.name}"
+        balance = chosen.balance or settings.balance
+        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed)
+    if settings.targets:
+        return RouteChoice(settings.key, "default", settings.targets, settings.balance, sniffed)
+    reason = match.protocol if match is not None else "unknown"
+    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason)
+
+
 class Relay:
     """A running relay: :meth:`serve` until :meth:`stop`."""
 
@@ -371,6 +417,8 @@ class Relay:
         #: Connections dropped because their first bytes matched no protocol route and there
         #: is no default route ("protocol sanitization").
         self.unrouted = 0
+        #: The counts by route for ``--metrics`` (registered once listening).
+        self.counters = RelayCounters("tcp", "")
 
     def update(self, settings: RelaySettings) -> None:
         """New settings for the connections accepted from now on (``listen`` is not changed)."""
@@ -402,6 +450,8 @@ class Relay:
         ]
         # Counted in --metrics (proxyproto.prometheus), one listener label per route.
         register("relay", listener._counters, ", ".join(self.addresses))
+        self.counters.listener = ", ".join(self.addresses)
+        track_relay(self.counters)
 
         async def handle(transport: ByteStream) -> None:
             self._active += 1
@@ -449,29 +499,32 @@ class Relay:
         target: _Target | None = None
         end = "done"
         route = settings.key
+        routed: list[int] | None = None  # the route's counts in the metrics
         try:
             async with client:
-                targets, balance = settings.targets, settings.balance
                 first, ended = b"", False
-                sniffed: tuple[tuple[int, bytes], ...] = ()
                 if settings.protocols:
                     first, ended, match = await _probe(client, settings)
-                    chosen, alpn = choose_route(settings.protocols, match)
-                    sniffed = sniffed_tlvs(match, alpn)
-                    if chosen is not None:
-                        route = f"{route}/{chosen.name}"
-                        targets, balance = chosen.targets, chosen.balance or balance
-                    elif not targets:
-                        self.unrouted += 1
-                        end = "no-route (" + (match.protocol if match else "unknown") + ")"
-                        return
-                target, upstream = await self._connect(settings, source, targets, balance)
+                    choice = route_for(settings, match)
+                else:
+                    choice = route_for(settings, None)
+                route = choice.name
+                if choice.unrouted is not None:
+                    self.unrouted += 1
+                    self.counters.drop(choice.unrouted)
+                    end = f"no-route ({choice.unrouted})"
+                    return
+                target, upstream = await self._connect(
+                    settings, source, choice.targets, choice.balance
+                )
                 if upstream is None:
                     end = "no-target"
                     return
+                routed = self.counters.route(choice.label)
+                routed[0] += 1
                 async with upstream:
                     if settings.send_proxy:
-                        header = outbound_header(client, settings, sniffed)
+                        header = outbound_header(client, settings, choice.sniffed)
                         await upstream.send(header.to_bytes(crc32c=settings.crc32c))
                     end = await _splice(
                         client, upstream, counts, settings.idle_timeout, first, ended
@@ -490,6 +543,9 @@ class Relay:
             logger.exception("client %s: unexpected error", format_address(source))
             end = f"error ({type(error).__name__})"
         finally:
+            if routed is not None:
+                routed[1] += counts[0]
+                routed[2] += counts[1]
             self._log(route, peer, source, target, counts, time.monotonic() - started, end)
 
     async def _connect(
