@@ -127,6 +127,8 @@ class ProtocolRoute:
     alpns: tuple[bytes, ...] = ()
     #: The route's balancing rule; ``None``: the listener's.
     balance: str | None = None
+    #: The route's outbound PROXY version (0, 1, 2; TCP routes only); ``None``: the listener's.
+    send_proxy: int | None = None
 
     def accepts(self, match: Match) -> tuple[bool, bytes | None]:
         """Whether the route takes ``match``, and the ALPN for the outbound header's TLV.
@@ -381,6 +383,8 @@ class RouteChoice:
     sniffed: tuple[tuple[int, bytes], ...] = ()
     #: Why it is dropped: the protocol matched that no route took, or ``unknown``.
     unrouted: str | None = None
+    #: The outbound PROXY version for a TCP connection (the route's, else the listener's).
+    send_proxy: int = 0
 
 
 def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
@@ -392,11 +396,15 @@ def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
     if chosen is not None:
         name = f"{settings.key}/{chosen.name}"
         balance = chosen.balance or settings.balance
-        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed)
+        version = settings.send_proxy if chosen.send_proxy is None else chosen.send_proxy
+        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed, send_proxy=version)
+    version = settings.send_proxy
     if settings.targets:
-        return RouteChoice(settings.key, "default", settings.targets, settings.balance, sniffed)
+        return RouteChoice(
+            settings.key, "default", settings.targets, settings.balance, sniffed, send_proxy=version
+        )
     reason = match.protocol if match is not None else "unknown"
-    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason)
+    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason, version)
 
 
 class Relay:
@@ -523,7 +531,9 @@ class Relay:
                 routed = self.counters.route(choice.label)
                 routed[0] += 1
                 async with upstream:
-                    if settings.send_proxy:
+                    if choice.send_proxy:
+                        if choice.send_proxy != settings.send_proxy:
+                            settings = attrs.evolve(settings, send_proxy=choice.send_proxy)
                         header = outbound_header(client, settings, choice.sniffed)
                         await upstream.send(header.to_bytes(crc32c=settings.crc32c))
                     end = await _splice(
