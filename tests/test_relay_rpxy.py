@@ -167,3 +167,14 @@ def test_startup_error_in_a_process(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "rpxy-l4 keys not supported here: tcp_max_connections" in done.stderr
+
+
+def test_our_format_takes_send_proxy_per_route(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    base = 'listen = "127.0.0.1:0"\nsend_proxy = "v2"\n[protocols.ssh]\nprotocol = "ssh"\n'
+    write(config, base + 'to = "127.0.0.1:1"\nsend_proxy = "v1"\n')
+    [route] = RelayConfig(str(config)).load()
+    assert (route.send_proxy, route.protocols[0].send_proxy) == (2, 1)
+    write(config, base + 'to = "127.0.0.1:1"\nsend_proxy = "v3"\n')
+    with pytest.raises(ConfigError, match="send_proxy: 'v3' is not one of"):
+        RelayConfig(str(config)).load()
