@@ -178,3 +178,11 @@ def test_our_format_takes_send_proxy_per_route(tmp_path: Path) -> None:
     write(config, base + 'to = "127.0.0.1:1"\nsend_proxy = "v3"\n')
     with pytest.raises(ConfigError, match="send_proxy: 'v3' is not one of"):
         RelayConfig(str(config)).load()
+
+
+def test_the_command_line_replaces_rpxy_settings(tmp_path: Path) -> None:
+    config = tmp_path / "rpxy.toml"
+    write(config, 'listen_port = 1\ntcp_target = ["127.0.0.1:1"]\ntcp_send_proxy_protocol = "v1"\n')
+    overrides = {"send_proxy": 2, "probe_timeout": 0.5}
+    [route] = RelayConfig(str(config), overrides).load()
+    assert (route.send_proxy, route.probe_timeout) == (2, 0.5)

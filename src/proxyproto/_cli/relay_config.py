@@ -149,7 +149,11 @@ def routes_from(
         where = f"{table['name']} (rpxy-l4 format)" if rpxy else f"route {number}"
         if "workers" in table:
             raise ConfigError(f"{source}: [{where}] workers: a top-level setting only")
-        routes.append((where, {**top, **_settings_of(table, source, f"[{where}] ")}))
+        values = {**top, **_settings_of(table, source, f"[{where}] ")}
+        if rpxy:
+            # rpxy-l4's settings are all top-level ones: the command line replaces them too.
+            values.update(overrides)
+        routes.append((where, values))
     if not routes:
         raise ConfigError(f"{source}: no route: set listen at the top level or in [[route]] tables")
     result: list[RelaySettings] = []
