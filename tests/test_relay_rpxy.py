@@ -186,3 +186,29 @@ def test_the_command_line_replaces_rpxy_settings(tmp_path: Path) -> None:
     overrides = {"send_proxy": 2, "probe_timeout": 0.5}
     [route] = RelayConfig(str(config), overrides).load()
     assert (route.send_proxy, route.probe_timeout) == (2, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("keys", "listen"),
+    [
+        ("", ("0.0.0.0", 1)),
+        ("listen_ipv6 = true\n", ("::", 1)),
+        ('listen_address_v6 = "[::1]"\nlisten_ipv6 = true\n', ("::1", 1)),
+        ('listen_address_v4 = "127.0.0.1"\n', ("127.0.0.1", 1)),
+    ],
+)
+def test_listening_address(tmp_path: Path, keys: str, listen: tuple[str, int]) -> None:
+    config = tmp_path / "rpxy.toml"
+    write(config, f'listen_port = 1\ntcp_target = ["127.0.0.1:1"]\n{keys}')
+    [route] = RelayConfig(str(config)).load()
+    assert route.listen == listen
+
+
+def test_two_listening_addresses_are_an_error(tmp_path: Path) -> None:
+    text = 'listen_port = 1\ntcp_target = ["127.0.0.1:1"]\nlisten_address_v4 = "127.0.0.1"\n'
+    assert "listen_address_v4 and listen_ipv6: one listening address only" in load(
+        tmp_path, text + "listen_ipv6 = true\n"
+    )
+    assert "one address only here, not 2" in load(
+        tmp_path, text.replace('"127.0.0.1"', '["127.0.0.1", "127.0.0.2"]')
+    )

@@ -159,12 +159,20 @@ def _listen(document: Mapping[str, Any]) -> str:
         for key in ("listen_address", "listen_address_v4", "listen_address_v6")
         if key in document
     ]
+    ipv6 = document.get("listen_ipv6", False)
+    if not isinstance(ipv6, bool):
+        raise RpxyError(f"listen_ipv6: expected true or false, not {ipv6!r}")
+    if ipv6 and "listen_address_v6" not in document:
+        # rpxy-l4 listens on [::] beside its IPv4 addresses; one socket per route here.
+        given.append("listen_ipv6")
     if len(given) > 1:
         raise RpxyError(
             f"{' and '.join(given)}: one listening address only here (one socket per route)"
         )
     if not given:
-        return f"[::]:{port}" if document.get("listen_ipv6") is True else f"0.0.0.0:{port}"
+        return f"0.0.0.0:{port}"
+    if given == ["listen_ipv6"]:
+        return f"[::]:{port}"
     value = document[given[0]]
     if isinstance(value, list):
         if len(value) != 1:
