@@ -7,18 +7,22 @@ routing by SNI with real TLS clients and backends (trustme), the start-up errors
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
 
 import anyio
 import pytest
 import trustme
 
-from cli_process import PROXYPROTO, TIMEOUT
+import proxyproto as pp
+from cli_process import PROXYPROTO, TIMEOUT, launch
 from proxyproto._cli.relay_config import ConfigError, RelayConfig
-from test_relay import BACKENDS, exchange, target_server
+from test_relay import BACKENDS, Relay, exchange, target_server
 from test_relay_config import configured, to, write
-from test_relay_routing import tls_backends, tls_request
+from test_relay_routing import read_exactly, tls_backends, tls_request
 from test_relay_udp import ask, configured_udp, server, udp_targets
 
 
@@ -212,3 +216,41 @@ def test_two_listening_addresses_are_an_error(tmp_path: Path) -> None:
     assert "one address only here, not 2" in load(
         tmp_path, text.replace('"127.0.0.1"', '["127.0.0.1", "127.0.0.2"]')
     )
+
+
+@BACKENDS
+def test_a_unix_socket_target(backend: str) -> None:
+    """``--to unix:/path``: the v2 header still names the TCP client (in an rpxy file too)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = f"{directory}/backend.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen()
+        listener.settimeout(TIMEOUT)
+        got: list[pp.Header] = []
+
+        def serve() -> None:
+            with listener, listener.accept()[0] as conn:
+                conn.settimeout(TIMEOUT)
+                start = read_exactly(conn, 16)
+                size = int.from_bytes(start[14:], "big")
+                got.append(pp.parse(start + read_exactly(conn, size))[0])
+                while data := conn.recv(1024):
+                    conn.sendall(data)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        options = ("--to", f"unix:{path}", "--send-proxy", "v2", "--backend", backend)
+        try:
+            with launch(Relay, "relay", "--listen", "127.0.0.1:0", *options) as relay:
+                echoed, own = exchange(relay.address, b"over unix")
+                assert echoed == b"over unix"
+                assert relay.access_log()["target"] == f"unix:{path}"
+        finally:
+            thread.join(TIMEOUT)
+        assert got[0].source == own
+
+
+def test_unix_targets_are_refused_for_udp(tmp_path: Path) -> None:
+    text = 'listen_port = 1\nudp_target = ["unix:/tmp/x.sock"]\n'
+    assert "UNIX socket targets are for TCP relaying only" in load(tmp_path, text)

@@ -15,9 +15,9 @@ from .args import (
     PROG,
     add_backend_option,
     add_command,
-    connect_address,
     listen_address,
     network,
+    relay_target,
     run,
     seconds,
 )
@@ -110,9 +110,9 @@ def add(subparsers: Subparsers) -> None:
         "--to",
         action="append",
         dest="targets",
-        type=connect_address,
+        type=relay_target,
         metavar="HOST:PORT",
-        help="a target (repeat for more)",
+        help="a target, or unix:/path (TCP only; repeat for more)",
     )
     parser.add_argument(
         "--send-proxy",

@@ -25,7 +25,7 @@ import attrs
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Header, TLVs, TLVType
 
-from .args import connect_address, listen_address, network, seconds
+from .args import listen_address, network, relay_target, seconds
 from .output import os_error_text as _os_error_text
 from .probe import DATAGRAM_PROTOCOLS, ProbeUnavailable, require
 from .relay_rpxy import RpxyError, from_rpxy, is_rpxy
@@ -207,7 +207,7 @@ def _check(key: str, value: Any) -> Any:
     if key == "listen":
         return _argument(listen_address, _string(value))
     if key == "to":
-        return tuple(_argument(connect_address, item) for item in _strings(value))
+        return tuple(_argument(relay_target, item) for item in _strings(value))
     if key == "trusted":
         return tuple(_argument(network, item) for item in _strings(value))
     if key == "send_proxy":
@@ -276,7 +276,7 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             raise _BadValue(f"protocol: {error}") from None
         if not table.get("to"):
             raise _BadValue("to: missing (one target or more)")
-        targets = tuple(_argument(connect_address, item) for item in _strings(table["to"]))
+        targets = tuple(_argument(relay_target, item) for item in _strings(table["to"]))
         names = tuple(
             item.lower().removesuffix(".") for item in _strings(table.get("server_names", []))
         )
