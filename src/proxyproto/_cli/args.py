@@ -51,6 +51,7 @@ __all__ = [
     "network",
     "positive_int",
     "proxy_config",
+    "relay_target",
     "run",
     "seconds",
     "split_address",
@@ -144,6 +145,16 @@ def connect_address(text: str) -> tuple[str, int]:
     if address[1] == 0:
         raise argparse.ArgumentTypeError(f"{text!r}: port 0 cannot be connected to")
     return address
+
+
+def relay_target(text: str) -> tuple[str, int] | str:
+    """argparse ``type=`` of the relay's ``--to``: ``HOST:PORT`` or ``unix:/path`` (TCP only)."""
+    if text.startswith(UNIX_PREFIX):
+        try:
+            return split_address(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return connect_address(text)
 
 
 def network(text: str) -> str:

@@ -15,9 +15,9 @@ from .args import (
     PROG,
     add_backend_option,
     add_command,
-    connect_address,
     listen_address,
     network,
+    relay_target,
     run,
     seconds,
 )
@@ -67,13 +67,14 @@ def add(subparsers: Subparsers) -> None:
         "trusted, balance, header_timeout, connect_timeout, grace, keep_tlvs, add_tlv,\n"
         "unique_id, send_proxy_crc32c, idle_timeout, probe_timeout; workers at the top level\n"
         "only), [protocols.NAME]\n"
-        "tables (protocol, to, server_names, alpns, balance: routing by the first bytes,\n"
+        "tables (protocol, to, server_names, alpns, balance, send_proxy: routing by the first\n"
+        "bytes, "
         "TLS by SNI and ALPN; with udp = true, QUIC by SNI and ALPN and WireGuard) and\n"
         "[[route]] tables, one\n"
         "more listener each, inheriting the top-level settings. Options given on the command\n"
         "line replace the file's top-level values. The file is re-read when it changes: new\n"
         "connections get the new settings, open ones keep theirs; an invalid file is logged\n"
-        "and ignored.\n\n"
+        "and ignored. A file in rpxy-l4's format (listen_port, tcp_target, ...) is read too.\n\n"
         "--workers N runs N processes, each its own event loop, each binding the listening\n"
         "addresses with SO_REUSEPORT (Linux): the kernel spreads TCP connections over them,\n"
         "and UDP clients by a hash of their address (a client stays with one worker). Each\n"
@@ -109,9 +110,9 @@ def add(subparsers: Subparsers) -> None:
         "--to",
         action="append",
         dest="targets",
-        type=connect_address,
+        type=relay_target,
         metavar="HOST:PORT",
-        help="a target (repeat for more)",
+        help="a target, or unix:/path (TCP only; repeat for more)",
     )
     parser.add_argument(
         "--send-proxy",
@@ -195,6 +196,13 @@ def add(subparsers: Subparsers) -> None:
         f" (default: {defaults.idle_timeout:g}, never)",
     )
     parser.add_argument(
+        "--probe-timeout",
+        type=seconds,
+        metavar="S",
+        help="with [protocols] routes: seconds a client gets to send the bytes that decide its"
+        f" protocol (default: {defaults.probe_timeout:g})",
+    )
+    parser.add_argument(
         "--udp",
         action="store_true",
         default=None,
@@ -255,6 +263,7 @@ def _relay(args: argparse.Namespace) -> int:
         "unique_id": args.unique_id,
         "crc32c": args.send_proxy_crc32c,
         "idle_timeout": args.idle_timeout,
+        "probe_timeout": args.probe_timeout,
         "udp": args.udp,
         "udp_idle_lifetime": args.udp_idle_lifetime,
         "udp_max_connections": args.udp_max_connections,

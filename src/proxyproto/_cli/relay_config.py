@@ -25,9 +25,10 @@ import attrs
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Header, TLVs, TLVType
 
-from .args import connect_address, listen_address, network, seconds
+from .args import listen_address, network, relay_target, seconds
 from .output import os_error_text as _os_error_text
 from .probe import DATAGRAM_PROTOCOLS, ProbeUnavailable, require
+from .relay_rpxy import RpxyError, from_rpxy, is_rpxy
 from .relay_server import _NEVER_KEPT, BALANCE_MODES, ProtocolRoute, RelaySettings
 
 __all__ = [
@@ -66,7 +67,7 @@ CONFIG_KEYS = {
     "workers": "workers",
 }
 #: The keys of a ``[protocols.NAME]`` table.
-PROTOCOL_KEYS = ("protocol", "to", "server_names", "alpns", "balance")
+PROTOCOL_KEYS = ("protocol", "to", "server_names", "alpns", "balance", "send_proxy")
 _SEND_PROXY = {"none": 0, "v1": 1, "v2": 2}
 
 
@@ -130,6 +131,13 @@ def routes_from(
     it is a route itself when it has a ``listen``. Each ``[[route]]`` table is one more route,
     starting from the top level's settings.
     """
+    rpxy = is_rpxy(document)
+    if rpxy:
+        # rpxy-l4's format: mapped onto ours (relay_rpxy), then checked as ours is.
+        try:
+            document = from_rpxy(document, frozenset(CONFIG_KEYS))
+        except RpxyError as error:
+            raise ConfigError(f"{source}: {error}") from None
     tables = document.get("route", [])
     if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
         raise ConfigError(f"{source}: route: expected [[route]] tables")
@@ -138,10 +146,14 @@ def routes_from(
     if "listen" in top:
         routes.append(("top level", top))
     for number, table in enumerate(tables, 1):
-        where = f"route {number}"
+        where = f"{table['name']} (rpxy-l4 format)" if rpxy else f"route {number}"
         if "workers" in table:
             raise ConfigError(f"{source}: [{where}] workers: a top-level setting only")
-        routes.append((where, {**top, **_settings_of(table, source, f"[{where}] ")}))
+        values = {**top, **_settings_of(table, source, f"[{where}] ")}
+        if rpxy:
+            # rpxy-l4's settings are all top-level ones: the command line replaces them too.
+            values.update(overrides)
+        routes.append((where, values))
     if not routes:
         raise ConfigError(f"{source}: no route: set listen at the top level or in [[route]] tables")
     result: list[RelaySettings] = []
@@ -195,7 +207,7 @@ def _check(key: str, value: Any) -> Any:
     if key == "listen":
         return _argument(listen_address, _string(value))
     if key == "to":
-        return tuple(_argument(connect_address, item) for item in _strings(value))
+        return tuple(_argument(relay_target, item) for item in _strings(value))
     if key == "trusted":
         return tuple(_argument(network, item) for item in _strings(value))
     if key == "send_proxy":
@@ -264,7 +276,7 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             raise _BadValue(f"protocol: {error}") from None
         if not table.get("to"):
             raise _BadValue("to: missing (one target or more)")
-        targets = tuple(_argument(connect_address, item) for item in _strings(table["to"]))
+        targets = tuple(_argument(relay_target, item) for item in _strings(table["to"]))
         names = tuple(
             item.lower().removesuffix(".") for item in _strings(table.get("server_names", []))
         )
@@ -276,9 +288,16 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
         balance = table.get("balance")
         if balance is not None and balance not in BALANCE_MODES:
             raise _BadValue(f"balance: {balance!r} is not one of {', '.join(BALANCE_MODES)}")
+        send_proxy = table.get("send_proxy")
+        if send_proxy is not None:
+            if protocol in DATAGRAM_PROTOCOLS:
+                raise _BadValue("send_proxy: per route on TCP protocols only")
+            if send_proxy not in _SEND_PROXY:
+                raise _BadValue(f"send_proxy: {send_proxy!r} is not one of 'none', 'v1', 'v2'")
+            send_proxy = _SEND_PROXY[send_proxy]
     except _BadValue as error:
         raise _BadValue(f"{where}{error}") from None
-    return ProtocolRoute(name, protocol, targets, names, alpns, balance)
+    return ProtocolRoute(name, protocol, targets, names, alpns, balance, send_proxy)
 
 
 #: The TLV names ``keep_tlvs`` and ``add_tlv`` take, besides numbers (``0xE1``, ``225``).

@@ -108,6 +108,8 @@ CHUNK_SIZE = 256 * 1024
 BALANCE_MODES = ("none", "random", "source-ip", "source-socket")
 
 _Target = tuple[str, int]
+#: A target: ``(host, port)``, or a UNIX socket's path (TCP relaying only).
+_Destination = tuple[str, int] | str
 _FAILURES = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
@@ -122,11 +124,13 @@ class ProtocolRoute:
 
     name: str
     protocol: str
-    targets: tuple[_Target, ...]
+    targets: tuple[_Destination, ...]
     server_names: tuple[str, ...] = ()
     alpns: tuple[bytes, ...] = ()
     #: The route's balancing rule; ``None``: the listener's.
     balance: str | None = None
+    #: The route's outbound PROXY version (0, 1, 2; TCP routes only); ``None``: the listener's.
+    send_proxy: int | None = None
 
     def accepts(self, match: Match) -> tuple[bool, bytes | None]:
         """Whether the route takes ``match``, and the ALPN for the outbound header's TLV.
@@ -163,7 +167,7 @@ class RelaySettings:
 
     listen: _Target
     #: Empty only with ``protocols`` (no default route).
-    targets: tuple[_Target, ...] = ()
+    targets: tuple[_Destination, ...] = ()
     #: 0 (no header), 1 or 2: the header prepended to each target connection.
     send_proxy: int = 0
     accept_proxy: bool = False
@@ -210,6 +214,11 @@ class RelaySettings:
 
         (``trusted`` without ``accept_proxy`` is checked where each surface words it.)
         """
+        if self.udp and any(
+            isinstance(target, str)
+            for target in (*self.targets, *(t for r in self.protocols for t in r.targets))
+        ):
+            return "to", "UNIX socket targets are for TCP relaying only"
         if self.udp and self.send_proxy == 1:
             return "send_proxy", "v1 cannot describe UDP: use v2 (one header per datagram)"
         if self.workers > 1 and self.listen[1] == 0:
@@ -263,8 +272,12 @@ class RelaySettings:
 
 
 def target_order(
-    targets: Sequence[_Target], balance: str, client: Any, *, rng: random.Random | None = None
-) -> list[_Target]:
+    targets: Sequence[_Destination],
+    balance: str,
+    client: Any,
+    *,
+    rng: random.Random | None = None,
+) -> list[_Destination]:
     """Every target once, in the order ``balance`` tries them for ``client`` (an address).
 
     The hashes are CRC-32 of the address text: stable across restarts and processes, unlike
@@ -375,12 +388,14 @@ class RouteChoice:
     #: Its name in the metrics: the ``[protocols.NAME]`` name, or ``default``.
     label: str
     #: Empty when it is dropped (no route took it and there is no default route).
-    targets: tuple[_Target, ...]
+    targets: tuple[_Destination, ...]
     balance: str
     #: AUTHORITY and ALPN TLVs for the outbound v2 header (:func:`sniffed_tlvs`).
     sniffed: tuple[tuple[int, bytes], ...] = ()
     #: Why it is dropped: the protocol matched that no route took, or ``unknown``.
     unrouted: str | None = None
+    #: The outbound PROXY version for a TCP connection (the route's, else the listener's).
+    send_proxy: int = 0
 
 
 def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
@@ -392,11 +407,15 @@ def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
     if chosen is not None:
         name = f"{settings.key}/{chosen.name}"
         balance = chosen.balance or settings.balance
-        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed)
+        version = settings.send_proxy if chosen.send_proxy is None else chosen.send_proxy
+        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed, send_proxy=version)
+    version = settings.send_proxy
     if settings.targets:
-        return RouteChoice(settings.key, "default", settings.targets, settings.balance, sniffed)
+        return RouteChoice(
+            settings.key, "default", settings.targets, settings.balance, sniffed, send_proxy=version
+        )
     reason = match.protocol if match is not None else "unknown"
-    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason)
+    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason, version)
 
 
 class Relay:
@@ -496,7 +515,7 @@ class Relay:
         peer = _pair(client.extra(ProxyAttribute.peer_address))
         source = _pair(client.extra(SocketAttribute.remote_address, None))
         counts = [0, 0]  # client -> target, target -> client
-        target: _Target | None = None
+        target: _Destination | None = None
         end = "done"
         route = settings.key
         routed: list[int] | None = None  # the route's counts in the metrics
@@ -523,7 +542,9 @@ class Relay:
                 routed = self.counters.route(choice.label)
                 routed[0] += 1
                 async with upstream:
-                    if settings.send_proxy:
+                    if choice.send_proxy:
+                        if choice.send_proxy != settings.send_proxy:
+                            settings = attrs.evolve(settings, send_proxy=choice.send_proxy)
                         header = outbound_header(client, settings, choice.sniffed)
                         await upstream.send(header.to_bytes(crc32c=settings.crc32c))
                     end = await _splice(
@@ -549,13 +570,15 @@ class Relay:
             self._log(route, peer, source, target, counts, time.monotonic() - started, end)
 
     async def _connect(
-        self, settings: RelaySettings, client: Any, targets: Sequence[_Target], balance: str
-    ) -> tuple[_Target | None, ByteStream | None]:
+        self, settings: RelaySettings, client: Any, targets: Sequence[_Destination], balance: str
+    ) -> tuple[_Destination | None, ByteStream | None]:
         """The first target of the balancing order that accepts a connection."""
         errors = []
         for target in target_order(targets, balance, client):
             try:
                 with anyio.fail_after(settings.connect_timeout):
+                    if isinstance(target, str):
+                        return target, bound_reading(await anyio.connect_unix(target))
                     return target, bound_reading(await anyio.connect_tcp(*target))
             except TimeoutError:
                 errors.append(f"{format_address(target)}: no answer")
@@ -571,7 +594,7 @@ class Relay:
         route: str,
         peer: Any,
         client: Any,
-        target: _Target | None,
+        target: _Destination | None,
         counts: list[int],
         duration: float,
         end: str,

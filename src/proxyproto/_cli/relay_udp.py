@@ -421,6 +421,8 @@ class UDPRelay:
                 return None
         errors = []
         for target in target_order(choice.targets, choice.balance, client):
+            # RelaySettings.problem() refuses UNIX targets for UDP listeners.
+            assert not isinstance(target, str)
             try:
                 upstream = await anyio.create_connected_udp_socket(*target)
             except OSError as error:
