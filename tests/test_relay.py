@@ -514,6 +514,22 @@ def test_haproxy_behind_the_relay(haproxy_binary: str) -> None:
             "not an IP address or network",
         ),
         (["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:1", "--grace", "-1"], "seconds"),
+        (
+            ["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:1", "--udp-idle-lifetime", "5"],
+            "--udp-idle-lifetime needs --udp",
+        ),
+        (
+            [
+                "relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:1",
+                "--udp-max-connections",
+                "9",
+            ],
+            "--udp-max-connections needs --udp",
+        ),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -302,6 +302,13 @@ def _relay(args: argparse.Namespace) -> int:
             args.parser.error(f"the following arguments are required: {', '.join(missing)}")
         if args.trusted and not args.accept_proxy:
             args.parser.error("--trusted needs --accept-proxy")
+        for flag, value in (
+            ("--udp-idle-lifetime", args.udp_idle_lifetime),
+            ("--udp-max-connections", args.udp_max_connections),
+        ):
+            if value is not None and not args.udp:
+                # Without a file there is no UDP route it could apply to.
+                args.parser.error(f"{flag} needs --udp")
         routes = (RelaySettings(**overrides),)
         problem = routes[0].problem()
         if problem is not None:
