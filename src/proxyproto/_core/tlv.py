@@ -108,22 +108,8 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
     gcp_psc_id: int | None = None
     # The header as the CRC32C check sees it, once there is one (see the module's docstring).
     checked: bytearray | None = None
-    offset = start
-    while offset < end:
-        if offset + 3 > end:
-            raise InvalidHeader(
-                f"v2: {end - offset} stray byte(s) at offset {offset}, too short for a TLV"
-            )
-        kind = header[offset]
-        length = (header[offset + 1] << 8) | header[offset + 2]
-        value_start = offset + 3
-        offset = value_start + length
-        if offset > end:
-            raise InvalidHeader(
-                f"v2: TLV 0x{kind:02X} at offset {value_start - 3} declares {length} bytes, "
-                f"past the end of the header ({end - value_start} left)"
-            )
-        value = header[value_start:offset]
+    for kind, value_start, value in _frames_untrusted(header, start, end, "TLV", "the header"):
+        length = len(value)
         raw.append((kind, value))
         # A repeated type: each occurrence is checked, the typed field keeps the first.
         if kind == _ALPN:
@@ -177,6 +163,33 @@ def decode_tlvs_untrusted(header: bytes, start: int, end: int) -> TLVs:
     )
 
 
+def _frames_untrusted(
+    data: bytes, start: int, end: int, what: str, within: str
+) -> list[tuple[int, int, bytes]]:
+    """Split ``data[start:end]`` into ``(type, value offset, value)`` frames of the TLV shape
+    (type u8, length u16, value), which must end exactly at ``end``: the TLVs of a header and
+    the sub-TLVs of an SSL TLV are framed alike."""
+    frames: list[tuple[int, int, bytes]] = []
+    offset = start
+    while offset < end:
+        if offset + 3 > end:
+            raise InvalidHeader(
+                f"v2: {end - offset} stray byte(s) at the end of {within} (offset {offset}), "
+                f"too short for a {what}"
+            )
+        kind = data[offset]
+        length = (data[offset + 1] << 8) | data[offset + 2]
+        value_start = offset + 3
+        offset = value_start + length
+        if offset > end:
+            raise InvalidHeader(
+                f"v2: {what} 0x{kind:02X} at offset {value_start - 3} declares {length} bytes, "
+                f"past the end of {within} ({end - value_start} left)"
+            )
+        frames.append((kind, value_start, data[value_start:offset]))
+    return frames
+
+
 def _text_untrusted(value: bytes, encoding: str, what: str) -> str:
     try:
         return value.decode(encoding)
@@ -215,22 +228,10 @@ def _decode_ssl_untrusted(value: bytes) -> SSLInfo:
     texts: list[str | None] = [None] * len(_SSL_TEXT)
     client_cert: bytes | None = None
     raw: list[tuple[int, bytes]] = []
-    offset = _SSL_HEAD.size
     name = encoding = ""
     try:
-        while offset < end:
-            if offset + 3 > end:
-                raise InvalidHeader(f"v2: {end - offset} stray byte(s) at the end of the SSL TLV")
-            kind = value[offset]
-            length = (value[offset + 1] << 8) | value[offset + 2]
-            sub_start = offset + 3
-            offset = sub_start + length
-            if offset > end:
-                raise InvalidHeader(
-                    f"v2: SSL sub-TLV 0x{kind:02X} declares {length} bytes, past the end of the "
-                    f"SSL TLV ({end - sub_start} left)"
-                )
-            sub_value = value[sub_start:offset]
+        frames = _frames_untrusted(value, _SSL_HEAD.size, end, "SSL sub-TLV", "the SSL TLV")
+        for kind, _, sub_value in frames:
             raw.append((kind, sub_value))
             # A repeated sub-type: each occurrence is checked, the field keeps the first.
             text = _SSL_TEXT.get(kind)
