@@ -58,17 +58,8 @@ VECTORS = sorted(VECTORS_DIR.glob("*.hex"))
 TIMEOUT = 5.0
 
 SSL_FLAGS_WITH_CERT = pp.SSLClient.SSL | pp.SSLClient.CERT_CONN | pp.SSLClient.CERT_SESS
-TYPED_TLV_FIELDS = (
-    "alpn",
-    "authority",
-    "crc32c",
-    "unique_id",
-    "netns",
-    "ssl",
-    "aws_vpce_id",
-    "azure_link_id",
-    "gcp_psc_id",
-)
+#: Every typed field of TLVs (all but ``raw``).
+TYPED_TLV_FIELDS = tuple(field.name for field in attrs.fields(pp.TLVs) if field.name != "raw")
 SSL_STRING_FIELDS = ("version", "cn", "cipher", "sig_alg", "key_alg", "group", "sig_scheme")
 
 Json = dict[str, Any]

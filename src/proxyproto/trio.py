@@ -50,15 +50,9 @@ with require("proxyproto.trio"):
 from ._adapters import accept
 from ._core.address import from_sockaddr, peername, socket_family
 from ._core.model import Address, Header
+from ._handshake import engine
 from ._handshake.config import ProxyProtocolConfig
-from ._handshake.engine import (
-    Handshake,
-    Handshakes,
-    ListenerStatistics,
-    Primitives,
-    Refusal,
-    read_handshake,
-)
+from ._handshake.engine import ListenerStatistics
 from ._handshake.policy import Action, PeerAddress, Policy, carries_address
 
 __all__ = ("ListenerStatistics", "ProxiedSocket", "ProxiedStream", "ProxyProtocolListener")
@@ -176,8 +170,8 @@ class ProxiedStream(trio.abc.HalfCloseableStream):
         peer = _peer_of(transport_stream)
         receive = partial(transport_stream.receive_some, _RECEIVE_SIZE)
         try:
-            handshake, action = await read_handshake(_TRIO, config, peer, receive)
-        except Refusal as refusal:
+            handshake, action = await engine.read_handshake(_TRIO, config, peer, receive)
+        except engine.Refusal as refusal:
             raise refusal.as_error() from refusal.__cause__
         return _stream(transport_stream, handshake, action)
 
@@ -265,7 +259,7 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         #: The configuration in force.
         self.config: ProxyProtocolConfig = config or _DEFAULT_CONFIG
         # The engine's: slots and eviction, counters, the refusal log.
-        self._engine = Handshakes(self.config, _TRIO)
+        self._engine = engine.Handshakes(self.config, _TRIO)
         self._counters = self._engine.counters
         self._ready: deque[ProxiedStream] = deque()
         # accept() calls waiting for a ready stream (or the acceptor's error).
@@ -485,7 +479,9 @@ _SKIPPED_ACCEPT_ERRNOS = frozenset(
 )
 
 
-def _stream(transport: trio.abc.Stream, handshake: Handshake, action: Action) -> ProxiedStream:
+def _stream(
+    transport: trio.abc.Stream, handshake: engine.Handshake, action: Action
+) -> ProxiedStream:
     """The stream a handshake made: the engine's decisions over ``transport``."""
     return ProxiedStream(transport, handshake.header, **handshake.stream_keywords(action))
 
@@ -526,7 +522,7 @@ def _known(peer: PeerAddress) -> PeerAddress:
 
 #: What the engine's handshakes wait with, on trio.
 # receive_some() returns b"" at EOF: nothing is raised for it.
-_TRIO = Primitives.of(trio, end_of_stream=(), peer_gone=_PeerGone)
+_TRIO = engine.Primitives.of(trio, end_of_stream=(), peer_gone=_PeerGone)
 
 
 def _address(sockaddr: Any) -> PeerAddress:

@@ -190,11 +190,8 @@ class TransportHandshake:
         self._clock.counters.in_flight += 1
         try:
             engine = self._engine = Handshake(self._config, self.peer)
-        except Refusal as refusal:
-            self._refuse(refusal.kind, refusal.reason)
-            return
-        except Exception:
-            self._fail()
+        except Exception as error:
+            self._end_with(error)
             return
         if not engine.reads:
             self._hand_over(Action.DIRECT)
@@ -263,11 +260,8 @@ class TransportHandshake:
         try:
             action = engine.judge(timed_out=timed_out)
             pending = engine.validation(action)
-        except Refusal as refusal:
-            self._refuse(refusal.kind, refusal.reason)
-            return
-        except Exception:
-            self._fail()
+        except Exception as error:
+            self._end_with(error)
             return
         if pending is not None:
             self._transport.pause_reading()
@@ -279,13 +273,9 @@ class TransportHandshake:
     async def _await_validator(self, pending: Awaitable[None]) -> None:
         try:
             await pending
-        except Refusal as refusal:
+        except Exception as error:
             self._validation = None
-            self._refuse(refusal.kind, refusal.reason)
-            return
-        except Exception:
-            self._validation = None
-            self._fail()
+            self._end_with(error)
             return
         self._validation = None
         if self.done or self._transport.is_closing():
@@ -306,6 +296,14 @@ class TransportHandshake:
         # Let go of the owner's callback: it would hold the owner in a reference cycle, and a
         # connection's objects are then freed by the garbage collector, not when it closes.
         self._accept = _accept_nothing
+
+    def _end_with(self, error: Exception) -> None:
+        """End the handshake on what the engine raised: a refusal, or (called in the ``except``
+        block, so that the traceback is logged) an error of the user's policy or validator."""
+        if isinstance(error, Refusal):
+            self._refuse(error.kind, error.reason)
+        else:
+            self._fail()
 
     def _refuse(self, kind: RefusalKind, reason: str) -> None:
         self._finish()
