@@ -12,23 +12,21 @@ waited for with a :class:`trio.Event`), :class:`~proxyproto._handshake.engine.Co
 (lines on the ``proxyproto`` logger), so its behaviour is the anyio listener's by construction.
 
 trio's :meth:`~trio.abc.Listener.accept` returns one connection at a time, but a handshake may
-take up to ``header_timeout``, so handshakes cannot run inside ``accept()``: a silent client would
-hold up everyone behind it. They run in the background: in the ``handshake_nursery`` given to the
-listener, or else in a nursery of a trio system task -- the way trio's own DTLS endpoint runs its
-background work -- started by the first ``accept()`` (so the listener works wherever a trio
-listener does: in :func:`trio.serve_listeners`, under :class:`trio.SSLListener`) and ended by
-:meth:`~ProxyProtocolListener.aclose` or by the end of the run.
-
-One background task, the acceptor, takes connections from the inner listener and starts each
-one's handshake in the nursery; a handshake that ends with a ready stream queues it and wakes one
-``accept()`` parked on a :class:`trio.lowlevel.ParkingLot`. The acceptor starts with the first
-``accept()`` and stops while :data:`_READY_AHEAD` handshaken streams wait (so connections stay in
-the kernel's backlog when nobody accepts), starting again when one is taken. Running out of
-descriptors (``EMFILE`` and the like) is waited out there, as :func:`trio.serve_listeners` does
-(:mod:`proxyproto._adapters.accept`); another error from the inner listener's ``accept()`` stops it
-and is raised by the next ``accept()``, and the call after that starts it again. So a silent
-client costs a task and a socket until its deadline, never anyone else's ``accept()``, and a
-connection costs one wake-up of ``accept()``, not the cancellation of a pending inner
+take up to ``header_timeout``, so a handshake that has to wait cannot run inside ``accept()``: a
+silent client would hold up everyone behind it. ``accept()`` takes a connection from the inner
+listener and starts its handshake at once with what has arrived (``os.read`` of the socket, which
+does not wait): behind a proxy the whole header is there, and the stream is returned from that
+same call, with no task and no wake-up more than trio's own listener costs. A handshake that must
+wait (a header cut in two, a validator to await, a refusal to close and log) goes on in the
+background: in the ``handshake_nursery`` given to the listener, or else in a nursery of a trio
+system task -- the way trio's own DTLS endpoint runs its background work -- started when first
+needed (so the listener works wherever a trio listener does: in :func:`trio.serve_listeners`,
+under :class:`trio.SSLListener`) and ended by :meth:`~ProxyProtocolListener.aclose` or by the end
+of the run. Its stream is queued, and it cancels the wait of an ``accept()`` blocked on the inner
+listener, which then returns it. Running out of descriptors (``EMFILE`` and the like) is waited
+out in ``accept()``, as :func:`trio.serve_listeners` does (:mod:`proxyproto._adapters.accept`);
+another error from the inner listener's ``accept()`` is raised as it is, and the next call accepts
+again. So a silent client costs a task and a socket until its deadline, never anyone else's
 ``accept()``.
 """
 
@@ -261,12 +259,11 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         # The engine's: slots and eviction, counters, the refusal log.
         self._engine = engine.Handshakes(self.config, _TRIO)
         self._counters = self._engine.counters
+        # Streams whose handshake ended in the background, for the next accept().
         self._ready: deque[ProxiedStream] = deque()
-        # accept() calls waiting for a ready stream (or the acceptor's error).
-        self._waiting = trio.lowlevel.ParkingLot()
-        # The acceptor task, while it runs; the inner listener's error it stopped on.
-        self._acceptor: trio.CancelScope | None = None
-        self._accept_error: BaseException | None = None
+        # The accept() calls waiting for a connection: a handshake that ends in the background
+        # cancels one's wait, to hand it its stream.
+        self._accepting: list[trio.CancelScope] = []
         # Handshakes under way, cancelled by aclose(): only needed in a nursery of the caller's;
         # aclose() cancels a system task's nursery whole.
         self._handshakes: set[trio.CancelScope] | None = (
@@ -284,55 +281,48 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         :raises OSError: the inner listener's ``accept()`` failed (``EIO``, say: ``EMFILE`` and
             the like are waited out); the next call accepts again.
         """
-        if self._ready:
-            await trio.lowlevel.checkpoint()
-        while not self._ready:
+        while True:
             if self._closed:
                 raise trio.ClosedResourceError("the listener was closed")
-            if self._accept_error is not None:
-                error, self._accept_error = self._accept_error, None
-                raise error
-            await self._start_acceptor()
-            await self._waiting.park()
-        stream = self._ready.popleft()
-        if self._acceptor is None:  # it stopped with the queue of ready streams full
-            await self._start_acceptor()
-        return stream
+            if self._ready:
+                await trio.lowlevel.checkpoint()
+                if self._ready:
+                    return self._ready.popleft()
+                continue
+            with trio.CancelScope() as waiting:
+                self._accepting.append(waiting)
+                try:
+                    transport, peer = await self._accept_transport()
+                finally:
+                    self._accepting.remove(waiting)
+            if waiting.cancelled_caught:
+                continue  # a handshake ended in the background, or the listener was closed
+            stream = await self._handshake_now(transport, peer)
+            if stream is not None:
+                return stream
 
-    async def _start_acceptor(self) -> None:
-        if self._acceptor is not None or self._accept_error is not None:
-            return
-        nursery = self._nursery if self._nursery is not None else await self._handshake_nursery()
-        self._acceptor = trio.CancelScope()
+    async def _handshake_now(
+        self, transport: trio.abc.Stream, peer: PeerAddress
+    ) -> ProxiedStream | None:
+        """The stream of a handshake that needs no wait (a header that came whole, no validator
+        to await); else ``None``, the handshake going on in the background."""
+        handshakes = self._engine
         try:
-            nursery.start_soon(self._accept_connections, self._acceptor, nursery)
-        except RuntimeError:  # the nursery is closed: so is this listener, or its run
-            self._acceptor = None
-            raise trio.ClosedResourceError("the listener was closed") from None
-
-    async def _accept_connections(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
-        """The acceptor: takes connections from the inner listener and starts each one's
-        handshake, until :data:`_READY_AHEAD` handshaken streams wait for an accept()."""
-        try:
-            with scope:
-                while len(self._ready) < _READY_AHEAD and not self._closed:
-                    try:
-                        transport, peer = await self._accept_transport()
-                    except Exception as error:  # the caller of accept() decides, as without us
-                        self._accept_error = error
-                        return
-                    try:
-                        nursery.start_soon(self._handshake, transport, peer)
-                    except RuntimeError:  # the nursery is closed: so is this listener, or its run
-                        await trio.aclose_forcefully(transport)
-                        self._accept_error = trio.ClosedResourceError("the listener was closed")
-                        return
-        finally:
-            if self._acceptor is scope:
-                self._acceptor = None
-            # Whoever waits in accept() looks again: at an error to raise, a closed listener, or
-            # an acceptor to start.
-            self._waiting.unpark_all()
+            started = handshakes.start(
+                partial(_peer_of, transport) if peer is None else partial(_known, peer),
+                _nowait(transport),
+            )
+            stream = handshakes.run_nowait(started, partial(_stream, transport))
+            if stream is not None:
+                return stream
+            nursery = (
+                self._nursery if self._nursery is not None else await self._handshake_nursery()
+            )
+            nursery.start_soon(self._handshake, transport, started)
+        except BaseException:
+            await trio.aclose_forcefully(transport)
+            raise
+        return None
 
     async def _accept_transport(self) -> tuple[trio.abc.Stream, PeerAddress]:
         """The inner listener's next connection, and its peer's address when accept() gave it.
@@ -363,16 +353,18 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
                     accept.exhaustion.succeeded()
                 return trio.SocketStream(sock), _address(sockaddr)
 
-    async def _handshake(self, transport: trio.abc.Stream, peer: PeerAddress = None) -> None:
+    async def _handshake(self, transport: trio.abc.Stream, started: engine.Started) -> None:
+        """A handshake that waits (for more of the header, or a validator), in the background;
+        its stream is handed to an ``accept()``."""
         if self._handshakes is None:
-            stream = await self._run_handshake(transport, peer)
+            stream = await self._run_handshake(transport, started)
         else:
             with trio.CancelScope() as scope:
                 self._handshakes.add(scope)
                 try:
                     if self._closed:
                         scope.cancel()
-                    stream = await self._run_handshake(transport, peer)
+                    stream = await self._run_handshake(transport, started)
                 finally:
                     self._handshakes.discard(scope)
             if scope.cancelled_caught:
@@ -383,22 +375,20 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
             await trio.aclose_forcefully(stream)
             return
         self._ready.append(stream)
-        self._waiting.unpark()
+        if self._accepting:
+            self._accepting[0].cancel()
 
     async def _run_handshake(
-        self, transport: trio.abc.Stream, peer: PeerAddress = None
+        self, transport: trio.abc.Stream, started: engine.Started
     ) -> ProxiedStream | None:
-        """Run the handshake of one connection, under this listener's bounds.
-
-        Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
-        counted and logged). ``peer``: the address ``accept()`` gave, if any.
-        """
+        """Go on with a handshake, under this listener's bounds: the ready stream, or ``None``
+        when the connection was refused (it is then closed, counted and logged)."""
         return await self._engine.run(
             transport,
-            partial(_peer_of, transport) if peer is None else partial(_known, peer),
+            partial(_known, started.peer),
             partial(transport.receive_some, _RECEIVE_SIZE),
             partial(_stream, transport),
-            _nowait(transport),
+            started=started,
         )
 
     async def _handshake_nursery(self) -> trio.Nursery:
@@ -434,9 +424,8 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
     async def aclose(self) -> None:
         """Close the inner listener, end the handshakes under way and the streams not accepted."""
         self._closed = True
-        self._waiting.unpark_all()
-        if self._acceptor is not None:
-            self._acceptor.cancel()
+        for waiting in self._accepting:
+            waiting.cancel()
         self._system_scope.cancel()
         for scope in self._handshakes or ():
             scope.cancel()
@@ -446,10 +435,6 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
             while self._ready:
                 await trio.aclose_forcefully(self._ready.popleft())
 
-
-#: How many handshaken streams the acceptor lets wait for an ``accept()`` before it stops taking
-#: connections from the inner listener (it starts again when one is taken).
-_READY_AHEAD = 16
 
 #: ``accept()`` errors that say the listening socket is closed (trio's SocketListener's too).
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})

@@ -78,6 +78,7 @@ __all__ = [
     "Refusal",
     "RefusalKind",
     "RefusalLog",
+    "Started",
     "Ticket",
     "judge_datagram",
     "judge_header",
@@ -791,19 +792,88 @@ class Primitives:
 
 
 class _Reader:
-    """One connection's reading and judging, under ``header_timeout``."""
+    """One connection's reading and judging, under ``header_timeout``: :meth:`start` does what
+    needs no waiting, :meth:`finish` the rest (:meth:`run` both)."""
 
-    __slots__ = ("engine", "io", "started")
+    __slots__ = ("action", "config", "engine", "io", "pending", "reading", "started")
 
     def __init__(self, io: Primitives) -> None:
         self.io = io
         self.engine: Handshake | None = None
+        self.config: ProxyProtocolConfig | None = None
         #: When the handshake started (the framework's clock).
         self.started = 0.0
+        #: Once started: whether more must be read; else the action judged, and the validator
+        #: still to be awaited, if any.
+        self.reading = False
+        self.action = Action.DIRECT
+        self.pending: Awaitable[None] | None = None
 
     @property
     def sent_nothing(self) -> bool:
         return self.engine is None or self.engine.sent_nothing
+
+    @property
+    def over(self) -> bool:
+        """Whether :meth:`start` reached the end: nothing to read, no validator to await."""
+        return self.engine is not None and not self.reading and self.pending is None
+
+    def start(
+        self,
+        config: ProxyProtocolConfig,
+        peer: PeerAddress,
+        receive_nowait: Callable[[], bytes | None] | None = None,
+    ) -> None:
+        """Start the clock and the engine, read what has arrived if ``receive_nowait`` can (or it
+        says ``None``), and judge it if it ends the reading; raises :class:`Refusal`.
+
+        Behind a proxy the whole header is there when the handshake starts: it is then judged
+        here, with no deadline to set and no checkpoint, as nothing is waited for.
+        """
+        self.config = config
+        # One clock read: the start, for the duration histogram, and the deadline.
+        self.started = self.io.current_time()
+        engine = self.engine = Handshake(config, peer)
+        if engine.reads:
+            first = None if receive_nowait is None else receive_nowait()
+            if first is None or not engine.receive_data(first):
+                self.reading = True
+                return
+        self._judge(timed_out=False)
+
+    def _judge(self, *, timed_out: bool) -> None:
+        assert self.engine is not None
+        action = self.action = self.engine.judge(timed_out=timed_out)
+        self.pending = self.engine.validation(action)
+
+    async def finish(
+        self,
+        receive: Callable[[], Awaitable[bytes | bytearray]],
+        admission: Admission | None = None,
+    ) -> Action:
+        """Go on from :meth:`start`: read under the deadline from where it left off, judge, and
+        await the validator under the same deadline; raises :class:`Refusal`.
+
+        A connection enters ``admission`` once its first bytes did not complete the header: one
+        that sent nothing yet is not counted, and one whose header came whole (a proxy sends it at
+        once) never is.
+        """
+        io, engine, config = self.io, self.engine, self.config
+        assert engine is not None
+        assert config is not None
+        deadline_at = self.started + config.header_timeout
+        if self.reading:
+            timed_out = await self._read(engine, io, deadline_at, receive, admission)
+            self.reading = False
+            self._judge(timed_out=timed_out)
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            with io.cancel_scope(deadline=deadline_at) as scope:
+                await pending
+            if scope.cancelled_caught:
+                raise validator_timed_out(config.header_timeout)
+        return self.action
 
     async def run(
         self,
@@ -813,36 +883,10 @@ class _Reader:
         admission: Admission | None = None,
         receive_nowait: Callable[[], bytes | None] | None = None,
     ) -> Action:
-        """Read until the engine has what it needs, then judge and ask the validator, all under
-        one deadline; raises :class:`Refusal`.
-
-        ``receive_nowait`` (where the surface has one) reads what has arrived without waiting, or
-        says ``None``. Behind a proxy the whole header is there when the handshake starts: it is
-        then judged at once, with no deadline to set and no checkpoint, as nothing is waited
-        for. Otherwise reading goes on under the deadline, from where that first read left it.
-
-        A connection enters ``admission`` once its first bytes did not complete the header: one
-        that sent nothing yet is not counted, and one whose header came whole (a proxy sends it at
-        once) never is.
-        """
-        io = self.io
-        timeout = config.header_timeout
-        # One clock read: the start, for the duration histogram, and the deadline.
-        started = self.started = io.current_time()
-        engine = self.engine = Handshake(config, peer)
-        timed_out = False
-        if engine.reads:
-            first = None if receive_nowait is None else receive_nowait()
-            if first is None or not engine.receive_data(first):
-                timed_out = await self._read(engine, io, started + timeout, receive, admission)
-        action = engine.judge(timed_out=timed_out)
-        pending = engine.validation(action)
-        if pending is not None:
-            with io.cancel_scope(deadline=started + timeout) as scope:
-                await pending
-            if scope.cancelled_caught:
-                raise validator_timed_out(timeout)
-        return action
+        """:meth:`start`, then :meth:`finish`: read until the engine has what it needs, then
+        judge and ask the validator, all under one deadline; raises :class:`Refusal`."""
+        self.start(config, peer, receive_nowait)
+        return await self.finish(receive, admission)
 
     async def _read(
         self,
@@ -891,6 +935,18 @@ async def read_handshake(
     return reader.engine, action
 
 
+class Started:
+    """A handshake begun by :meth:`Handshakes.start`: its reader, its peer, and the error that
+    stopped it there, if one did (raised again by :meth:`Handshakes.run`, which handles it)."""
+
+    __slots__ = ("error", "peer", "reader")
+
+    def __init__(self, reader: _Reader) -> None:
+        self.reader = reader
+        self.peer: PeerAddress = None
+        self.error: Exception | None = None
+
+
 class Handshakes:
     """A listener's handshakes (anyio's and trio's): its :class:`Admission`, :class:`Counters`
     and :class:`RefusalLog`, and the steps of each one, whatever the framework."""
@@ -904,6 +960,44 @@ class Handshakes:
         self.counters = Counters()
         self.log = RefusalLog(io.current_time)
 
+    def start(
+        self,
+        find_peer: Callable[[], PeerAddress],
+        receive_nowait: Callable[[], bytes | None] | None = None,
+    ) -> Started:
+        """Begin one connection's handshake with what needs no waiting (see
+        :meth:`_Reader.start`); :meth:`run_nowait` or :meth:`run` goes on from it."""
+        started = Started(_Reader(self.io))
+        self.counters.in_flight += 1
+        try:
+            started.peer = find_peer()
+            started.reader.start(self.config, started.peer, receive_nowait)
+        except Exception as error:
+            started.error = error
+        except BaseException:
+            self.counters.in_flight -= 1
+            raise
+        return started
+
+    def run_nowait(
+        self, started: Started, make_stream: Callable[[Handshake, Action], _Stream]
+    ) -> _Stream | None:
+        """The stream of a handshake that :meth:`start` took to its end (a header that came
+        whole, no validator to await), counted; ``None`` when anything is left to do, a refusal
+        included: :meth:`run` then does it, with ``started``."""
+        reader = started.reader
+        if started.error is not None or not reader.over:
+            return None
+        assert reader.engine is not None
+        try:
+            stream = make_stream(reader.engine, reader.action)
+        except Exception as error:
+            started.error = error
+            return None
+        self.counters.in_flight -= 1
+        self._count_accepted(reader)
+        return stream
+
     async def run(
         self,
         transport: Any,
@@ -911,17 +1005,20 @@ class Handshakes:
         receive: Callable[[], Awaitable[bytes | bytearray]],
         make_stream: Callable[[Handshake, Action], _Stream],
         receive_nowait: Callable[[], bytes | None] | None = None,
+        started: Started | None = None,
     ) -> _Stream | None:
-        """Run one connection's handshake: the stream ``make_stream`` makes of it, or ``None``
-        when it was refused (``transport`` is then closed, counted and logged).
-        ``receive_nowait``: see :meth:`_Reader.run`."""
+        """Run one connection's handshake (from ``started``, when :meth:`start` began it): the
+        stream ``make_stream`` makes of it, or ``None`` when it was refused (``transport`` is
+        then closed, counted and logged). ``receive_nowait``: see :meth:`_Reader.start`."""
+        if started is None:
+            started = self.start(find_peer, receive_nowait)
         io, counters = self.io, self.counters
-        peer: PeerAddress = None
-        reader = _Reader(io)
-        counters.in_flight += 1
+        reader, peer = started.reader, started.peer
         try:
-            peer = find_peer()
-            action = await reader.run(self.config, peer, receive, self.admission, receive_nowait)
+            if started.error is not None:
+                error, started.error = started.error, None
+                raise error
+            action = await reader.finish(receive, self.admission)
             assert reader.engine is not None
             stream = make_stream(reader.engine, action)
         except Refusal as refusal:
@@ -949,14 +1046,18 @@ class Handshakes:
             raise
         finally:
             counters.in_flight -= 1
-        engine = reader.engine
-        header = engine.header
-        counters.accept(
-            0 if header is None else header.version,
-            not engine.uses_addresses(action),
-            io.current_time() - reader.started,
-        )
+        self._count_accepted(reader)
         return stream
+
+    def _count_accepted(self, reader: _Reader) -> None:
+        engine = reader.engine
+        assert engine is not None
+        header = engine.header
+        self.counters.accept(
+            0 if header is None else header.version,
+            not engine.uses_addresses(reader.action),
+            self.io.current_time() - reader.started,
+        )
 
     async def _refuse(
         self, transport: Any, peer: PeerAddress, kind: RefusalKind, reason: str
