@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import ssl
@@ -54,7 +55,13 @@ from attack_clients import (
 from attack_clients import certificates as make_certificates
 from cli_process import PROXYPROTO, TIMEOUT, Address, CliProcess
 from proxyproto._adapters import accept
-from proxyproto._adapters.backpressure import HIGH_WATER, LOW_WATER, _BoundedQueue, bound_reading
+from proxyproto._adapters.backpressure import (
+    HIGH_WATER,
+    LOW_WATER,
+    _BoundedQueue,
+    bound_reading,
+    first_read_nowait,
+)
 
 #: What a bounded server may take: the kernel's socket buffers on both sides (a few MiB each on
 #: loopback) and what sits in the server's own queues.
@@ -448,6 +455,7 @@ def test_bound_reading_leaves_other_streams_alone() -> None:
     )()
     bound_reading(lookalike)
     assert not paused  # its receive() would never resume: not paused, as before
+    assert first_read_nowait(lookalike) is None  # its receive() does not pop a read queue
 
 
 @pytest.mark.anyio
@@ -471,6 +479,39 @@ async def test_bound_reading_pauses_an_accepted_asyncio_stream(anyio_backend: st
                             await client.send(b"second")
                         got += await proxied.receive()
                     assert got == b"firstsecond"
+
+
+@pytest.mark.anyio
+async def test_the_first_read_takes_what_is_queued_then_the_socket_in_order(
+    anyio_backend: str,
+) -> None:
+    """The handshake's first read on asyncio, without waiting: the chunks anyio's protocol has
+    queued, then the socket's bytes, then nothing; receive() goes on in order after it. trio's
+    streams read the socket themselves: nothing to do there."""
+    with anyio.fail_after(TIMEOUT):
+        async with await socket_listener() as inner:
+            port = inner.extra(SocketAttribute.local_port)
+            async with await anyio.connect_tcp(HOST, port) as client:
+                transport = await inner.accept()
+                async with transport:
+                    read = first_read_nowait(transport)
+                    if anyio_backend == "trio":
+                        assert read is None
+                        return
+                    assert read is not None
+                    assert read() is None  # nothing sent yet
+                    protocol: Any = getattr(transport, "_protocol", None)
+                    await client.send(b"queued")
+                    while not protocol.read_queue:  # the transport reads it
+                        await anyio.sleep(0.01)
+                    await client.send(b"in the socket")
+                    fd = transport.extra(SocketAttribute.raw_socket).fileno()
+                    select.select([fd], [], [], TIMEOUT)  # arrived (select takes nothing)
+                    assert read() == b"queued"
+                    assert read() == b"in the socket"
+                    assert read() is None
+                    await client.send(b"later")
+                    assert await transport.receive() == b"later"
 
 
 def test_the_bounded_queue_pauses_above_high_water_and_resumes_at_low_water() -> None:

@@ -61,7 +61,7 @@ from proxyproto._handshake.engine import (
 from proxyproto._handshake.policy import Action, PeerAddress, Policy, carries_address
 
 from . import accept
-from .backpressure import bound_reading
+from .backpressure import bound_reading, first_read_nowait
 
 __all__ = [
     "ListenerStatistics",
@@ -338,7 +338,7 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
                 partial(_peer_of_socket, raw),
                 transport.receive,
                 partial(_stream, transport, None),
-                _nowait(raw),
+                _nowait(transport, raw),
             )
         # Read once: anyio asks the socket each time, and a reset socket no longer knows.
         attributes = transport.extra_attributes
@@ -424,14 +424,15 @@ def _raw_socket(transport: ByteStream) -> Any:
     return raw if callable(getattr(raw, "getpeername", None)) else None
 
 
-def _nowait(raw: Any) -> Callable[[], bytes | None] | None:
-    """The first read of a handshake, without waiting, where the stream reads ``raw`` itself
-    when asked (anyio's trio backend, UNIX sockets): a stdlib socket in non-blocking mode. On
-    asyncio a TCP stream's transport reads the socket (``raw`` is asyncio's ``TransportSocket``).
-    """
+def _nowait(transport: ByteStream, raw: Any) -> Callable[[], bytes | None] | None:
+    """The first read of a handshake, without waiting: where the stream reads ``raw`` itself
+    when asked (anyio's trio backend, UNIX sockets), a stdlib socket in non-blocking mode; on
+    asyncio, where a TCP stream's transport reads the socket (``raw`` is asyncio's
+    ``TransportSocket``), what its protocol has queued or else the socket
+    (:func:`~proxyproto._adapters.backpressure.first_read_nowait`)."""
     if isinstance(raw, socket.socket) and raw.gettimeout() == 0.0:
         return partial(accept.read_nowait, raw.recv)
-    return None
+    return first_read_nowait(transport)
 
 
 def _peer_of_socket(raw: Any) -> PeerAddress:

@@ -25,6 +25,14 @@ one read's worth per trip through the event loop). What a connection holds is th
 Where the queue cannot be replaced, the transport is only paused, once: anyio's ``receive()``
 then reads while it waits, as on its connected streams -- bounded, slower for bulk.
 
+:func:`first_read_nowait` is the handshake's first read on such a stream, without waiting: the
+chunks the protocol has queued already, else what the socket holds (``os.read`` of its
+descriptor, which asyncio keeps non-blocking; the transport's next read then finds the rest, in
+order, as nothing was queued before). Behind a proxy the whole header is there, and it is judged
+with no deadline set and no trip through the event loop. Guarded in the same way: a stream whose
+``receive()`` does not pop ``read_queue`` and clear ``read_event`` gets ``None`` (the handshake
+then reads with ``receive()``).
+
 A :class:`~proxyproto.ProxiedStream` calls it on its transport when it is made, that is once the
 handshake is over (the handshake's first ``receive()`` stays a fast path; what comes in during a
 handshake is bounded by its deadline). So every stream handed to an application by a
@@ -44,10 +52,13 @@ asked and need nothing.
 
 from __future__ import annotations
 
+import os
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
-__all__ = ["bound_reading"]
+__all__ = ["bound_reading", "first_read_nowait"]
 
 T = TypeVar("T")
 
@@ -187,3 +198,60 @@ class _BoundedQueue(deque[bytes]):
         if self.size <= LOW_WATER and not self.is_reading() and not self.protocol.is_at_eof:
             self.resume_reading()
         return chunk
+
+
+def first_read_nowait(stream: Any) -> Callable[[], bytes | None] | None:
+    """The handshake's first read of ``stream`` without waiting (see the module's docstring),
+    where ``stream`` is an anyio asyncio socket stream we know; else ``None``."""
+    kind = type(stream)
+    readable = _FIRST_READABLE.get(kind)
+    if readable is None:
+        readable = _FIRST_READABLE[kind] = _POSIX and _is_first_readable(kind)
+    if not readable:
+        return None
+    protocol = getattr(stream, "_protocol", None)
+    transport = getattr(stream, "_transport", None)
+    if (
+        type(getattr(protocol, "read_queue", None)) is not deque
+        or not hasattr(protocol, "read_event")
+        or transport is None
+    ):
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    return partial(_read_first, protocol, sock.fileno())
+
+
+_POSIX = os.name == "posix"
+
+#: Per stream class: whether :func:`first_read_nowait` knows its instances.
+_FIRST_READABLE: dict[type, bool] = {}
+
+
+def _is_first_readable(kind: type) -> bool:
+    if not kind.__module__.startswith("anyio._backends._asyncio"):
+        return False
+    code = getattr(getattr(kind, "receive", None), "__code__", None)
+    if code is None:
+        return False
+    return {"_protocol", "read_queue", "read_event", "popleft", "clear"} <= set(code.co_names)
+
+
+def _read_first(protocol: Any, fd: int) -> bytes | None:
+    queue: deque[bytes] = protocol.read_queue
+    if queue:
+        chunk = queue.popleft()
+        if not queue:
+            protocol.read_event.clear()
+        return chunk
+    if protocol.is_at_eof or protocol.exception is not None:
+        return None  # receive() says what happened
+    try:
+        return os.read(fd, _FIRST_READ_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+#: What the first read takes at most: a v2 header of any size fits, and anyio's receive() default.
+_FIRST_READ_SIZE = 65536
