@@ -216,18 +216,23 @@ class _ProxiedTransport(asyncio.Transport):
     (``uvicorn.protocols.utils.get_remote_addr``: the socket's ``getpeername()``, else
     ``peername``).
 
-    One per connection, so it is small: slots, no copy of the transport's methods (each call is
-    one plain call to the real transport), and the socket's facade made when it is first asked
-    for.
+    One per connection, so it is small: slots, and the socket's facade made when it is first
+    asked for. The calls Uvicorn makes on every request (``write``, ``is_closing``) and ``close``
+    are the real transport's own bound methods, in slots: no layer of ours on the hot path. The
+    other methods are one plain call to the real transport.
     """
 
-    __slots__ = ("_socket", "_source", "transport")
+    __slots__ = ("_socket", "_source", "close", "is_closing", "transport", "write")
 
     def __init__(self, transport: asyncio.Transport, source: Address) -> None:
         # Not asyncio.Transport.__init__: its extra-info dict is never read here.
         self.transport = transport
         self._source = source
         self._socket: _SocketFacade | None = None
+        # The slots win over the methods asyncio.Transport declares (which raise).
+        self.write = transport.write  # type: ignore[method-assign]
+        self.is_closing = transport.is_closing  # type: ignore[method-assign]
+        self.close = transport.close  # type: ignore[method-assign]
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "socket":
@@ -241,12 +246,6 @@ class _ProxiedTransport(asyncio.Transport):
         if name == "peername":
             return self._source
         return self.transport.get_extra_info(name, default)
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def close(self) -> None:
-        self.transport.close()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.transport.set_protocol(protocol)
@@ -271,9 +270,6 @@ class _ProxiedTransport(asyncio.Transport):
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self.transport.get_write_buffer_limits()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.transport.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         self.transport.writelines(list_of_data)
