@@ -11,8 +11,11 @@ without the interpreter's start and stop.
 
     python bench/callgrind_uvicorn.py [--http h11 --http zttp] [--small 100 --large 600]
 
-Prints instructions per connection for each side and the ratio pp / plain; ``--keep DIR`` keeps
-the callgrind files (``callgrind_annotate`` reads them). Needs valgrind. No assertions.
+``--mode keepalive``: requests on one connection instead (the header once).
+
+Prints instructions per connection (or request) for each side and the ratio pp / plain;
+``--keep DIR`` keeps the callgrind files (``callgrind_annotate`` reads them). Needs valgrind.
+No assertions.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from _harness import HOST, free_port, use_src, v2_header
 
 CLAIMED = ("127.0.0.9", 51234)
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+REQUEST_KA = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 PARSERS = ("h11", "httptools", "zttp")
 CLASSES = {"h11": "H11", "httptools": "HttpTools", "zttp": "Zttp"}
 
@@ -85,8 +89,23 @@ def request(port: int, header: bytes) -> bytes:
     return data
 
 
-def measure(http: str, side: str, count: int, module: str, out: Path) -> int:
-    """Total instructions of a server that served ``count`` connections (plus 20 warm-up)."""
+def keepalive(port: int, header: bytes, count: int) -> None:
+    """``count`` requests one after the other on one connection (the header once)."""
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(count):
+            sock.sendall((header if i == 0 else b"") + REQUEST_KA)
+            data = b""
+            while not data.endswith(b"\r\n\r\n" + (CLAIMED[0] if header else HOST).encode()):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("EOF in a keep-alive response")
+                data += chunk
+
+
+def measure(http: str, side: str, count: int, module: str, out: Path, mode: str = "short") -> int:
+    """Total instructions of a server that served ``count`` connections (plus 20 warm-up), or
+    with ``mode="keepalive"`` ``count`` requests on one connection."""
     port = free_port()
     command = [
         "valgrind",
@@ -112,6 +131,9 @@ def measure(http: str, side: str, count: int, module: str, out: Path) -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"{http} {side}: server did not start") from None
                 time.sleep(0.5)
+        if mode == "keepalive":
+            keepalive(port, header, count)
+            count = 0
         for _ in range(19 + count):
             body = request(port, header).rsplit(b"\r\n\r\n", 1)[1]
             expected = CLAIMED[0] if side != "plain" else HOST
@@ -142,16 +164,23 @@ def main() -> int:
     parser.add_argument(
         "--module", default="proxyproto.uvicorn", help="where the pp classes come from"
     )
+    parser.add_argument(
+        "--mode",
+        choices=("short", "keepalive"),
+        default="short",
+        help="short: one request per connection; keepalive: requests on one connection",
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep the callgrind files there")
     args = parser.parse_args()
     directory = Path(args.keep or tempfile.mkdtemp(prefix="callgrind-uvicorn-"))
     directory.mkdir(parents=True, exist_ok=True)
-    print(f"instructions per short connection ({args.large} - {args.small} connections)")
+    unit = "short connection" if args.mode == "short" else "keep-alive request"
+    print(f"instructions per {unit} ({args.large} - {args.small} of them)")
     for http in args.http or PARSERS:
         per: dict[str, float] = {}
         for side in args.side or ("pp", "plain"):
             totals = [
-                measure(http, side, n, args.module, directory / f"{http}-{side}-{n}.out")
+                measure(http, side, n, args.module, directory / f"{http}-{side}-{n}.out", args.mode)
                 for n in (args.small, args.large)
             ]
             per[side] = (totals[1] - totals[0]) / (args.large - args.small)

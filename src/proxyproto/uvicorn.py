@@ -40,7 +40,7 @@ import copy
 import logging
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from ._core.extras import install_command, require
@@ -365,7 +365,16 @@ class _ServerView:
     the handshake clock and the class of the connections' configs. A connection only looks it
     up (by its ``ServerState``) and adds what is its own."""
 
-    __slots__ = ("clock", "config", "config_class", "connections", "loop", "namespace", "owner")
+    __slots__ = (
+        "clock",
+        "config",
+        "config_class",
+        "connections",
+        "loop",
+        "namespace",
+        "owner",
+        "state",
+    )
 
     def __init__(
         self,
@@ -377,6 +386,8 @@ class _ServerView:
     ) -> None:
         #: The protocol class it was made for.
         self.owner = owner
+        #: The server's state, weakly: the key of _SERVERS, which drops the entry with it.
+        self.state = weakref.ref(server_state, _forget(id(server_state)))
         self.config = config
         self.connections = server_state.connections
         self.loop = loop
@@ -425,7 +436,19 @@ def _connection_config_class(base: type[Config]) -> type[Config]:
 
 
 #: Each Uvicorn server's shared part, by the state its protocols share.
-_SERVERS: weakref.WeakKeyDictionary[ServerState, _ServerView] = weakref.WeakKeyDictionary()
+#: By the id of the state (a plain dict lookup per connection, cheaper than a
+#: WeakKeyDictionary's); each entry checks that its state is the one asked about, and goes
+#: when the state does.
+_SERVERS: dict[int, _ServerView] = {}
+
+
+def _forget(key: int) -> Callable[[weakref.ref[ServerState]], None]:
+    def forget(ref: weakref.ref[ServerState]) -> None:
+        server = _SERVERS.get(key)
+        if server is not None and server.state is ref:
+            del _SERVERS[key]
+
+    return forget
 
 
 class _ProxyProtocol(asyncio.Protocol):
@@ -458,8 +481,13 @@ class _ProxyProtocol(asyncio.Protocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        server = _SERVERS.get(server_state)
-        if server is None or server.config is not config or server.owner is not type(self):
+        server = _SERVERS.get(id(server_state))
+        if (
+            server is None
+            or server.state() is not server_state
+            or server.config is not config
+            or server.owner is not type(self)
+        ):
             server = self._first(config, server_state, _loop, server)
         self._server = server
         # What Uvicorn gave, for the protocol it would have built.
@@ -489,7 +517,9 @@ class _ProxyProtocol(asyncio.Protocol):
             config.proxy_headers = False
         if config not in _SEEN:
             _first_connection(config)
-        server = _SERVERS[server_state] = _ServerView(
+        if previous is not None and previous.state() is not server_state:
+            previous = None  # another server's, whose state had the same id
+        server = _SERVERS[id(server_state)] = _ServerView(
             type(self),
             config,
             server_state,
