@@ -8,6 +8,7 @@ the fourth field of a socket address.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from typing import Any
@@ -135,7 +136,7 @@ def test_the_scope_id_form_is_what_python_reads() -> None:
 # calls (anyio, proxyproto.trio, the asyncio handshake, Uvicorn, UDP).
 
 
-class LinkLocalTransport:
+class LinkLocalTransport(asyncio.Transport):
     """The parts of an asyncio transport accepted from a link-local IPv6 peer that a server
     reads for the client."""
 
@@ -158,7 +159,7 @@ def test_uvicorn_websocket_upgrade_of_a_direct_link_local_client_keeps_the_scope
     from proxyproto._adapters.asyncio import peer_of
 
     transport = LinkLocalTransport()
-    assert get_remote_addr(transport) == ("fe80::1", 51234)  # type: ignore[arg-type]
-    client = peer_of(transport)  # type: ignore[arg-type]
-    upgraded = ppu._ProxiedTransport(transport, client)  # type: ignore[arg-type]
+    assert get_remote_addr(transport) == ("fe80::1", 51234)
+    client = peer_of(transport)
+    upgraded = ppu._ProxiedTransport(transport, client)
     assert get_remote_addr(upgraded) == ("fe80::1%2", 51234) == asgi_client(client)

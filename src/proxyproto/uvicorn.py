@@ -40,7 +40,7 @@ import copy
 import logging
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from ._core.extras import install_command, require
@@ -193,12 +193,18 @@ except ValueError as error:
 class _SocketFacade:
     """The transport's socket, except that ``getpeername()`` is the header's source."""
 
+    __slots__ = ("_socket", "_source")
+
     def __init__(self, sock: Any, source: Address) -> None:
         self._socket = sock
         self._source = source
 
     def getpeername(self) -> Address:
         return self._source
+
+    def getsockname(self) -> Any:
+        # What Uvicorn reads for scope["server"] on every connection: no __getattr__ detour.
+        return self._socket.getsockname()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._socket, name)
@@ -210,36 +216,36 @@ class _ProxiedTransport(asyncio.Transport):
     (``uvicorn.protocols.utils.get_remote_addr``: the socket's ``getpeername()``, else
     ``peername``).
 
-    The calls a connection makes per request (``write``, ``is_closing``, ...) are the real
-    transport's own bound methods, set on the instance: no layer of ours on the hot path.
+    One per connection, so it is small: slots, and the socket's facade made when it is first
+    asked for. The calls Uvicorn makes on every request (``write``, ``is_closing``) and ``close``
+    are the real transport's own bound methods, in slots: no layer of ours on the hot path. The
+    other methods are one plain call to the real transport.
     """
 
+    __slots__ = ("_socket", "_source", "close", "is_closing", "transport", "write")
+
     def __init__(self, transport: asyncio.Transport, source: Address) -> None:
-        super().__init__()
+        # Not asyncio.Transport.__init__: its extra-info dict is never read here.
         self.transport = transport
         self._source = source
-        sock = transport.get_extra_info("socket")
-        self._socket = None if sock is None else _SocketFacade(sock, source)
-        # Instance attributes win over the class's methods (asyncio.Transport has no __slots__
-        # here): each call goes straight to the real transport.
-        for name in _DIRECT:
-            method = getattr(transport, name, None)
-            if method is not None:
-                setattr(self, name, method)
+        self._socket: _SocketFacade | None = None
+        # The slots win over the methods asyncio.Transport declares (which raise).
+        self.write = transport.write  # type: ignore[method-assign]
+        self.is_closing = transport.is_closing  # type: ignore[method-assign]
+        self.close = transport.close  # type: ignore[method-assign]
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            facade = self._socket
+            if facade is None:
+                sock = self.transport.get_extra_info("socket")
+                if sock is None:
+                    return default
+                facade = self._socket = _SocketFacade(sock, self._source)
+            return facade
         if name == "peername":
             return self._source
-        if name == "socket":
-            return self._socket if self._socket is not None else default
         return self.transport.get_extra_info(name, default)
-
-    # What the instance attributes above stand for (and what type checkers read).
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def close(self) -> None:
-        self.transport.close()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.transport.set_protocol(protocol)
@@ -265,9 +271,6 @@ class _ProxiedTransport(asyncio.Transport):
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self.transport.get_write_buffer_limits()
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.transport.write(data)
-
     def writelines(self, list_of_data: Any) -> None:
         self.transport.writelines(list_of_data)
 
@@ -279,25 +282,6 @@ class _ProxiedTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self.transport.abort()
-
-
-_DIRECT = (
-    "is_closing",
-    "close",
-    "set_protocol",
-    "get_protocol",
-    "is_reading",
-    "pause_reading",
-    "resume_reading",
-    "set_write_buffer_limits",
-    "get_write_buffer_size",
-    "get_write_buffer_limits",
-    "write",
-    "writelines",
-    "write_eof",
-    "can_write_eof",
-    "abort",
-)
 
 
 logger = logging.getLogger("proxyproto")
@@ -375,22 +359,96 @@ def _listener_name(config: Config, transport: asyncio.Transport) -> str:
     return format_address((config.host, config.port))
 
 
-#: Each Uvicorn server's handshake clock, by the state its protocols share.
-_CLOCKS: weakref.WeakKeyDictionary[ServerState, HandshakeClock] = weakref.WeakKeyDictionary()
+class _ServerView:
+    """What every connection of one Uvicorn server shares, made at its first connection: the
+    ``Config`` (its proxy headers middleware taken off), the set of connections, the event loop,
+    the handshake clock and the class of the connections' configs. A connection only looks it
+    up (by its ``ServerState``) and adds what is its own."""
+
+    __slots__ = (
+        "clock",
+        "config",
+        "config_class",
+        "connections",
+        "loop",
+        "namespace",
+        "owner",
+        "state",
+    )
+
+    def __init__(
+        self,
+        owner: type[_ProxyProtocol],
+        config: Config,
+        server_state: ServerState,
+        loop: asyncio.AbstractEventLoop,
+        clock: HandshakeClock | None,
+    ) -> None:
+        #: The protocol class it was made for.
+        self.owner = owner
+        #: The server's state, weakly: the key of _SERVERS, which drops the entry with it.
+        self.state = weakref.ref(server_state, _forget(id(server_state)))
+        self.config = config
+        self.connections = server_state.connections
+        self.loop = loop
+        #: One per Uvicorn server, made at the first connection (it names the listener).
+        self.clock = clock
+        self.config_class = _connection_config_class(type(config))
+        #: The config's attributes, shared by every connection's config.
+        self.namespace = config.__dict__
+
+    def connection_config(self, app: Any) -> Config:
+        """The server's ``Config`` for one connection, with ``app`` as its ``loaded_app``.
+
+        Uvicorn's protocols take the app they call from the config they are built with
+        (``config=``, the protocol-class contract), and hand that config on to the WebSocket
+        protocol on an upgrade: the connection's app, with the scope extension, reaches both
+        without our setting anything on Uvicorn's objects. Nothing is copied: the object's
+        attributes are the server config's own (its ``__dict__``, so a change to the server's
+        config shows), except ``loaded_app``, a slot of its class.
+        """
+        view = object.__new__(self.config_class)
+        view.__dict__ = self.namespace
+        view.loaded_app = app
+        return view
 
 
-def _connection_config(config: Config, app: Any) -> Config:
-    """``config`` for one connection: the same settings, with ``app`` as its ``loaded_app``.
+#: Each Config class's class of connection configs.
+_CONFIG_CLASSES: weakref.WeakKeyDictionary[type[Config], type[Config]] = weakref.WeakKeyDictionary()
 
-    Uvicorn's protocols take the app they call from the config they are built with (``config=``,
-    the protocol-class contract), and hand that config on to the WebSocket protocol on an
-    upgrade: the connection's app, with the scope extension, reaches both without our setting
-    anything on Uvicorn's objects. A copy of the attributes, not of the objects they hold.
-    """
-    view = object.__new__(type(config))
-    view.__dict__.update(config.__dict__)
-    view.loaded_app = app
-    return view
+
+def _connection_config_class(base: type[Config]) -> type[Config]:
+    """A subclass of ``base`` (Uvicorn's ``Config``, or the user's subclass of it) whose
+    ``loaded_app`` is a slot: its instances share the server config's attributes (the
+    ``__dict__``) but have an app of their own."""
+    cls = _CONFIG_CLASSES.get(base)
+    if cls is None:
+        cls = _CONFIG_CLASSES[base] = type(
+            "ConnectionConfig",
+            (base,),
+            {
+                "__slots__": ("loaded_app",),
+                "__module__": __name__,
+                "__doc__": "A Uvicorn ``Config`` for one connection (see _ServerView).",
+            },
+        )
+    return cls
+
+
+#: Each Uvicorn server's shared part, by the state its protocols share.
+#: By the id of the state (a plain dict lookup per connection, cheaper than a
+#: WeakKeyDictionary's); each entry checks that its state is the one asked about, and goes
+#: when the state does.
+_SERVERS: dict[int, _ServerView] = {}
+
+
+def _forget(key: int) -> Callable[[weakref.ref[ServerState]], None]:
+    def forget(ref: weakref.ref[ServerState]) -> None:
+        server = _SERVERS.get(key)
+        if server is not None and server.state is ref:
+            del _SERVERS[key]
+
+    return forget
 
 
 class _ProxyProtocol(asyncio.Protocol):
@@ -399,7 +457,12 @@ class _ProxyProtocol(asyncio.Protocol):
     Uvicorn's ``AutoZttpProtocol`` hands a connection to the protocol it picks: built with the
     arguments Uvicorn gave us, set as the transport's protocol, told of the connection, and
     given the bytes that followed the header. From then on the transport talks to it directly.
+
+    One is made per connection, so it holds little: what the server's connections share is a
+    :class:`_ServerView`, made once.
     """
+
+    __slots__ = ("_app_state", "_handshake", "_server", "_server_state", "transport")
 
     #: The Uvicorn protocol class that serves an accepted connection.
     http_protocol: ClassVar[type[asyncio.Protocol]]
@@ -415,16 +478,36 @@ class _ProxyProtocol(asyncio.Protocol):
         self,
         config: Config,
         server_state: ServerState,
-        *args: Any,
+        app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
-        **kwargs: Any,
     ) -> None:
+        server = _SERVERS.get(id(server_state))
+        if (
+            server is None
+            or server.state() is not server_state
+            or server.config is not config
+            or server.owner is not type(self)
+        ):
+            server = self._first(config, server_state, _loop, server)
+        self._server = server
+        # What Uvicorn gave, for the protocol it would have built.
+        self._server_state = server_state
+        self._app_state = app_state
+        self._handshake: TransportHandshake | None = None
+
+    def _first(
+        self,
+        config: Config,
+        server_state: ServerState,
+        loop: asyncio.AbstractEventLoop | None,
+        previous: _ServerView | None,
+    ) -> _ServerView:
+        """A server's first connection: what its connections share."""
         if not config.loaded:
             config.load()
         # Uvicorn's proxy headers middleware trusts X-Forwarded-For when scope["client"] is in
         # forwarded_allow_ips, and behind the PROXY protocol scope["client"] is the end user:
         # any user could name its own address. Off unless asked for, on the Config itself.
-        # Once off, config.proxy_headers is False, so this runs once per Config.
         if (
             config.proxy_headers
             and not self.forwarded_headers
@@ -434,35 +517,42 @@ class _ProxyProtocol(asyncio.Protocol):
             config.proxy_headers = False
         if config not in _SEEN:
             _first_connection(config)
-        self.config = config
-        self.server_state = server_state
-        self.loop = _loop or asyncio.get_event_loop()
-        # The rest of what Uvicorn gave (app_state, ...), for the protocol it would have built.
-        self._arguments = (args, kwargs)
-        self._handshake: TransportHandshake | None = None
+        if previous is not None and previous.state() is not server_state:
+            previous = None  # another server's, whose state had the same id
+        server = _SERVERS[id(server_state)] = _ServerView(
+            type(self),
+            config,
+            server_state,
+            loop or asyncio.get_event_loop(),
+            # One clock per Uvicorn server, whichever class its connections come through.
+            None if previous is None else previous.clock,
+        )
+        return server
+
+    @property
+    def config(self) -> Config:
+        """The server's Uvicorn ``Config``."""
+        return self._server.config
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        server = self._server
         # In Uvicorn's set of connections until handed over, so that a shutdown reaches the
         # handshake (Server.shutdown() calls shutdown() on each), as AutoZttpProtocol does.
-        self.server_state.connections.add(self)  # type: ignore[arg-type]
-        handshake = self._handshake = TransportHandshake(
-            transport, self.proxy_config, self._accept, self.loop, self._clock()
-        )
-        handshake.start()
-
-    def _clock(self) -> HandshakeClock:
-        """The handshake clock of this protocol's server (one per Uvicorn server)."""
-        clock = _CLOCKS.get(self.server_state)
+        server.connections.add(self)  # type: ignore[arg-type]
+        clock = server.clock
         if clock is None:
-            clock = _CLOCKS[self.server_state] = HandshakeClock(
-                self.loop,
+            clock = server.clock = HandshakeClock(
+                server.loop,
                 self.proxy_config.header_timeout,
                 "uvicorn",
-                _listener_name(self.config, self.transport),
+                _listener_name(server.config, transport),
             )
-        return clock
+        handshake = self._handshake = TransportHandshake(
+            transport, self.proxy_config, self._accept, server.loop, clock
+        )
+        handshake.start()
 
     def data_received(self, data: bytes) -> None:
         # Only during the handshake: once accepted, the transport calls Uvicorn's protocol.
@@ -477,7 +567,7 @@ class _ProxyProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server_state.connections.discard(self)
+        self._server.connections.discard(self)
         if self._handshake is not None:
             self._handshake.connection_lost()
 
@@ -489,35 +579,38 @@ class _ProxyProtocol(asyncio.Protocol):
         transport = self.transport
         handshake = self._handshake
         assert handshake is not None
-        self.server_state.connections.discard(self)
+        server = self._server
+        server.connections.discard(self)
         # scope["extensions"]["proxy_protocol"] on every request of the connection, WebSocket too.
         app = AsgiConnectionApp(
-            self.config.loaded_app,
+            server.config.loaded_app,
             handshake.header,
             handshake.peer,
             tls_extension=self.tls_extension,
         )
-        args, kwargs = self._arguments
         protocol = self.http_protocol(  # type: ignore[call-arg]
-            _connection_config(self.config, app),
-            self.server_state,
-            *args,
-            _loop=self.loop,
-            **kwargs,
+            config=server.connection_config(app),
+            server_state=self._server_state,
+            app_state=self._app_state,
+            _loop=server.loop,
         )
         # The client Uvicorn's protocols take from the transport: the header's source when its
         # addresses are used, else the real peer (its IPv6 scope id kept, which Uvicorn's own
         # reading of a transport drops).
         client = header.source if header is not None else handshake.peer
-        view = _ProxiedTransport(transport, client)
         transport.set_protocol(protocol)
-        protocol.connection_made(view)
+        protocol.connection_made(_ProxiedTransport(transport, client))
         if leftover:
             protocol.data_received(leftover)
 
 
 def _wrapping(name: str, http_protocol: type[asyncio.Protocol], doc: str) -> type[_ProxyProtocol]:
-    attributes = {"http_protocol": http_protocol, "__doc__": doc, "__module__": __name__}
+    attributes = {
+        "http_protocol": http_protocol,
+        "__doc__": doc,
+        "__module__": __name__,
+        "__slots__": (),
+    }
     return type(name, (_ProxyProtocol,), attributes)
 
 
@@ -586,6 +679,7 @@ def _protocol_class(
         "forwarded_headers": base.forwarded_headers or proxy_headers,
         "tls_extension": base.tls_extension or tls_extension,
         "__module__": __name__,
+        "__slots__": (),
     }
     return type(base.__name__, (base,), attributes)
 
