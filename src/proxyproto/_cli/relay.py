@@ -15,9 +15,9 @@ from .args import (
     PROG,
     add_backend_option,
     add_command,
-    listen_address,
-    network,
+    relay_listen,
     relay_target,
+    relay_trusted,
     run,
     seconds,
 )
@@ -49,7 +49,9 @@ def add(subparsers: Subparsers) -> None:
         "One access-log line per connection on stderr (the proxyproto.relay logger, INFO):\n"
         "  peer=REAL_PEER client=CLIENT target=TARGET route=ROUTE up=BYTES down=BYTES\n"
         "  duration=S end=WHY\n"
-        "--idle-timeout S closes a connection that carried no byte either way for S seconds.\n\n"
+        "--idle-timeout S closes a connection that carried no byte either way for S seconds.\n"
+        "--listen unix:/path listens on a UNIX socket (a stale file is replaced, removed on\n"
+        "exit); its clients are sent as LOCAL unless a header was accepted (--trusted unix).\n\n"
         "With --send-proxy v2: --keep-tlvs copies the inbound header's TLVs (all, or the types\n"
         "listed), --add-tlv adds fixed ones, --unique-id a fresh UNIQUE_ID, --send-proxy-crc32c a\n"
         "checksum. An inbound LOCAL header gives a LOCAL one (v1: UNKNOWN); an IPv4-mapped client\n"
@@ -102,9 +104,10 @@ def add(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--listen",
-        type=listen_address,
+        type=relay_listen,
         metavar="HOST:PORT",
-        help="where to listen; port 0 picks a free one (printed at startup)",
+        help="where to listen; port 0 picks a free one (printed at startup); or unix:/path"
+        " (TCP only; a stale socket file is replaced, the file removed on exit)",
     )
     parser.add_argument(
         "--to",
@@ -128,9 +131,10 @@ def add(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--trusted",
         action="append",
-        type=network,
+        type=relay_trusted,
         metavar="CIDR",
-        help="with --accept-proxy: a proxy's address or network (repeat for more)",
+        help="with --accept-proxy: a proxy's address or network, or unix for the peers of a"
+        " unix:/path listener (repeat for more)",
     )
     # No defaults here: with --config, only the options given replace the file's values.
     defaults = RelaySettings(listen=("", 0), targets=())
@@ -275,7 +279,7 @@ def _relay(args: argparse.Namespace) -> int:
         unavailable = reuse_port_missing()
         if unavailable is not None:
             args.parser.error(unavailable)
-        if args.listen is not None and args.listen[1] == 0:
+        if isinstance(args.listen, tuple) and args.listen[1] == 0:
             # One port for every worker, chosen here and held until they all listen.
             try:
                 reserved.append(reserve_port(args.listen, udp=bool(args.udp)))

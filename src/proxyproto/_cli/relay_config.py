@@ -25,7 +25,7 @@ import attrs
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Header, TLVs, TLVType
 
-from .args import listen_address, network, relay_target, seconds
+from .args import relay_listen, relay_target, relay_trusted, seconds
 from .output import os_error_text as _os_error_text
 from .probe import DATAGRAM_PROTOCOLS, ProbeUnavailable, require
 from .relay_rpxy import RpxyError, from_rpxy, is_rpxy
@@ -205,11 +205,11 @@ def _check(key: str, value: Any) -> Any:
     if key == "name":
         return _string(value)
     if key == "listen":
-        return _argument(listen_address, _string(value))
+        return _argument(relay_listen, _string(value))
     if key == "to":
         return tuple(_argument(relay_target, item) for item in _strings(value))
     if key == "trusted":
-        return tuple(_argument(network, item) for item in _strings(value))
+        return tuple(_argument(relay_trusted, item) for item in _strings(value))
     if key == "send_proxy":
         if value not in _SEND_PROXY:
             raise _BadValue(f"{value!r} is not one of 'none', 'v1', 'v2'")

@@ -295,7 +295,9 @@ class UDPRelay:
             self.closed.set()
 
     async def _receive(self, task_status: anyio.abc.TaskStatus[None]) -> None:
-        udp = await _listen(*self.settings.listen, reuse_port=self.settings.reuse_port)
+        listen = self.settings.listen
+        assert not isinstance(listen, str)  # RelaySettings.problem(): TCP relaying only
+        udp = await _listen(*listen, reuse_port=self.settings.reuse_port)
         sock = self._socket = ProxiedUDPSocket(udp, self.settings.proxy_config())
         self._local = _pair(udp.extra(SocketAttribute.local_address))
         self.addresses = [format_address(self._local)]
