@@ -67,7 +67,16 @@ CONFIG_KEYS = {
     "workers": "workers",
 }
 #: The keys of a ``[protocols.NAME]`` table.
-PROTOCOL_KEYS = ("protocol", "to", "server_names", "alpns", "balance", "send_proxy")
+PROTOCOL_KEYS = (
+    "protocol",
+    "to",
+    "server_names",
+    "alpns",
+    "balance",
+    "send_proxy",
+    "idle_timeout",
+    "udp_idle_lifetime",
+)
 _SEND_PROXY = {"none": 0, "v1": 1, "v2": 2}
 
 
@@ -295,9 +304,20 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             if send_proxy not in _SEND_PROXY:
                 raise _BadValue(f"send_proxy: {send_proxy!r} is not one of 'none', 'v1', 'v2'")
             send_proxy = _SEND_PROXY[send_proxy]
+        idle: dict[str, float] = {}
+        for key in ("idle_timeout", "udp_idle_lifetime"):
+            if key not in table:
+                continue
+            if (key == "udp_idle_lifetime") != (protocol in DATAGRAM_PROTOCOLS):
+                routes = "quic and wireguard" if key == "udp_idle_lifetime" else "TCP protocol"
+                raise _BadValue(f"{key}: for {routes} routes only")
+            try:
+                idle[key] = _check(key, table[key])
+            except _BadValue as error:
+                raise _BadValue(f"{key}: {error}") from None
     except _BadValue as error:
         raise _BadValue(f"{where}{error}") from None
-    return ProtocolRoute(name, protocol, targets, names, alpns, balance, send_proxy)
+    return ProtocolRoute(name, protocol, targets, names, alpns, balance, send_proxy, **idle)
 
 
 #: The TLV names ``keep_tlvs`` and ``add_tlv`` take, besides numbers (``0xE1``, ``225``).

@@ -134,6 +134,10 @@ class ProtocolRoute:
     balance: str | None = None
     #: The route's outbound PROXY version (0, 1, 2; TCP routes only); ``None``: the listener's.
     send_proxy: int | None = None
+    #: A TCP route's idle timeout (0: never); ``None``: the listener's ``idle_timeout``.
+    idle_timeout: float | None = None
+    #: A UDP route's pseudo-connection idle lifetime; ``None``: the listener's.
+    udp_idle_lifetime: float | None = None
 
     def accepts(self, match: Match) -> tuple[bool, bytes | None]:
         """Whether the route takes ``match``, and the ALPN for the outbound header's TLV.
@@ -466,6 +470,9 @@ class RouteChoice:
     unrouted: str | None = None
     #: The outbound PROXY version for a TCP connection (the route's, else the listener's).
     send_proxy: int = 0
+    #: Seconds without a byte (TCP: 0, never) or a datagram (UDP) either way after which the
+    #: connection ends: the route's, else the listener's ``idle_timeout`` / ``udp_idle_lifetime``.
+    idle: float = 0.0
 
 
 def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
@@ -474,18 +481,36 @@ def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
     listener's ``targets``), else dropped ("protocol sanitization")."""
     chosen, alpn = choose_route(settings.protocols, match)
     sniffed = sniffed_tlvs(match, alpn)
+    idle = settings.udp_idle_lifetime if settings.udp else settings.idle_timeout
     if chosen is not None:
         name = f"{settings.key}/{chosen.name}"
         balance = chosen.balance or settings.balance
         version = settings.send_proxy if chosen.send_proxy is None else chosen.send_proxy
-        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed, send_proxy=version)
+        own = chosen.udp_idle_lifetime if settings.udp else chosen.idle_timeout
+        return RouteChoice(
+            name,
+            chosen.name,
+            chosen.targets,
+            balance,
+            sniffed,
+            send_proxy=version,
+            idle=idle if own is None else own,
+        )
     version = settings.send_proxy
     if settings.targets:
         return RouteChoice(
-            settings.key, "default", settings.targets, settings.balance, sniffed, send_proxy=version
+            settings.key,
+            "default",
+            settings.targets,
+            settings.balance,
+            sniffed,
+            send_proxy=version,
+            idle=idle,
         )
     reason = match.protocol if match is not None else "unknown"
-    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason, version)
+    return RouteChoice(
+        settings.key, "default", (), settings.balance, sniffed, reason, version, idle
+    )
 
 
 class Relay:
@@ -632,9 +657,7 @@ class Relay:
                             settings = attrs.evolve(settings, send_proxy=choice.send_proxy)
                         header = outbound_header(client, settings, choice.sniffed)
                         await upstream.send(header.to_bytes(crc32c=settings.crc32c))
-                    end = await _splice(
-                        client, upstream, counts, settings.idle_timeout, first, ended
-                    )
+                    end = await _splice(client, upstream, counts, choice.idle, first, ended)
         except _FAILURES as error:
             end = f"error ({_os_error_text(error)})"
         except HeaderEncodingError as error:
