@@ -146,36 +146,34 @@ def _idle_lifetime(table: Mapping[str, Any], transport: str) -> dict[str, Any]:
     return {"idle_timeout": table["idle_lifetime"]} if "idle_lifetime" in table else {}
 
 
-def _listen(document: Mapping[str, Any]) -> str:
-    """``listen``: ``HOST:PORT`` from ``listen_port`` and the address keys (default: all)."""
+def _listen(document: Mapping[str, Any]) -> str | list[str]:
+    """``listen``: ``HOST:PORT`` from ``listen_port`` and the address keys (default: all), or
+    a list of them (one listener each)."""
     port = document.get("listen_port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise RpxyError(f"listen_port: required, a number from 0 to 65535, not {port!r}")
-    given = [
-        key
-        for key in ("listen_address", "listen_address_v4", "listen_address_v6")
-        if key in document
-    ]
     ipv6 = document.get("listen_ipv6", False)
     if not isinstance(ipv6, bool):
         raise RpxyError(f"listen_ipv6: expected true or false, not {ipv6!r}")
+    hosts: list[str] = []
+    for key in ("listen_address", "listen_address_v4", "listen_address_v6"):
+        if key not in document:
+            continue
+        value = document[key]
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(item, str) for item in items):
+            raise RpxyError(f"{key}: expected an address or a list of addresses, not {value!r}")
+        hosts += [item.strip("[]") for item in items]
     if ipv6 and "listen_address_v6" not in document:
-        # rpxy-l4 listens on [::] beside its IPv4 addresses; one socket per route here.
-        given.append("listen_ipv6")
-    if len(given) > 1:
-        raise RpxyError(
-            f"{' and '.join(given)}: one listening address only here (one socket per route)"
-        )
-    if not given:
+        if hosts:
+            # rpxy-l4 listens on [::] beside its IPv4 addresses; here [::] is one dual-stack
+            # socket (on UDP), which would hold their port too.
+            raise RpxyError(
+                "listen_ipv6 beside IPv4 addresses: list the IPv6 ones in listen_address_v6"
+                " (or use listen_ipv6 alone: [::] takes IPv4 clients too)"
+            )
+        hosts = ["::"]
+    addresses = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host in hosts]
+    if not addresses:
         return f"0.0.0.0:{port}"
-    if given == ["listen_ipv6"]:
-        return f"[::]:{port}"
-    value = document[given[0]]
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise RpxyError(f"{given[0]}: one address only here, not {len(value)}")
-        value = value[0]
-    if not isinstance(value, str):
-        raise RpxyError(f"{given[0]}: expected an address, not {value!r}")
-    host = value.strip("[]")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return addresses[0] if len(addresses) == 1 else addresses
