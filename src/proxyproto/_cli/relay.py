@@ -103,10 +103,12 @@ def add(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--listen",
+        action="append",
         type=relay_listen,
         metavar="HOST:PORT",
         help="where to listen; port 0 picks a free one (printed at startup); or unix:/path"
-        " (TCP only; a stale socket file is replaced, the file removed on exit)",
+        " (TCP only; a stale socket file is replaced, the file removed on exit); repeat for"
+        " more listeners with the same settings",
     )
     parser.add_argument(
         "--to",
@@ -251,8 +253,9 @@ def _positive(text: str) -> int:
 def _relay(args: argparse.Namespace) -> int:
     # The options given, as RelaySettings fields: with --config they replace the file's
     # top-level values (which the [[route]] tables inherit unless they set their own).
+    listens: list[tuple[str, int] | str] = list(dict.fromkeys(args.listen or ()))
     given = {
-        "listen": args.listen,
+        "listen": None if not listens else listens if len(listens) > 1 else listens[0],
         "targets": tuple(args.targets) if args.targets else None,
         "send_proxy": {"none": 0, "v1": 1, "v2": 2}.get(args.send_proxy),
         "accept_proxy": args.accept_proxy,
@@ -278,14 +281,17 @@ def _relay(args: argparse.Namespace) -> int:
         unavailable = reuse_port_missing()
         if unavailable is not None:
             args.parser.error(unavailable)
-        if isinstance(args.listen, tuple) and args.listen[1] == 0:
+        for index, listen in enumerate(listens):
+            if not isinstance(listen, tuple) or listen[1] != 0:
+                continue
             # One port for every worker, chosen here and held until they all listen.
             try:
-                reserved.append(reserve_port(args.listen, udp=bool(args.udp)))
+                reserved.append(reserve_port(listen, udp=bool(args.udp)))
             except OSError as error:
-                where = format_address(args.listen)
-                return fail(f"cannot listen on {where}: {os_error_text(error)}")
-            overrides["listen"] = (args.listen[0], reserved[0].getsockname()[1])
+                return fail(f"cannot listen on {format_address(listen)}: {os_error_text(error)}")
+            listens[index] = (listen[0], reserved[-1].getsockname()[1])
+        if listens:
+            overrides["listen"] = listens if len(listens) > 1 else listens[0]
     config = None
     if args.config is not None:
         config = RelayConfig(args.config, overrides)
@@ -312,9 +318,20 @@ def _relay(args: argparse.Namespace) -> int:
             if value is not None and not args.udp:
                 # Without a file there is no UDP route it could apply to.
                 args.parser.error(f"{flag} needs --udp")
-        routes = (RelaySettings(**overrides),)
-        problem = routes[0].problem()
-        if problem is not None:
+        ports = [listen[1] for listen in listens if isinstance(listen, tuple) and listen[1]]
+        if args.udp and any(
+            isinstance(listen, tuple) and listen[0] in ("", "::") and ports.count(listen[1]) > 1
+            for listen in listens
+        ):
+            # A UDP [::] socket is dual stack: it holds its port for IPv4 too.
+            args.parser.error(
+                "--listen: [::] with --udp takes IPv4 clients too: no other address of its port"
+            )
+        routes = tuple(RelaySettings(**{**overrides, "listen": listen}) for listen in listens)
+        for route in routes:
+            problem = route.problem()
+            if problem is None:
+                continue
             option = {"add_tlv": "--add-tlv", "send_proxy_crc32c": "--send-proxy-crc32c"}.get(
                 problem[0], "--" + problem[0].replace("_", "-")
             )

@@ -205,7 +205,7 @@ def _one_per_address(
             continue
         if values.get("udp"):
             # A UDP [::] (or empty host) socket is dual stack: it holds the port for IPv4 too.
-            ports = [address[1] for address in addresses if isinstance(address, tuple)]
+            ports = [a[1] for a in addresses if isinstance(a, tuple) and a[1]]  # 0: any
             for address in addresses:
                 if address[0] in ("", "::") and ports.count(address[1]) > 1:
                     raise ConfigError(
