@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cli_process import PROXYPROTO, TIMEOUT, Address, launch
+from cli_process import PROXYPROTO, TIMEOUT, Address, launch, listening_addresses
+from interop import has_ipv6_loopback
 from proxyproto._cli import main
 from test_relay import Relay, exchange, refused_soon, target_server
 
@@ -306,3 +307,93 @@ def test_broken_file_on_reload_keeps_routes_and_connections(tmp_path: Path, case
                 assert open_one.recv(100) == b"after"
             assert relay.process.poll() is None
             assert relay.stop() == 0
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_several_listening_addresses(tmp_path: Path, backend: str) -> None:
+    """``listen = [...]``: one listener per address, the same settings, ``NAME@ADDRESS``."""
+    config = tmp_path / "relay.toml"
+    with target_server(header=True) as target:
+        write(
+            config,
+            f'name = "web"\nlisten = ["127.0.0.1:0", "[::1]:0"]\nto = {to(target.address)}\n'
+            'send_proxy = "v2"\n',
+        )
+        with launch(
+            Relay, "relay", "--config", str(config), "--backend", backend, start=False
+        ) as relay:
+            lines = [relay.stdout.get(timeout=TIMEOUT) for _ in range(2)]
+            [v4], [v6] = (listening_addresses(line or "") for line in lines)
+            assert (v4[0], v6[0]) == ("127.0.0.1", "::1")
+            for address in (v4, v6):
+                reply, own = exchange(address, b"hello")
+                assert reply == b"hello"
+                header = target.next_header()
+                assert header is not None
+                assert (header.source, header.destination) == (own, address)
+                assert relay.access_log()["route"] == "web@" + (
+                    "127.0.0.1:0" if address is v4 else "[::1]:0"
+                )
+            assert relay.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [
+        ("[]", "expected one address or more"),
+        ('["127.0.0.1:0", "127.0.0.1:0"]', "127.0.0.1:0 given twice"),
+        ('["127.0.0.1:0", 1]', "expected a string or a list of strings"),
+    ],
+)
+def test_bad_listening_lists(
+    tmp_path: Path, listen: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(f'listen = {listen}\nto = "127.0.0.1:1"\n')
+    assert main(["relay", "--config", str(config)]) == 2
+    assert f"listen: {message}" in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")])
+def test_several_listen_options(backend: str, workers: tuple[str, ...]) -> None:
+    """``--listen`` repeated: one listener each, the same settings (with workers: each port 0
+    chosen once, shared by both workers)."""
+    with (
+        target_server(header=True) as target,
+        launch(
+            Relay,
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--to",
+            f"127.0.0.1:{target.port}",
+            "--send-proxy",
+            "v1",
+            "--backend",
+            backend,
+            *workers,
+            start=False,
+            session=True,
+        ) as relay,
+    ):
+        lines = [relay.stdout.get(timeout=TIMEOUT) for _ in range(2)]
+        [v4], [v6] = (listening_addresses(line or "") for line in lines)
+        assert (v4[0], v6[0]) == ("127.0.0.1", "::1")
+        for address in (v4, v6) * 2:
+            reply, own = exchange(address, b"hello")
+            assert reply == b"hello"
+            header = target.next_header()
+            assert header is not None
+            assert (header.version, header.source, header.destination) == (1, own, address)
+        assert relay.stop() == 0
+
+
+def test_udp_dual_stack_beside_another_listen(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["relay", "--udp", "--listen", "[::]:5300", "--listen", "127.0.0.1:5300"]
+    assert main([*argv, "--to", "127.0.0.1:1"]) == 2
+    assert "--listen: [::] with --udp takes IPv4 clients too" in capsys.readouterr().err

@@ -208,13 +208,38 @@ def test_listening_address(tmp_path: Path, keys: str, listen: tuple[str, int]) -
     assert route.listen == listen
 
 
-def test_two_listening_addresses_are_an_error(tmp_path: Path) -> None:
+def test_several_listening_addresses(tmp_path: Path) -> None:
+    """One listener per address, for each transport, named TRANSPORT@ADDRESS."""
+    config = tmp_path / "rpxy.toml"
+    write(
+        config,
+        'listen_port = 1\ntcp_target = ["127.0.0.1:1"]\nudp_target = ["127.0.0.1:1"]\n'
+        'listen_address_v4 = ["127.0.0.1", "127.0.0.2"]\nlisten_address_v6 = "::1"\n',
+    )
+    routes = RelayConfig(str(config)).load()
+    assert [(route.key, route.listen, route.udp) for route in routes] == [
+        (f"{transport}@{text}", address, transport == "udp")
+        for transport in ("tcp", "udp")
+        for text, address in (
+            ("127.0.0.1:1", ("127.0.0.1", 1)),
+            ("127.0.0.2:1", ("127.0.0.2", 1)),
+            ("[::1]:1", ("::1", 1)),
+        )
+    ]
+
+
+def test_listening_addresses_that_cannot_be(tmp_path: Path) -> None:
     text = 'listen_port = 1\ntcp_target = ["127.0.0.1:1"]\nlisten_address_v4 = "127.0.0.1"\n'
-    assert "listen_address_v4 and listen_ipv6: one listening address only" in load(
+    assert "listen_ipv6 beside IPv4 addresses: list the IPv6 ones in listen_address_v6" in load(
         tmp_path, text + "listen_ipv6 = true\n"
     )
-    assert "one address only here, not 2" in load(
-        tmp_path, text.replace('"127.0.0.1"', '["127.0.0.1", "127.0.0.2"]')
+    assert "127.0.0.1:1 given twice" in load(tmp_path, text + 'listen_address = "127.0.0.1"\n')
+    udp = 'listen_port = 1\nudp_target = ["127.0.0.1:1"]\nlisten_address_v4 = "127.0.0.1"\n'
+    assert "[udp (rpxy-l4 format)] listen: [::]:1 is dual stack with udp = true" in load(
+        tmp_path, udp + 'listen_address_v6 = "[::]"\n'
+    )
+    assert "listen_address_v4: expected an address or a list" in load(
+        tmp_path, text.replace('"127.0.0.1"', "[]")
     )
 
 

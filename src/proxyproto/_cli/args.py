@@ -51,7 +51,9 @@ __all__ = [
     "network",
     "positive_int",
     "proxy_config",
+    "relay_listen",
     "relay_target",
+    "relay_trusted",
     "run",
     "seconds",
     "split_address",
@@ -157,6 +159,25 @@ def relay_target(text: str) -> tuple[str, int] | str:
     return connect_address(text)
 
 
+def relay_listen(text: str) -> tuple[str, int] | str:
+    """argparse ``type=`` of the relay's ``--listen``: ``HOST:PORT``, or ``unix:/path`` (TCP)."""
+    if text.startswith(UNIX_PREFIX):
+        try:
+            return split_address(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return listen_address(text)
+
+
+#: The relay's ``--trusted`` entry that trusts every peer of a UNIX-socket listener.
+TRUSTED_UNIX = "unix"
+
+
+def relay_trusted(text: str) -> str:
+    """argparse ``type=`` of the relay's ``--trusted``: a network, or ``unix`` (UNIX peers)."""
+    return TRUSTED_UNIX if text == TRUSTED_UNIX else network(text)
+
+
 def network(text: str) -> str:
     """argparse ``type=``: an IP address or network, as :func:`proxyproto.trusted_proxies` takes."""
     try:
@@ -254,11 +275,19 @@ def _trusted_only(trusted: Sequence[str], policy: Policy) -> PolicyCallable:
     stranger that sends no header would be relayed as itself. The listener resolves the policy
     inside its handshake, so the :class:`Refusal` raised here is handled like any other: the
     connection is closed, counted (``rejected["policy"]``) and logged once, naming the peer.
+
+    The entry ``unix`` (:data:`TRUSTED_UNIX`) trusts every peer that is not an IP address: a
+    client of a UNIX-socket listener, whose peer has no address to match (who may connect is
+    the socket file's permissions' to say).
     """
-    is_trusted = trusted_proxies(trusted, trusted=Policy.REQUIRE, otherwise=Policy.REJECT)
+    networks = [entry for entry in trusted if entry != TRUSTED_UNIX]
+    unix = len(networks) < len(trusted)
+    is_trusted = trusted_proxies(networks, trusted=Policy.REQUIRE, otherwise=Policy.REJECT)
     reason = f"not a trusted peer (trusted: {', '.join(trusted)})"
 
     def relay_policy(peer: PeerAddress) -> Policy:
+        if unix and not isinstance(peer, tuple):
+            return policy
         if is_trusted(peer) is not Policy.REQUIRE:
             raise Refusal("policy", reason)
         return policy

@@ -15,9 +15,9 @@ from .args import (
     PROG,
     add_backend_option,
     add_command,
-    listen_address,
-    network,
+    relay_listen,
     relay_target,
+    relay_trusted,
     run,
     seconds,
 )
@@ -49,7 +49,9 @@ def add(subparsers: Subparsers) -> None:
         "One access-log line per connection on stderr (the proxyproto.relay logger, INFO):\n"
         "  peer=REAL_PEER client=CLIENT target=TARGET route=ROUTE up=BYTES down=BYTES\n"
         "  duration=S end=WHY\n"
-        "--idle-timeout S closes a connection that carried no byte either way for S seconds.\n\n"
+        "--idle-timeout S closes a connection that carried no byte either way for S seconds.\n"
+        "--listen unix:/path listens on a UNIX socket (a stale file is replaced, removed on\n"
+        "exit); its clients are sent as LOCAL unless a header was accepted (--trusted unix).\n\n"
         "With --send-proxy v2: --keep-tlvs copies the inbound header's TLVs (all, or the types\n"
         "listed), --add-tlv adds fixed ones, --unique-id a fresh UNIQUE_ID, --send-proxy-crc32c a\n"
         "checksum. An inbound LOCAL header gives a LOCAL one (v1: UNKNOWN); an IPv4-mapped client\n"
@@ -66,15 +68,14 @@ def add(subparsers: Subparsers) -> None:
         "--config FILE.toml holds the same settings (listen, to, send_proxy, accept_proxy,\n"
         "trusted, balance, header_timeout, connect_timeout, grace, keep_tlvs, add_tlv,\n"
         "unique_id, send_proxy_crc32c, idle_timeout, probe_timeout; workers at the top level\n"
-        "only), [protocols.NAME]\n"
-        "tables (protocol, to, server_names, alpns, balance, send_proxy: routing by the first\n"
-        "bytes, "
-        "TLS by SNI and ALPN; with udp = true, QUIC by SNI and ALPN and WireGuard) and\n"
-        "[[route]] tables, one\n"
-        "more listener each, inheriting the top-level settings. Options given on the command\n"
-        "line replace the file's top-level values. The file is re-read when it changes: new\n"
-        "connections get the new settings, open ones keep theirs; an invalid file is logged\n"
-        "and ignored. A file in rpxy-l4's format (listen_port, tcp_target, ...) is read too.\n\n"
+        "only), [protocols.NAME] tables (protocol, to, server_names, alpns, balance,\n"
+        "send_proxy, idle_timeout; on UDP udp_idle_lifetime: routing by the first bytes, TLS\n"
+        "by SNI and ALPN; with udp = true, QUIC by SNI and ALPN and WireGuard) and [[route]]\n"
+        "tables, one more listener each, inheriting the top-level settings. Options given\n"
+        "on the command line replace the file's top-level values. The file is re-read when\n"
+        "it changes: new connections get the new settings, open ones keep theirs; an invalid\n"
+        "file is logged and ignored. A file in rpxy-l4's format (listen_port, tcp_target,\n"
+        "...) is read too.\n\n"
         "--workers N runs N processes, each its own event loop, each binding the listening\n"
         "addresses with SO_REUSEPORT (Linux): the kernel spreads TCP connections over them,\n"
         "and UDP clients by a hash of their address (a client stays with one worker). Each\n"
@@ -102,9 +103,12 @@ def add(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--listen",
-        type=listen_address,
+        action="append",
+        type=relay_listen,
         metavar="HOST:PORT",
-        help="where to listen; port 0 picks a free one (printed at startup)",
+        help="where to listen; port 0 picks a free one (printed at startup); or unix:/path"
+        " (TCP only; a stale socket file is replaced, the file removed on exit); repeat for"
+        " more listeners with the same settings",
     )
     parser.add_argument(
         "--to",
@@ -128,9 +132,10 @@ def add(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--trusted",
         action="append",
-        type=network,
+        type=relay_trusted,
         metavar="CIDR",
-        help="with --accept-proxy: a proxy's address or network (repeat for more)",
+        help="with --accept-proxy: a proxy's address or network, or unix for the peers of a"
+        " unix:/path listener (repeat for more)",
     )
     # No defaults here: with --config, only the options given replace the file's values.
     defaults = RelaySettings(listen=("", 0), targets=())
@@ -248,8 +253,9 @@ def _positive(text: str) -> int:
 def _relay(args: argparse.Namespace) -> int:
     # The options given, as RelaySettings fields: with --config they replace the file's
     # top-level values (which the [[route]] tables inherit unless they set their own).
+    listens: list[tuple[str, int] | str] = list(dict.fromkeys(args.listen or ()))
     given = {
-        "listen": args.listen,
+        "listen": None if not listens else listens if len(listens) > 1 else listens[0],
         "targets": tuple(args.targets) if args.targets else None,
         "send_proxy": {"none": 0, "v1": 1, "v2": 2}.get(args.send_proxy),
         "accept_proxy": args.accept_proxy,
@@ -275,14 +281,17 @@ def _relay(args: argparse.Namespace) -> int:
         unavailable = reuse_port_missing()
         if unavailable is not None:
             args.parser.error(unavailable)
-        if args.listen is not None and args.listen[1] == 0:
+        for index, listen in enumerate(listens):
+            if not isinstance(listen, tuple) or listen[1] != 0:
+                continue
             # One port for every worker, chosen here and held until they all listen.
             try:
-                reserved.append(reserve_port(args.listen, udp=bool(args.udp)))
+                reserved.append(reserve_port(listen, udp=bool(args.udp)))
             except OSError as error:
-                where = format_address(args.listen)
-                return fail(f"cannot listen on {where}: {os_error_text(error)}")
-            overrides["listen"] = (args.listen[0], reserved[0].getsockname()[1])
+                return fail(f"cannot listen on {format_address(listen)}: {os_error_text(error)}")
+            listens[index] = (listen[0], reserved[-1].getsockname()[1])
+        if listens:
+            overrides["listen"] = listens if len(listens) > 1 else listens[0]
     config = None
     if args.config is not None:
         config = RelayConfig(args.config, overrides)
@@ -309,9 +318,20 @@ def _relay(args: argparse.Namespace) -> int:
             if value is not None and not args.udp:
                 # Without a file there is no UDP route it could apply to.
                 args.parser.error(f"{flag} needs --udp")
-        routes = (RelaySettings(**overrides),)
-        problem = routes[0].problem()
-        if problem is not None:
+        ports = [listen[1] for listen in listens if isinstance(listen, tuple) and listen[1]]
+        if args.udp and any(
+            isinstance(listen, tuple) and listen[0] in ("", "::") and ports.count(listen[1]) > 1
+            for listen in listens
+        ):
+            # A UDP [::] socket is dual stack: it holds its port for IPv4 too.
+            args.parser.error(
+                "--listen: [::] with --udp takes IPv4 clients too: no other address of its port"
+            )
+        routes = tuple(RelaySettings(**{**overrides, "listen": listen}) for listen in listens)
+        for route in routes:
+            problem = route.problem()
+            if problem is None:
+                continue
             option = {"add_tlv": "--add-tlv", "send_proxy_crc32c": "--send-proxy-crc32c"}.get(
                 problem[0], "--" + problem[0].replace("_", "-")
             )

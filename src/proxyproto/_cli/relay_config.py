@@ -25,7 +25,8 @@ import attrs
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Header, TLVs, TLVType
 
-from .args import listen_address, network, relay_target, seconds
+from .args import relay_listen, relay_target, relay_trusted, seconds
+from .output import format_address
 from .output import os_error_text as _os_error_text
 from .probe import DATAGRAM_PROTOCOLS, ProbeUnavailable, require
 from .relay_rpxy import RpxyError, from_rpxy, is_rpxy
@@ -67,7 +68,16 @@ CONFIG_KEYS = {
     "workers": "workers",
 }
 #: The keys of a ``[protocols.NAME]`` table.
-PROTOCOL_KEYS = ("protocol", "to", "server_names", "alpns", "balance", "send_proxy")
+PROTOCOL_KEYS = (
+    "protocol",
+    "to",
+    "server_names",
+    "alpns",
+    "balance",
+    "send_proxy",
+    "idle_timeout",
+    "udp_idle_lifetime",
+)
 _SEND_PROXY = {"none": 0, "v1": 1, "v2": 2}
 
 
@@ -158,7 +168,7 @@ def routes_from(
         raise ConfigError(f"{source}: no route: set listen at the top level or in [[route]] tables")
     result: list[RelaySettings] = []
     seen: dict[str, str] = {}
-    for where, values in routes:
+    for where, values in _one_per_address(routes, source):
         if "listen" not in values:
             raise ConfigError(f"{source}: [{where}] listen: missing")
         if not values.get("targets") and not values.get("protocols"):
@@ -179,6 +189,38 @@ def routes_from(
         seen[settings.key] = where
         result.append(settings)
     return tuple(result)
+
+
+def _one_per_address(
+    routes: list[tuple[str, dict[str, Any]]], source: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """A route whose ``listen`` is a list of addresses as one route per address, each with the
+    same settings; named ``NAME@ADDRESS`` when the route has a name (else its address is its
+    key, as for any route)."""
+    result: list[tuple[str, dict[str, Any]]] = []
+    for where, values in routes:
+        addresses = values.get("listen")
+        if not isinstance(addresses, list):
+            result.append((where, values))
+            continue
+        if values.get("udp"):
+            # A UDP [::] (or empty host) socket is dual stack: it holds the port for IPv4 too.
+            ports = [a[1] for a in addresses if isinstance(a, tuple) and a[1]]  # 0: any
+            for address in addresses:
+                if address[0] in ("", "::") and ports.count(address[1]) > 1:
+                    raise ConfigError(
+                        f"{source}: [{where}] listen: {format_address(address)} is dual stack"
+                        " with udp = true (it takes IPv4 clients too): drop the other"
+                        f" addresses of port {address[1]}"
+                    )
+        name = values.get("name", "")
+        for address in addresses:
+            text = format_address(address)
+            one = {**values, "listen": address}
+            if name:
+                one["name"] = f"{name}@{text}"
+            result.append((f"{where} {text}", one))
+    return result
 
 
 def _settings_of(
@@ -205,11 +247,20 @@ def _check(key: str, value: Any) -> Any:
     if key == "name":
         return _string(value)
     if key == "listen":
-        return _argument(listen_address, _string(value))
+        if isinstance(value, list):
+            # Several addresses: one route each (_one_per_address).
+            addresses = [_argument(relay_listen, item) for item in _strings(value)]
+            if not addresses:
+                raise _BadValue("expected one address or more, not an empty list")
+            duplicates = sorted({format_address(a) for a in addresses if addresses.count(a) > 1})
+            if duplicates:
+                raise _BadValue(f"{', '.join(duplicates)} given twice")
+            return addresses if len(addresses) > 1 else addresses[0]
+        return _argument(relay_listen, _string(value))
     if key == "to":
         return tuple(_argument(relay_target, item) for item in _strings(value))
     if key == "trusted":
-        return tuple(_argument(network, item) for item in _strings(value))
+        return tuple(_argument(relay_trusted, item) for item in _strings(value))
     if key == "send_proxy":
         if value not in _SEND_PROXY:
             raise _BadValue(f"{value!r} is not one of 'none', 'v1', 'v2'")
@@ -295,9 +346,20 @@ def _protocol_route(name: str, table: Mapping[str, Any]) -> ProtocolRoute:
             if send_proxy not in _SEND_PROXY:
                 raise _BadValue(f"send_proxy: {send_proxy!r} is not one of 'none', 'v1', 'v2'")
             send_proxy = _SEND_PROXY[send_proxy]
+        idle: dict[str, float] = {}
+        for key in ("idle_timeout", "udp_idle_lifetime"):
+            if key not in table:
+                continue
+            if (key == "udp_idle_lifetime") != (protocol in DATAGRAM_PROTOCOLS):
+                routes = "quic and wireguard" if key == "udp_idle_lifetime" else "TCP protocol"
+                raise _BadValue(f"{key}: for {routes} routes only")
+            try:
+                idle[key] = _check(key, table[key])
+            except _BadValue as error:
+                raise _BadValue(f"{key}: {error}") from None
     except _BadValue as error:
         raise _BadValue(f"{where}{error}") from None
-    return ProtocolRoute(name, protocol, targets, names, alpns, balance, send_proxy)
+    return ProtocolRoute(name, protocol, targets, names, alpns, balance, send_proxy, **idle)
 
 
 #: The TLV names ``keep_tlvs`` and ``add_tlv`` take, besides numbers (``0xE1``, ``225``).

@@ -37,9 +37,8 @@ RPXY_KEYS: dict[str, tuple[str, str]] = {
     "udp_max_connections": ("udp", "udp_max_connections"),
     "protocols": ("", "protocols"),
 }
-#: The keys of rpxy-l4's ``[protocols."NAME"]`` tables -> ours (``None``: checked against the
-#: transport's global value, as our routes have no value of their own yet). rpxy-l4 ignores
-#: ``send_proxy_protocol`` on UDP routes, and so do we.
+#: The keys of rpxy-l4's ``[protocols."NAME"]`` tables -> ours (``None``: mapped by transport,
+#: :func:`_idle_lifetime`). rpxy-l4 ignores ``send_proxy_protocol`` on UDP routes, and so do we.
 PROTOCOL_RPXY_KEYS: dict[str, str | None] = {
     "protocol": "protocol",
     "target": "to",
@@ -49,6 +48,9 @@ PROTOCOL_RPXY_KEYS: dict[str, str | None] = {
     "send_proxy_protocol": "send_proxy",
     "idle_lifetime": None,
 }
+#: rpxy-l4's idle lifetime of a UDP protocol route without ``idle_lifetime`` (its own default,
+#: not ``udp_idle_lifetime``, which is the default route's).
+RPXY_ROUTE_IDLE_LIFETIME = 30
 #: Keys only rpxy-l4's format has: one of them at the top level makes a file rpxy-l4's.
 _RPXY_ONLY = frozenset(RPXY_KEYS) - {"protocols", "udp_idle_lifetime", "udp_max_connections"}
 #: rpxy-l4's load-balancing names -> ours.
@@ -117,7 +119,7 @@ def from_rpxy(document: Mapping[str, Any], our_keys: frozenset[str]) -> dict[str
             ours.pop("send_proxy", None)
         if "balance" in ours:
             ours["balance"] = _balance(ours["balance"])
-        _same_as_global(name, table, routes[transport], transport)
+        ours.update(_idle_lifetime(table, transport))
         routes[transport].setdefault("protocols", {})[name] = ours
     listen = _listen(document)
     result: list[dict[str, Any]] = []
@@ -135,50 +137,43 @@ def _balance(value: Any) -> Any:
     return BALANCE_NAMES.get(value, value) if isinstance(value, str) else value
 
 
-def _same_as_global(
-    name: str, table: Mapping[str, Any], route: Mapping[str, Any], transport: str
-) -> None:
-    """Per-protocol values our routes do not have yet: accepted when equal to the global one."""
-    if "idle_lifetime" in table:
-        if transport != "udp":
-            raise RpxyError(f"protocols.{name}.idle_lifetime: for quic and wireguard routes only")
-        if table["idle_lifetime"] != route.get("udp_idle_lifetime", 30):
-            raise RpxyError(
-                f"protocols.{name}.idle_lifetime: differs from udp_idle_lifetime: a"
-                " per-protocol idle lifetime is not supported yet"
-            )
+def _idle_lifetime(table: Mapping[str, Any], transport: str) -> dict[str, Any]:
+    """A protocol route's ``idle_lifetime`` as ours: a UDP route's ``udp_idle_lifetime`` (30 s
+    without one, as rpxy-l4), a TCP route's ``idle_timeout`` (rpxy-l4 reads it for UDP routes
+    only; here it closes the route's idle TCP connections)."""
+    if transport == "udp":
+        return {"udp_idle_lifetime": table.get("idle_lifetime", RPXY_ROUTE_IDLE_LIFETIME)}
+    return {"idle_timeout": table["idle_lifetime"]} if "idle_lifetime" in table else {}
 
 
-def _listen(document: Mapping[str, Any]) -> str:
-    """``listen``: ``HOST:PORT`` from ``listen_port`` and the address keys (default: all)."""
+def _listen(document: Mapping[str, Any]) -> str | list[str]:
+    """``listen``: ``HOST:PORT`` from ``listen_port`` and the address keys (default: all), or
+    a list of them (one listener each)."""
     port = document.get("listen_port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise RpxyError(f"listen_port: required, a number from 0 to 65535, not {port!r}")
-    given = [
-        key
-        for key in ("listen_address", "listen_address_v4", "listen_address_v6")
-        if key in document
-    ]
     ipv6 = document.get("listen_ipv6", False)
     if not isinstance(ipv6, bool):
         raise RpxyError(f"listen_ipv6: expected true or false, not {ipv6!r}")
+    hosts: list[str] = []
+    for key in ("listen_address", "listen_address_v4", "listen_address_v6"):
+        if key not in document:
+            continue
+        value = document[key]
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(item, str) for item in items):
+            raise RpxyError(f"{key}: expected an address or a list of addresses, not {value!r}")
+        hosts += [item.strip("[]") for item in items]
     if ipv6 and "listen_address_v6" not in document:
-        # rpxy-l4 listens on [::] beside its IPv4 addresses; one socket per route here.
-        given.append("listen_ipv6")
-    if len(given) > 1:
-        raise RpxyError(
-            f"{' and '.join(given)}: one listening address only here (one socket per route)"
-        )
-    if not given:
+        if hosts:
+            # rpxy-l4 listens on [::] beside its IPv4 addresses; here [::] is one dual-stack
+            # socket (on UDP), which would hold their port too.
+            raise RpxyError(
+                "listen_ipv6 beside IPv4 addresses: list the IPv6 ones in listen_address_v6"
+                " (or use listen_ipv6 alone: [::] takes IPv4 clients too)"
+            )
+        hosts = ["::"]
+    addresses = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host in hosts]
+    if not addresses:
         return f"0.0.0.0:{port}"
-    if given == ["listen_ipv6"]:
-        return f"[::]:{port}"
-    value = document[given[0]]
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise RpxyError(f"{given[0]}: one address only here, not {len(value)}")
-        value = value[0]
-    if not isinstance(value, str):
-        raise RpxyError(f"{given[0]}: expected an address, not {value!r}")
-    host = value.strip("[]")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return addresses[0] if len(addresses) == 1 else addresses

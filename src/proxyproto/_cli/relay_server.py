@@ -48,8 +48,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import random
 import signal
+import socket
+import stat
 import sys
 import time
 import uuid
@@ -76,7 +79,7 @@ from proxyproto._handshake.config import ProxyProtocolConfig
 from proxyproto._handshake.engine import register
 from proxyproto._handshake.policy import Policy
 
-from .args import proxy_config
+from .args import TRUSTED_UNIX, proxy_config
 from .output import format_address
 from .output import os_error_text as _os_error_text
 from .output import pair as _pair
@@ -131,6 +134,10 @@ class ProtocolRoute:
     balance: str | None = None
     #: The route's outbound PROXY version (0, 1, 2; TCP routes only); ``None``: the listener's.
     send_proxy: int | None = None
+    #: A TCP route's idle timeout (0: never); ``None``: the listener's ``idle_timeout``.
+    idle_timeout: float | None = None
+    #: A UDP route's pseudo-connection idle lifetime; ``None``: the listener's.
+    udp_idle_lifetime: float | None = None
 
     def accepts(self, match: Match) -> tuple[bool, bytes | None]:
         """Whether the route takes ``match``, and the ALPN for the outbound header's TLV.
@@ -165,7 +172,8 @@ def _name_matches(pattern: str, name: str | None) -> bool:
 class RelaySettings:
     """What ``proxyproto relay`` is told on its command line."""
 
-    listen: _Target
+    #: ``(host, port)``, or a UNIX socket's path (TCP relaying only).
+    listen: _Destination
     #: Empty only with ``protocols`` (no default route).
     targets: tuple[_Destination, ...] = ()
     #: 0 (no header), 1 or 2: the header prepended to each target connection.
@@ -221,7 +229,20 @@ class RelaySettings:
             return "to", "UNIX socket targets are for TCP relaying only"
         if self.udp and self.send_proxy == 1:
             return "send_proxy", "v1 cannot describe UDP: use v2 (one header per datagram)"
-        if self.workers > 1 and self.listen[1] == 0:
+        if isinstance(self.listen, str):
+            if self.udp:
+                return "listen", "UNIX-socket listeners are for TCP relaying only"
+            if self.workers > 1:
+                return "listen", (
+                    "a UNIX socket cannot be shared by workers (SO_REUSEPORT does not apply"
+                    " to UNIX sockets): run one process, or listen on HOST:PORT"
+                )
+            if self.trusted and TRUSTED_UNIX not in self.trusted:
+                return "trusted", (
+                    "no entry covers the peers of a UNIX-socket listener: add unix to trust"
+                    " them (their headers are then accepted)"
+                )
+        elif self.workers > 1 and self.listen[1] == 0:
             return "listen", "port 0 with workers: each worker would pick a port of its own"
         for route in self.protocols:
             # A route's protocol is probed on one transport only: QUIC and WireGuard on UDP,
@@ -308,14 +329,20 @@ def outbound_header(
 
     It describes the client (the inbound header's, when one was accepted); an inbound header
     without a client address (LOCAL, v1 UNKNOWN, v2 UNSPEC) gives a LOCAL one (v1: UNKNOWN), so
-    the target too uses the real endpoints. An IPv4-mapped IPv6 pair (``::ffff:a.b.c.d``, a
-    dual-stack listener's IPv4 client) is sent as IPv4. v2 carries the TLVs of
-    :func:`outbound_tlvs`, ``sniffed`` ones (:func:`sniffed_tlvs`) among them.
+    the target too uses the real endpoints. A client of a UNIX-socket listener without an
+    inbound header has no TCP address to name: LOCAL too (v1: UNKNOWN). An IPv4-mapped IPv6 pair
+    (``::ffff:a.b.c.d``, a dual-stack listener's IPv4 client) is sent as IPv4. v2 carries the
+    TLVs of :func:`outbound_tlvs`, ``sniffed`` ones (:func:`sniffed_tlvs`) among them.
     """
     version = settings.send_proxy
     inbound = client.extra(ProxyAttribute.header, None)
     tlvs = outbound_tlvs(inbound, settings, sniffed) if version == 2 else None
-    if inbound is not None and (inbound.command is Command.LOCAL or inbound.source is None):
+    if inbound is None:
+        # A UNIX-socket listener's client: no TCP address of its own.
+        unnamed = not isinstance(client.extra(SocketAttribute.remote_address, None), tuple)
+    else:
+        unnamed = inbound.command is Command.LOCAL or inbound.source is None
+    if unnamed:
         return Header.local(tlvs=tlvs) if version == 2 else Header.unknown()
     header = header_for(client, version=version, tlvs=tlvs)
     if header.command is Command.LOCAL:
@@ -325,6 +352,53 @@ def outbound_header(
         if source is not None and destination is not None:
             return Header.proxy(source, destination, version=version, tlvs=tlvs)
     return header
+
+
+async def _unix_listener(path: str) -> tuple[anyio.abc.Listener[Any], tuple[str, int]]:
+    """A listener on the UNIX socket ``path``, and ``(path, inode)`` to remove it by at the end.
+
+    A socket file left by a relay that died is replaced, but only when nothing listens on it
+    (connecting is refused); a live one, or a file that is not a socket, is an error. The
+    file's permissions are what the umask gives.
+
+    :raises OSError: ``path`` is in use, is not a socket, or cannot be bound.
+    """
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(status.st_mode):
+            raise OSError(f"{path} exists and is not a socket (not replaced)")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)  # a full backlog answers EAGAIN: someone listens
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # stale: its relay is gone
+        except FileNotFoundError:
+            pass  # removed meanwhile
+        except BlockingIOError:
+            raise OSError(f"another process listens on {path}") from None
+        else:
+            raise OSError(f"another process listens on {path}")
+        finally:
+            probe.close()
+    listener = await anyio.create_unix_listener(path)
+    try:
+        return listener, (path, os.stat(path).st_ino)
+    except BaseException:
+        await listener.aclose()
+        raise
+
+
+def _remove_socket_file(path: str, inode: int) -> None:
+    """Remove the socket file ``path`` if it is still the one bound (``inode``)."""
+    try:
+        if os.lstat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass  # gone already, or replaced by someone else's: theirs stays
 
 
 def _ipv4_mapped(address: Any) -> tuple[str, int] | None:
@@ -396,6 +470,9 @@ class RouteChoice:
     unrouted: str | None = None
     #: The outbound PROXY version for a TCP connection (the route's, else the listener's).
     send_proxy: int = 0
+    #: Seconds without a byte (TCP: 0, never) or a datagram (UDP) either way after which the
+    #: connection ends: the route's, else the listener's ``idle_timeout`` / ``udp_idle_lifetime``.
+    idle: float = 0.0
 
 
 def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
@@ -404,18 +481,36 @@ def route_for(settings: RelaySettings, match: Match | None) -> RouteChoice:
     listener's ``targets``), else dropped ("protocol sanitization")."""
     chosen, alpn = choose_route(settings.protocols, match)
     sniffed = sniffed_tlvs(match, alpn)
+    idle = settings.udp_idle_lifetime if settings.udp else settings.idle_timeout
     if chosen is not None:
         name = f"{settings.key}/{chosen.name}"
         balance = chosen.balance or settings.balance
         version = settings.send_proxy if chosen.send_proxy is None else chosen.send_proxy
-        return RouteChoice(name, chosen.name, chosen.targets, balance, sniffed, send_proxy=version)
+        own = chosen.udp_idle_lifetime if settings.udp else chosen.idle_timeout
+        return RouteChoice(
+            name,
+            chosen.name,
+            chosen.targets,
+            balance,
+            sniffed,
+            send_proxy=version,
+            idle=idle if own is None else own,
+        )
     version = settings.send_proxy
     if settings.targets:
         return RouteChoice(
-            settings.key, "default", settings.targets, settings.balance, sniffed, send_proxy=version
+            settings.key,
+            "default",
+            settings.targets,
+            settings.balance,
+            sniffed,
+            send_proxy=version,
+            idle=idle,
         )
     reason = match.protocol if match is not None else "unknown"
-    return RouteChoice(settings.key, "default", (), settings.balance, sniffed, reason, version)
+    return RouteChoice(
+        settings.key, "default", (), settings.balance, sniffed, reason, version, idle
+    )
 
 
 class Relay:
@@ -454,19 +549,26 @@ class Relay:
         :raises OSError: the listening address cannot be bound.
         """
         settings = self.settings
-        host, port = settings.listen
+        inner: anyio.abc.Listener[Any]
+        socket_file: tuple[str, int] | None = None  # a UNIX socket's path and inode
         try:
-            inner = await anyio.create_tcp_listener(
-                local_host=host, local_port=port, reuse_port=settings.reuse_port
-            )
+            if isinstance(settings.listen, str):
+                inner, socket_file = await _unix_listener(settings.listen)
+                self.addresses = [format_address(settings.listen)]
+            else:
+                host, port = settings.listen
+                tcp = await anyio.create_tcp_listener(
+                    local_host=host, local_port=port, reuse_port=settings.reuse_port
+                )
+                self.addresses = [
+                    format_address(_pair(sub.extra(SocketAttribute.local_address)))
+                    for sub in tcp.listeners
+                ]
+                inner = tcp
         except BaseException:
             self.closed.set()
             raise
         listener = self._listener = ProxyProtocolListener(inner, settings.proxy_config())
-        self.addresses = [
-            format_address(_pair(sub.extra(SocketAttribute.local_address)))
-            for sub in inner.listeners
-        ]
         # Counted in --metrics (proxyproto.prometheus), one listener label per route.
         register("relay", listener._counters, ", ".join(self.addresses))
         self.counters.listener = ", ".join(self.addresses)
@@ -491,6 +593,8 @@ class Relay:
                         with self._accepting:
                             await accept.serve(inner, handle, connections)
                 finally:
+                    if socket_file is not None:
+                        _remove_socket_file(*socket_file)
                     self.closed.set()
                 # Not accepting any more, and the listening socket is closed.
                 if self._active:
@@ -514,6 +618,12 @@ class Relay:
         started = time.monotonic()
         peer = _pair(client.extra(ProxyAttribute.peer_address))
         source = _pair(client.extra(SocketAttribute.remote_address, None))
+        if isinstance(settings.listen, str):
+            # A UNIX client's own socket has no name (''): the log names the listener's path.
+            if not peer:
+                peer = settings.listen
+            if not source:
+                source = settings.listen
         counts = [0, 0]  # client -> target, target -> client
         target: _Destination | None = None
         end = "done"
@@ -547,9 +657,7 @@ class Relay:
                             settings = attrs.evolve(settings, send_proxy=choice.send_proxy)
                         header = outbound_header(client, settings, choice.sniffed)
                         await upstream.send(header.to_bytes(crc32c=settings.crc32c))
-                    end = await _splice(
-                        client, upstream, counts, settings.idle_timeout, first, ended
-                    )
+                    end = await _splice(client, upstream, counts, choice.idle, first, ended)
         except _FAILURES as error:
             end = f"error ({_os_error_text(error)})"
         except HeaderEncodingError as error:

@@ -29,8 +29,9 @@ Dual stack. Listening on ``::`` (or on all interfaces, an empty host) opens one 
 they are turned back into IPv4 for the access log and the header (UDP4, with ``0.0.0.0`` as
 destination when the listening address is the IPv6 wildcard).
 
-Bounds. A pseudo connection ends after ``udp_idle_lifetime`` seconds without a datagram either
-way. At most ``udp_max_connections`` are open (default: from ``RLIMIT_NOFILE``,
+Bounds. A pseudo connection ends after ``udp_idle_lifetime`` seconds (its protocol route's own,
+when it has one: :attr:`RouteChoice.idle`) without a datagram either way. At most
+``udp_max_connections`` are open (default: from ``RLIMIT_NOFILE``,
 :func:`default_max_connections`): a new client evicts the least recently used one, whose socket
 is closed before the new one is opened, so a flood of spoofed sources costs a bounded number of
 descriptors and bounded memory; as many clients may be probing, holding at most
@@ -171,6 +172,8 @@ class _Flow:
         self.route = route
         self.routed = counts
         self.header: bytes = b""
+        #: Seconds without a datagram either way after which it ends (its route's).
+        self.lifetime = 30.0
         self.started = time.monotonic()
         self.last = anyio.current_time()
         #: datagrams up, bytes up, datagrams down, bytes down
@@ -295,7 +298,9 @@ class UDPRelay:
             self.closed.set()
 
     async def _receive(self, task_status: anyio.abc.TaskStatus[None]) -> None:
-        udp = await _listen(*self.settings.listen, reuse_port=self.settings.reuse_port)
+        listen = self.settings.listen
+        assert not isinstance(listen, str)  # RelaySettings.problem(): TCP relaying only
+        udp = await _listen(*listen, reuse_port=self.settings.reuse_port)
         sock = self._socket = ProxiedUDPSocket(udp, self.settings.proxy_config())
         self._local = _pair(udp.extra(SocketAttribute.local_address))
         self.addresses = [format_address(self._local)]
@@ -433,6 +438,7 @@ class UDPRelay:
             key = (datagram.source, datagram.peer)
             flow = _Flow(datagram.peer, client, target, upstream, choice.name, routed, key)
             flow.header = header
+            flow.lifetime = choice.idle
             self._flows[key] = flow
             flows.start_soon(self._pump, flow)
             return flow
@@ -461,7 +467,7 @@ class UDPRelay:
 
     async def _pump(self, flow: _Flow) -> None:
         """Send the target's replies to the client's real sender until idle, evicted or stopped."""
-        lifetime = self.settings.udp_idle_lifetime
+        lifetime = flow.lifetime
         assert self._socket is not None
         sock = self._socket
         try:
