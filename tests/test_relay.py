@@ -23,6 +23,7 @@ import proxyproto as pp
 from cli_process import TIMEOUT, Address, CliProcess, launch
 from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
+from loopback_servers import TCPServer
 from odd_headers import ODD_HEADERS
 from proxyproto._cli import main
 from proxyproto._cli.relay_server import target_order
@@ -34,7 +35,7 @@ BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 # =============================================================================== the targets
 
 
-class Backend:
+class Backend(TCPServer):
     """A threaded TCP echo server on loopback; with ``header``, it reads a PROXY header first.
 
     ``headers`` receives, per connection, the header read (or ``None``); ``connections`` counts
@@ -44,30 +45,9 @@ class Backend:
     def __init__(self, *, header: bool = False) -> None:
         self.header = header
         self.headers: queue.Queue[pp.Header | None] = queue.Queue()
-        self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
-        self.address: Address = ("127.0.0.1", self.port)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket, peer: Address) -> None:
         conn.settimeout(TIMEOUT)
         with conn:
             try:
@@ -92,13 +72,6 @@ class Backend:
 
     def next_header(self) -> pp.Header | None:
         return self.headers.get(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._acceptor.join(TIMEOUT)
-        self.sock.close()
-        for thread in self._threads:
-            thread.join(TIMEOUT)
 
 
 @contextmanager
