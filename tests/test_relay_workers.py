@@ -25,7 +25,7 @@ from cli_process import TIMEOUT, Address, CliProcess, launch
 from loopback_servers import LoopbackServer
 from proxyproto._cli import main
 from surfaces import wait_for
-from test_relay import target_server
+from test_relay import still_flows, target_server
 
 # Linux: SO_REUSEPORT spreads connections there (elsewhere the last socket bound takes them),
 # and the worker processes are found in /proc.
@@ -153,12 +153,7 @@ def test_sigterm_lets_open_connections_finish_in_every_worker(backend: str) -> N
         stopping = proxy.lines("stopping on SIGTERM", 2)
         assert {worker_of(line) for line in stopping} == {"1", "2"}
         # The open connection still flows (--grace, 10 s by default), until the client ends it.
-        sock.sendall(b"after")
-        assert sock.recv(100) == b"after"
-        assert proxy.process.poll() is None
-        sock.shutdown(socket.SHUT_WR)
-        assert sock.recv(100) == b""
-        assert proxy.process.wait(timeout=TIMEOUT) == 0
+        still_flows(proxy.process, sock)
         assert gone(pids)
 
 
