@@ -57,6 +57,14 @@ def without(modules: str, *command: str) -> list[str]:
     return [sys.executable, "-c", BLOCKED, modules, *command]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m proxyproto ARGS`` run to its end (within :data:`TIMEOUT`): its status and
+    output, as text."""
+    return subprocess.run(
+        [*PROXYPROTO, *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
 def listening_address(line: str) -> Address:
     """The address in a ``listening on 127.0.0.1:PORT`` line."""
     assert line.startswith(LISTENING), line
