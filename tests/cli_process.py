@@ -14,6 +14,7 @@ import contextlib
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -63,6 +64,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*PROXYPROTO, *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything ``sock`` receives until the server closes it (with a FIN or a reset)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
 
 
 def listening_address(line: str) -> Address:
