@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _harness import HOST, add_output_options, machine, write_json
+from _harness import HOST, add_output_options, machine, wait_or_kill, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the attack clients, shared with tests/test_attacks.py
@@ -135,11 +135,7 @@ class Server:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            wait_or_kill(self.proc, 5)
         for thread in self._threads:
             thread.join(5)
 
