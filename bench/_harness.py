@@ -125,15 +125,20 @@ class Child:
                     self.send(message)
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()
-            try:
-                self.proc.wait(self.close_wait)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(self.close_wait)
+            wait_or_kill(self.proc, self.close_wait)
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """Wait ``timeout`` seconds for ``proc`` to end, then kill it (and wait as long again)."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def interleaved(

@@ -46,6 +46,9 @@ from _harness import (
     write_json,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared with the tests
+from asgi_helpers import send_ok, serve_lifespan
+
 GOAL = 0.9
 AA_BAND = 0.1
 COMMAND_TIMEOUT = 60.0
@@ -85,22 +88,10 @@ def proc_sched(pid: int) -> float:
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """200 with the client's host as the body (9 bytes here); lifespan answered."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     body = (scope.get("client") or ("-", 0))[0].encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_ok(send, body, b"text/plain")
 
 
 def watch_stdin() -> None:

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _harness import HOST, add_output_options, machine, write_json
+from _harness import HOST, add_output_options, machine, wait_or_kill, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the attack clients, shared with tests/test_attacks.py
@@ -135,11 +135,7 @@ class Server:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            wait_or_kill(self.proc, 5)
         for thread in self._threads:
             thread.join(5)
 
@@ -389,6 +385,9 @@ def flood(slow: int, slots: int, prompt: int, warmup: float) -> list[dict[str, A
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> None:
+    """``rows`` under a header line: the server, then ``columns`` (key, title, format)."""
+    columns = [("server", "server", ""), *columns]
+
     def cell(row: dict[str, Any], key: str, fmt: str) -> str:
         value = row.get(key, "")
         return format(value, fmt) if fmt and isinstance(value, (int, float)) else str(value)
@@ -427,7 +426,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     table(
         reading,
         [
-            ("server", "server", ""),
             ("pushed_mib", "pushed MiB", ".1f"),
             ("peak_rss_mb", "peak RSS MB", ".1f"),
             ("ratio_to_plain", "/ plain same backend", ".2f"),
@@ -435,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"== out of descriptors (RLIMIT_NOFILE {args.nofile}): survives, serves the next client")
     fds = descriptors(args.nofile)
-    table(fds, [("server", "server", ""), ("survives", "survives", "")])
+    table(fds, [("survives", "survives", "")])
     slow = 64 if args.quick else args.slow
     prompt = 10 if args.quick else args.prompt
     print(
@@ -446,7 +444,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     table(
         floods,
         [
-            ("server", "server", ""),
             ("served", "served", "d"),
             ("p50_ms", "p50 ms", ".1f"),
             ("p90_ms", "p90 ms", ".1f"),

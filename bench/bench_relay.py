@@ -50,6 +50,7 @@ from _harness import (
     interleaved,
     median,
     quartiles,
+    wait_or_kill,
     write_json,
 )
 
@@ -408,11 +409,7 @@ class Relay:
                     time.sleep(0.05)
                 time.sleep(0.2)
             self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            wait_or_kill(self.proc, 15)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.log.close()

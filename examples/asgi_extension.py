@@ -33,11 +33,8 @@ def who(scope: Any) -> str:
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
+    if scope["type"] != "http":
+        return  # the lifespan: nothing to set up (returning at once is enough for Hypercorn)
     body = who(scope).encode()
     headers = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

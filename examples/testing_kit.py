@@ -35,15 +35,16 @@ AWS = pp.Header.proxy(
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """The application under test: says who the client is."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
+    if scope["type"] == "lifespan":  # nothing to set up: complete each step
+        while True:
+            step = (await receive())["type"]  # lifespan.startup, then lifespan.shutdown
+            await send({"type": f"{step}.complete"})
+            if step == "lifespan.shutdown":
+                return
     host, port = scope["client"]
     body = f"hello {host}:{port}".encode()
-    headers = [(b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    length = (b"content-length", b"%d" % len(body))
+    await send({"type": "http.response.start", "status": 200, "headers": [length]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from asgi_helpers import serve_lifespan
+from asgi_helpers import send_ok, serve_lifespan
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -30,15 +30,5 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await anyio.sleep(1)
     client = scope["client"]
     body = json.dumps({"client": None if client is None else list(client), "pid": os.getpid()})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send_ok(send, body.encode())
     sys.stdout.flush()

@@ -1,5 +1,6 @@
-"""What the ASGI integration tests share: the lifespan protocol, Hypercorn in a task, Uvicorn in a
-thread, and reading HTTP/1.1 answers with a JSON body from a plain socket."""
+"""What the ASGI integration tests (and ``bench/bench_asgi.py``) share: the lifespan protocol, a
+200 answer, Hypercorn in a task, Uvicorn in a thread, and reading HTTP/1.1 answers with a JSON
+body from a plain socket."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
-import proxyproto as pp
+if TYPE_CHECKING:  # imported by the benchmark before it has chosen which proxyproto to use
+    from anyio.abc import ByteStream
+
+    import proxyproto as pp
 
 
 async def serve_lifespan(receive: Any, send: Any) -> None:
@@ -26,6 +30,16 @@ async def serve_lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def send_ok(send: Any, body: bytes, content_type: bytes | None = b"application/json") -> None:
+    """Answer an HTTP request: 200 with ``body``, its Content-Length and, unless ``None``, this
+    Content-Type."""
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.insert(0, (b"content-type", content_type))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @asynccontextmanager
@@ -141,6 +155,24 @@ def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str
     body = bytes(buffer[:length])
     del buffer[:length]
     return status, json.loads(body)
+
+
+async def receive_ok(stream: ByteStream, buffer: bytearray) -> dict[str, Any]:
+    """One HTTP/1.1 response from ``stream``, which must be a 200 with a Content-Length: its JSON
+    body. ``buffer`` keeps what arrived after it, as for :func:`read_response`."""
+    while b"\r\n\r\n" not in buffer:
+        buffer += await stream.receive()
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += await stream.receive()
+    buffer[:] = rest[length:]
+    return json.loads(rest[:length])  # type: ignore[no-any-return]
 
 
 def keep_alive_clients(address: tuple[str, int], requests: int) -> tuple[list[Any], list[Any]]:

@@ -28,6 +28,8 @@ import socket
 import sys
 from typing import Any, cast
 
+from asgi_helpers import send_ok, serve_lifespan
+
 KIND, NOFILE = sys.argv[1], int(sys.argv[2])
 HOST = "127.0.0.1"
 
@@ -46,17 +48,9 @@ def free_port() -> int:
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-    )
-    await send({"type": "http.response.body", "body": b"ok"})
+        await serve_lifespan(receive, send)
+        return
+    await send_ok(send, b"ok", None)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +56,23 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 def without(modules: str, *command: str) -> list[str]:
     """``python -m COMMAND...`` with the comma-separated ``modules`` not importable."""
     return [sys.executable, "-c", BLOCKED, modules, *command]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m proxyproto ARGS`` run to its end (within :data:`TIMEOUT`): its status and
+    output, as text."""
+    return subprocess.run(
+        [*PROXYPROTO, *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything ``sock`` receives until the server closes it (with a FIN or a reset)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
 
 
 def listening_address(line: str) -> Address:

@@ -42,6 +42,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 import proxyproto as pp
 from asgi_helpers import serve_lifespan, uvicorn_thread
 from cli_process import TIMEOUT, CliProcess, launch
+from loopback_servers import TCPServer
 
 #: Surfaces whose application is HTTP (the bytes after the header are an HTTP request).
 HTTP_SURFACES = frozenset({"uvicorn", "hypercorn-asyncio", "hypercorn-trio"})
@@ -277,30 +278,17 @@ _LEVELS = {
 }
 
 
-class Target:
+class Target(TCPServer):
     """A threaded TCP server that reads the relay's v2 header, then every byte to EOF, records
     them as a :class:`Seen` on ``server`` and answers ``ok``."""
 
+    join_connections = False
+
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.address: Address = self.sock.getsockname()[:2]
-        self._stop = threading.Event()
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket, peer: Address) -> None:
         conn.settimeout(TIMEOUT)
         with conn:
             try:
@@ -316,11 +304,6 @@ class Target:
                 conn.sendall(b"ok")
             except (OSError, pp.ProxyProtocolError):
                 return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._acceptor.join(5)
-        self.sock.close()
 
 
 # --- the applications ------------------------------------------------------------------------

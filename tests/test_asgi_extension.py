@@ -24,7 +24,14 @@ import trustme
 from anyio.abc import ByteStream
 
 import proxyproto as pp
-from asgi_helpers import hypercorn_task, read_response, serve_lifespan, uvicorn_thread
+from asgi_helpers import (
+    hypercorn_task,
+    read_response,
+    receive_ok,
+    send_ok,
+    serve_lifespan,
+    uvicorn_thread,
+)
 from haproxy_peer import HAProxy, find_haproxy, free_port, hostport
 from interop import listen, require_haproxy
 from proxyproto._servers.asgi_scope import _CIPHER_SUITES, tls_from_header
@@ -80,17 +87,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "websocket.send", "text": body.decode()})
         await send({"type": "websocket.close", "code": 1000})
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_ok(send, body)
 
 
 def expected(kind: str, peer: Any) -> dict[str, Any]:
@@ -141,19 +138,7 @@ def ws_frame_complete(data: bytes) -> bool:
 
 
 async def http1_answer(stream: ByteStream) -> dict[str, Any]:
-    buffer = bytearray()
-    while b"\r\n\r\n" not in buffer:
-        buffer += await stream.receive()
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(rest) < length:
-        rest += await stream.receive()
-    return json.loads(rest[:length])  # type: ignore[no-any-return]
+    return await receive_ok(stream, bytearray())
 
 
 async def h2_answer(stream: ByteStream) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch, without
+from cli_process import PROXYPROTO, TIMEOUT, CliProcess, launch, read_to_end, without
 from odd_headers import ANSI, BIDI, FORGED_LINE, ODD_HEADERS
 from proxyproto._cli import main
 
@@ -68,13 +68,7 @@ def exchange(port: int, data: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        try:
-            while chunk := sock.recv(65536):
-                reply += chunk
-        except ConnectionResetError:
-            pass
-        return reply
+        return read_to_end(sock)
 
 
 # --- echo and send together ---------------------------------------------------------------------

@@ -17,12 +17,10 @@ Everything is bounded in time by socket and queue timeouts; nothing sleeps to sy
 
 from __future__ import annotations
 
-import contextlib
 import json
 import queue
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ from interop import (
     make_payload,
     require_haproxy,
 )
+from loopback_servers import TCPServer
 from peer_process import free_port, hostport
 from require_peer import ci_is_set
 from wire import tr
@@ -260,7 +259,7 @@ class Received:
     reset: bool  # the connection ended with a reset rather than EOF
 
 
-class Backend:
+class Backend(TCPServer):
     """A plain TCP server on 127.0.0.1 that reads every connection through ``pp.HeaderParser``.
 
     Each accepted connection is read in its own thread until the parser yields a header, then
@@ -269,45 +268,14 @@ class Backend:
     """
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)  # how often the accept loop looks at the stop flag
-        self.port: int = self.sock.getsockname()[1]
-        self.address = ("127.0.0.1", self.port)
         self._results: queue.Queue[Received | Exception] = queue.Queue()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._serve, name="backend-accept", daemon=True)
+        super().__init__()
 
-    def __enter__(self) -> Backend:
-        self._acceptor.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
-        self._acceptor.join(TIMEOUT)
-        self.sock.close()
-        for thread in self._threads:
-            thread.join(TIMEOUT)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._read, args=(conn, peer), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _read(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+    def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         try:
             with conn:
                 conn.settimeout(TIMEOUT)
-                self._results.put(self._read_connection(conn, (peer[0], peer[1])))
+                self._results.put(self._read_connection(conn, peer))
         except Exception as exc:
             self._results.put(exc)
 

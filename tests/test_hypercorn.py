@@ -31,7 +31,7 @@ from require_peer import ci_is_set, require_curl
 pytest.importorskip("hypercorn")
 
 import proxyproto.hypercorn
-from asgi_helpers import hypercorn_task, serve_lifespan
+from asgi_helpers import hypercorn_task, receive_ok, send_ok, serve_lifespan
 
 pytestmark = pytest.mark.anyio
 
@@ -56,17 +56,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "scheme": scope["scheme"],
         }
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_ok(send, body)
 
 
 def running(
@@ -78,23 +68,6 @@ def running(
 ) -> AbstractAsyncContextManager[int]:
     """Hypercorn serving :func:`app` on ``host`` with the PROXY protocol: yields the port."""
     return hypercorn_task(app, proxy, certs=certs, stop=stop, host=host)
-
-
-async def read_response(stream: ByteStream, buffer: bytearray) -> dict[str, Any]:
-    """One HTTP/1.1 response with a Content-Length: its JSON body."""
-    while b"\r\n\r\n" not in buffer:
-        buffer += await stream.receive()
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(rest) < length:
-        rest += await stream.receive()
-    buffer[:] = rest[length:]
-    return json.loads(rest[:length])  # type: ignore[no-any-return]
 
 
 async def closed_without_response(stream: ByteStream) -> bool:
@@ -110,7 +83,7 @@ async def closed_without_response(stream: ByteStream) -> bool:
 async def test_header_and_request_in_one_segment(header: bytes, proxy_connection: Any) -> None:
     async with running() as port:
         stream = await proxy_connection("127.0.0.1", port, header, REQUEST, coalesce=True)
-        answer = await read_response(stream, bytearray())
+        answer = await receive_ok(stream, bytearray())
     assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "http"}
 
 
@@ -122,10 +95,10 @@ async def test_every_request_on_a_keep_alive_connection_carries_the_client(
         buffer = bytearray()
         for _ in range(3):
             await stream.send(REQUEST)
-            assert (await read_response(stream, buffer))["client"] == list(CLIENT)
+            assert (await receive_ok(stream, buffer))["client"] == list(CLIENT)
         await stream.send(REQUEST * 2)  # pipelined
         for _ in range(2):
-            assert (await read_response(stream, buffer))["client"] == list(CLIENT)
+            assert (await receive_ok(stream, buffer))["client"] == list(CLIENT)
 
 
 async def test_a_headerless_request_is_refused_under_require(
@@ -141,7 +114,7 @@ async def test_use_serves_direct_connections_with_their_real_address() -> None:
     proxy = pp.ProxyProtocolConfig(policy=pp.Policy.USE)
     async with running(proxy) as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
         await stream.send(REQUEST)
-        answer = await read_response(stream, bytearray())
+        answer = await receive_ok(stream, bytearray())
         assert answer["client"] == list(stream.extra(SocketAttribute.local_address))
 
 
@@ -154,7 +127,7 @@ async def test_a_direct_client_is_its_real_address_on_both_families(
     header = pp.Header.local() if local else b""
     async with running(proxy, host=host) as port:
         stream = await proxy_connection(host, port, header, REQUEST, coalesce=True)
-        answer = await read_response(stream, bytearray())
+        answer = await receive_ok(stream, bytearray())
         assert answer["client"] == list(stream.extra(SocketAttribute.local_address))
 
 
@@ -197,7 +170,7 @@ async def test_a_header_in_pieces_then_the_request(proxy_connection: Any) -> Non
         stream = await proxy_connection(
             "127.0.0.1", port, HEADER, REQUEST, split_at=[5, 17], pause=0.01
         )
-        assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+        assert (await receive_ok(stream, bytearray()))["client"] == list(CLIENT)
 
 
 async def test_a_request_then_eof_is_answered(proxy_connection: Any) -> None:
@@ -205,7 +178,7 @@ async def test_a_request_then_eof_is_answered(proxy_connection: Any) -> None:
     async with running() as port:
         stream = await proxy_connection("127.0.0.1", port, HEADER, request, coalesce=True)
         await stream.send_eof()  # half-close: the answer still comes
-        assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+        assert (await receive_ok(stream, bytearray()))["client"] == list(CLIENT)
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
@@ -222,7 +195,7 @@ async def test_the_validator_decides(
     proxy = pp.ProxyProtocolConfig(validator=async_verdict if asynchronous else verdict)
     async with running(proxy) as port:
         stream = await proxy_connection("127.0.0.1", port, HEADER, REQUEST, coalesce=True)
-        assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+        assert (await receive_ok(stream, bytearray()))["client"] == list(CLIENT)
         other = pp.Header.proxy(("192.0.2.99", 1), SERVER)
         stream = await proxy_connection("127.0.0.1", port, other, REQUEST, coalesce=True)
         assert await closed_without_response(stream)
@@ -253,7 +226,7 @@ async def test_shutdown_closes_a_pending_handshake(proxy_connection: Any) -> Non
             async with running(pp.ProxyProtocolConfig(header_timeout=60)) as port:
                 silent = await proxy_connection("127.0.0.1", port, V2[:10])
                 stream = await proxy_connection("127.0.0.1", port, HEADER, REQUEST, coalesce=True)
-                assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+                assert (await receive_ok(stream, bytearray()))["client"] == list(CLIENT)
             # The server has stopped (well before the 60 s header timeout): the connection is
             # closed.
             assert await closed_without_response(silent)
@@ -281,7 +254,7 @@ async def test_a_handshake_under_way_at_shutdown(anyio_backend: str, proxy_conne
                 await anyio.sleep(0.01)
             await stream.send(V2[10:] + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             if anyio_backend == "asyncio":
-                assert (await read_response(stream, bytearray()))["client"] == list(CLIENT)
+                assert (await receive_ok(stream, bytearray()))["client"] == list(CLIENT)
             else:
                 assert await closed_without_response(stream)
 
@@ -297,7 +270,7 @@ async def test_tls_after_the_header(
         buffer = bytearray()
         for _ in range(2):
             await stream.send(REQUEST)
-            answer = await read_response(stream, buffer)
+            answer = await receive_ok(stream, buffer)
             assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
 
 
@@ -363,7 +336,7 @@ async def test_tls_client_hello_in_the_header_segment(
         # coalesce: the header and the ClientHello in one write.
         stream = await proxy_connection("127.0.0.1", port, V1, coalesce=True, **tls(context))
         await stream.send(REQUEST)
-        answer = await read_response(stream, bytearray())
+        answer = await receive_ok(stream, bytearray())
     assert answer == {"client": list(CLIENT), "http_version": "1.1", "scheme": "https"}
 
 
@@ -393,7 +366,7 @@ async def test_behind_haproxy_send_proxy_v2() -> None:
             async with await anyio.connect_tcp("127.0.0.1", front_port) as stream:
                 me = stream.extra(SocketAttribute.local_address)
                 await stream.send(REQUEST)
-                answer = await read_response(stream, bytearray())
+                answer = await receive_ok(stream, bytearray())
     # The client's own address and port, though Hypercorn's peer is HAProxy.
     assert answer["client"] == list(me)
 
@@ -413,7 +386,7 @@ async def test_behind_the_fake_balancer(fake_balancer: Any, options: dict[str, A
             buffer = bytearray()
             for _ in range(2):  # one header for the connection's every request
                 await stream.send(REQUEST)
-                assert (await read_response(stream, buffer))["client"] == list(me)
+                assert (await receive_ok(stream, buffer))["client"] == list(me)
     assert balancer.connections == 1
     header, _ = pp.parse(balancer.sent[0])
     assert header.source == tuple(me)
@@ -429,7 +402,7 @@ async def test_x_forwarded_for_leaves_the_client_alone(proxy_connection: Any) ->
     assert spoof != REQUEST
     async with running() as port:
         stream = await proxy_connection("127.0.0.1", port, V1, spoof, coalesce=True)
-        answer = await read_response(stream, bytearray())
+        answer = await receive_ok(stream, bytearray())
     assert (answer["client"], answer["scheme"]) == (list(CLIENT), "http")
 
 

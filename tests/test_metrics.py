@@ -27,7 +27,7 @@ import anyio
 import pytest
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, SessionProcess, in_session, without
+from cli_process import PROXYPROTO, TIMEOUT, SessionProcess, in_session, read_to_end, without
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
@@ -114,13 +114,7 @@ def exchange(port: int, data: bytes, *, reset: bool = False) -> bytes:
             sock.sendall(data)
         else:
             sock.shutdown(socket.SHUT_WR)  # a connect-and-close
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-        return answer
+        return read_to_end(sock)
 
 
 # --- the collector, in this process --------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import queue
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import proxyproto as pp
 from cli_process import TIMEOUT, Address, CliProcess, launch
 from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
+from loopback_servers import TCPServer
 from odd_headers import ODD_HEADERS
 from proxyproto._cli import main
 from proxyproto._cli.relay_server import target_order
@@ -34,7 +36,7 @@ BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 # =============================================================================== the targets
 
 
-class Backend:
+class Backend(TCPServer):
     """A threaded TCP echo server on loopback; with ``header``, it reads a PROXY header first.
 
     ``headers`` receives, per connection, the header read (or ``None``); ``connections`` counts
@@ -44,30 +46,9 @@ class Backend:
     def __init__(self, *, header: bool = False) -> None:
         self.header = header
         self.headers: queue.Queue[pp.Header | None] = queue.Queue()
-        self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
-        self.address: Address = ("127.0.0.1", self.port)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket, peer: Address) -> None:
         conn.settimeout(TIMEOUT)
         with conn:
             try:
@@ -92,13 +73,6 @@ class Backend:
 
     def next_header(self) -> pp.Header | None:
         return self.headers.get(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._acceptor.join(TIMEOUT)
-        self.sock.close()
-        for thread in self._threads:
-            thread.join(TIMEOUT)
 
 
 @contextmanager
@@ -186,6 +160,35 @@ def connected(backend: str, data: bytes, *options: str) -> Iterator[tuple[Relay,
         sock.sendall(data)
         assert sock.recv(100) == data
         yield proxy, sock
+
+
+def still_flows(process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    """After a SIGTERM: the open connection ``sock`` still carries bytes both ways and
+    ``process`` waits for it; once the client ends it, ``process`` exits with 0."""
+    sock.sendall(b"after")
+    assert sock.recv(100) == b"after"
+    assert process.poll() is None
+    sock.shutdown(socket.SHUT_WR)
+    assert sock.recv(100) == b""
+    assert process.wait(timeout=TIMEOUT) == 0
+
+
+def header_through_haproxy(
+    binary: str, target: Backend, server: str, *lines: str, size: int = 64 * 1024
+) -> tuple[pp.Header, Address, int]:
+    """``size`` random bytes from a client through HAProxy (``server`` is its server line's
+    address and options, ``lines`` more of its proxy section) and what it sends to, which must
+    come back unchanged; the header ``target`` (``header=True``) read, whose source must be the
+    client. Returns the header, the client's address and HAProxy's port."""
+    port = free_port()
+    with HAProxy(listen(f"127.0.0.1:{port}", server, *lines), binary=binary):
+        payload = os.urandom(size)
+        reply, own = exchange(("127.0.0.1", port), payload)
+        assert reply == payload
+        header = target.next_header()
+        assert header is not None
+        assert header.source == own  # the real client, through HAProxy (and what is behind it)
+    return header, own, port
 
 
 # =============================================================================== bytes
@@ -404,12 +407,7 @@ def test_sigterm_lets_an_open_connection_finish(backend: str) -> None:
         # No new connections ...
         assert refused_soon(proxy.address)
         # ... but the open one still flows, until it ends.
-        sock.sendall(b"after")
-        assert sock.recv(100) == b"after"
-        assert proxy.process.poll() is None
-        sock.shutdown(socket.SHUT_WR)
-        assert sock.recv(100) == b""
-        assert proxy.process.wait(timeout=TIMEOUT) == 0
+        still_flows(proxy.process, sock)
         assert proxy.access_log()["end"] == "done"
 
 
@@ -448,19 +446,12 @@ def test_haproxy_in_front_of_the_relay(haproxy_binary: str, option: str) -> None
             options=("--accept-proxy", "--trusted", "127.0.0.1", "--send-proxy", "v2"),
         ) as proxy,
     ):
-        port = free_port()
-        config = listen(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port} {option}")
-        with HAProxy(config, binary=haproxy_binary):
-            payload = os.urandom(256 * 1024)
-            reply, own = exchange(("127.0.0.1", port), payload)
-            assert reply == payload
-            header = target.next_header()
-            assert header is not None
-            assert header.source == own  # the real client, through HAProxy and the relay
-            assert header.destination == ("127.0.0.1", port)
-            log = proxy.access_log()
-            assert log["client"] == f"127.0.0.1:{own[1]}"
-            assert log["peer"] != log["client"]  # the peer is HAProxy
+        server = f"127.0.0.1:{proxy.port} {option}"
+        header, own, port = header_through_haproxy(haproxy_binary, target, server, size=256 * 1024)
+        assert header.destination == ("127.0.0.1", port)
+        log = proxy.access_log()
+        assert log["client"] == f"127.0.0.1:{own[1]}"
+        assert log["peer"] != log["client"]  # the peer is HAProxy
 
 
 @pytest.mark.haproxy

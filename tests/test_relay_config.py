@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from cli_process import PROXYPROTO, TIMEOUT, Address, launch, listening_addresses
+from cli_process import TIMEOUT, Address, launch, listening_addresses, run_cli
 from interop import has_ipv6_loopback
 from proxyproto._cli import main
 from test_relay import Relay, exchange, refused_soon, target_server
@@ -215,13 +214,7 @@ def test_bad_file_at_startup(
 
 def test_missing_file_in_a_process(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.toml"
-    result = subprocess.run(
-        [*PROXYPROTO, "relay", "--config", str(missing)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    result = run_cli("relay", "--config", str(missing))
     assert result.returncode == 2
     last = result.stderr.splitlines()[-1]
     assert last == f"proxyproto relay: error: {missing}: cannot read: No such file or directory"
@@ -273,13 +266,7 @@ def broken_file(tmp_path: Path, case: str) -> Path:
 @pytest.mark.parametrize("case", BROKEN_FILES)
 def test_broken_file_at_startup_is_one_line(tmp_path: Path, case: str) -> None:
     path = broken_file(tmp_path, case)
-    result = subprocess.run(
-        [*PROXYPROTO, "relay", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    result = run_cli("relay", "--config", str(path))
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"proxyproto relay: error: {path}: ")

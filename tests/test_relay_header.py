@@ -13,12 +13,20 @@ import pytest
 
 import proxyproto as pp
 from cli_process import launch
-from haproxy_peer import HAProxy, find_haproxy, free_port
-from interop import listen, require_haproxy
+from haproxy_peer import find_haproxy
+from interop import require_haproxy
 from proxyproto._cli import main
 from proxyproto._cli.relay_config import routes_from
 from require_peer import ci_is_set
-from test_relay import BACKENDS, Relay, connected, exchange, relay, target_server
+from test_relay import (
+    BACKENDS,
+    Relay,
+    connected,
+    exchange,
+    header_through_haproxy,
+    relay,
+    target_server,
+)
 
 ACCEPT = ("--accept-proxy", "--trusted", "127.0.0.1", "--send-proxy", "v2")
 
@@ -207,21 +215,14 @@ def test_haproxy_tlvs_pass_through_the_relay() -> None:
         target_server(header=True) as target,
         relay("asyncio", target.address, options=(*ACCEPT, "--keep-tlvs", "all")) as proxy,
     ):
-        port = free_port()
-        config = listen(
-            f"127.0.0.1:{port}",
+        header, own, _ = header_through_haproxy(
+            haproxy,
+            target,
             f"127.0.0.1:{proxy.port} send-proxy-v2 proxy-v2-options unique-id,crc32c",
             "unique-id-format haproxy-%ci-%cp",
         )
-        with HAProxy(config, binary=haproxy):
-            payload = os.urandom(64 * 1024)
-            reply, own = exchange(("127.0.0.1", port), payload)
-            assert reply == payload
-            header = target.next_header()
-            assert header is not None
-            assert header.source == own
-            assert header.tlvs.unique_id == f"haproxy-127.0.0.1-{own[1]}".encode()
-            assert header.tlvs.crc32c is None  # HAProxy's checksum is not copied
+        assert header.tlvs.unique_id == f"haproxy-127.0.0.1-{own[1]}".encode()
+        assert header.tlvs.crc32c is None  # HAProxy's checksum is not copied
 
 
 # =============================================================================== access log, idle

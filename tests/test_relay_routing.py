@@ -51,7 +51,7 @@ class TLSBackend(Backend):
         self.context = context
         super().__init__(header=True)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket, peer: Address) -> None:
         conn.settimeout(TIMEOUT)
         try:
             # Exactly the header (its length is in bytes 14-15): the TLS bytes stay unread.

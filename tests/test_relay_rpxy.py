@@ -8,7 +8,6 @@ routing by SNI with real TLS clients and backends (trustme), the start-up errors
 from __future__ import annotations
 
 import socket
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import trustme
 
 import proxyproto as pp
-from cli_process import PROXYPROTO, TIMEOUT, launch
+from cli_process import TIMEOUT, launch, run_cli
 from proxyproto._cli.relay_config import ConfigError, RelayConfig
 from test_relay import BACKENDS, Relay, exchange, target_server
 from test_relay_config import configured, to, write
@@ -162,13 +161,7 @@ def test_startup_error_in_a_process(tmp_path: Path) -> None:
 
     config = tmp_path / "rpxy.toml"
     write(config, 'listen_port = 0\ntcp_target = ["127.0.0.1:1"]\ntcp_max_connections = 9\n')
-    done = subprocess.run(
-        [*PROXYPROTO, "relay", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = run_cli("relay", "--config", str(config))
     assert done.returncode != 0
     assert "rpxy-l4 keys not supported here: tcp_max_connections" in done.stderr
 

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from cli_process import TIMEOUT, Address, CliProcess, launch
+from loopback_servers import LoopbackServer
 from proxyproto._cli import main
 from surfaces import wait_for
-from test_relay import target_server
+from test_relay import still_flows, target_server
 
 # Linux: SO_REUSEPORT spreads connections there (elsewhere the last socket bound takes them),
 # and the worker processes are found in /proc.
@@ -153,12 +153,7 @@ def test_sigterm_lets_open_connections_finish_in_every_worker(backend: str) -> N
         stopping = proxy.lines("stopping on SIGTERM", 2)
         assert {worker_of(line) for line in stopping} == {"1", "2"}
         # The open connection still flows (--grace, 10 s by default), until the client ends it.
-        sock.sendall(b"after")
-        assert sock.recv(100) == b"after"
-        assert proxy.process.poll() is None
-        sock.shutdown(socket.SHUT_WR)
-        assert sock.recv(100) == b""
-        assert proxy.process.wait(timeout=TIMEOUT) == 0
+        still_flows(proxy.process, sock)
         assert gone(pids)
 
 
@@ -284,32 +279,17 @@ def assert_metrics_sum(proxy: Workers, metrics_port: int) -> None:
 # =============================================================================== UDP
 
 
-class UDPEcho:
-    """A threaded UDP echo server on loopback; ``sources`` counts the relay's sockets seen."""
+class UDPEcho(LoopbackServer):
+    """A threaded UDP echo server on loopback."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.address: Address = self.sock.getsockname()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        super().__init__(sock)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, source = self.sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.sock.sendto(data, source)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(TIMEOUT)
-        self.sock.close()
+    def step(self) -> None:
+        data, source = self.sock.recvfrom(65536)
+        self.sock.sendto(data, source)
 
 
 @BACKENDS

@@ -318,9 +318,12 @@ def uvicorn_command(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator
 
 
 @contextmanager
-def serving(command: list[str], env: dict[str, str], port: int) -> Iterator[None]:
+def serving(
+    command: list[str], env: dict[str, str], port: int, output: list[str] | None = None
+) -> Iterator[None]:
     """``command`` in a subprocess with ``env`` added, until it answers a PROXY request on
-    ``port``; stopped with SIGTERM on exit."""
+    ``port``; stopped with SIGTERM on exit, then what it wrote (stdout and stderr) is appended
+    to ``output``."""
     process = subprocess.Popen(
         command,
         env={**os.environ, **env},
@@ -341,7 +344,9 @@ def serving(command: list[str], env: dict[str, str], port: int) -> Iterator[None
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.communicate(timeout=15)
+            written = process.communicate(timeout=15)[0].decode()
+            if output is not None:
+                output.append(written)
         except subprocess.TimeoutExpired:  # pragma: no cover
             process.kill()
             process.communicate()
@@ -630,27 +635,13 @@ def test_uvicorn_command_line_shows_our_info_lines(tmp_path: Path) -> None:
     so an INFO refusal (a peer that closed in the middle of its header) is on its stderr."""
     env = {"PROXYPROTO_TRUSTED": "127.0.0.1"}
     port = free_port()
-    command = uvicorn_command_line(tmp_path, port)
-    process = subprocess.Popen(
-        command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, process.communicate()[0].decode()
-            try:
-                exchange(("127.0.0.1", port), V1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "uvicorn did not answer within 20s"
-                time.sleep(0.1)
+    written: list[str] = []
+    with serving(uvicorn_command_line(tmp_path, port), env, port, written):
         with testing.open_socket("127.0.0.1", port, V2[:20]):
             pass  # half a header, then close: refused, "closed", INFO
         # One more request answered: the close before it has been seen.
         exchange(("127.0.0.1", port), V1)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=15)[0].decode()
+    output = written[0]
     lines = [line for line in output.splitlines() if "refused connection from 127.0.0.1" in line]
     assert len(lines) == 1, output
     assert lines[0].startswith("INFO:"), lines[0]  # Uvicorn's handler and format
