@@ -128,24 +128,30 @@ def exchange(address: Address, data: bytes, *, prefix: bytes = b"") -> tuple[byt
     """
     with socket.create_connection(address, timeout=TIMEOUT) as sock:
         own: Address = sock.getsockname()[:2]
+        return exchange_on(sock, data, prefix=prefix), own
 
-        def send() -> None:
-            try:
-                sock.sendall(prefix + data)
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass  # refused by the relay: what comes back (nothing) tells
 
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
-        chunks = []
+def exchange_on(sock: socket.socket, data: bytes, *, prefix: bytes = b"") -> bytes:
+    """On the connected ``sock``: send ``prefix + data`` (in a thread), half-close, read
+    everything back until EOF."""
+
+    def send() -> None:
         try:
-            while chunk := sock.recv(262144):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass  # a refused client's unread bytes make the kernel reset: closed all the same
-        sender.join(TIMEOUT)
-        return b"".join(chunks), own
+            sock.sendall(prefix + data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # refused by the relay: what comes back (nothing) tells
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    chunks = []
+    try:
+        while chunk := sock.recv(262144):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass  # a refused client's unread bytes make the kernel reset: closed all the same
+    sender.join(TIMEOUT)
+    return b"".join(chunks)
 
 
 @contextmanager

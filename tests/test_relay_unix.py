@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from haproxy_peer import HAProxy, find_haproxy, free_port
 from interop import listen, require_haproxy
 from proxyproto._cli import main
 from require_peer import ci_is_set
-from test_relay import BACKENDS, Relay, exchange, target_server
+from test_relay import BACKENDS, Relay, exchange, exchange_on, target_server
 from test_relay_config import write
 
 
@@ -63,24 +62,7 @@ def unix_exchange(path: str | Path, data: bytes, *, prefix: bytes = b"") -> byte
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(TIMEOUT)
         sock.connect(str(path))
-
-        def send() -> None:
-            try:
-                sock.sendall(prefix + data)
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass  # refused by the relay: what comes back (nothing) tells
-
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
-        chunks = []
-        try:
-            while chunk := sock.recv(262144):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-        sender.join(TIMEOUT)
-        return b"".join(chunks)
+        return exchange_on(sock, data, prefix=prefix)
 
 
 # =============================================================================== relaying
