@@ -352,6 +352,58 @@ async def test_connections_are_taken_only_by_accept() -> None:
                 await resource.aclose()
 
 
+async def test_a_header_in_two_parts_reaches_the_accept_that_waits() -> None:
+    """A header cut in two is finished in the background while accept() waits for the next
+    connection: that wait is cut short and returns the stream, with no other client coming."""
+    with trio.fail_after(TIME_LIMIT):
+        (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = inner.socket.getsockname()[1]
+        async with ProxyProtocolListener(inner) as listener:
+            accepted: list[ProxiedStream] = []
+
+            async def accept_one() -> None:
+                accepted.append(await listener.accept())
+
+            data = HEADER.to_bytes()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(accept_one)
+                client = await trio.open_tcp_stream("127.0.0.1", port)
+                await client.send_all(data[:7])
+                await trio.testing.wait_all_tasks_blocked()  # the rest is awaited
+                assert not accepted
+                assert listener.statistics().in_flight == 1
+                await client.send_all(data[7:] + b"rest")
+            [stream] = accepted
+            assert stream.header == HEADER
+            assert await stream.receive_some() == b"rest"
+            await stream.aclose()
+            await client.aclose()
+
+
+async def test_a_second_accept_while_one_waits_is_busy_as_trio_s_own() -> None:
+    """Two tasks cannot wait on one trio socket: a second accept() meanwhile raises
+    trio.BusyResourceError (trio's listener does the same), and takes nothing."""
+    with trio.fail_after(TIME_LIMIT):
+        (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = inner.socket.getsockname()[1]
+        async with ProxyProtocolListener(inner) as listener:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listener.accept)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(trio.BusyResourceError):
+                    await listener.accept()
+                with pytest.raises(trio.BusyResourceError):
+                    await inner.accept()
+                nursery.cancel_scope.cancel()
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await client.send_all(HEADER.to_bytes() + b"next")
+            stream = await listener.accept()  # the cancelled wait left nothing behind
+            assert stream.header == HEADER
+            assert await stream.receive_some() == b"next"
+            await stream.aclose()
+            await client.aclose()
+
+
 async def test_a_handshake_nursery_of_your_own() -> None:
     with trio.fail_after(TIME_LIMIT):
         async with trio.open_nursery() as nursery:

@@ -270,6 +270,11 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
             None if handshake_nursery is None else set()
         )
         self._nursery = handshake_nursery
+        # How many handshakes go on in the background, and accept() calls are under way; and
+        # whether one waits on the inner socket with no cancel scope (see accept()).
+        self._background = 0
+        self._callers = 0
+        self._waiting_unscoped = False
         self._system_task_started: trio.Event | None = None
         self._system_scope = trio.CancelScope()
         self._closed = False
@@ -280,26 +285,62 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         :raises trio.ClosedResourceError: the listener was closed.
         :raises OSError: the inner listener's ``accept()`` failed (``EIO``, say: ``EMFILE`` and
             the like are waited out); the next call accepts again.
+        :raises trio.BusyResourceError: another task is waiting in ``accept()`` on a
+            :class:`trio.SocketListener` (whose own ``accept()`` raises the same).
         """
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("the listener was closed")
-            if self._ready:
-                await trio.lowlevel.checkpoint()
+        if self._waiting_unscoped:
+            raise trio.BusyResourceError("another task is already accepting on this listener")
+        self._callers += 1
+        try:
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("the listener was closed")
                 if self._ready:
-                    return self._ready.popleft()
-                continue
+                    await trio.lowlevel.checkpoint()
+                    if self._ready:
+                        return self._ready.popleft()
+                    continue
+                accepted = await self._wait_for_connection()
+                if accepted is None:
+                    continue  # a handshake ended in the background, or the listener was closed
+                stream = await self._handshake_now(*accepted)
+                if stream is not None:
+                    return stream
+        finally:
+            self._callers -= 1
+
+    async def _wait_for_connection(self) -> tuple[trio.abc.Stream, PeerAddress] | None:
+        """The inner listener's next connection; ``None`` when a handshake that ended in the
+        background (or :meth:`aclose`) cancelled the wait.
+
+        Only a handshake in the background can end while ``accept()`` waits, and only an
+        ``accept()`` call starts one: the only call, on a :class:`trio.SocketListener` with none
+        in the background, waits without a cancel scope (entering and leaving one costs about a
+        tenth of a connection's work), and a second call meanwhile raises
+        :class:`trio.BusyResourceError`, as the socket's own ``accept()`` would. :meth:`aclose`
+        wakes that wait by closing the socket.
+        """
+        if (
+            self._background
+            or self._callers > 1
+            or not isinstance(self.listener, trio.SocketListener)
+        ):
             with trio.CancelScope() as waiting:
                 self._accepting.append(waiting)
                 try:
-                    transport, peer = await self._accept_transport()
+                    return await self._accept_transport()
                 finally:
                     self._accepting.remove(waiting)
-            if waiting.cancelled_caught:
-                continue  # a handshake ended in the background, or the listener was closed
-            stream = await self._handshake_now(transport, peer)
-            if stream is not None:
-                return stream
+            return None
+        self._waiting_unscoped = True
+        try:
+            return await self._accept_transport()
+        except trio.ClosedResourceError:
+            if self._closed:
+                raise trio.ClosedResourceError("the listener was closed") from None
+            raise
+        finally:
+            self._waiting_unscoped = False
 
     async def _handshake_now(
         self, transport: trio.abc.Stream, peer: PeerAddress
@@ -319,6 +360,7 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
                 self._nursery if self._nursery is not None else await self._handshake_nursery()
             )
             nursery.start_soon(self._handshake, transport, started)
+            self._background += 1
         except BaseException:
             await trio.aclose_forcefully(transport)
             raise
@@ -356,6 +398,14 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
     async def _handshake(self, transport: trio.abc.Stream, started: engine.Started) -> None:
         """A handshake that waits (for more of the header, or a validator), in the background;
         its stream is handed to an ``accept()``."""
+        try:
+            await self._handshake_to_accept(transport, started)
+        finally:
+            self._background -= 1
+
+    async def _handshake_to_accept(
+        self, transport: trio.abc.Stream, started: engine.Started
+    ) -> None:
         if self._handshakes is None:
             stream = await self._run_handshake(transport, started)
         else:
