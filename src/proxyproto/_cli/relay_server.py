@@ -72,6 +72,7 @@ from proxyproto._adapters.anyio import (
     header_for,
 )
 from proxyproto._adapters.backpressure import bound_reading
+from proxyproto._adapters.connect import connect_tcp
 from proxyproto._adapters.metrics import RelayCounters, track_relay
 from proxyproto._core.errors import HeaderEncodingError
 from proxyproto._core.model import Command, Family, Header, TLVs, TLVType
@@ -687,7 +688,7 @@ class Relay:
                 with anyio.fail_after(settings.connect_timeout):
                     if isinstance(target, str):
                         return target, bound_reading(await anyio.connect_unix(target))
-                    return target, bound_reading(await anyio.connect_tcp(*target))
+                    return target, bound_reading(await connect_tcp(*target))
             except TimeoutError:
                 errors.append(f"{format_address(target)}: no answer")
             except OSError as error:
@@ -819,10 +820,11 @@ async def _splice(
                         return
                     await anyio.sleep(left)
 
-        task_group.start_soon(copy, client, upstream, 0, first, ended)
         task_group.start_soon(copy, upstream, client, 1, b"", False)
         if idle_timeout:
             task_group.start_soon(watch)
+        # Client to target in this task: one task fewer per connection.
+        await copy(client, upstream, 0, first, ended)
     if failures and failures[0] == "idle":
         return "idle"
     return f"reset ({failures[0]})" if failures else "done"
