@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import ssl
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 import attrs
 import crc32c
 import pytest
+import trustme
 
 import proxyproto as pp
 from haproxy_peer import HAProxy, find_haproxy
@@ -424,8 +426,11 @@ def send_tls(
     *,
     alpn: list[str] | None,
     client_cert: bool,
+    context: ssl.SSLContext | None = None,
 ) -> TLSClient:
-    context = client_tls_context(certs, client_cert=client_cert)
+    """Send ``payload`` over TLS; ``context`` replaces the one made from ``certs``."""
+    if context is None:
+        context = client_tls_context(certs, client_cert=client_cert)
     if alpn is not None:
         context.set_alpn_protocols(alpn)
     with (
@@ -445,6 +450,39 @@ def send_tls(
         # HAProxy's own close_notify, which comes once the backend has closed.
         client.unwrap()
     return info
+
+
+@pytest.mark.haproxy
+def test_live_tls_with_a_client_certificate_that_fails_verification(
+    haproxy_binary: str, backend: Backend, certs: Certs
+) -> None:
+    """A client certificate from a CA HAProxy does not trust, let through (``crt-ignore-err``,
+    ``ca-ignore-err``): the SSL TLV says a certificate came and its verification failed."""
+    stranger = trustme.CA(organization_name="not the test CA")
+    context = ssl.create_default_context()
+    certs.ca.configure_trust(context)
+    stranger.issue_cert("stranger.proxyproto.test", common_name="stranger").configure_cert(context)
+    frontend = ("127.0.0.1", free_port())
+    bind = (
+        f"{hostport(*frontend)} ssl crt {certs.server_file} ca-file {certs.ca_file} "
+        "verify optional crt-ignore-err all ca-ignore-err all"
+    )
+    config = listen(
+        bind, f"{hostport(*backend.address)} send-proxy-v2 proxy-v2-options ssl,cert-cn"
+    )
+    payload = make_payload()
+    with HAProxy(config, binary=haproxy_binary) as proxy:
+        client = send_tls(frontend, payload, certs, alpn=None, client_cert=True, context=context)
+        got = backend.next(proxy)
+
+    assert got.header.source == client.source
+    info = got.header.tlvs.ssl
+    assert info is not None
+    assert pp.SSLClient(info.client) == SSL_FLAGS_WITH_CERT
+    assert info.verify != 0  # HAProxy's verification result: not X509_V_OK
+    assert info.cn == "stranger"
+    assert not info.verified_cert
+    check_payload(got, payload)
 
 
 @pytest.mark.haproxy
