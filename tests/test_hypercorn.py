@@ -16,7 +16,7 @@ import socket
 import ssl
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -491,3 +491,42 @@ def test_trio_serve_exits_quietly_on_ctrl_c(module: str) -> None:
             process.communicate()
     assert b"Traceback" not in stderr, stderr.decode()
     assert process.returncode == 0, stderr.decode()
+
+
+async def test_each_cleartext_bind_is_its_own_listener_in_the_counters() -> None:
+    """Two cleartext binds: each has its own counters, named by its address (the metrics'
+    ``listener`` label), on both workers."""
+    from hypercorn.config import Config
+
+    from proxyproto._handshake.engine import registered
+
+    socks = [socket.socket() for _ in range(2)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+    names = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}" for sock in socks]
+    config.graceful_timeout = 1
+    config.accesslog = None
+
+    def counted(name: str) -> int:
+        return sum(c.accepted for c in registered().get("hypercorn", ()) if c.name == name)
+
+    before = [counted(name) for name in names]
+    stop = anyio.Event()
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: proxyproto.hypercorn.serve(
+                    cast(Any, app), config, shutdown_trigger=stop.wait
+                )
+            )
+            try:
+                port = int(names[1].rsplit(":", 1)[1])
+                async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                    await stream.send(V2 + REQUEST)
+                    assert (await receive_ok(stream, bytearray()))["client"] == list(CLIENT)
+            finally:
+                stop.set()
+    assert [counted(name) for name in names] == [before[0], before[1] + 1]

@@ -68,7 +68,7 @@ from ._adapters.asyncio import HandshakeClock, TransportHandshake
 from ._core.model import Header
 from ._core.text import format_address
 from ._handshake.config import ProxyProtocolConfig
-from ._handshake.engine import ListenerStatistics, register, surface_statistics
+from ._handshake.engine import Counters, ListenerStatistics, register, surface_statistics
 from ._handshake.policy import PeerAddress
 from ._servers.asgi_scope import HypercornConnectionApp, trusted_header
 from ._servers.peer_socket import PeerSocket
@@ -337,16 +337,17 @@ async def _asyncio_worker(
         servers: list[asyncio.Server] = []
         listeners: list[ProxyProtocolListener] = []
         # The metrics' listener labels: the bind addresses, as Hypercorn logs them.
-        binds: list[str] = []
+        binds: list[tuple[str, Counters]] = []
         names: list[str] = []
         try:
             for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
-                servers.append(
-                    await loop.create_server(cleartext.protocol, sock=sock, backlog=config.backlog)
-                )
                 bind = _bind(sock.family, sock.getsockname())
-                binds.append(bind)
+                protocol, counters = cleartext.protocol_factory()
+                servers.append(
+                    await loop.create_server(protocol, sock=sock, backlog=config.backlog)
+                )
+                binds.append((bind, counters))
                 await config.log.info(f"Running on http://{bind} (PROXY protocol)")
             for sock in sockets.secure_sockets:
                 sock.listen(config.backlog)
@@ -361,8 +362,8 @@ async def _asyncio_worker(
             for listener in listeners:
                 await listener.aclose()
             raise
-        if binds:  # one clock for every cleartext socket
-            register("hypercorn", cleartext.clock.counters, ", ".join(binds))
+        for bind, counters in binds:
+            register("hypercorn", counters, bind)
         for listener, name in zip(listeners, names, strict=True):
             register("hypercorn", listener._counters, name)
 
@@ -456,22 +457,26 @@ class _Cleartext:
         )
         self._proxy = proxy
         self._loop = loop
-        #: The handshakes under way, with their deadlines.
-        self.clock = HandshakeClock(loop, proxy.header_timeout, "hypercorn")
+        #: The handshakes under way, with their deadlines: one clock per socket (its counters
+        #: are that bind's in the metrics).
+        self.clocks: list[HandshakeClock] = []
         #: The connections served.
         self.tasks: set[asyncio.Task[None]] = set()
         #: Connections accepted whose protocol has not had connection_made() yet.
         self.connecting = 0
 
-    def protocol(self) -> asyncio.Protocol:
-        """The protocol factory for :meth:`asyncio.loop.create_server`."""
-        return _HandshakeProtocol(self)
+    def protocol_factory(self) -> tuple[Callable[[], asyncio.Protocol], Counters]:
+        """A protocol factory for one socket's :meth:`asyncio.loop.create_server`, with its own
+        clock, and that clock's counters."""
+        clock = HandshakeClock(self._loop, self._proxy.header_timeout)
+        self.clocks.append(clock)
+        return partial(_HandshakeProtocol, self, clock), clock.counters
 
-    def handshake(self, transport: asyncio.Transport) -> TransportHandshake:
+    def handshake(self, transport: asyncio.Transport, clock: HandshakeClock) -> TransportHandshake:
         def accept(header: Header | None, leftover: bytes) -> None:
             self._serve(transport, handshake, header, leftover)
 
-        handshake = TransportHandshake(transport, self._proxy, accept, self._loop, self.clock)
+        handshake = TransportHandshake(transport, self._proxy, accept, self._loop, clock)
         return handshake
 
     def _serve(
@@ -527,7 +532,7 @@ class _Cleartext:
         """Let the connections finish until ``deadline`` (anyio's clock): those being served, and
         those still in their handshake, which were accepted before the shutdown and may yet send
         a request (as under Hypercorn's own server). Then close and cancel what is left."""
-        while self.tasks or len(self.clock) or self.connecting:
+        while self.tasks or any(len(clock) for clock in self.clocks) or self.connecting:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 break
@@ -536,7 +541,8 @@ class _Cleartext:
                 await asyncio.wait(set(self.tasks), timeout=min(remaining, _SHUTDOWN_POLL))
             else:
                 await asyncio.sleep(min(remaining, _SHUTDOWN_POLL))
-        self.clock.close_all()
+        for clock in self.clocks:
+            clock.close_all()
         tasks = set(self.tasks)
         for task in tasks:
             task.cancel()
@@ -564,17 +570,18 @@ _STREAM_LIMIT = 2**16
 class _HandshakeProtocol(asyncio.Protocol):
     """A cleartext connection's protocol while its PROXY handshake is under way."""
 
-    __slots__ = ("_cleartext", "_handshake", "_transport")
+    __slots__ = ("_cleartext", "_clock", "_handshake", "_transport")
 
-    def __init__(self, cleartext: _Cleartext) -> None:
+    def __init__(self, cleartext: _Cleartext, clock: HandshakeClock) -> None:
         self._cleartext = cleartext
+        self._clock = clock
         cleartext.connecting += 1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._cleartext.connecting -= 1
         self._transport = transport
-        self._handshake = self._cleartext.handshake(transport)
+        self._handshake = self._cleartext.handshake(transport, self._clock)
         self._handshake.start()
 
     def data_received(self, data: bytes) -> None:
