@@ -180,6 +180,12 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_attacks.py", "--json-merge", *session.posargs)
     # connections/s with and without proxyproto.prometheus (prints only; no --json yet)
     session.run("python", "bench/bench_metrics.py")
+    # instruction counts per connection, which load does not move (prints only; needs valgrind)
+    if shutil.which("valgrind"):
+        session.run("python", "bench/callgrind_listeners.py")
+        session.run("python", "bench/callgrind_uvicorn.py")
+    else:
+        session.log("valgrind not found: the callgrind counts are left out")
 
 
 @nox.session(python=FUZZ_PYTHON)

@@ -141,6 +141,48 @@ def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> None:
         proc.wait(timeout)
 
 
+def callgrind_total(
+    command: list[str], out: Path, drive: Any, stop: bool = True, timeout: float = 300
+) -> int:
+    """Instructions of ``command`` (a Python process) run under ``valgrind --tool=callgrind``
+    while ``drive()`` loads it; then SIGTERM (with ``stop``) and the total callgrind collected."""
+    import re
+    import signal
+
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        drive(server)
+        if stop:
+            server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=timeout)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    match = re.search(rb"Collected : (\d+)", err)
+    if match is None:
+        raise RuntimeError(f"no total from callgrind:\n{err.decode()[-2000:]}")
+    return int(match.group(1))
+
+
+def connect_when_up(
+    port: int, server: subprocess.Popen[Any], what: str, timeout: float = 300
+) -> socket.socket:
+    """A connection to ``port`` once the server under valgrind listens (it starts slowly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection((HOST, port), timeout=30)
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"{what}: server did not start") from None
+            time.sleep(0.5)
+
+
 def interleaved(
     rng: random.Random, sides: Sequence[str], warmup: int, rounds: int, *, carry: bool = False
 ) -> Iterator[tuple[bool, str]]:

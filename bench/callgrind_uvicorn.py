@@ -23,17 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import HOST, free_port, use_src, v2_header
+from _harness import HOST, callgrind_total, connect_when_up, free_port, use_src, v2_header
 
 CLAIMED = ("127.0.0.9", 51234)
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
@@ -77,8 +74,8 @@ def run_server(http: str, side: str, port: int, module: str) -> None:
     asyncio.run(uvicorn.Server(config).serve())
 
 
-def request(port: int, header: bytes) -> bytes:
-    with socket.create_connection((HOST, port), timeout=30) as sock:
+def request(port: int, header: bytes, connected: socket.socket | None = None) -> bytes:
+    with connected or socket.create_connection((HOST, port), timeout=30) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(header + REQUEST)
         data = b""
@@ -107,48 +104,20 @@ def measure(http: str, side: str, count: int, module: str, out: Path, mode: str 
     """Total instructions of a server that served ``count`` connections (plus 20 warm-up), or
     with ``mode="keepalive"`` ``count`` requests on one connection."""
     port = free_port()
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}",
-        sys.executable,
-        __file__,
-        "_server",
-        http,
-        side,
-        str(port),
-        module,
-    ]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    try:
-        header = v2_header(CLAIMED, (HOST, port)) if side != "plain" else b""
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                request(port, header)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"{http} {side}: server did not start") from None
-                time.sleep(0.5)
+    command = [sys.executable, __file__, "_server", http, side, str(port), module]
+    header = v2_header(CLAIMED, (HOST, port)) if side != "plain" else b""
+
+    def drive(server: subprocess.Popen[bytes]) -> None:
+        request(port, header, connect_when_up(port, server, f"{http} {side}"))
         if mode == "keepalive":
             keepalive(port, header, count)
-            count = 0
-        for _ in range(19 + count):
+        for _ in range(19 + (count if mode == "short" else 0)):
             body = request(port, header).rsplit(b"\r\n\r\n", 1)[1]
             expected = CLAIMED[0] if side != "plain" else HOST
             if body.decode() != expected:
                 raise RuntimeError(f"{http} {side}: client {body!r}, expected {expected!r}")
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=300)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    match = re.search(rb"Collected : (\d+)", err)
-    if match is None:
-        raise RuntimeError(f"{http} {side}: no total from callgrind:\n{err.decode()[-2000:]}")
-    return int(match.group(1))
+
+    return callgrind_total(command, out, drive)
 
 
 def main() -> int:
