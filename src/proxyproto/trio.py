@@ -200,8 +200,9 @@ class ProxiedStream(trio.abc.HalfCloseableStream):
 
     def _serve_transport_directly(self) -> None:
         # Once the bytes read past the header are served, the transport's own receive_some()
-        # takes over, without a layer of ours on every call.
+        # and aclose() take over, without a layer of ours on every call.
         self.receive_some = self.transport_stream.receive_some  # type: ignore[method-assign]
+        self.aclose = self.transport_stream.aclose  # type: ignore[method-assign]
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.transport_stream.send_all(data)
