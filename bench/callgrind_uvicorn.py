@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import socket
 import subprocess
@@ -146,6 +147,9 @@ def main() -> int:
     unit = "short connection" if args.mode == "short" else "keep-alive request"
     print(f"instructions per {unit} ({args.large} - {args.small} of them)")
     for http in args.http or PARSERS:
+        if importlib.util.find_spec(http) is None:
+            print(f"  {http:<10} skipped: not installed", flush=True)
+            continue
         per: dict[str, float] = {}
         for side in args.side or ("pp", "plain"):
             totals = [
