@@ -169,6 +169,24 @@ def callgrind_total(
     return int(match.group(1))
 
 
+def per_connection_counts(
+    name: str, sides: Sequence[str], small: int, large: int, total: Any
+) -> dict[str, float]:
+    """Instructions per unit for each side, ``(total(side, large) - total(side, small)) /
+    (large - small)``, printed as they come, then the ratio pp / plain when both were counted."""
+    per: dict[str, float] = {}
+    for side in sides:
+        per[side] = (total(side, large) - total(side, small)) / (large - small)
+        print(f"  {name:<14} {side:<6} {per[side]:>12,.0f}", flush=True)
+    if "pp" in per and "plain" in per:
+        print(
+            f"  {name:<14} pp/plain {per['pp'] / per['plain']:.3f}"
+            f"  (+{per['pp'] - per['plain']:,.0f})",
+            flush=True,
+        )
+    return per
+
+
 def connect_when_up(
     port: int, server: subprocess.Popen[Any], what: str, timeout: float = 300
 ) -> socket.socket:

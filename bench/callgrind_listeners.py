@@ -27,11 +27,38 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _harness import HOST, callgrind_total, connect_when_up, free_port, use_src, v2_header
+from _harness import (
+    HOST,
+    callgrind_total,
+    connect_when_up,
+    free_port,
+    per_connection_counts,
+    use_src,
+    v2_header,
+)
 
 CLAIMED = ("127.0.0.9", 51234)
 SIZE = 100
 SURFACES = ("anyio-asyncio", "anyio-trio", "trio")
+
+
+def _handler(receive: str, send: str, count: int, done: Any) -> Any:
+    """A handler that reads SIZE bytes with ``stream.<receive>()``, answers SIZE with
+    ``stream.<send>()`` and closes; ``done()`` once ``count`` were served."""
+    served = 0
+
+    async def handler(stream: Any) -> None:
+        nonlocal served
+        async with stream:
+            got = 0
+            while got < SIZE:
+                got += len(await getattr(stream, receive)(65536))
+            await getattr(stream, send)(b"y" * SIZE)
+        served += 1
+        if served == count:
+            done()
+
+    return handler
 
 
 def run_server(surface: str, side: str, port: int, count: int) -> None:
@@ -46,19 +73,7 @@ def run_server(surface: str, side: str, port: int, count: int) -> None:
 
     async def main() -> None:
         done = anyio.Event()
-        served = 0
-
-        async def handler(stream: Any) -> None:
-            nonlocal served
-            async with stream:
-                got = 0
-                while got < SIZE:
-                    got += len(await stream.receive())
-                await stream.send(b"y" * SIZE)
-            served += 1
-            if served == count:
-                done.set()
-
+        handler = _handler("receive", "send", count, done.set)
         inner = await anyio.create_tcp_listener(local_host=HOST, local_port=port)
         listener: Any = proxyproto.ProxyProtocolListener(inner) if side == "pp" else inner
         async with anyio.create_task_group() as task_group:
@@ -76,19 +91,7 @@ def _serve_native_trio(side: str, port: int, count: int) -> None:
 
     async def main() -> None:
         done = trio.Event()
-        served = 0
-
-        async def handler(stream: Any) -> None:
-            nonlocal served
-            async with stream:
-                got = 0
-                while got < SIZE:
-                    got += len(await stream.receive_some(65536))
-                await stream.send_all(b"y" * SIZE)
-            served += 1
-            if served == count:
-                done.set()
-
+        handler = _handler("receive_some", "send_all", count, done.set)
         (inner,) = await trio.open_tcp_listeners(port, host=HOST)
         listener: Any = proxyproto.trio.ProxyProtocolListener(inner) if side == "pp" else inner
         async with trio.open_nursery() as nursery:
@@ -140,18 +143,14 @@ def main() -> int:
     directory.mkdir(parents=True, exist_ok=True)
     print(f"server instructions per connection ({args.large} - {args.small} of them)")
     for surface in args.surface or SURFACES:
-        per: dict[str, float] = {}
-        for side in ("pp", "plain"):
-            totals = [
-                measure(surface, side, n, directory / f"{surface}-{side}-{n}.out")
-                for n in (args.small, args.large)
-            ]
-            per[side] = (totals[1] - totals[0]) / (args.large - args.small)
-            print(f"  {surface:<14} {side:<6} {per[side]:>12,.0f}", flush=True)
-        print(
-            f"  {surface:<14} pp/plain {per['pp'] / per['plain']:.3f}"
-            f"  (+{per['pp'] - per['plain']:,.0f})",
-            flush=True,
+        per_connection_counts(
+            surface,
+            ("pp", "plain"),
+            args.small,
+            args.large,
+            lambda side, n, surface=surface: measure(
+                surface, side, n, directory / f"{surface}-{side}-{n}.out"
+            ),
         )
     if not args.keep:
         for path in directory.iterdir():

@@ -31,7 +31,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _harness import HOST, callgrind_total, connect_when_up, free_port, use_src, v2_header
+from _harness import (
+    HOST,
+    callgrind_total,
+    connect_when_up,
+    free_port,
+    per_connection_counts,
+    use_src,
+    v2_header,
+)
 
 CLAIMED = ("127.0.0.9", 51234)
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
@@ -150,20 +158,15 @@ def main() -> int:
         if importlib.util.find_spec(http) is None:
             print(f"  {http:<10} skipped: not installed", flush=True)
             continue
-        per: dict[str, float] = {}
-        for side in args.side or ("pp", "plain"):
-            totals = [
-                measure(http, side, n, args.module, directory / f"{http}-{side}-{n}.out", args.mode)
-                for n in (args.small, args.large)
-            ]
-            per[side] = (totals[1] - totals[0]) / (args.large - args.small)
-            print(f"  {http:<10} {side:<6} {per[side]:>12,.0f}", flush=True)
-        if "pp" in per and "plain" in per:
-            print(
-                f"  {http:<10} pp/plain {per['pp'] / per['plain']:.3f}"
-                f"  (+{per['pp'] - per['plain']:,.0f})",
-                flush=True,
-            )
+        per_connection_counts(
+            http,
+            args.side or ("pp", "plain"),
+            args.small,
+            args.large,
+            lambda side, n, http=http: measure(
+                http, side, n, args.module, directory / f"{http}-{side}-{n}.out", args.mode
+            ),
+        )
     if not args.keep:
         for path in directory.iterdir():
             path.unlink()
