@@ -400,34 +400,29 @@ class ProxyProtocolListener(trio.abc.Listener[ProxiedStream]):
         """A handshake that waits (for more of the header, or a validator), in the background;
         its stream is handed to an ``accept()``."""
         try:
-            await self._handshake_to_accept(transport, started)
+            if self._handshakes is None:
+                stream = await self._run_handshake(transport, started)
+            else:
+                with trio.CancelScope() as scope:
+                    self._handshakes.add(scope)
+                    try:
+                        if self._closed:
+                            scope.cancel()
+                        stream = await self._run_handshake(transport, started)
+                    finally:
+                        self._handshakes.discard(scope)
+                if scope.cancelled_caught:
+                    return  # the listener was closed: the handshake closed the transport
+            if stream is None:
+                return  # refused: closed, counted and logged by the handshake
+            if self._closed:
+                await trio.aclose_forcefully(stream)
+                return
+            self._ready.append(stream)
+            if self._accepting:
+                self._accepting[0].cancel()
         finally:
             self._background -= 1
-
-    async def _handshake_to_accept(
-        self, transport: trio.abc.Stream, started: engine.Started
-    ) -> None:
-        if self._handshakes is None:
-            stream = await self._run_handshake(transport, started)
-        else:
-            with trio.CancelScope() as scope:
-                self._handshakes.add(scope)
-                try:
-                    if self._closed:
-                        scope.cancel()
-                    stream = await self._run_handshake(transport, started)
-                finally:
-                    self._handshakes.discard(scope)
-            if scope.cancelled_caught:
-                return  # the listener was closed: the handshake closed the transport
-        if stream is None:
-            return  # refused: closed, counted and logged by the handshake
-        if self._closed:
-            await trio.aclose_forcefully(stream)
-            return
-        self._ready.append(stream)
-        if self._accepting:
-            self._accepting[0].cancel()
 
     async def _run_handshake(
         self, transport: trio.abc.Stream, started: engine.Started
