@@ -333,12 +333,15 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         if raw is not None:
             # The peer straight from the socket: anyio's extra_attributes would build a dict of
             # every attribute (two system calls) to answer it; the stream builds it if asked.
+            find_peer = _peer_finder(transport, raw)
+            make_stream = partial(_stream, transport, None)
+            started = engine.start(find_peer, _nowait(transport, raw))
+            # A header that came whole: the stream at once, without a coroutine of the engine's.
+            stream = engine.run_nowait(started, make_stream)
+            if stream is not None:
+                return stream
             return await engine.run(
-                transport,
-                partial(_peer_of_socket, raw),
-                transport.receive,
-                partial(_stream, transport, None),
-                _nowait(transport, raw),
+                transport, find_peer, transport.receive, make_stream, started=started
             )
         # Read once: anyio asks the socket each time, and a reset socket no longer knows.
         attributes = transport.extra_attributes
@@ -418,7 +421,11 @@ def _raw_socket(transport: ByteStream) -> Any:
     anyio's streams all have it (the abstract ``_raw_socket`` their attributes are made of);
     a stream without one, or with something else there, takes the way of its attributes.
     """
-    if not isinstance(transport, SocketStream):
+    kind = type(transport)
+    is_socket_stream = _SOCKET_STREAMS.get(kind)
+    if is_socket_stream is None:  # an ABC's isinstance() is slow: once per class
+        is_socket_stream = _SOCKET_STREAMS[kind] = issubclass(kind, SocketStream)
+    if not is_socket_stream:
         return None
     raw = getattr(transport, "_raw_socket", None)
     return raw if callable(getattr(raw, "getpeername", None)) else None
@@ -432,7 +439,28 @@ def _nowait(transport: ByteStream, raw: Any) -> Callable[[], bytes | None] | Non
     (:func:`~proxyproto._adapters.backpressure.first_read_nowait`)."""
     if isinstance(raw, socket.socket) and raw.gettimeout() == 0.0:
         return partial(accept.read_nowait, raw.recv)
-    return first_read_nowait(transport)
+    return first_read_nowait(transport, raw)
+
+
+#: Per stream class: whether it is an anyio SocketStream.
+_SOCKET_STREAMS: dict[type, bool] = {}
+
+
+def _peer_finder(transport: ByteStream, raw: Any) -> Callable[[], PeerAddress]:
+    """How to find the peer of ``transport`` (whose socket is ``raw``): on asyncio, the address
+    its transport read when it was made (``get_extra_info("peername")``, no system call), else
+    the socket's."""
+    asyncio_transport = getattr(transport, "_transport", None)
+    if asyncio_transport is not None and isinstance(asyncio_transport, asyncio.BaseTransport):
+        return partial(_peer_of_transport, asyncio_transport, raw)
+    return partial(_peer_of_socket, raw)
+
+
+def _peer_of_transport(asyncio_transport: asyncio.BaseTransport, raw: Any) -> PeerAddress:
+    peername = asyncio_transport.get_extra_info("peername")
+    if peername is None:  # it could not tell (reset already): the socket says why
+        return _peer_of_socket(raw)
+    return from_sockaddr(peername)
 
 
 def _peer_of_socket(raw: Any) -> PeerAddress:

@@ -200,9 +200,10 @@ class _BoundedQueue(deque[bytes]):
         return chunk
 
 
-def first_read_nowait(stream: Any) -> Callable[[], bytes | None] | None:
+def first_read_nowait(stream: Any, sock: Any = None) -> Callable[[], bytes | None] | None:
     """The handshake's first read of ``stream`` without waiting (see the module's docstring),
-    where ``stream`` is an anyio asyncio socket stream we know; else ``None``."""
+    where ``stream`` is an anyio asyncio socket stream we know; else ``None``. ``sock``: its
+    transport's socket, when the caller has it already."""
     kind = type(stream)
     readable = _FIRST_READABLE.get(kind)
     if readable is None:
@@ -217,10 +218,11 @@ def first_read_nowait(stream: Any) -> Callable[[], bytes | None] | None:
         or transport is None
     ):
         return None
-    sock = transport.get_extra_info("socket")
     if sock is None:
-        return None
-    return partial(_read_first, protocol, sock.fileno())
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+    return partial(_read_first, protocol, sock)
 
 
 _POSIX = os.name == "posix"
@@ -238,7 +240,7 @@ def _is_first_readable(kind: type) -> bool:
     return {"_protocol", "read_queue", "read_event", "popleft", "clear"} <= set(code.co_names)
 
 
-def _read_first(protocol: Any, fd: int) -> bytes | None:
+def _read_first(protocol: Any, sock: Any) -> bytes | None:
     queue: deque[bytes] = protocol.read_queue
     if queue:
         chunk = queue.popleft()
@@ -248,7 +250,7 @@ def _read_first(protocol: Any, fd: int) -> bytes | None:
     if protocol.is_at_eof or protocol.exception is not None:
         return None  # receive() says what happened
     try:
-        return os.read(fd, _FIRST_READ_SIZE)
+        return os.read(sock.fileno(), _FIRST_READ_SIZE)
     except (BlockingIOError, InterruptedError):
         return None
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -793,15 +794,30 @@ class Primitives:
 
 class _Reader:
     """One connection's reading and judging, under ``header_timeout``: :meth:`start` does what
-    needs no waiting, :meth:`finish` the rest (:meth:`run` both)."""
+    needs no waiting, :meth:`finish` the rest (:meth:`run` both). Begun by
+    :meth:`Handshakes.start`, it also holds the peer and the error that stopped it there, if one
+    did (raised again by :meth:`Handshakes.run`, which handles it)."""
 
-    __slots__ = ("action", "config", "engine", "io", "pending", "reading", "started")
+    __slots__ = (
+        "action",
+        "config",
+        "engine",
+        "error",
+        "io",
+        "peer",
+        "pending",
+        "reading",
+        "started",
+    )
 
     def __init__(self, io: Primitives) -> None:
         self.io = io
         self.engine: Handshake | None = None
         self.config: ProxyProtocolConfig | None = None
-        #: When the handshake started (the framework's clock).
+        self.peer: PeerAddress = None
+        self.error: Exception | None = None
+        #: When the handshake started, by :func:`time.monotonic` (a handshake judged at once
+        #: needs no framework clock: its deadline is only worked out when it has to wait).
         self.started = 0.0
         #: Once started: whether more must be read; else the action judged, and the validator
         #: still to be awaited, if any.
@@ -831,15 +847,16 @@ class _Reader:
         here, with no deadline to set and no checkpoint, as nothing is waited for.
         """
         self.config = config
-        # One clock read: the start, for the duration histogram, and the deadline.
-        self.started = self.io.current_time()
+        self.started = _monotonic()
         engine = self.engine = Handshake(config, peer)
         if engine.reads:
             first = None if receive_nowait is None else receive_nowait()
             if first is None or not engine.receive_data(first):
                 self.reading = True
                 return
-        self._judge(timed_out=False)
+        action = self.action = engine.judge(timed_out=False)
+        if config.validator is not None:
+            self.pending = engine.validation(action)
 
     def _judge(self, *, timed_out: bool) -> None:
         assert self.engine is not None
@@ -861,7 +878,8 @@ class _Reader:
         io, engine, config = self.io, self.engine, self.config
         assert engine is not None
         assert config is not None
-        deadline_at = self.started + config.header_timeout
+        # header_timeout from the start, on the framework's clock.
+        deadline_at = io.current_time() + config.header_timeout - (_monotonic() - self.started)
         if self.reading:
             timed_out = await self._read(engine, io, deadline_at, receive, admission)
             self.reading = False
@@ -935,16 +953,10 @@ async def read_handshake(
     return reader.engine, action
 
 
-class Started:
-    """A handshake begun by :meth:`Handshakes.start`: its reader, its peer, and the error that
-    stopped it there, if one did (raised again by :meth:`Handshakes.run`, which handles it)."""
+#: A handshake begun by :meth:`Handshakes.start` (its reader).
+Started = _Reader
 
-    __slots__ = ("error", "peer", "reader")
-
-    def __init__(self, reader: _Reader) -> None:
-        self.reader = reader
-        self.peer: PeerAddress = None
-        self.error: Exception | None = None
+_monotonic = time.monotonic
 
 
 class Handshakes:
@@ -967,11 +979,11 @@ class Handshakes:
     ) -> Started:
         """Begin one connection's handshake with what needs no waiting (see
         :meth:`_Reader.start`); :meth:`run_nowait` or :meth:`run` goes on from it."""
-        started = Started(_Reader(self.io))
+        started = _Reader(self.io)
         self.counters.in_flight += 1
         try:
             started.peer = find_peer()
-            started.reader.start(self.config, started.peer, receive_nowait)
+            started.start(self.config, started.peer, receive_nowait)
         except Exception as error:
             started.error = error
         except BaseException:
@@ -985,7 +997,7 @@ class Handshakes:
         """The stream of a handshake that :meth:`start` took to its end (a header that came
         whole, no validator to await), counted; ``None`` when anything is left to do, a refusal
         included: :meth:`run` then does it, with ``started``."""
-        reader = started.reader
+        reader = started
         if started.error is not None or not reader.over:
             return None
         assert reader.engine is not None
@@ -1013,7 +1025,7 @@ class Handshakes:
         if started is None:
             started = self.start(find_peer, receive_nowait)
         io, counters = self.io, self.counters
-        reader, peer = started.reader, started.peer
+        reader, peer = started, started.peer
         try:
             if started.error is not None:
                 error, started.error = started.error, None
@@ -1056,7 +1068,7 @@ class Handshakes:
         self.counters.accept(
             0 if header is None else header.version,
             not engine.uses_addresses(reader.action),
-            self.io.current_time() - reader.started,
+            _monotonic() - reader.started,
         )
 
     async def _refuse(
