@@ -526,9 +526,18 @@ def test_the_bounded_queue_pauses_above_high_water_and_resumes_at_low_water() ->
         calls.append("resume")
         reading[0] = True
 
+    class Transport:
+        def is_reading(self) -> bool:
+            return reading[0]
+
+        def pause_reading(self) -> None:
+            pause()
+
+        def resume_reading(self) -> None:
+            resume()
+
     protocol = type("Protocol", (), {"is_at_eof": False})()
-    queue = _BoundedQueue(deque([b"x" * 10]), protocol, lambda: reading[0], pause)
-    queue.resume_reading = resume
+    queue = _BoundedQueue(deque([b"x" * 10]), protocol, Transport())
     chunk = b"y" * (HIGH_WATER // 4)
     while reading[0]:
         queue.append(chunk)  # what data_received() does

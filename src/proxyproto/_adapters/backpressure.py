@@ -116,26 +116,30 @@ def _is_boundable(kind: type) -> bool:
 
 
 def _pause(stream: Any) -> None:
-    transport = getattr(stream, "_transport", None)
-    is_reading = getattr(transport, "is_reading", None)
-    pause_reading = getattr(transport, "pause_reading", None)
-    resume_reading = getattr(transport, "resume_reading", None)
-    if is_reading is None or pause_reading is None or resume_reading is None:
+    transport: Any = getattr(stream, "_transport", None)
+    kind = type(transport)
+    pausable = _PAUSABLE.get(kind)
+    if pausable is None:  # asyncio's transports, uvloop's (which are not its subclasses)...
+        names = ("is_reading", "pause_reading", "resume_reading")
+        pausable = _PAUSABLE[kind] = all(callable(getattr(kind, name, None)) for name in names)
+    if not pausable:
         return
     protocol: Any = getattr(stream, "_protocol", None)
     try:
         if _queue_replaceable(type(stream), protocol):
-            queue = _BoundedQueue(protocol.read_queue, protocol, is_reading, pause_reading)
-            queue.resume_reading = resume_reading
+            queue = _BoundedQueue(protocol.read_queue, protocol, transport)
             protocol.read_queue = queue
             if queue.size > HIGH_WATER:
                 queue.pause()
-        elif is_reading():
-            pause_reading()
+        elif transport.is_reading():
+            transport.pause_reading()
     except (RuntimeError, NotImplementedError, AttributeError, TypeError):
         # A transport that cannot pause (or is closing in a way we did not foresee): as before.
         pass
 
+
+#: Per transport class: whether it has ``is_reading()``, ``pause_reading()``, ``resume_reading()``.
+_PAUSABLE: dict[type, bool] = {}
 
 #: Per (stream class, protocol class): whether the protocol's read_queue can be replaced (the
 #: stream's receive() pops it, the protocol's data_received() appends to it).
@@ -166,19 +170,17 @@ class _BoundedQueue(deque[bytes]):
     """anyio's read queue, counting its bytes: pauses the transport above :data:`HIGH_WATER`,
     resumes it at :data:`LOW_WATER` or below when ``receive()`` takes a chunk."""
 
-    def __init__(
-        self, chunks: deque[bytes], protocol: Any, is_reading: Any, pause_reading: Any
-    ) -> None:
+    __slots__ = ("protocol", "size", "transport")
+
+    def __init__(self, chunks: deque[bytes], protocol: Any, transport: Any) -> None:
         super().__init__(chunks)
-        self.size = sum(map(len, chunks))
+        self.size = sum(map(len, chunks)) if chunks else 0
         self.protocol = protocol
-        self.is_reading = is_reading
-        self.pause_reading = pause_reading
-        self.resume_reading: Any = None
+        self.transport = transport
 
     def pause(self) -> None:
-        if self.is_reading():
-            self.pause_reading()
+        if self.transport.is_reading():
+            self.transport.pause_reading()
 
     def append(self, chunk: bytes) -> None:  # data_received()
         super().append(chunk)
@@ -195,8 +197,12 @@ class _BoundedQueue(deque[bytes]):
         self.size -= len(chunk)
         # Paused by us above the high-water mark, or by anyio's receive() after it waited: read
         # ahead again (not at EOF: a resumed transport would report it a second time).
-        if self.size <= LOW_WATER and not self.is_reading() and not self.protocol.is_at_eof:
-            self.resume_reading()
+        if (
+            self.size <= LOW_WATER
+            and not self.protocol.is_at_eof
+            and not self.transport.is_reading()
+        ):
+            self.transport.resume_reading()
         return chunk
 
 
