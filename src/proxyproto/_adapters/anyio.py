@@ -36,7 +36,7 @@ import asyncio
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial, wraps
 from typing import Any
@@ -276,7 +276,9 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
 
         @wraps(handler)
         async def handle(transport: ByteStream) -> None:
-            stream = await self.handshake(transport)
+            stream, rest = self._handshake_nowait(transport)
+            if rest is not None:
+                stream = await rest
             if stream is not None:
                 await handler(stream)
 
@@ -327,6 +329,14 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
         Returns the ready stream, or ``None`` when the connection was refused (it is then closed,
         counted and logged). For servers that accept connections themselves.
         """
+        stream, rest = self._handshake_nowait(transport)
+        return stream if rest is None else await rest
+
+    def _handshake_nowait(
+        self, transport: ByteStream
+    ) -> tuple[ProxiedStream | None, Awaitable[ProxiedStream | None] | None]:
+        """:meth:`handshake` as far as it goes without waiting: ``(stream, None)`` for a header
+        that came whole (no coroutine at all then), else ``(None, the rest to await)``."""
         engine = self._engine
         engine.io = _primitives()
         raw = _raw_socket(transport)
@@ -336,16 +346,15 @@ class ProxyProtocolListener(Listener[ProxiedStream]):
             find_peer = _peer_finder(transport, raw)
             make_stream = partial(_stream, transport, None)
             started = engine.start(find_peer, _nowait(transport, raw))
-            # A header that came whole: the stream at once, without a coroutine of the engine's.
             stream = engine.run_nowait(started, make_stream)
             if stream is not None:
-                return stream
-            return await engine.run(
+                return stream, None
+            return None, engine.run(
                 transport, find_peer, transport.receive, make_stream, started=started
             )
         # Read once: anyio asks the socket each time, and a reset socket no longer knows.
         attributes = transport.extra_attributes
-        return await engine.run(
+        return None, engine.run(
             transport,
             partial(_peer_of, attributes),
             transport.receive,
