@@ -135,6 +135,9 @@ class ProxiedStream(ByteStream):
         # Built when first asked for: anyio's socket streams rebuild theirs on every access, a
         # cost per connection that servers which never look should not pay.
         self._extra: Mapping[Any, Callable[[], Any]] | None = None
+        if type(self).send is ProxiedStream.send:
+            # Nothing of ours to do per chunk sent: the transport's own send().
+            self.send = self.transport_stream.send  # type: ignore[method-assign]
         if not leftover:
             self._serve_transport_directly()
 
