@@ -162,26 +162,15 @@ async def accept_retrying(
         try:
             result = await accept()
         except (OSError, anyio.BrokenResourceError) as error:
-            await _wait_out_or_raise(error, where, sleep=sleep)
+            # anyio's trio backend raises the OSError as the cause of a BrokenResourceError.
+            cause = error if isinstance(error, OSError) else error.__cause__
+            if not isinstance(cause, OSError) or cause.errno not in EXHAUSTION_ERRNOS:
+                raise
+            await wait_out(cause, where, sleep=sleep)
             continue
         if exhaustion.in_streak:
             exhaustion.succeeded()
         return result
-
-
-async def _wait_out_or_raise(
-    error: OSError | anyio.BrokenResourceError,
-    where: str | Callable[[], str],
-    *,
-    sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
-) -> None:
-    """:func:`wait_out` an ``accept()`` error that is one of :data:`EXHAUSTION_ERRNOS`; raise
-    any other."""
-    # anyio's trio backend raises the OSError as the cause of a BrokenResourceError.
-    cause = error if isinstance(error, OSError) else error.__cause__
-    if not isinstance(cause, OSError) or cause.errno not in EXHAUSTION_ERRNOS:
-        raise error
-    await wait_out(cause, where, sleep=sleep)
 
 
 async def wait_out(
@@ -224,14 +213,7 @@ async def serve(
         if task_group is None:
             task_group = await stack.enter_async_context(anyio.create_task_group())
         while True:
-            # accept_retrying() inline: one coroutine less per connection.
-            try:
-                stream = await accept()
-            except (OSError, anyio.BrokenResourceError) as error:
-                await _wait_out_or_raise(error, where)
-                continue
-            if exhaustion.in_streak:
-                exhaustion.succeeded()
+            stream = await accept_retrying(accept, where)
             task_group.start_soon(handler, stream)
 
 

@@ -854,9 +854,7 @@ class _Reader:
             if first is None or not engine.receive_data(first):
                 self.reading = True
                 return
-        action = self.action = engine.judge(timed_out=False)
-        if config.validator is not None:
-            self.pending = engine.validation(action)
+        self._judge(timed_out=False)
 
     def _judge(self, *, timed_out: bool) -> None:
         assert self.engine is not None
@@ -997,17 +995,16 @@ class Handshakes:
         """The stream of a handshake that :meth:`start` took to its end (a header that came
         whole, no validator to await), counted; ``None`` when anything is left to do, a refusal
         included: :meth:`run` then does it, with ``started``."""
-        reader = started
-        if started.error is not None or not reader.over:
+        if started.error is not None or not started.over:
             return None
-        assert reader.engine is not None
+        assert started.engine is not None
         try:
-            stream = make_stream(reader.engine, reader.action)
+            stream = make_stream(started.engine, started.action)
         except Exception as error:
             started.error = error
             return None
         self.counters.in_flight -= 1
-        self._count_accepted(reader)
+        self._count_accepted(started)
         return stream
 
     async def run(
@@ -1025,14 +1022,14 @@ class Handshakes:
         if started is None:
             started = self.start(find_peer, receive_nowait)
         io, counters = self.io, self.counters
-        reader, peer = started, started.peer
+        peer = started.peer
         try:
             if started.error is not None:
                 error, started.error = started.error, None
                 raise error
-            action = await reader.finish(receive, self.admission)
-            assert reader.engine is not None
-            stream = make_stream(reader.engine, action)
+            action = await started.finish(receive, self.admission)
+            assert started.engine is not None
+            stream = make_stream(started.engine, action)
         except Refusal as refusal:
             await self._refuse(transport, peer, refusal.kind, refusal.reason)
             return None
@@ -1041,7 +1038,7 @@ class Handshakes:
             await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
             return None
         except io.network_errors as error:
-            if reader.sent_nothing:
+            if started.sent_nothing:
                 await self._refuse(transport, peer, RefusalKind.EMPTY, EMPTY)
             else:
                 reason = f"{type(error).__name__}: {error}"
@@ -1058,7 +1055,7 @@ class Handshakes:
             raise
         finally:
             counters.in_flight -= 1
-        self._count_accepted(reader)
+        self._count_accepted(started)
         return stream
 
     def _count_accepted(self, reader: _Reader) -> None:
